@@ -1,0 +1,112 @@
+//! The private protocol between the server and a runner process: one JSON object per line,
+//! requests on the runner's stdin, events on its stdout. The runner's stderr is its log.
+//!
+//! Every request carries an `id`; every event about a request carries the same `id`, so a
+//! runner can serve several requests at once and the server can route each event to its client.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Message, Options};
+
+/// What the server asks of a runner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunnerRequest {
+    /// Render, tokenize, evaluate and stream a completion.
+    Completion(CompletionRequest),
+    /// Stop the request with this id at the next token; its `done` event follows.
+    Cancel { id: u64 },
+}
+
+/// How the prompt is built from the request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Prompt {
+    /// Text used as it is (`raw: true`).
+    Raw { text: String },
+    /// Messages rendered through the model's template.
+    Chat {
+        messages: Vec<Message>,
+        /// A Modelfile `TEMPLATE` (Go text/template). `None`: the GGUF's own chat template.
+        #[serde(default)]
+        template: Option<String>,
+        /// For `/api/generate`: the request's prompt, system and (empty) response are also
+        /// given to a Go template as `.Prompt`, `.System` and `.Response`.
+        #[serde(default)]
+        generate: bool,
+    },
+}
+
+/// One completion.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompletionRequest {
+    pub id: u64,
+    pub prompt: Prompt,
+    /// Tokens of an earlier `/api/generate` answer to continue from.
+    #[serde(default)]
+    pub context: Vec<i32>,
+    /// Sampling options, already merged (defaults, model parameters, request).
+    pub options: Options,
+    /// Return the token ids of prompt and answer in `done.context` (generate does).
+    #[serde(default)]
+    pub want_context: bool,
+}
+
+/// Why a completion ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoneReason {
+    Stop,
+    Length,
+    Cancelled,
+}
+
+impl DoneReason {
+    /// The `done_reason` string Ollama sends.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DoneReason::Stop | DoneReason::Cancelled => "stop",
+            DoneReason::Length => "length",
+        }
+    }
+}
+
+/// What a runner reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunnerEvent {
+    /// The model is loaded and the runner takes requests.
+    Ready(ReadyInfo),
+    /// Prompt evaluation is under way (also a sign of life for stall detection).
+    Progress { id: u64, evaluated: u64, total: u64 },
+    /// A piece of the answer.
+    Token { id: u64, text: String },
+    /// The answer is complete.
+    Done(DoneInfo),
+    /// The request failed; the runner goes on serving.
+    Error { id: u64, message: String },
+}
+
+/// Facts about the loaded model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadyInfo {
+    pub n_ctx: u32,
+    pub n_ctx_train: u32,
+    pub n_threads: u32,
+    pub load_duration_ns: u64,
+    /// Bytes of the model weights as loaded.
+    pub model_size: u64,
+}
+
+/// Counts and timings of a finished completion.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DoneInfo {
+    pub id: u64,
+    pub reason: DoneReason,
+    pub prompt_eval_count: u64,
+    pub prompt_eval_duration_ns: u64,
+    pub eval_count: u64,
+    pub eval_duration_ns: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Vec<i32>>,
+}

@@ -1,0 +1,274 @@
+//! Ollama's `/api/*` request and response bodies, with Ollama's field names.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A chat message as Ollama sends and receives it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    #[serde(default)]
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_name: Option<String>,
+}
+
+impl Message {
+    /// A message with just a role and text.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// `POST /api/generate`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    pub model: String,
+    #[serde(default)]
+    pub prompt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suffix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Vec<i32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub raw: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<BTreeMap<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub think: Option<Value>,
+}
+
+/// `POST /api/chat`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub model: String,
+    #[serde(default)]
+    pub messages: Vec<Message>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<BTreeMap<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub think: Option<Value>,
+}
+
+/// Timing and token counts carried by the final object of a generate or chat stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metrics {
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub total_duration: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub load_duration: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prompt_eval_count: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prompt_eval_duration: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub eval_count: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub eval_duration: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// One object of a `/api/generate` answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GenerateResponse {
+    pub model: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub response: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thinking: Option<String>,
+    pub done: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Vec<i32>>,
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+/// One object of a `/api/chat` answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChatResponse {
+    pub model: String,
+    pub created_at: DateTime<Utc>,
+    pub message: Message,
+    pub done: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_reason: Option<String>,
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+/// `POST /api/create`, in the structured form Ollama's clients send since 0.5.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// File name to blob digest, for `FROM <file>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapters: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<BTreeMap<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<Message>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize: Option<String>,
+}
+
+/// A progress line of create, pull or push.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProgressResponse {
+    #[serde(default)]
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<u64>,
+}
+
+/// `POST /api/show`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ShowRequest {
+    #[serde(default, alias = "name")]
+    pub model: String,
+    #[serde(default)]
+    pub verbose: bool,
+}
+
+/// The `details` object of tags, ps and show.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelDetails {
+    #[serde(default)]
+    pub parent_model: String,
+    #[serde(default)]
+    pub format: String,
+    #[serde(default)]
+    pub family: String,
+    #[serde(default)]
+    pub families: Option<Vec<String>>,
+    #[serde(default)]
+    pub parameter_size: String,
+    #[serde(default)]
+    pub quantization_level: String,
+}
+
+/// Answer of `POST /api/show`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ShowResponse {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub license: String,
+    #[serde(default)]
+    pub modelfile: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub parameters: String,
+    #[serde(default)]
+    pub template: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub system: String,
+    pub details: ModelDetails,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages: Vec<Message>,
+    #[serde(default)]
+    pub model_info: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    pub modified_at: DateTime<Utc>,
+}
+
+/// One entry of `GET /api/tags`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ListModel {
+    pub name: String,
+    pub model: String,
+    pub modified_at: DateTime<Utc>,
+    pub size: u64,
+    pub digest: String,
+    pub details: ModelDetails,
+}
+
+/// `GET /api/tags`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListResponse {
+    pub models: Vec<ListModel>,
+}
+
+/// One entry of `GET /api/ps`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessModel {
+    pub name: String,
+    pub model: String,
+    pub size: u64,
+    pub digest: String,
+    pub details: ModelDetails,
+    pub expires_at: DateTime<Utc>,
+    pub size_vram: u64,
+    #[serde(default)]
+    pub context_length: u32,
+}
+
+/// `GET /api/ps`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProcessResponse {
+    pub models: Vec<ProcessModel>,
+}
+
+/// `GET /api/version`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionResponse {
+    pub version: String,
+}
+
+/// Every error body: `{"error": "..."}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    pub error: String,
+}

@@ -1,0 +1,429 @@
+//! A GGUF metadata reader that needs no C++.
+//!
+//! The server uses it to check, at `create` time, that a file is a complete GGUF (header,
+//! metadata, tensor table, and tensor data that fits inside the file), and to describe a model
+//! for `show`, `list` and `ps` without loading it. It is written by hand because the server
+//! must not link llama.cpp and only needs the header and metadata, read defensively: every
+//! length in the file is checked against the file's size before anything is allocated.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use serde_json::Value;
+
+const MAGIC: &[u8; 4] = b"GGUF";
+/// Longest string or array the reader accepts (the largest vocabularies hold ~260k tokens).
+const MAX_ITEMS: u64 = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GgufError {
+    #[error("not a GGUF file (bad magic {0:02x?})")]
+    BadMagic([u8; 4]),
+    #[error("unsupported GGUF version {0}")]
+    Version(u32),
+    #[error("GGUF file is truncated: {0}")]
+    Truncated(String),
+    #[error("invalid GGUF: {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// What Corral needs to know about a GGUF file.
+#[derive(Debug, Clone)]
+pub struct GgufInfo {
+    pub version: u32,
+    pub file_size: u64,
+    /// Scalar and string metadata; arrays are kept as their length only, except short ones.
+    pub metadata: BTreeMap<String, Value>,
+    pub tensor_count: u64,
+    pub parameter_count: u64,
+}
+
+impl GgufInfo {
+    /// `general.architecture`, e.g. `llama` or `gemma3`.
+    pub fn architecture(&self) -> &str {
+        self.metadata
+            .get("general.architecture")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    /// A string metadata value.
+    pub fn string(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).and_then(Value::as_str)
+    }
+
+    /// `tokenizer.chat_template`, if the file has one.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.string("tokenizer.chat_template")
+    }
+
+    /// The quantization as Ollama names it, from `general.file_type`.
+    pub fn file_type(&self) -> String {
+        let ft = self
+            .metadata
+            .get("general.file_type")
+            .and_then(Value::as_u64);
+        ft.map(file_type_name).unwrap_or("unknown").to_string()
+    }
+
+    /// Parameter count in Ollama's style: `134.52M`, `1.2B`.
+    pub fn parameter_size(&self) -> String {
+        human_count(self.parameter_count)
+    }
+
+    /// The training context length, `<arch>.context_length`.
+    pub fn context_length(&self) -> Option<u64> {
+        self.metadata
+            .get(&format!("{}.context_length", self.architecture()))
+            .and_then(Value::as_u64)
+    }
+}
+
+/// Format a count as Ollama's `parameter_size`.
+pub fn human_count(n: u64) -> String {
+    let n = n as f64;
+    let (v, unit) = if n >= 1e12 {
+        (n / 1e12, "T")
+    } else if n >= 1e9 {
+        (n / 1e9, "B")
+    } else if n >= 1e6 {
+        (n / 1e6, "M")
+    } else if n >= 1e3 {
+        (n / 1e3, "K")
+    } else {
+        (n, "")
+    };
+    let s = format!("{v:.2}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}{unit}")
+}
+
+/// llama.cpp's `llama_ftype` names.
+pub fn file_type_name(ft: u64) -> &'static str {
+    match ft {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        19 => "IQ2_XXS",
+        20 => "IQ2_XS",
+        21 => "Q2_K_S",
+        22 => "IQ3_XS",
+        23 => "IQ3_XXS",
+        24 => "IQ1_S",
+        25 => "IQ4_NL",
+        26 => "IQ3_S",
+        27 => "IQ3_M",
+        28 => "IQ2_S",
+        29 => "IQ2_M",
+        30 => "IQ4_XS",
+        31 => "IQ1_M",
+        32 => "BF16",
+        36 => "TQ1_0",
+        37 => "TQ2_0",
+        38 => "MXFP4",
+        _ => "unknown",
+    }
+}
+
+/// (elements per block, bytes per block) of a ggml tensor type, where known.
+fn type_block(t: u32) -> Option<(u64, u64)> {
+    Some(match t {
+        0 => (1, 4),
+        1 => (1, 2),
+        2 => (32, 18),
+        3 => (32, 20),
+        6 => (32, 22),
+        7 => (32, 24),
+        8 => (32, 34),
+        9 => (32, 36),
+        10 => (256, 84),
+        11 => (256, 110),
+        12 => (256, 144),
+        13 => (256, 176),
+        14 => (256, 210),
+        15 => (256, 292),
+        16 => (256, 66),
+        17 => (256, 74),
+        18 => (256, 98),
+        19 => (256, 50),
+        20 => (32, 18),
+        21 => (256, 110),
+        22 => (256, 82),
+        23 => (256, 136),
+        24 => (1, 1),
+        25 => (1, 2),
+        26 => (1, 4),
+        27 => (1, 8),
+        28 => (1, 8),
+        29 => (256, 56),
+        30 => (1, 2),
+        34 => (256, 54),
+        35 => (256, 66),
+        39 => (32, 17),
+        _ => return None,
+    })
+}
+
+struct Reader<R> {
+    r: R,
+    pos: u64,
+    len: u64,
+}
+
+impl<R: Read> Reader<R> {
+    fn bytes(&mut self, n: u64, what: &str) -> Result<Vec<u8>, GgufError> {
+        if n > self.len.saturating_sub(self.pos) {
+            return Err(GgufError::Truncated(format!(
+                "{what} needs {n} bytes at offset {}",
+                self.pos
+            )));
+        }
+        let mut buf = vec![0; n as usize];
+        self.r.read_exact(&mut buf)?;
+        self.pos += n;
+        Ok(buf)
+    }
+    fn u8(&mut self) -> Result<u8, GgufError> {
+        Ok(self.bytes(1, "u8")?[0])
+    }
+    fn u32(&mut self) -> Result<u32, GgufError> {
+        Ok(u32::from_le_bytes(
+            self.bytes(4, "u32")?.try_into().unwrap(),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, GgufError> {
+        Ok(u64::from_le_bytes(
+            self.bytes(8, "u64")?.try_into().unwrap(),
+        ))
+    }
+    fn string(&mut self) -> Result<String, GgufError> {
+        let n = self.u64()?;
+        if n > MAX_ITEMS {
+            return Err(GgufError::Invalid(format!("string of {n} bytes")));
+        }
+        let b = self.bytes(n, "string")?;
+        String::from_utf8(b).map_err(|_| GgufError::Invalid("string is not UTF-8".into()))
+    }
+    fn value(&mut self, t: u32, depth: u32) -> Result<Value, GgufError> {
+        Ok(match t {
+            0 => Value::from(self.u8()?),
+            1 => Value::from(self.u8()? as i8),
+            2 => Value::from(u16::from_le_bytes(
+                self.bytes(2, "u16")?.try_into().unwrap(),
+            )),
+            3 => Value::from(i16::from_le_bytes(
+                self.bytes(2, "i16")?.try_into().unwrap(),
+            )),
+            4 => Value::from(self.u32()?),
+            5 => Value::from(self.u32()? as i32),
+            6 => float(f32::from_bits(self.u32()?) as f64),
+            7 => Value::from(self.u8()? != 0),
+            8 => Value::from(self.string()?),
+            9 => {
+                if depth > 2 {
+                    return Err(GgufError::Invalid("arrays nested too deeply".into()));
+                }
+                let item_type = self.u32()?;
+                let n = self.u64()?;
+                if n > MAX_ITEMS {
+                    return Err(GgufError::Invalid(format!("array of {n} items")));
+                }
+                // Long arrays (vocabularies, merges) are skipped over: only their length is kept.
+                let mut items = Vec::new();
+                for _ in 0..n {
+                    let v = self.value(item_type, depth + 1)?;
+                    if n <= 64 {
+                        items.push(v);
+                    }
+                }
+                if n <= 64 {
+                    Value::Array(items)
+                } else {
+                    serde_json::json!({ "array_length": n })
+                }
+            }
+            10 => Value::from(self.u64()?),
+            11 => Value::from(self.u64()? as i64),
+            12 => float(f64::from_bits(self.u64()?)),
+            other => return Err(GgufError::Invalid(format!("unknown metadata type {other}"))),
+        })
+    }
+}
+
+fn float(f: f64) -> Value {
+    serde_json::Number::from_f64(f)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+/// Read and check a GGUF file.
+pub fn read(path: &Path) -> Result<GgufInfo, GgufError> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut r = Reader {
+        r: BufReader::with_capacity(1 << 16, file),
+        pos: 0,
+        len,
+    };
+    let magic: [u8; 4] = match r.bytes(4, "magic") {
+        Ok(b) => b.try_into().unwrap(),
+        Err(GgufError::Truncated(_)) => {
+            return Err(GgufError::Invalid(format!("file is only {len} bytes long")))
+        }
+        Err(e) => return Err(e),
+    };
+    if &magic != MAGIC {
+        return Err(GgufError::BadMagic(magic));
+    }
+    let version = r.u32()?;
+    if !(2..=3).contains(&version) {
+        return Err(GgufError::Version(version));
+    }
+    let tensor_count = r.u64()?;
+    let kv_count = r.u64()?;
+    if tensor_count > MAX_ITEMS || kv_count > MAX_ITEMS {
+        return Err(GgufError::Invalid(format!(
+            "{tensor_count} tensors, {kv_count} metadata keys"
+        )));
+    }
+    let mut metadata = BTreeMap::new();
+    for _ in 0..kv_count {
+        let key = r.string()?;
+        let t = r.u32()?;
+        let v = r.value(t, 0)?;
+        metadata.insert(key, v);
+    }
+    let alignment = metadata
+        .get("general.alignment")
+        .and_then(Value::as_u64)
+        .unwrap_or(32)
+        .max(1);
+    let mut parameter_count = 0u64;
+    let mut data_end = 0u64;
+    for _ in 0..tensor_count {
+        let name = r.string()?;
+        let n_dims = r.u32()?;
+        if n_dims > 8 {
+            return Err(GgufError::Invalid(format!(
+                "tensor {name} has {n_dims} dimensions"
+            )));
+        }
+        let mut elements = 1u64;
+        for _ in 0..n_dims {
+            elements = elements.saturating_mul(r.u64()?);
+        }
+        let t = r.u32()?;
+        let offset = r.u64()?;
+        parameter_count = parameter_count.saturating_add(elements);
+        let size = type_block(t).map_or(0, |(block, bytes)| {
+            elements.div_ceil(block).saturating_mul(bytes)
+        });
+        data_end = data_end.max(offset.saturating_add(size));
+    }
+    let data_start = r.pos.div_ceil(alignment) * alignment;
+    if data_start.saturating_add(data_end) > len {
+        return Err(GgufError::Truncated(format!(
+            "tensor data needs {} bytes, the file has {len}",
+            data_start.saturating_add(data_end)
+        )));
+    }
+    // Seek to the end to be sure the file can really be read that far.
+    let mut f = r.r.into_inner();
+    f.seek(SeekFrom::End(0))?;
+    Ok(GgufInfo {
+        version,
+        file_size: len,
+        metadata,
+        tensor_count,
+        parameter_count,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    fn tiny_gguf() -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"GGUF");
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(&1u64.to_le_bytes()); // tensors
+        b.extend_from_slice(&1u64.to_le_bytes()); // kv
+        let key = b"general.architecture";
+        b.extend_from_slice(&(key.len() as u64).to_le_bytes());
+        b.extend_from_slice(key);
+        b.extend_from_slice(&8u32.to_le_bytes());
+        b.extend_from_slice(&5u64.to_le_bytes());
+        b.extend_from_slice(b"llama");
+        let name = b"w";
+        b.extend_from_slice(&(name.len() as u64).to_le_bytes());
+        b.extend_from_slice(name);
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&4u64.to_le_bytes()); // 4 elements
+        b.extend_from_slice(&0u32.to_le_bytes()); // f32
+        b.extend_from_slice(&0u64.to_le_bytes());
+        while b.len() % 32 != 0 {
+            b.push(0);
+        }
+        b.extend_from_slice(&[0u8; 16]);
+        b
+    }
+
+    #[test]
+    fn reads_a_complete_file() {
+        let f = write(&tiny_gguf());
+        let info = read(f.path()).unwrap();
+        assert_eq!(info.architecture(), "llama");
+        assert_eq!(info.parameter_count, 4);
+    }
+
+    #[test]
+    fn refuses_bad_files() {
+        let full = tiny_gguf();
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"hello world, not a model".to_vec(), "not a GGUF file"),
+            (b"GG".to_vec(), "only 2 bytes"),
+            (full[..full.len() - 1].to_vec(), "truncated"),
+            (full[..30].to_vec(), "truncated"),
+            (
+                [&full[..4], &9u32.to_le_bytes()[..], &full[8..]].concat(),
+                "unsupported GGUF version 9",
+            ),
+        ];
+        for (bytes, want) in cases {
+            let err = read(write(&bytes).path()).unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+    }
+
+    #[test]
+    fn human_counts() {
+        assert_eq!(human_count(134_515_008), "134.52M");
+        assert_eq!(human_count(268_098_176), "268.1M");
+        assert_eq!(human_count(7_000_000_000), "7B");
+    }
+}

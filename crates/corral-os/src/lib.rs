@@ -1,0 +1,63 @@
+//! Everything that differs between operating systems lives here, behind small functions, so
+//! Windows (job objects) and macOS (kqueue parent watching) can be added without touching the
+//! rest. Only Linux is implemented today.
+
+use std::process::ExitStatus;
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+use linux as imp;
+
+/// Make a child process die with its parent, however the parent ends (SIGKILL included), and
+/// put it in its own process group so a terminal's Ctrl-C reaches only the server, which then
+/// stops its runners in order.
+pub fn bind_child_to_parent(cmd: &mut tokio::process::Command) {
+    imp::bind_child_to_parent(cmd)
+}
+
+/// Ask a process to stop (SIGTERM on Unix).
+pub fn terminate(pid: u32) {
+    imp::signal(pid, libc::SIGTERM)
+}
+
+/// Stop a process at once (SIGKILL on Unix).
+pub fn kill(pid: u32) {
+    imp::signal(pid, libc::SIGKILL)
+}
+
+/// Describe how a process ended: `exit status 1`, `signal 9 (SIGKILL)`.
+pub fn describe_exit(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    if let Some(code) = status.code() {
+        format!("exit status {code}")
+    } else if let Some(sig) = status.signal() {
+        format!("signal {sig} ({})", signal_name(sig))
+    } else {
+        "unknown exit".to_string()
+    }
+}
+
+/// The conventional name of a signal number.
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTERM => "SIGTERM",
+        _ => "unknown signal",
+    }
+}
+
+/// Physical CPU cores (not hyper-threads), the default thread count for inference.
+pub fn physical_cores() -> usize {
+    imp::physical_cores()
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}

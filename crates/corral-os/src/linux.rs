@@ -1,0 +1,55 @@
+use std::collections::HashSet;
+
+pub fn bind_child_to_parent(cmd: &mut tokio::process::Command) {
+    cmd.process_group(0);
+    // SAFETY: prctl is async-signal-safe, and this closure runs in the child between fork and
+    // exec, touching no memory shared with the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() == 1 {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    if let Ok(pid) = i32::try_from(pid) {
+        // SAFETY: kill has no memory effects; a stale pid at worst gets ESRCH.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+}
+
+/// Distinct (physical id, core id) pairs in /proc/cpuinfo, capped by the CPUs this process
+/// may run on (cgroups and affinity).
+pub fn physical_cores() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mut cores = HashSet::new();
+    let mut phys = String::new();
+    for line in info.lines() {
+        let mut kv = line.splitn(2, ':').map(str::trim);
+        match (kv.next(), kv.next()) {
+            (Some("physical id"), Some(v)) => phys = v.to_string(),
+            (Some("core id"), Some(v)) => {
+                cores.insert((phys.clone(), v.to_string()));
+            }
+            _ => {}
+        }
+    }
+    let allowed = std::thread::available_parallelism().map_or(usize::MAX, |n| n.get());
+    (!cores.is_empty()).then(|| cores.len().min(allowed))
+}

@@ -1,0 +1,395 @@
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest as _, Sha256};
+use tempfile::NamedTempFile;
+
+use crate::manifest::config_media_type;
+use crate::{Digest, Layer, Manifest, Name};
+
+/// Largest manifest we read; real ones are a few kilobytes.
+const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("model '{0}' not found")]
+    NotFound(String),
+    #[error("blob {0} not found")]
+    BlobNotFound(Digest),
+    #[error("digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("invalid manifest {path}: {reason}")]
+    InvalidManifest { path: PathBuf, reason: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Io { context, source }
+}
+
+/// A model found in the store.
+#[derive(Debug, Clone)]
+pub struct ModelEntry {
+    pub name: Name,
+    pub manifest: Manifest,
+    /// sha256 of the manifest file: the model's ID.
+    pub digest: Digest,
+    pub modified: DateTime<Utc>,
+}
+
+/// The store at one root folder.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Open (and create, if needed) a store at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        for sub in ["blobs", "manifests"] {
+            let dir = root.join(sub);
+            fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        }
+        Ok(Store { root })
+    }
+
+    /// The store root named by the environment: `CORRAL_MODELS`, else `OLLAMA_MODELS`, else
+    /// `~/.corral/models`.
+    pub fn root_from_env() -> PathBuf {
+        for var in ["CORRAL_MODELS", "OLLAMA_MODELS"] {
+            if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+                return PathBuf::from(v);
+            }
+        }
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        home.join(".corral").join("models")
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a blob lives.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs").join(digest.file_name())
+    }
+
+    /// Whether a complete blob is present.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Start writing a blob that must hash to `expected`.
+    pub fn blob_writer(&self, expected: Digest) -> Result<BlobWriter, StoreError> {
+        let dir = self.root.join("blobs");
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("{}-partial-", expected.file_name()))
+            .tempfile_in(&dir)
+            .map_err(io_err(format!("create temp file in {}", dir.display())))?;
+        Ok(BlobWriter {
+            tmp,
+            hasher: Sha256::new(),
+            size: 0,
+            expected,
+            dest: dir,
+        })
+    }
+
+    /// Store a small blob from memory; returns its layer with the given media type.
+    pub fn put_blob_bytes(&self, media_type: String, bytes: &[u8]) -> Result<Layer, StoreError> {
+        let digest = Digest::from_bytes(&Sha256::digest(bytes));
+        if !self.has_blob(&digest) {
+            let mut w = self.blob_writer(digest.clone())?;
+            w.write_all(bytes).map_err(io_err("write blob"))?;
+            w.commit()?;
+        }
+        Ok(Layer {
+            media_type,
+            digest,
+            size: bytes.len() as u64,
+            from: None,
+        })
+    }
+
+    /// The config blob as a layer.
+    pub fn put_config(&self, config: &crate::ConfigBlob) -> Result<Layer, StoreError> {
+        let bytes = serde_json::to_vec(config).expect("config serializes");
+        self.put_blob_bytes(config_media_type(), &bytes)
+    }
+
+    /// Read a whole (small) blob.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        fs::read(self.blob_path(digest)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::BlobNotFound(digest.clone()),
+            _ => StoreError::Io {
+                context: format!("read blob {digest}"),
+                source: e,
+            },
+        })
+    }
+
+    /// The size of a blob, if present.
+    pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
+        fs::metadata(self.blob_path(digest)).ok().map(|m| m.len())
+    }
+
+    /// The manifest file of a name as stored, matching case-insensitively.
+    fn find_manifest(&self, name: &Name) -> Option<(Name, PathBuf)> {
+        let exact = self.root.join("manifests").join(name.manifest_path());
+        if exact.is_file() {
+            return Some((name.clone(), exact));
+        }
+        self.walk_manifests()
+            .into_iter()
+            .find(|(n, _)| n.eq_fold(name))
+    }
+
+    /// Every (name, path) under `manifests/`, skipping entries that are not valid names.
+    fn walk_manifests(&self) -> Vec<(Name, PathBuf)> {
+        fn dirs(p: &Path) -> Vec<(String, PathBuf)> {
+            fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+                .collect()
+        }
+        let mut out = Vec::new();
+        for (host, hp) in dirs(&self.root.join("manifests")) {
+            for (ns, np) in dirs(&hp) {
+                for (model, mp) in dirs(&np) {
+                    for (tag, tp) in dirs(&mp) {
+                        if !tp.is_file() || tag.contains("partial") || tag.starts_with('.') {
+                            continue;
+                        }
+                        let s = format!("{host}/{ns}/{model}:{tag}");
+                        if let Ok(n) = s.parse::<Name>() {
+                            out.push((n, tp));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Load a model's manifest.
+    pub fn get(&self, name: &Name) -> Result<ModelEntry, StoreError> {
+        let (name, path) = self
+            .find_manifest(name)
+            .ok_or_else(|| StoreError::NotFound(name.display_short()))?;
+        Self::read_entry(name, &path)
+    }
+
+    fn read_entry(name: Name, path: &Path) -> Result<ModelEntry, StoreError> {
+        let invalid = |reason: String| StoreError::InvalidManifest {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let file = File::open(path).map_err(io_err(format!("open {}", path.display())))?;
+        let meta = file
+            .metadata()
+            .map_err(io_err(format!("stat {}", path.display())))?;
+        let mut bytes = Vec::new();
+        file.take(MAX_MANIFEST_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io_err(format!("read {}", path.display())))?;
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(invalid(format!("larger than {MAX_MANIFEST_BYTES} bytes")));
+        }
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+        let modified: DateTime<Utc> = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH).into();
+        Ok(ModelEntry {
+            name,
+            manifest,
+            digest: Digest::from_bytes(&Sha256::digest(&bytes)),
+            modified,
+        })
+    }
+
+    /// Every model in the store, newest first. Unreadable manifests are skipped with a warning.
+    pub fn list(&self) -> Vec<ModelEntry> {
+        let mut out: Vec<ModelEntry> = self
+            .walk_manifests()
+            .into_iter()
+            .filter_map(|(n, p)| match Self::read_entry(n, &p) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    tracing::warn!("skipping {}: {e}", p.display());
+                    None
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| b.modified.cmp(&a.modified));
+        out
+    }
+
+    /// Write a manifest atomically. Every blob it names must already be present. A manifest
+    /// of the same name in another case is replaced, so one name never has two manifests.
+    pub fn put_manifest(&self, name: &Name, manifest: &Manifest) -> Result<Digest, StoreError> {
+        for d in manifest.digests() {
+            if !self.has_blob(d) {
+                return Err(StoreError::BlobNotFound(d.clone()));
+            }
+        }
+        let bytes = serde_json::to_vec(manifest).expect("manifest serializes");
+        let old = self.find_manifest(name);
+        let path = self.root.join("manifests").join(name.manifest_path());
+        write_atomic(&path, &bytes)?;
+        if let Some((_, old_path)) = old.filter(|(_, p)| *p != path) {
+            let _ = fs::remove_file(old_path);
+        }
+        Ok(Digest::from_bytes(&Sha256::digest(&bytes)))
+    }
+}
+
+/// Write `bytes` to `path` so that readers see either the old file or the complete new one.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().expect("store paths have a parent");
+    fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
+    let mut tmp = NamedTempFile::new_in(dir)
+        .map_err(io_err(format!("create temp file in {}", dir.display())))?;
+    tmp.write_all(bytes)
+        .map_err(io_err(format!("write {}", path.display())))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(io_err(format!("sync {}", path.display())))?;
+    tmp.persist(path).map_err(|e| StoreError::Io {
+        context: format!("rename to {}", path.display()),
+        source: e.error,
+    })?;
+    sync_dir(dir);
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    // Makes the rename durable; failure only weakens durability, not correctness.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// A blob being written: hashed as bytes arrive, visible under its digest only after
+/// [`BlobWriter::commit`] checks the hash. Dropping it uncommitted removes the temp file.
+pub struct BlobWriter {
+    tmp: NamedTempFile,
+    hasher: Sha256,
+    size: u64,
+    expected: Digest,
+    dest: PathBuf,
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.tmp.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tmp.flush()
+    }
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Check the digest, fsync and move the blob into place. Returns its size.
+    pub fn commit(self) -> Result<u64, StoreError> {
+        let actual = Digest::from_bytes(&self.hasher.finalize());
+        if actual != self.expected {
+            return Err(StoreError::DigestMismatch {
+                expected: self.expected,
+                actual,
+            });
+        }
+        self.tmp.as_file().sync_all().map_err(io_err("sync blob"))?;
+        let path = self.dest.join(self.expected.file_name());
+        self.tmp.persist(&path).map_err(|e| StoreError::Io {
+            context: format!("rename to {}", path.display()),
+            source: e.error,
+        })?;
+        sync_dir(&self.dest);
+        Ok(self.size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn blob_with_wrong_content_is_never_visible() {
+        let (_d, s) = store();
+        let want: Digest = format!("sha256:{}", "0".repeat(64)).parse().unwrap();
+        let mut w = s.blob_writer(want.clone()).unwrap();
+        w.write_all(b"hello").unwrap();
+        assert!(matches!(w.commit(), Err(StoreError::DigestMismatch { .. })));
+        assert!(!s.has_blob(&want));
+        assert_eq!(
+            fs::read_dir(s.root().join("blobs")).unwrap().count(),
+            0,
+            "temp file left behind"
+        );
+    }
+
+    #[test]
+    fn manifests_round_trip_and_match_case_insensitively() {
+        let (_d, s) = store();
+        let layer = s
+            .put_blob_bytes(Layer::media_type_for("system"), b"be brief")
+            .unwrap();
+        let config = s.put_config(&Default::default()).unwrap();
+        let m = Manifest::new(config, vec![layer]);
+        let name: Name = "Smol:Latest".parse().unwrap();
+        s.put_manifest(&name, &m).unwrap();
+        let got = s.get(&"smol".parse().unwrap()).unwrap();
+        assert_eq!(got.manifest, m);
+        assert_eq!(got.name.model, "Smol");
+        // Writing the lower-case name replaces the upper-case one.
+        s.put_manifest(&"smol".parse().unwrap(), &m).unwrap();
+        let names: Vec<String> = s.list().iter().map(|e| e.name.display_short()).collect();
+        assert_eq!(names, vec!["smol:latest"]);
+        assert!(
+            matches!(s.get(&"other".parse().unwrap()), Err(StoreError::NotFound(n)) if n == "other:latest")
+        );
+    }
+
+    #[test]
+    fn manifest_naming_a_missing_blob_is_refused() {
+        let (_d, s) = store();
+        let config = s.put_config(&Default::default()).unwrap();
+        let missing = Layer {
+            media_type: Layer::media_type_for("model"),
+            digest: format!("sha256:{}", "1".repeat(64)).parse().unwrap(),
+            size: 1,
+            from: None,
+        };
+        let r = s.put_manifest(&"x".parse().unwrap(), &Manifest::new(config, vec![missing]));
+        assert!(matches!(r, Err(StoreError::BlobNotFound(_))));
+        assert!(s.list().is_empty());
+    }
+}

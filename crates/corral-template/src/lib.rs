@@ -1,0 +1,386 @@
+//! Turns a conversation into the prompt text a model expects.
+//!
+//! Two template languages, as Ollama has them:
+//! - a Modelfile `TEMPLATE` is Go `text/template` syntax (`{{ .System }}`, `{{ .Prompt }}`,
+//!   `{{ range .Messages }}`), rendered with `gtmpl`;
+//! - otherwise the GGUF's `tokenizer.chat_template` is Jinja, rendered with minijinja and its
+//!   Python-compatible methods (`.strip()`, `.startswith()`, ...), as Hugging Face renders it.
+//!
+//! A model with neither gets Ollama's default template, `{{ .Prompt }}`.
+
+use std::collections::HashMap;
+
+use corral_api::Message;
+use gtmpl::{FuncError, Value as GoValue};
+use serde_json::Value;
+
+/// Ollama's template for models that bring none.
+pub const DEFAULT_TEMPLATE: &str = "{{ .Prompt }}";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("template error: {0}")]
+    Parse(String),
+    #[error("template error: {0}")]
+    Render(String),
+}
+
+/// A parsed template, ready to render.
+pub enum ChatTemplate {
+    /// Go text/template from a Modelfile.
+    Go { source: String, uses_messages: bool },
+    /// Jinja from the GGUF.
+    Jinja {
+        env: minijinja::Environment<'static>,
+    },
+}
+
+/// Tokens some Jinja templates print themselves.
+#[derive(Debug, Clone, Default)]
+pub struct SpecialTokens {
+    pub bos: String,
+    pub eos: String,
+}
+
+/// What to render.
+#[derive(Debug, Clone, Default)]
+pub struct RenderInput<'a> {
+    pub messages: &'a [Message],
+    /// Add the opening of the assistant's turn (always, for a completion).
+    pub add_generation_prompt: bool,
+    pub tools: Option<&'a [Value]>,
+}
+
+impl ChatTemplate {
+    /// Parse a Go template (a Modelfile `TEMPLATE`); errors read `template error: ...`.
+    pub fn go(source: &str) -> Result<Self, TemplateError> {
+        check_unclosed_action(source)?;
+        let mut t = new_go_template();
+        t.parse(source)
+            .map_err(|e| TemplateError::Parse(e.to_string()))?;
+        Ok(ChatTemplate::Go {
+            source: source.to_string(),
+            uses_messages: source.contains(".Messages"),
+        })
+    }
+
+    /// Parse a Jinja chat template (a GGUF `tokenizer.chat_template`).
+    pub fn jinja(source: &str, tokens: SpecialTokens) -> Result<Self, TemplateError> {
+        let mut env = minijinja::Environment::new();
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        env.add_function("strftime_now", |fmt: String| {
+            chrono::Local::now().format(&fmt).to_string()
+        });
+        env.add_global("bos_token", tokens.bos);
+        env.add_global("eos_token", tokens.eos);
+        env.add_template_owned("chat", source.to_string())
+            .map_err(|e| TemplateError::Parse(e.to_string()))?;
+        Ok(ChatTemplate::Jinja { env })
+    }
+
+    /// Render a conversation.
+    pub fn render(&self, input: &RenderInput<'_>) -> Result<String, TemplateError> {
+        match self {
+            ChatTemplate::Jinja { env } => {
+                let tmpl = env
+                    .get_template("chat")
+                    .map_err(|e| TemplateError::Render(e.to_string()))?;
+                let messages: Vec<Value> = input.messages.iter().map(jinja_message).collect();
+                let ctx = minijinja::context! {
+                    messages => messages,
+                    add_generation_prompt => input.add_generation_prompt,
+                    tools => input.tools.map(|t| t.to_vec()),
+                };
+                tmpl.render(ctx)
+                    .map_err(|e| TemplateError::Render(format!("{e:#}")))
+            }
+            ChatTemplate::Go {
+                source,
+                uses_messages,
+            } => {
+                if *uses_messages {
+                    render_go(source, &go_data(input.messages, None, "", input.tools))
+                } else {
+                    render_go_pairs(source, input.messages, input.tools)
+                }
+            }
+        }
+    }
+}
+
+fn jinja_message(m: &Message) -> Value {
+    let mut v = serde_json::json!({ "role": m.role, "content": m.content });
+    if let Some(calls) = &m.tool_calls {
+        v["tool_calls"] = Value::from(calls.clone());
+    }
+    if let Some(name) = &m.tool_name {
+        v["name"] = Value::from(name.clone());
+    }
+    v
+}
+
+/// gtmpl's lexer never returns when the text ends inside an action that ends in whitespace
+/// (`{{ .Prompt `), which would let one Modelfile hang its caller; such text is refused here.
+fn check_unclosed_action(source: &str) -> Result<(), TemplateError> {
+    if let Some(open) = source.rfind("{{") {
+        if !source[open..].contains("}}") {
+            let line = source[..open].matches('\n').count() + 1;
+            return Err(TemplateError::Parse(format!(
+                "line {line}: unclosed action"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn new_go_template() -> gtmpl::Template {
+    let mut t = gtmpl::Template::default();
+    t.add_func("json", go_json);
+    t.add_func("currentDate", go_current_date);
+    t
+}
+
+fn render_go(source: &str, data: &GoValue) -> Result<String, TemplateError> {
+    check_unclosed_action(source)?;
+    let mut t = new_go_template();
+    t.parse(source)
+        .map_err(|e| TemplateError::Parse(e.to_string()))?;
+    t.render(&gtmpl::Context::from(data.clone()))
+        .map_err(|e| TemplateError::Render(e.to_string()))
+}
+
+/// Templates that know only `.System`, `.Prompt` and `.Response` are rendered once per
+/// user turn and concatenated, as Ollama does; the last turn gets an empty `.Response`.
+fn render_go_pairs(
+    source: &str,
+    messages: &[Message],
+    tools: Option<&[Value]>,
+) -> Result<String, TemplateError> {
+    let mut out = String::new();
+    let mut system: Option<String> = None;
+    let mut prompt: Option<String> = None;
+    for m in messages {
+        match m.role.as_str() {
+            "system" => system = Some(m.content.clone()),
+            "user" => {
+                if let Some(p) = prompt.take() {
+                    out += &render_go(source, &go_data(&[], Some((system.take(), p)), "", tools))?;
+                }
+                prompt = Some(m.content.clone());
+            }
+            "assistant" => {
+                let p = prompt.take().unwrap_or_default();
+                out += &render_go(
+                    source,
+                    &go_data(&[], Some((system.take(), p)), &m.content, tools),
+                )?;
+            }
+            _ => {}
+        }
+    }
+    if prompt.is_some() || system.is_some() || out.is_empty() {
+        out += &render_go(
+            source,
+            &go_data(&[], Some((system, prompt.unwrap_or_default())), "", tools),
+        )?;
+    }
+    Ok(out)
+}
+
+fn go_data(
+    messages: &[Message],
+    pair: Option<(Option<String>, String)>,
+    response: &str,
+    tools: Option<&[Value]>,
+) -> GoValue {
+    let (system, prompt) = match pair {
+        Some((s, p)) => (s.unwrap_or_default(), p),
+        None => {
+            let system = messages
+                .iter()
+                .filter(|m| m.role == "system")
+                .map(|m| m.content.as_str());
+            let system: Vec<&str> = system.collect();
+            let prompt = messages
+                .iter()
+                .rev()
+                .find(|m| m.role == "user")
+                .map(|m| m.content.clone());
+            (system.join("\n\n"), prompt.unwrap_or_default())
+        }
+    };
+    let msgs: Vec<GoValue> = messages
+        .iter()
+        .map(|m| {
+            let mut o = HashMap::new();
+            o.insert("Role".to_string(), GoValue::from(m.role.clone()));
+            o.insert("Content".to_string(), GoValue::from(m.content.clone()));
+            o.insert(
+                "ToolCalls".to_string(),
+                m.tool_calls
+                    .as_ref()
+                    .map_or(GoValue::Nil, |c| json_to_go(&Value::from(c.clone()))),
+            );
+            GoValue::Object(o)
+        })
+        .collect();
+    let mut o = HashMap::new();
+    o.insert("System".to_string(), GoValue::from(system));
+    o.insert("Prompt".to_string(), GoValue::from(prompt));
+    o.insert("Response".to_string(), GoValue::from(response.to_string()));
+    o.insert("Messages".to_string(), GoValue::Array(msgs));
+    o.insert(
+        "Tools".to_string(),
+        tools
+            .filter(|t| !t.is_empty())
+            .map_or(GoValue::Nil, |t| json_to_go(&Value::from(t.to_vec()))),
+    );
+    GoValue::Object(o)
+}
+
+fn json_to_go(v: &Value) -> GoValue {
+    match v {
+        Value::Null => GoValue::Nil,
+        Value::Bool(b) => GoValue::Bool(*b),
+        Value::Number(n) => n
+            .as_i64()
+            .map_or_else(|| GoValue::from(n.as_f64().unwrap_or(0.0)), GoValue::from),
+        Value::String(s) => GoValue::from(s.clone()),
+        Value::Array(a) => GoValue::Array(a.iter().map(json_to_go).collect()),
+        Value::Object(o) => {
+            GoValue::Map(o.iter().map(|(k, v)| (k.clone(), json_to_go(v))).collect())
+        }
+    }
+}
+
+fn go_to_json(v: &GoValue) -> Value {
+    match v {
+        GoValue::NoValue | GoValue::Nil | GoValue::Function(_) => Value::Null,
+        GoValue::Bool(b) => Value::Bool(*b),
+        GoValue::String(s) => Value::String(s.clone()),
+        GoValue::Number(n) => n
+            .as_i64()
+            .map(Value::from)
+            .or_else(|| n.as_f64().map(Value::from))
+            .unwrap_or(Value::Null),
+        GoValue::Array(a) => Value::Array(a.iter().map(go_to_json).collect()),
+        GoValue::Object(o) | GoValue::Map(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), go_to_json(v))).collect())
+        }
+    }
+}
+
+fn go_json(args: &[GoValue]) -> Result<GoValue, FuncError> {
+    let v = args
+        .first()
+        .ok_or(FuncError::AtLeastXArgs("json".into(), 1))?;
+    Ok(GoValue::from(go_to_json(v).to_string()))
+}
+
+fn go_current_date(_args: &[GoValue]) -> Result<GoValue, FuncError> {
+    Ok(GoValue::from(
+        chrono::Local::now().format("%Y-%m-%d").to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMOL: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    fn conv() -> Vec<Message> {
+        vec![
+            Message::new("system", "Answer in one short sentence."),
+            Message::new("user", "Hi"),
+            Message::new("assistant", "Hello!"),
+            Message::new("user", "Capital of France?"),
+        ]
+    }
+
+    fn input(m: &[Message]) -> RenderInput<'_> {
+        RenderInput {
+            messages: m,
+            add_generation_prompt: true,
+            tools: None,
+        }
+    }
+
+    #[test]
+    fn jinja_renders_the_smollm2_template() {
+        let t = ChatTemplate::jinja(SMOL, SpecialTokens::default()).unwrap();
+        let got = t.render(&input(&conv())).unwrap();
+        assert_eq!(
+            got,
+            "<|im_start|>system\nAnswer in one short sentence.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n\
+             <|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nCapital of France?<|im_end|>\n\
+             <|im_start|>assistant\n"
+        );
+        // Without a system message the template adds its own default one.
+        let got = t.render(&input(&[Message::new("user", "Hi")])).unwrap();
+        assert!(got.starts_with("<|im_start|>system\nYou are a helpful AI assistant named SmolLM"));
+    }
+
+    #[test]
+    fn go_template_with_messages() {
+        let src = "{{- range .Messages }}<|{{ .Role }}|>{{ .Content }}\n{{ end }}<|assistant|>";
+        let got = ChatTemplate::go(src)
+            .unwrap()
+            .render(&input(&conv()))
+            .unwrap();
+        assert_eq!(
+            got,
+            "<|system|>Answer in one short sentence.\n<|user|>Hi\n<|assistant|>Hello!\n<|user|>Capital of France?\n<|assistant|>"
+        );
+    }
+
+    #[test]
+    fn go_template_with_prompt_pairs() {
+        let src = "{{ if .System }}S:{{ .System }} {{ end }}U:{{ .Prompt }} A:{{ .Response }}";
+        let got = ChatTemplate::go(src)
+            .unwrap()
+            .render(&input(&conv()))
+            .unwrap();
+        assert_eq!(
+            got,
+            "S:Answer in one short sentence. U:Hi A:HelloU:Capital of France? A:"
+                .replace("Hello", "Hello!")
+        );
+        let got = ChatTemplate::go(DEFAULT_TEMPLATE)
+            .unwrap()
+            .render(&input(&[Message::new("user", "Why?")]))
+            .unwrap();
+        assert_eq!(got, "Why?");
+    }
+
+    #[test]
+    fn bad_templates_are_refused() {
+        for bad in [
+            "{{ .Prompt ",
+            "{{ range .Messages }}{{ .x ",
+            "{{ if .System }}",
+            "{{ end }}",
+            "{{ \"a }}",
+        ] {
+            let e = ChatTemplate::go(bad).err().unwrap().to_string();
+            assert!(e.starts_with("template error: "), "{bad}: {e}");
+        }
+        let e = ChatTemplate::jinja("{% for %}", SpecialTokens::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.starts_with("template error: "), "{e}");
+    }
+}
