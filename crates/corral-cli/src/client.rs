@@ -1,0 +1,121 @@
+//! A small client for the server's API: JSON calls and NDJSON streams.
+
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::host::Host;
+
+/// Talks to one server.
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(host: &Host) -> Client {
+        Client {
+            base: host.url(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    fn connect_error(&self, e: reqwest::Error) -> anyhow::Error {
+        if e.is_connect() {
+            anyhow::anyhow!(
+                "could not connect to corral server at {}: is `corral serve` running?",
+                self.base
+            )
+        } else {
+            e.into()
+        }
+    }
+
+    /// Turn an error status into the server's `{"error": ...}` message.
+    async fn check(resp: reqwest::Response) -> anyhow::Result<reqwest::Response> {
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        let msg = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or_else(|| format!("{status}: {}", body.trim()));
+        anyhow::bail!(msg)
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .map_err(|e| self.connect_error(e))?;
+        Ok(Self::check(resp).await?.json().await?)
+    }
+
+    pub async fn head_ok(&self, path: &str) -> anyhow::Result<bool> {
+        let resp = self
+            .http
+            .head(self.url(path))
+            .send()
+            .await
+            .map_err(|e| self.connect_error(e))?;
+        Ok(resp.status().is_success())
+    }
+
+    pub async fn post_body(&self, path: &str, body: reqwest::Body) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.connect_error(e))?;
+        Self::check(resp).await?;
+        Ok(())
+    }
+
+    /// POST a JSON body and call `on_item` for each object of the NDJSON answer. An
+    /// `{"error": ...}` object in the stream becomes an error.
+    pub async fn stream<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        mut on_item: impl FnMut(T) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.connect_error(e))?;
+        let resp = Self::check(resp).await?;
+        let mut stream = resp.bytes_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut handle = |line: &[u8]| -> anyhow::Result<()> {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                return Ok(());
+            }
+            let v: serde_json::Value = serde_json::from_slice(line)?;
+            if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+                anyhow::bail!(e.to_string());
+            }
+            on_item(serde_json::from_value(v)?)
+        };
+        while let Some(chunk) = stream.next().await {
+            buf.extend_from_slice(&chunk?);
+            while let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                handle(&line)?;
+            }
+        }
+        handle(&buf)
+    }
+}

@@ -1,0 +1,378 @@
+//! The client half of the `corral` command: each subcommand talks to a running server over
+//! its HTTP API, exactly as Ollama's CLI does, so it works against either.
+
+pub mod client;
+pub mod format;
+pub mod host;
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use corral_api::{
+    ChatRequest, ChatResponse, CreateRequest, GenerateRequest, GenerateResponse, ListResponse,
+    Message, Metrics, ProcessResponse, ProgressResponse,
+};
+use corral_modelfile::{Command, Modelfile};
+use sha2::Digest as _;
+
+use crate::client::Client;
+use crate::format::{go_duration, human_bytes, human_time, table};
+
+/// `corral run` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Model to run.
+    pub model: String,
+    /// Prompt; read from stdin when stdin is not a terminal.
+    pub prompt: Vec<String>,
+    /// Print timings and token counts after the answer.
+    #[arg(long)]
+    pub verbose: bool,
+    /// How long to keep the model loaded (e.g. 5m, 0, -1).
+    #[arg(long)]
+    pub keepalive: Option<String>,
+}
+
+/// `corral create` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CreateArgs {
+    /// Name of the new model.
+    pub model: String,
+    /// Modelfile to build from.
+    #[arg(short = 'f', long = "file", default_value = "Modelfile")]
+    pub file: PathBuf,
+}
+
+/// `corral run`.
+pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
+    let mut parts = Vec::new();
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut s = String::new();
+        stdin.lock().read_to_string(&mut s).context("read stdin")?;
+        if !s.trim().is_empty() {
+            parts.push(s);
+        }
+    }
+    parts.extend(args.prompt.iter().cloned());
+    let keep_alive = args
+        .keepalive
+        .as_ref()
+        .map(|k| serde_json::Value::String(k.clone()));
+    if parts.is_empty() {
+        if std::io::stdin().is_terminal() {
+            return chat_loop(client, &args, keep_alive).await;
+        }
+        anyhow::bail!("no prompt given");
+    }
+    let req = GenerateRequest {
+        model: args.model.clone(),
+        prompt: parts.join(" "),
+        keep_alive,
+        ..Default::default()
+    };
+    let mut out = std::io::stdout();
+    let mut metrics = Metrics::default();
+    client
+        .stream("/api/generate", &req, |r: GenerateResponse| {
+            out.write_all(r.response.as_bytes())?;
+            out.flush()?;
+            if r.done {
+                metrics = r.metrics;
+            }
+            Ok(())
+        })
+        .await?;
+    println!();
+    if args.verbose {
+        eprint!("{}", stats_block(&metrics));
+    }
+    Ok(())
+}
+
+/// A simple chat loop for a terminal: each line is a turn, `/bye` or end of input leaves.
+async fn chat_loop(
+    client: &Client,
+    args: &RunArgs,
+    keep_alive: Option<serde_json::Value>,
+) -> anyhow::Result<()> {
+    let mut history: Vec<Message> = Vec::new();
+    let stdin = std::io::stdin();
+    loop {
+        print!(">>> ");
+        std::io::stdout().flush()?;
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            println!();
+            return Ok(());
+        }
+        let line = line.trim();
+        match line {
+            "" => continue,
+            "/bye" | "/exit" => return Ok(()),
+            _ => {}
+        }
+        history.push(Message::new("user", line));
+        let req = ChatRequest {
+            model: args.model.clone(),
+            messages: history.clone(),
+            keep_alive: keep_alive.clone(),
+            ..Default::default()
+        };
+        let mut answer = String::new();
+        let mut metrics = Metrics::default();
+        let mut out = std::io::stdout();
+        let result = client
+            .stream("/api/chat", &req, |r: ChatResponse| {
+                out.write_all(r.message.content.as_bytes())?;
+                out.flush()?;
+                answer.push_str(&r.message.content);
+                if r.done {
+                    metrics = r.metrics;
+                }
+                Ok(())
+            })
+            .await;
+        println!("\n");
+        match result {
+            Ok(()) => history.push(Message::new("assistant", answer)),
+            Err(e) => {
+                history.pop();
+                eprintln!("Error: {e}");
+            }
+        }
+        if args.verbose {
+            eprint!("{}", stats_block(&metrics));
+        }
+    }
+}
+
+/// Ollama's `--verbose` statistics, labels padded to one column.
+pub fn stats_block(m: &Metrics) -> String {
+    let rate = |count: u64, ns: u64| {
+        if ns == 0 {
+            0.0
+        } else {
+            count as f64 / (ns as f64 / 1e9)
+        }
+    };
+    let rows = [
+        ("total duration:", go_duration(m.total_duration)),
+        ("load duration:", go_duration(m.load_duration)),
+        (
+            "prompt eval count:",
+            format!("{} token(s)", m.prompt_eval_count),
+        ),
+        ("prompt eval duration:", go_duration(m.prompt_eval_duration)),
+        (
+            "prompt eval rate:",
+            format!(
+                "{:.2} tokens/s",
+                rate(m.prompt_eval_count, m.prompt_eval_duration)
+            ),
+        ),
+        ("eval count:", format!("{} token(s)", m.eval_count)),
+        ("eval duration:", go_duration(m.eval_duration)),
+        (
+            "eval rate:",
+            format!("{:.2} tokens/s", rate(m.eval_count, m.eval_duration)),
+        ),
+    ];
+    rows.iter().map(|(k, v)| format!("{k:<22}{v}\n")).collect()
+}
+
+/// `corral create`.
+pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
+    let text = read_modelfile(&args.file)?;
+    let mf =
+        Modelfile::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+    let dir = args
+        .file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let parameters = mf.parameters().map_err(|e| anyhow::anyhow!(e))?;
+    let mut req = CreateRequest {
+        model: args.model.clone(),
+        ..Default::default()
+    };
+    if !parameters.is_empty() {
+        req.parameters = Some(parameters);
+    }
+    let mut messages = Vec::new();
+    let mut licenses = Vec::new();
+    for c in &mf.commands {
+        match c {
+            Command::From(from) => {
+                let path = resolve_path(&dir, from);
+                if path.is_file() {
+                    let digest = upload_gguf(client, &path).await?;
+                    let file = path
+                        .file_name()
+                        .map(|f| f.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    req.files = Some([(file, digest)].into_iter().collect());
+                    req.from = None;
+                } else if looks_like_path(from) {
+                    anyhow::bail!("{}: FROM {from}: no such file", args.file.display());
+                } else {
+                    req.from = Some(from.clone());
+                    req.files = None;
+                }
+            }
+            Command::Template(t) => req.template = Some(t.clone()),
+            Command::System(s) => req.system = Some(s.clone()),
+            Command::License(l) => licenses.push(serde_json::Value::String(l.clone())),
+            Command::Message { role, content } => {
+                messages.push(Message::new(role.clone(), content.clone()))
+            }
+            Command::Adapter(_) => anyhow::bail!("ADAPTER is not supported yet"),
+            Command::Parameter { .. } | Command::Requires(_) => {}
+        }
+    }
+    if !messages.is_empty() {
+        req.messages = Some(messages);
+    }
+    if !licenses.is_empty() {
+        req.license = Some(serde_json::Value::Array(licenses));
+    }
+    let mut stderr = std::io::stderr();
+    client
+        .stream("/api/create", &req, |p: ProgressResponse| {
+            writeln!(stderr, "{}", p.status)?;
+            Ok(())
+        })
+        .await
+}
+
+fn read_modelfile(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    // UTF-16 files (with a byte-order mark) come from Windows editors.
+    let utf16 = |bytes: &[u8], le: bool| -> anyhow::Result<String> {
+        let units: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|c| {
+                if le {
+                    u16::from_le_bytes([c[0], c[1]])
+                } else {
+                    u16::from_be_bytes([c[0], c[1]])
+                }
+            })
+            .collect();
+        String::from_utf16(&units)
+            .map_err(|_| anyhow::anyhow!("{}: invalid UTF-16", path.display()))
+    };
+    match bytes.as_slice() {
+        [0xff, 0xfe, rest @ ..] => utf16(rest, true),
+        [0xfe, 0xff, rest @ ..] => utf16(rest, false),
+        _ => String::from_utf8(bytes)
+            .map_err(|_| anyhow::anyhow!("{}: not valid UTF-8", path.display())),
+    }
+}
+
+fn looks_like_path(s: &str) -> bool {
+    s.starts_with('.')
+        || s.starts_with('/')
+        || s.starts_with('~')
+        || s.ends_with(".gguf")
+        || s.contains('\\')
+}
+
+fn resolve_path(dir: &Path, p: &str) -> PathBuf {
+    if let Some(rest) = p.strip_prefix("~/") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    let path = PathBuf::from(p);
+    if path.is_absolute() {
+        path
+    } else {
+        dir.join(path)
+    }
+}
+
+/// Check a GGUF locally, then upload it unless the server has it. Returns its digest.
+async fn upload_gguf(client: &Client, path: &Path) -> anyhow::Result<String> {
+    let p = path.to_path_buf();
+    corral_gguf::read(&p)
+        .map_err(|e| anyhow::anyhow!("invalid model file {}: {e}", path.display()))?;
+    eprintln!("gathering model components");
+    let digest = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        let mut f = std::fs::File::open(&p)?;
+        let mut h = sha2::Sha256::new();
+        std::io::copy(&mut f, &mut h)?;
+        Ok(format!("sha256:{}", hex::encode(h.finalize())))
+    })
+    .await??;
+    let blob = format!("/api/blobs/{digest}");
+    if !client.head_ok(&blob).await? {
+        eprintln!("copying file {digest}");
+        let file = tokio::fs::File::open(path).await?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        client.post_body(&blob, body).await?;
+    }
+    Ok(digest)
+}
+
+/// `corral list`.
+pub async fn list(client: &Client) -> anyhow::Result<()> {
+    let resp: ListResponse = client.get("/api/tags").await?;
+    let now = chrono::Utc::now();
+    let rows: Vec<Vec<String>> = resp
+        .models
+        .iter()
+        .map(|m| {
+            vec![
+                m.name.clone(),
+                m.digest.chars().take(12).collect(),
+                human_bytes(m.size),
+                human_time(m.modified_at, now),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["NAME", "ID", "SIZE", "MODIFIED"], &rows));
+    Ok(())
+}
+
+/// `corral ps`.
+pub async fn ps(client: &Client) -> anyhow::Result<()> {
+    let resp: ProcessResponse = client.get("/api/ps").await?;
+    let now = chrono::Utc::now();
+    let rows: Vec<Vec<String>> = resp
+        .models
+        .iter()
+        .map(|m| {
+            let processor = processor(m.size, m.size_vram);
+            vec![
+                m.name.clone(),
+                m.digest.chars().take(12).collect(),
+                human_bytes(m.size),
+                processor,
+                m.context_length.to_string(),
+                human_time(m.expires_at, now),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+/// Ollama's PROCESSOR column.
+pub fn processor(size: u64, vram: u64) -> String {
+    if vram == 0 {
+        "100% CPU".into()
+    } else if vram >= size {
+        "100% GPU".into()
+    } else {
+        let gpu = (vram as f64 / size as f64 * 100.0).round() as u64;
+        format!("{}%/{}% CPU/GPU", 100 - gpu, gpu)
+    }
+}

@@ -1,0 +1,314 @@
+//! Ollama's Modelfile format.
+//!
+//! ```text
+//! # comment
+//! FROM ./model.gguf
+//! PARAMETER temperature 0.7
+//! PARAMETER stop "<|im_end|>"
+//! SYSTEM """You are brief."""
+//! TEMPLATE """{{ .Prompt }}"""
+//! MESSAGE user Hello
+//! ```
+//!
+//! Keywords are case-insensitive, parameter names and message roles are not. A value is either
+//! unquoted (trimmed), `"..."` or `"""..."""`; quoted values may span lines and keep their inner
+//! whitespace exactly; there is no escape processing. Errors carry the line they were found on.
+
+use std::collections::BTreeMap;
+
+use corral_api::options::{kind_of, Kind};
+use serde_json::Value;
+
+/// The instructions a Modelfile may use.
+pub const COMMANDS: &[&str] = &[
+    "from",
+    "license",
+    "template",
+    "system",
+    "adapter",
+    "parameter",
+    "message",
+    "requires",
+];
+
+/// One instruction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    From(String),
+    Parameter { name: String, value: String },
+    Template(String),
+    System(String),
+    Adapter(String),
+    License(String),
+    Message { role: String, content: String },
+    Requires(String),
+}
+
+/// A parsed Modelfile: its commands in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Modelfile {
+    pub commands: Vec<Command>,
+}
+
+/// What is wrong with a Modelfile.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ParseError {
+    #[error("(line {line}): {message}")]
+    Line { line: usize, message: String },
+    #[error("no FROM line")]
+    NoFrom,
+    #[error("unexpected end of file: unterminated {quote} starting on line {line}")]
+    UnterminatedQuote { line: usize, quote: &'static str },
+}
+
+impl Modelfile {
+    /// Parse the text of a Modelfile.
+    pub fn parse(text: &str) -> Result<Modelfile, ParseError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let mut commands = Vec::new();
+        let mut rest = text;
+        let mut line = 1usize;
+        while !rest.is_empty() {
+            // One logical line: keyword, then a value that may run over several lines.
+            let (raw_line, after) = split_line(rest);
+            let trimmed = raw_line.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                line += 1;
+                rest = after;
+                continue;
+            }
+            let start_line = line;
+            let kw_end = trimmed.find(char::is_whitespace).unwrap_or(trimmed.len());
+            let keyword = trimmed[..kw_end].to_ascii_lowercase();
+            if !COMMANDS.contains(&keyword.as_str()) {
+                return Err(ParseError::Line {
+                    line: start_line,
+                    message: format!(
+                        "command must be one of {}",
+                        COMMANDS
+                            .iter()
+                            .map(|c| format!("\"{c}\""))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+            // The value starts after the keyword, in the original text (it may be multi-line).
+            let offset = raw_line.len() - raw_line.trim_start().len() + kw_end;
+            let from_value = &rest[offset..];
+            let (args, consumed) = match keyword.as_str() {
+                "parameter" | "message" => {
+                    let body = from_value.trim_start_matches([' ', '\t']);
+                    let skip = from_value.len() - body.len();
+                    let name_end = body.find(char::is_whitespace).unwrap_or(body.len());
+                    let name = &body[..name_end];
+                    if name.is_empty() {
+                        return Err(ParseError::Line {
+                            line: start_line,
+                            message: format!("missing value for {keyword}"),
+                        });
+                    }
+                    let (value, used) = read_value(&body[name_end..], start_line)?;
+                    ((name.to_string(), value), skip + name_end + used)
+                }
+                _ => {
+                    let (value, used) = read_value(from_value, start_line)?;
+                    ((String::new(), value), used)
+                }
+            };
+            let end_line = start_line + rest[..offset + consumed].matches('\n').count();
+            rest = &rest[offset + consumed..];
+            // After a value only a comment may follow on the same line.
+            let (tail, after) = split_line(rest);
+            let tail = tail.trim();
+            if !tail.is_empty() && !tail.starts_with('#') {
+                return Err(ParseError::Line {
+                    line: end_line,
+                    message: format!("unexpected text after value: {tail:?}"),
+                });
+            }
+            rest = after;
+            line = end_line + 1;
+            commands.push(to_command(&keyword, args, start_line)?);
+        }
+        if !commands.iter().any(|c| matches!(c, Command::From(_))) {
+            return Err(ParseError::NoFrom);
+        }
+        Ok(Modelfile { commands })
+    }
+
+    /// The FROM value.
+    pub fn from(&self) -> &str {
+        self.commands
+            .iter()
+            .rev()
+            .find_map(|c| {
+                if let Command::From(f) = c {
+                    Some(f.as_str())
+                } else {
+                    None
+                }
+            })
+            .unwrap_or("")
+    }
+
+    /// PARAMETERs as typed JSON values; repeated `stop` lines accumulate.
+    pub fn parameters(&self) -> Result<BTreeMap<String, Value>, String> {
+        let mut out: BTreeMap<String, Value> = BTreeMap::new();
+        for c in &self.commands {
+            let Command::Parameter { name, value } = c else {
+                continue;
+            };
+            let kind = kind_of(name).ok_or_else(|| format!("unknown parameter '{name}'"))?;
+            let invalid =
+                |t: &str| format!("invalid value for parameter '{name}': {value:?} is not {t}");
+            let v = match kind {
+                Kind::Int => Value::from(value.parse::<i64>().map_err(|_| invalid("an integer"))?),
+                Kind::Float => Value::from(value.parse::<f64>().map_err(|_| invalid("a number"))?),
+                Kind::Bool => Value::from(
+                    value
+                        .parse::<bool>()
+                        .map_err(|_| invalid("true or false"))?,
+                ),
+                Kind::StringList => {
+                    let mut list = match out.remove(name) {
+                        Some(Value::Array(a)) => a,
+                        _ => Vec::new(),
+                    };
+                    list.push(Value::from(value.clone()));
+                    Value::Array(list)
+                }
+            };
+            out.insert(name.clone(), v);
+        }
+        Ok(out)
+    }
+}
+
+fn split_line(s: &str) -> (&str, &str) {
+    match s.find('\n') {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, ""),
+    }
+}
+
+/// Read a value at the start of `s` (after the keyword). Returns the value and the bytes used,
+/// up to (not including) the end of its last line.
+fn read_value(s: &str, line: usize) -> Result<(String, usize), ParseError> {
+    let body = s.trim_start_matches([' ', '\t']);
+    let skip = s.len() - body.len();
+    for (quote, name) in [("\"\"\"", "\"\"\""), ("\"", "\"")] {
+        if let Some(inner) = body.strip_prefix(quote) {
+            let end = inner
+                .find(quote)
+                .ok_or(ParseError::UnterminatedQuote { line, quote: name })?;
+            return Ok((
+                inner[..end].to_string(),
+                skip + quote.len() + end + quote.len(),
+            ));
+        }
+    }
+    let (value, _) = split_line(body);
+    let used = skip + value.len();
+    Ok((value.trim().to_string(), used))
+}
+
+fn to_command(
+    keyword: &str,
+    (name, value): (String, String),
+    line: usize,
+) -> Result<Command, ParseError> {
+    let err = |message: String| ParseError::Line { line, message };
+    Ok(match keyword {
+        "from" => {
+            if value.is_empty() {
+                return Err(err("missing value for FROM".into()));
+            }
+            Command::From(value)
+        }
+        "parameter" => Command::Parameter { name, value },
+        "template" => Command::Template(value),
+        "system" => Command::System(value),
+        "adapter" => Command::Adapter(value),
+        "license" => Command::License(value),
+        "requires" => Command::Requires(value),
+        "message" => {
+            if !["system", "user", "assistant"].contains(&name.as_str()) {
+                return Err(err(
+                    "message role must be one of \"system\", \"user\", or \"assistant\"".into(),
+                ));
+            }
+            Command::Message {
+                role: name,
+                content: value,
+            }
+        }
+        _ => unreachable!("keyword checked against COMMANDS"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Vec<Command>, String> {
+        Modelfile::parse(s)
+            .map(|m| m.commands)
+            .map_err(|e| e.to_string())
+    }
+    fn from(s: &str) -> Command {
+        Command::From(s.into())
+    }
+
+    #[test]
+    fn table() {
+        use Command::*;
+        let param = |n: &str, v: &str| Parameter {
+            name: n.into(),
+            value: v.into(),
+        };
+        let cases: Vec<(&str, Result<Vec<Command>, String>)> = vec![
+            ("FROM ./m.gguf", Ok(vec![from("./m.gguf")])),
+            ("from   m.gguf  \n", Ok(vec![from("m.gguf")])),
+            ("# c\n\nFROM m\n# c2\n", Ok(vec![from("m")])),
+            ("FROM m\nPARAMETER temperature 0.5", Ok(vec![from("m"), param("temperature", "0.5")])),
+            ("FROM m\nPARAMETER stop \"<|im_end|>\"", Ok(vec![from("m"), param("stop", "<|im_end|>")])),
+            ("FROM m\nSYSTEM \"\"\"  two\n lines \"\"\"", Ok(vec![from("m"), System("  two\n lines ".into())])),
+            ("FROM m\nSYSTEM \"a\nb\"\nPARAMETER top_k 1", Ok(vec![from("m"), System("a\nb".into()), param("top_k", "1")])),
+            ("FROM m\nTEMPLATE {{ .Prompt }}", Ok(vec![from("m"), Template("{{ .Prompt }}".into())])),
+            ("FROM m\nMESSAGE user Hi there", Ok(vec![from("m"), Message { role: "user".into(), content: "Hi there".into() }])),
+            ("FROM m\r\nSYSTEM be brief\r\n", Ok(vec![from("m"), System("be brief".into())])),
+            ("\u{feff}FROM m", Ok(vec![from("m")])),
+            ("PARAMETER num_gpu 0\nFROM m", Ok(vec![param("num_gpu", "0"), from("m")])),
+            ("FROM m\nFOO bar", Err("(line 2): command must be one of \"from\", \"license\", \"template\", \"system\", \"adapter\", \"parameter\", \"message\", \"requires\"".into())),
+            ("FROM m\n\n\nMESSAGE robot hi", Err("(line 4): message role must be one of \"system\", \"user\", or \"assistant\"".into())),
+            ("FROM m\nSYSTEM \"\"\"never closed", Err("unexpected end of file: unterminated \"\"\" starting on line 2".into())),
+            ("SYSTEM hi", Err("no FROM line".into())),
+            ("", Err("no FROM line".into())),
+            ("FROM", Err("(line 1): missing value for FROM".into())),
+            ("FROM m\nSYSTEM \"\"\"a\nb\"\"\"\nBAD x", Err("(line 4): command must be one of \"from\", \"license\", \"template\", \"system\", \"adapter\", \"parameter\", \"message\", \"requires\"".into())),
+        ];
+        for (input, want) in cases {
+            assert_eq!(p(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn parameters_are_typed_and_stops_accumulate() {
+        let m = Modelfile::parse("FROM m\nPARAMETER temperature 0\nPARAMETER stop a\nPARAMETER stop \"b c\"\nPARAMETER num_gpu 0").unwrap();
+        let p = m.parameters().unwrap();
+        assert_eq!(p["temperature"], serde_json::json!(0.0));
+        assert_eq!(p["stop"], serde_json::json!(["a", "b c"]));
+        assert_eq!(p["num_gpu"], serde_json::json!(0));
+        let bad = Modelfile::parse("FROM m\nPARAMETER Temperature 1").unwrap();
+        assert_eq!(
+            bad.parameters().unwrap_err(),
+            "unknown parameter 'Temperature'"
+        );
+        let bad = Modelfile::parse("FROM m\nPARAMETER num_ctx big").unwrap();
+        assert_eq!(
+            bad.parameters().unwrap_err(),
+            "invalid value for parameter 'num_ctx': \"big\" is not an integer"
+        );
+    }
+}

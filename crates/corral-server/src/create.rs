@@ -1,0 +1,161 @@
+//! `POST /api/create`: build a model's manifest from an uploaded GGUF or an existing model,
+//! plus template, system, parameters, messages and license layers.
+//!
+//! Everything is checked before anything is written: a bad GGUF, template, parameter or
+//! message leaves the store as it was.
+
+use corral_api::{CreateRequest, Message, Options, ProgressResponse};
+use corral_store::{ConfigBlob, Digest, Layer, Manifest, RootFs, Store};
+use corral_template::ChatTemplate;
+
+use crate::error::{ApiError, ApiResult};
+use crate::models;
+
+/// Create the model; returns the progress lines to send.
+pub fn create(store: &Store, req: &CreateRequest) -> ApiResult<Vec<ProgressResponse>> {
+    let name = models::parse_name(&req.model)?;
+    let mut progress = Vec::new();
+    let status = |p: &mut Vec<ProgressResponse>, s: String| {
+        p.push(ProgressResponse {
+            status: s,
+            ..Default::default()
+        })
+    };
+    if req.quantize.as_deref().is_some_and(|q| !q.is_empty()) {
+        return Err(ApiError::bad_request("quantization is not supported"));
+    }
+
+    // The base: one GGUF file, or an existing model.
+    let (mut layers, mut config, mut params) = match (&req.files, &req.from) {
+        (Some(files), _) if !files.is_empty() => {
+            if files.len() != 1 {
+                return Err(ApiError::bad_request(format!(
+                    "expected one GGUF file, got {}: split models are not supported",
+                    files.len()
+                )));
+            }
+            let (file, digest) = files.iter().next().expect("one file");
+            let digest: Digest = digest
+                .parse()
+                .map_err(|e: corral_store::DigestError| ApiError::bad_request(e.to_string()))?;
+            if !store.has_blob(&digest) {
+                return Err(ApiError::bad_request(format!(
+                    "blob {digest} for '{file}' not found: upload it first"
+                )));
+            }
+            status(&mut progress, "parsing GGUF".into());
+            let info = corral_gguf::read(&store.blob_path(&digest))
+                .map_err(|e| ApiError::bad_request(format!("invalid model file '{file}': {e}")))?;
+            let size = store.blob_size(&digest).unwrap_or(info.file_size);
+            let arch = info.architecture().to_string();
+            let config = ConfigBlob {
+                model_format: "gguf".into(),
+                model_family: arch.clone(),
+                model_families: Some(vec![arch]),
+                model_type: info.parameter_size(),
+                file_type: info.file_type(),
+                architecture: std::env::consts::ARCH
+                    .replace("x86_64", "amd64")
+                    .replace("aarch64", "arm64"),
+                os: std::env::consts::OS.into(),
+                rootfs: RootFs::default(),
+            };
+            let layer = Layer {
+                media_type: Layer::media_type_for("model"),
+                digest,
+                size,
+                from: None,
+            };
+            (vec![layer], config, Options::default())
+        }
+        (_, Some(from)) if !from.is_empty() => {
+            let base = models::load(store, from)?;
+            let layers = base.entry.manifest.layers.clone();
+            (layers, base.config.clone(), base.params.clone())
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "neither 'from' nor 'files' was specified",
+            ))
+        }
+    };
+
+    // Check every new piece before writing any of them.
+    if let Some(t) = &req.template {
+        ChatTemplate::go(t).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    if let Some(map) = &req.parameters {
+        let (p, unknown) =
+            Options::from_map(map).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        if let Some(u) = unknown.first() {
+            return Err(ApiError::bad_request(format!("unknown parameter '{u}'")));
+        }
+        params = params.merged(&p);
+    }
+    if let Some(msgs) = &req.messages {
+        check_roles(msgs)?;
+    }
+
+    // Write the new layers, replacing those of the same kind from the base.
+    let mut replace = |kind: &str, bytes: &[u8]| -> ApiResult<()> {
+        layers.retain(|l| l.kind() != kind);
+        layers.push(store.put_blob_bytes(Layer::media_type_for(kind), bytes)?);
+        Ok(())
+    };
+    if let Some(t) = &req.template {
+        replace("template", t.as_bytes())?;
+    }
+    if let Some(s) = &req.system {
+        replace("system", s.as_bytes())?;
+    }
+    if req.parameters.is_some() {
+        let json = serde_json::to_vec(&params.to_map()).expect("params serialize");
+        replace("params", &json)?;
+    }
+    if let Some(msgs) = &req.messages {
+        let json = serde_json::to_vec(msgs).expect("messages serialize");
+        replace("messages", &json)?;
+    }
+    for text in license_texts(req.license.as_ref()) {
+        let layer = store.put_blob_bytes(Layer::media_type_for("license"), text.as_bytes())?;
+        if !layers.iter().any(|l| l.digest == layer.digest) {
+            layers.push(layer);
+        }
+    }
+    for l in &layers {
+        status(&mut progress, format!("using layer {}", l.digest));
+    }
+
+    config.rootfs = RootFs {
+        kind: "layers".into(),
+        diff_ids: layers.iter().map(|l| l.digest.to_string()).collect(),
+    };
+    let config_layer = store.put_config(&config)?;
+    status(&mut progress, "writing manifest".into());
+    store.put_manifest(&name, &Manifest::new(config_layer, layers))?;
+    status(&mut progress, "success".into());
+    Ok(progress)
+}
+
+fn check_roles(msgs: &[Message]) -> ApiResult<()> {
+    for m in msgs {
+        if !["system", "user", "assistant"].contains(&m.role.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "message role must be one of \"system\", \"user\", or \"assistant\", got '{}'",
+                m.role
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn license_texts(v: Option<&serde_json::Value>) -> Vec<String> {
+    match v {
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,391 @@
+//! `/api/generate` and `/api/chat`: validate, pick the runner, stream its answer as NDJSON.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::Utc;
+use corral_api::duration::KeepAlive;
+use corral_api::options::{self as opt, Options};
+use corral_api::runner::{CompletionRequest, DoneInfo, Prompt, RunnerEvent};
+use corral_api::{ChatRequest, ChatResponse, GenerateRequest, GenerateResponse, Message, Metrics};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::{ApiError, ApiResult};
+use crate::json::JsonBody;
+use crate::models::{self, Model};
+use crate::runner::LoadSpec;
+use crate::scheduler::{Lease, ModelMeta};
+use crate::AppState;
+
+/// Which endpoint is answering, to shape each object.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Generate,
+    Chat,
+}
+
+/// A validated request, ready for a runner.
+struct Job {
+    kind: Kind,
+    model: Model,
+    options: Options,
+    keep_alive: KeepAlive,
+    /// `None`: only load (or unload) the model.
+    completion: Option<CompletionRequest>,
+    stream: bool,
+    started: Instant,
+}
+
+pub async fn generate(
+    State(st): State<AppState>,
+    JsonBody(req): JsonBody<GenerateRequest>,
+) -> Response {
+    let started = Instant::now();
+    let job = match prepare_generate(&st, req, started) {
+        Ok(j) => j,
+        Err(e) => return e.into_response(),
+    };
+    run(st, job).await
+}
+
+pub async fn chat(State(st): State<AppState>, JsonBody(req): JsonBody<ChatRequest>) -> Response {
+    let started = Instant::now();
+    let job = match prepare_chat(&st, req, started) {
+        Ok(j) => j,
+        Err(e) => return e.into_response(),
+    };
+    run(st, job).await
+}
+
+fn options_and_keep_alive(
+    st: &AppState,
+    model: &Model,
+    options: Option<&std::collections::BTreeMap<String, serde_json::Value>>,
+    keep_alive: Option<&serde_json::Value>,
+) -> ApiResult<(Options, KeepAlive)> {
+    let req_opts = match options {
+        Some(map) => {
+            let (o, unknown) =
+                Options::from_map(map).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            for name in unknown {
+                tracing::warn!(option = %name, "invalid option provided");
+            }
+            o
+        }
+        None => Options::default(),
+    };
+    let keep_alive = match keep_alive {
+        Some(v) if !v.is_null() => {
+            KeepAlive::from_json(v).map_err(|e| ApiError::bad_request(e.to_string()))?
+        }
+        _ => st.config.keep_alive,
+    };
+    Ok((model.params.merged(&req_opts), keep_alive))
+}
+
+fn prepare_generate(st: &AppState, req: GenerateRequest, started: Instant) -> ApiResult<Job> {
+    let model = models::load(&st.store, &req.model)?;
+    let (options, keep_alive) =
+        options_and_keep_alive(st, &model, req.options.as_ref(), req.keep_alive.as_ref())?;
+    let completion = if req.prompt.is_empty() && req.context.as_ref().is_none_or(|c| c.is_empty()) {
+        None
+    } else {
+        let prompt = if req.raw {
+            Prompt::Raw {
+                text: req.prompt.clone(),
+            }
+        } else {
+            let mut messages = Vec::new();
+            if let Some(sys) = req.system.clone().or_else(|| model.system.clone()) {
+                messages.push(Message::new("system", sys));
+            }
+            messages.push(Message::new("user", req.prompt.clone()));
+            Prompt::Chat {
+                messages,
+                template: req.template.clone().or_else(|| model.template.clone()),
+                generate: true,
+            }
+        };
+        Some(CompletionRequest {
+            id: 0,
+            prompt,
+            context: req.context.clone().unwrap_or_default(),
+            options: options.clone(),
+            want_context: !req.raw,
+        })
+    };
+    Ok(Job {
+        kind: Kind::Generate,
+        model,
+        options,
+        keep_alive,
+        completion,
+        stream: req.stream.unwrap_or(true),
+        started,
+    })
+}
+
+fn prepare_chat(st: &AppState, req: ChatRequest, started: Instant) -> ApiResult<Job> {
+    let model = models::load(&st.store, &req.model)?;
+    let (options, keep_alive) =
+        options_and_keep_alive(st, &model, req.options.as_ref(), req.keep_alive.as_ref())?;
+    for m in &req.messages {
+        if !["system", "user", "assistant", "tool"].contains(&m.role.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "invalid message role '{}': must be one of \"system\", \"user\", \"assistant\" or \"tool\"",
+                m.role
+            )));
+        }
+    }
+    let completion = if req.messages.is_empty() {
+        None
+    } else {
+        // As Ollama: the Modelfile's SYSTEM unless the request brings its own, then the
+        // Modelfile's MESSAGEs, then the request's messages.
+        let mut messages = Vec::new();
+        if let Some(sys) = model
+            .system
+            .clone()
+            .filter(|_| !req.messages.iter().any(|m| m.role == "system"))
+        {
+            messages.push(Message::new("system", sys));
+        }
+        messages.extend(model.messages.iter().cloned());
+        messages.extend(req.messages.iter().cloned());
+        Some(CompletionRequest {
+            id: 0,
+            prompt: Prompt::Chat {
+                messages,
+                template: model.template.clone(),
+                generate: false,
+            },
+            context: Vec::new(),
+            options: options.clone(),
+            want_context: false,
+        })
+    };
+    Ok(Job {
+        kind: Kind::Chat,
+        model,
+        options,
+        keep_alive,
+        completion,
+        stream: req.stream.unwrap_or(true),
+        started,
+    })
+}
+
+fn load_spec(st: &AppState, model: &Model, o: &Options) -> LoadSpec {
+    LoadSpec {
+        model_path: model.model_path.clone(),
+        num_ctx: o.num_ctx.unwrap_or(opt::DEFAULT_NUM_CTX) as u32,
+        num_batch: o.num_batch.unwrap_or(opt::DEFAULT_NUM_BATCH) as u32,
+        num_thread: o
+            .num_thread
+            .filter(|n| *n > 0)
+            .map_or(st.config.threads, |n| n as u32),
+        // This build is CPU only; device selection comes with the GPU backends.
+        num_gpu: 0,
+        use_mmap: o.use_mmap.unwrap_or(true),
+    }
+}
+
+async fn run(st: AppState, job: Job) -> Response {
+    let meta = ModelMeta {
+        name: job.model.display_name(),
+        digest: job.model.entry.digest.hex().to_string(),
+        size: job.model.entry.manifest.total_size(),
+        details: job.model.details(),
+    };
+    let spec = load_spec(&st, &job.model, &job.options);
+    let name = meta.name.clone();
+    let lease = match st.scheduler.acquire(meta, spec, job.keep_alive).await {
+        Ok(l) => l,
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    let Some(completion) = job.completion.clone() else {
+        // An empty prompt loads the model; with keep_alive 0 it unloads it.
+        let unload = job.keep_alive == KeepAlive::For(std::time::Duration::ZERO);
+        let load_duration = lease.load_duration.unwrap_or_default().as_nanos() as u64;
+        drop(lease);
+        if unload {
+            st.scheduler.unload(&name).await;
+        }
+        let reason = if unload { "unload" } else { "load" };
+        let metrics = Metrics {
+            load_duration,
+            total_duration: job.started.elapsed().as_nanos() as u64,
+            ..Default::default()
+        };
+        return final_object(&job, reason, metrics, None, String::new()).into_response_json();
+    };
+    let (id, events) = match lease.runner.completion(completion).await {
+        Ok(x) => x,
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    if job.stream {
+        stream_response(job, lease, id, events)
+    } else {
+        collect_response(job, lease, events).await
+    }
+}
+
+/// The answer as NDJSON, one object per piece, produced as the runner writes.
+fn stream_response(
+    job: Job,
+    lease: Lease,
+    id: u64,
+    mut events: mpsc::UnboundedReceiver<RunnerEvent>,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            let line = match ev {
+                RunnerEvent::Token { text, .. } => piece_object(&job, text),
+                RunnerEvent::Done(d) => {
+                    let (reason, metrics, ctx) = done_parts(&job, &lease, &d);
+                    let _ = tx
+                        .send(Ok(ndjson(&final_object(
+                            &job,
+                            reason,
+                            metrics,
+                            ctx,
+                            String::new(),
+                        ))))
+                        .await;
+                    return;
+                }
+                RunnerEvent::Error { message, .. } => {
+                    let _ = tx
+                        .send(Ok(ndjson(&serde_json::json!({ "error": message }))))
+                        .await;
+                    return;
+                }
+                RunnerEvent::Progress { .. } | RunnerEvent::Ready(_) => continue,
+            };
+            if tx.send(Ok(ndjson(&line))).await.is_err() {
+                // The client went away: free the runner at its next token.
+                lease.runner.cancel(id).await;
+                return;
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(ReceiverStream::new(rx)))
+        .expect("valid response")
+}
+
+/// The answer as one object (`"stream": false`).
+async fn collect_response(
+    job: Job,
+    lease: Lease,
+    mut events: mpsc::UnboundedReceiver<RunnerEvent>,
+) -> Response {
+    let mut text = String::new();
+    while let Some(ev) = events.recv().await {
+        match ev {
+            RunnerEvent::Token { text: t, .. } => text.push_str(&t),
+            RunnerEvent::Done(d) => {
+                let (reason, metrics, ctx) = done_parts(&job, &lease, &d);
+                return final_object(&job, reason, metrics, ctx, text).into_response_json();
+            }
+            RunnerEvent::Error { message, .. } => {
+                return ApiError::internal(message).into_response()
+            }
+            _ => {}
+        }
+    }
+    ApiError::internal("runner closed the request without an answer").into_response()
+}
+
+fn done_parts(job: &Job, lease: &Lease, d: &DoneInfo) -> (&'static str, Metrics, Option<Vec<i32>>) {
+    let metrics = Metrics {
+        total_duration: job.started.elapsed().as_nanos() as u64,
+        load_duration: lease.load_duration.unwrap_or_default().as_nanos() as u64,
+        prompt_eval_count: d.prompt_eval_count,
+        prompt_eval_duration: d.prompt_eval_duration_ns,
+        eval_count: d.eval_count,
+        eval_duration: d.eval_duration_ns,
+    };
+    (d.reason.as_str(), metrics, d.context.clone())
+}
+
+fn piece_object(job: &Job, text: String) -> serde_json::Value {
+    let model = job.model.display_name();
+    let v = match job.kind {
+        Kind::Generate => serde_json::to_value(GenerateResponse {
+            model,
+            created_at: Utc::now(),
+            response: text,
+            done: false,
+            ..Default::default()
+        }),
+        Kind::Chat => serde_json::to_value(ChatResponse {
+            model,
+            created_at: Utc::now(),
+            message: Message::new("assistant", text),
+            done: false,
+            ..Default::default()
+        }),
+    };
+    v.expect("responses serialize")
+}
+
+struct FinalObject(serde_json::Value);
+
+impl FinalObject {
+    fn into_response_json(self) -> Response {
+        (StatusCode::OK, axum::Json(self.0)).into_response()
+    }
+}
+
+impl serde::Serialize for FinalObject {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+fn final_object(
+    job: &Job,
+    reason: &str,
+    metrics: Metrics,
+    context: Option<Vec<i32>>,
+    text: String,
+) -> FinalObject {
+    let model = job.model.display_name();
+    let v = match job.kind {
+        Kind::Generate => serde_json::to_value(GenerateResponse {
+            model,
+            created_at: Utc::now(),
+            response: text,
+            done: true,
+            done_reason: Some(reason.to_string()),
+            context,
+            metrics,
+            ..Default::default()
+        }),
+        Kind::Chat => serde_json::to_value(ChatResponse {
+            model,
+            created_at: Utc::now(),
+            message: Message::new("assistant", text),
+            done: true,
+            done_reason: Some(reason.to_string()),
+            metrics,
+        }),
+    };
+    FinalObject(v.expect("responses serialize"))
+}
+
+fn ndjson(v: &impl serde::Serialize) -> Bytes {
+    let mut line = serde_json::to_vec(v).expect("responses serialize");
+    line.push(b'\n');
+    Bytes::from(line)
+}

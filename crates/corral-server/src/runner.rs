@@ -1,0 +1,263 @@
+//! Starting and supervising one runner process.
+//!
+//! Architecture Invariant: the server never loads a model itself. Each loaded model is a child
+//! process (`corral runner ...`) bound to the server's life (parent-death signal, end of its
+//! stdin). When it exits unexpectedly, every request in flight on it gets an error naming the
+//! exit status or signal and the last lines of its log; the server itself carries on.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use corral_api::runner::{CompletionRequest, ReadyInfo, RunnerEvent, RunnerRequest};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Lines of runner log kept for error messages.
+const TAIL_LINES: usize = 12;
+
+/// What decides how a runner is started; a request that needs other values gets a new runner.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LoadSpec {
+    pub model_path: PathBuf,
+    pub num_ctx: u32,
+    pub num_batch: u32,
+    pub num_thread: u32,
+    pub num_gpu: u32,
+    pub use_mmap: bool,
+}
+
+/// A running runner process.
+pub struct RunnerProcess {
+    pub pid: u32,
+    pub spec: LoadSpec,
+    pub info: ReadyInfo,
+    stdin: tokio::sync::Mutex<Option<ChildStdin>>,
+    pending: Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<RunnerEvent>>>>,
+    exited: watch::Receiver<Option<String>>,
+    next_id: AtomicU64,
+}
+
+/// Where to find the program that runs `corral runner`.
+#[derive(Debug, Clone)]
+pub struct RunnerCommand {
+    pub program: PathBuf,
+    /// Arguments before the runner's own (normally `["runner"]`).
+    pub prefix_args: Vec<String>,
+}
+
+impl RunnerProcess {
+    /// Start a runner and wait until it has loaded its model, at most `timeout`.
+    pub async fn start(
+        cmd: &RunnerCommand,
+        spec: LoadSpec,
+        timeout: Duration,
+    ) -> Result<Arc<RunnerProcess>, String> {
+        let mut c = Command::new(&cmd.program);
+        c.args(&cmd.prefix_args)
+            .arg("--model")
+            .arg(&spec.model_path)
+            .args(["--ctx-size", &spec.num_ctx.to_string()])
+            .args(["--batch-size", &spec.num_batch.to_string()])
+            .args(["--threads", &spec.num_thread.to_string()])
+            .args(["--gpu-layers", &spec.num_gpu.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if !spec.use_mmap {
+            c.arg("--no-mmap");
+        }
+        corral_os::bind_child_to_parent(&mut c);
+        let mut child: Child = c
+            .spawn()
+            .map_err(|e| format!("failed to start runner: {e}"))?;
+        let pid = child.id().unwrap_or(0);
+        tracing::info!(pid, model = %spec.model_path.display(), "runner started");
+
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
+        let pending: Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<RunnerEvent>>>> =
+            Default::default();
+        let (ready_tx, ready_rx) = oneshot::channel::<ReadyInfo>();
+        let (exit_tx, exit_rx) = watch::channel::<Option<String>>(None);
+
+        // Log lines: keep the last few for error messages, pass all on to our log.
+        let stderr_done = {
+            let tail = tail.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::debug!(target: "corral::runner", pid, "{line}");
+                    let mut t = tail.lock().unwrap();
+                    if t.len() == TAIL_LINES {
+                        t.pop_front();
+                    }
+                    t.push_back(line);
+                }
+            })
+        };
+
+        // Events: route each to the request it belongs to.
+        let stdout_done = {
+            let pending = pending.clone();
+            tokio::spawn(async move {
+                let mut ready_tx = Some(ready_tx);
+                let mut lines = BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let ev: RunnerEvent = match serde_json::from_str(&line) {
+                        Ok(ev) => ev,
+                        Err(e) => {
+                            tracing::warn!(pid, "unreadable runner event ({e}): {line}");
+                            continue;
+                        }
+                    };
+                    let id = match &ev {
+                        RunnerEvent::Ready(info) => {
+                            if let Some(tx) = ready_tx.take() {
+                                let _ = tx.send(info.clone());
+                            }
+                            continue;
+                        }
+                        RunnerEvent::Progress { id, .. }
+                        | RunnerEvent::Token { id, .. }
+                        | RunnerEvent::Error { id, .. } => *id,
+                        RunnerEvent::Done(d) => d.id,
+                    };
+                    let last = matches!(ev, RunnerEvent::Done(_) | RunnerEvent::Error { .. });
+                    let mut p = pending.lock().unwrap();
+                    if let Some(tx) = p.get(&id) {
+                        let _ = tx.send(ev);
+                    }
+                    if last {
+                        p.remove(&id);
+                    }
+                }
+            })
+        };
+
+        // Exit: name the cause and fail everything still in flight.
+        {
+            let pending = pending.clone();
+            let tail = tail.clone();
+            tokio::spawn(async move {
+                let status = child.wait().await;
+                // Let the readers drain what the runner wrote before it died.
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    let _ = stdout_done.await;
+                    let _ = stderr_done.await;
+                })
+                .await;
+                let how = match status {
+                    Ok(s) => corral_os::describe_exit(&s),
+                    Err(e) => format!("unknown exit ({e})"),
+                };
+                let last: Vec<String> = tail.lock().unwrap().iter().cloned().collect();
+                let cause = if last.is_empty() {
+                    format!("runner process has terminated: {how}")
+                } else {
+                    format!(
+                        "runner process has terminated: {how}; last output: {}",
+                        last.join(" | ")
+                    )
+                };
+                tracing::info!(pid, "{cause}");
+                let _ = exit_tx.send(Some(cause.clone()));
+                for (id, tx) in pending.lock().unwrap().drain() {
+                    let _ = tx.send(RunnerEvent::Error {
+                        id,
+                        message: cause.clone(),
+                    });
+                }
+            });
+        }
+
+        let mut exited = exit_rx.clone();
+        let info = tokio::select! {
+            info = ready_rx => match info {
+                Ok(info) => info,
+                Err(_) => return Err(wait_cause(&mut exited).await),
+            },
+            _ = tokio::time::sleep(timeout) => {
+                corral_os::kill(pid);
+                return Err(format!("timed out after {timeout:?} waiting for the runner to load the model"));
+            }
+        };
+        Ok(Arc::new(RunnerProcess {
+            pid,
+            spec,
+            info,
+            stdin: tokio::sync::Mutex::new(Some(stdin)),
+            pending,
+            exited: exit_rx,
+            next_id: AtomicU64::new(1),
+        }))
+    }
+
+    /// Whether the process has ended.
+    pub fn has_exited(&self) -> bool {
+        self.exited.borrow().is_some()
+    }
+
+    /// Send a completion; events arrive on the returned channel, ending with `Done` or `Error`.
+    pub async fn completion(
+        &self,
+        mut req: CompletionRequest,
+    ) -> Result<(u64, mpsc::UnboundedReceiver<RunnerEvent>), String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        req.id = id;
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.pending.lock().unwrap().insert(id, tx);
+        if let Err(e) = self.send(&RunnerRequest::Completion(req)).await {
+            self.pending.lock().unwrap().remove(&id);
+            return Err(e);
+        }
+        Ok((id, rx))
+    }
+
+    /// Ask the runner to stop a request at its next token.
+    pub async fn cancel(&self, id: u64) {
+        let _ = self.send(&RunnerRequest::Cancel { id }).await;
+    }
+
+    async fn send(&self, req: &RunnerRequest) -> Result<(), String> {
+        if let Some(cause) = self.exited.borrow().clone() {
+            return Err(cause);
+        }
+        let mut line = serde_json::to_vec(req).expect("requests serialize");
+        line.push(b'\n');
+        let mut stdin = self.stdin.lock().await;
+        let Some(w) = stdin.as_mut() else {
+            return Err("runner is stopping".into());
+        };
+        match w.write_all(&line).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(format!("runner is not reachable: {e}")),
+        }
+    }
+
+    /// Stop the runner: close its stdin (it exits by itself), then kill it if it lingers.
+    pub async fn stop(&self) {
+        self.stdin.lock().await.take();
+        let mut exited = self.exited.clone();
+        let gone =
+            tokio::time::timeout(Duration::from_secs(5), exited.wait_for(|c| c.is_some())).await;
+        if gone.is_err() {
+            tracing::warn!(pid = self.pid, "runner did not exit in 5s; killing it");
+            corral_os::kill(self.pid);
+        }
+    }
+}
+
+async fn wait_cause(exited: &mut watch::Receiver<Option<String>>) -> String {
+    match tokio::time::timeout(Duration::from_secs(5), exited.wait_for(|c| c.is_some())).await {
+        Ok(Ok(c)) => c.clone().unwrap_or_default(),
+        _ => "runner exited before it was ready".to_string(),
+    }
+}

@@ -1,0 +1,158 @@
+//! `corral`: a thin binary that parses the command line and hands over to the library crates.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use corral_api::duration::{KeepAlive, DEFAULT_KEEP_ALIVE};
+use corral_cli::client::Client;
+use corral_cli::host::Host;
+
+#[derive(Parser)]
+#[command(
+    name = "corral",
+    version,
+    about = "Large language models, run locally",
+    disable_help_subcommand = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Start the server.
+    Serve(ServeArgs),
+    /// Create a model from a Modelfile.
+    Create(corral_cli::CreateArgs),
+    /// Run a model.
+    Run(corral_cli::RunArgs),
+    /// List models.
+    #[command(alias = "ls")]
+    List,
+    /// List running models.
+    Ps,
+    /// Run one model for the server (started by the server, not by people).
+    #[command(hide = true)]
+    Runner(corral_runner::RunnerArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (OLLAMA_HOST is used when CORRAL_HOST is unset).
+    #[arg(long, env = "CORRAL_HOST")]
+    host: Option<String>,
+    /// Model store folder (OLLAMA_MODELS is used when CORRAL_MODELS is unset; default ~/.corral/models).
+    #[arg(long, env = "CORRAL_MODELS")]
+    models: Option<std::path::PathBuf>,
+    /// How long an idle model stays loaded (OLLAMA_KEEP_ALIVE is used when this is unset).
+    #[arg(long, env = "CORRAL_KEEP_ALIVE")]
+    keep_alive: Option<String>,
+    /// Longest wait for a runner to load its model (OLLAMA_LOAD_TIMEOUT is used when unset).
+    #[arg(long, env = "CORRAL_LOAD_TIMEOUT")]
+    load_timeout: Option<String>,
+    /// CPU threads per runner (default: physical cores).
+    #[arg(long, env = "CORRAL_NUM_THREADS")]
+    threads: Option<u32>,
+}
+
+/// A setting from its CORRAL_ value, else the OLLAMA_ one.
+fn setting(corral: Option<String>, ollama_var: &str) -> Option<String> {
+    corral
+        .or_else(|| std::env::var(ollama_var).ok())
+        .filter(|v| !v.trim().is_empty())
+}
+
+fn init_logging(default: &str) {
+    let debug = ["CORRAL_DEBUG", "OLLAMA_DEBUG"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|x| !x.is_empty() && x != "0" && x != "false"));
+    let level = if debug { "debug" } else { default };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let host = match setting(args.host, "OLLAMA_HOST") {
+        Some(h) => Host::parse(&h)?,
+        None => Host::parse("")?,
+    };
+    let models_dir = match args.models {
+        Some(m) => m,
+        None => corral_store::Store::root_from_env(),
+    };
+    let keep_alive = match setting(args.keep_alive, "OLLAMA_KEEP_ALIVE") {
+        Some(k) => KeepAlive::parse(&k).map_err(|e| anyhow::anyhow!("CORRAL_KEEP_ALIVE: {e}"))?,
+        None => DEFAULT_KEEP_ALIVE,
+    };
+    let load_timeout = match setting(args.load_timeout, "OLLAMA_LOAD_TIMEOUT") {
+        Some(t) => {
+            match KeepAlive::parse(&t).map_err(|e| anyhow::anyhow!("CORRAL_LOAD_TIMEOUT: {e}"))? {
+                KeepAlive::For(d) if !d.is_zero() => d,
+                _ => Duration::from_secs(300),
+            }
+        }
+        None => Duration::from_secs(300),
+    };
+    let config = corral_server::Config {
+        addr: host.socket_addr()?,
+        models_dir,
+        keep_alive,
+        load_timeout,
+        threads: args
+            .threads
+            .unwrap_or_else(|| corral_os::physical_cores() as u32),
+        runner: corral_server::RunnerCommand {
+            program: std::env::current_exe()?,
+            prefix_args: vec!["runner".into()],
+        },
+    };
+    corral_server::serve(config)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Commands::Runner(args) = cli.command {
+        // The runner owns llama.cpp on its main thread and needs no async runtime.
+        init_logging("info");
+        return match corral_runner::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = rt.block_on(async {
+        match cli.command {
+            Commands::Serve(args) => {
+                init_logging("info");
+                serve(args).await
+            }
+            Commands::Create(args) => corral_cli::create(&client()?, args).await,
+            Commands::Run(args) => corral_cli::run(&client()?, args).await,
+            Commands::List => corral_cli::list(&client()?).await,
+            Commands::Ps => corral_cli::ps(&client()?).await,
+            Commands::Runner(_) => unreachable!("handled above"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn client() -> anyhow::Result<Client> {
+    Ok(Client::new(&Host::from_env()?))
+}
