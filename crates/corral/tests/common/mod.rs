@@ -1,0 +1,241 @@
+//! Test harness: a real `corral serve` on a loopback port with its own store, the real CLI
+//! pointed at it, and the real models fetched by `scripts/fetch-models.sh`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SMOL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
+
+/// A test model file from the cache that `scripts/fetch-models.sh` fills.
+pub fn model_file(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CORRAL_MODEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/corral/models-src"));
+    let p = dir.join(name);
+    assert!(p.is_file(), "{} is missing: run scripts/fetch-models.sh first", p.display());
+    p
+}
+
+pub fn corral_exe() -> &'static str {
+    env!("CARGO_BIN_EXE_corral")
+}
+
+/// A running server with its own store and work folder.
+pub struct TestServer {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::blocking::Client,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(env: &[(&str, &str)]) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let mut cmd = Command::new(corral_exe());
+        cmd.arg("serve")
+            .env("CORRAL_HOST", format!("127.0.0.1:{port}"))
+            .env("CORRAL_MODELS", dir.path().join("models"))
+            .env("CORRAL_DEBUG", "1")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start corral serve");
+        let s = TestServer {
+            child: Some(child),
+            port,
+            dir,
+            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(300)).build().unwrap(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while s.http.get(s.url("/api/version")).send().is_err() {
+            assert!(Instant::now() < deadline, "server did not start:\n{}", s.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn models_dir(&self) -> PathBuf {
+        self.dir.path().join("models")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Run the CLI against this server.
+    pub fn corral(&self, args: &[&str]) -> Output {
+        self.corral_stdin(args, None)
+    }
+
+    pub fn corral_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(corral_exe());
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("CORRAL_HOST", format!("127.0.0.1:{}", self.port))
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Write a Modelfile in the work folder and `corral create` it; panics on failure.
+    pub fn create(&self, name: &str, modelfile: &str) {
+        let out = self.try_create(name, modelfile);
+        assert!(out.status.success(), "create {name} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn try_create(&self, name: &str, modelfile: &str) -> Output {
+        let path = self.dir.path().join(format!("Modelfile.{name}"));
+        std::fs::write(&path, modelfile).unwrap();
+        self.corral(&["create", name, "-f", path.to_str().unwrap()])
+    }
+
+    pub fn create_smol(&self) {
+        self.create("smol", &format!("FROM {}\n", model_file(SMOL).display()));
+    }
+
+    /// POST JSON; returns the status and the parsed body.
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = self.http.post(self.url(path)).json(&body).send().unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
+        let resp = self.http.post(self.url(path)).body(body.to_string()).send().unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        self.http.get(self.url(path)).send().unwrap().json().unwrap()
+    }
+
+    /// POST and read an NDJSON stream, noting when each line arrived.
+    pub fn stream(&self, path: &str, body: Value) -> Vec<(Instant, Value)> {
+        let resp = self.http.post(self.url(path)).json(&body).send().unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        BufReader::new(resp)
+            .lines()
+            .map(|l| (Instant::now(), serde_json::from_str(&l.unwrap()).unwrap()))
+            .collect()
+    }
+
+    /// Files under the store, for "nothing changed" checks.
+    pub fn store_files(&self) -> Vec<String> {
+        fn walk(p: &Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    walk(&e.path(), out);
+                } else {
+                    out.push(e.path().display().to_string());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.models_dir(), &mut out);
+        out.sort();
+        out
+    }
+
+    /// Runner processes of this server (found by their model path inside this store).
+    pub fn runner_pids(&self) -> Vec<u32> {
+        runner_pids_under(&self.models_dir())
+    }
+
+    /// Stop the server with SIGTERM and wait for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc_kill(c.id() as i32, 15) };
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while c.try_wait().unwrap().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    panic!("server did not stop on SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Send a signal to a process.
+pub fn signal(pid: u32, sig: i32) {
+    unsafe { libc_kill(pid as i32, sig) };
+}
+
+/// Processes whose command line is a corral runner for a model under `dir`.
+pub fn runner_pids_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        // Zombies have an empty command line and are already gone for our purposes.
+        if cmdline.contains(" runner ") && cmdline.contains(&needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Wait until `f` holds, at most `timeout`.
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
