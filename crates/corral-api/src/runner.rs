@@ -75,6 +75,8 @@ impl DoneReason {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RunnerEvent {
+    /// Loading is under way (fraction done); keeps the load timeout from running out.
+    Loading { progress: f32 },
     /// The model is loaded and the runner takes requests.
     Ready(ReadyInfo),
     /// Prompt evaluation is under way (also a sign of life for stall detection).

@@ -376,3 +376,29 @@ pub fn processor(size: u64, vram: u64) -> String {
         format!("{}%/{}% CPU/GPU", 100 - gpu, gpu)
     }
 }
+
+/// `corral stop`: unload a running model (a generate with `keep_alive: 0`, as Ollama does).
+pub async fn stop(client: &Client, model: &str) -> anyhow::Result<()> {
+    let ps: ProcessResponse = client.get("/api/ps").await?;
+    let wanted = if model.contains(':') {
+        model.to_string()
+    } else {
+        format!("{model}:latest")
+    };
+    if !ps
+        .models
+        .iter()
+        .any(|m| m.name.eq_ignore_ascii_case(&wanted))
+    {
+        anyhow::bail!("couldn't find model \"{model}\" to stop");
+    }
+    let req = GenerateRequest {
+        model: model.to_string(),
+        keep_alive: Some(serde_json::json!(0)),
+        stream: Some(false),
+        ..Default::default()
+    };
+    client
+        .stream("/api/generate", &req, |_: GenerateResponse| Ok(()))
+        .await
+}

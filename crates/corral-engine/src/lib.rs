@@ -114,19 +114,93 @@ pub fn log_to_tracing() {
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
 }
 
-/// One loaded model and its context.
+/// How many sequences (slots) one context serves at once.
+pub type SlotId = usize;
+
+/// One completion being evaluated or generated in a slot.
+pub struct Sequence {
+    slot: SlotId,
+    /// Prompt tokens not yet evaluated.
+    pending: Vec<LlamaToken>,
+    prompt_tokens: usize,
+    prompt_evaluated: usize,
+    sampler: LlamaSampler,
+    num_predict: Option<u32>,
+    /// Index of this sequence's logits in the last batch, once it has some to sample.
+    logits_idx: Option<i32>,
+    /// The last sampled token, to be fed in the next step.
+    to_feed: Option<LlamaToken>,
+    generated: Vec<i32>,
+    started: Instant,
+    prompt_done: Option<Instant>,
+    finish: Option<Finish>,
+}
+
+impl Sequence {
+    /// The slot this sequence runs in.
+    pub fn slot(&self) -> SlotId {
+        self.slot
+    }
+
+    /// Whether it has ended (its [`Stats`] are ready).
+    pub fn finished(&self) -> bool {
+        self.finish.is_some()
+    }
+
+    /// End it now (a stop sequence or a cancel): no more tokens are generated.
+    pub fn stop(&mut self) {
+        if self.finish.is_none() {
+            self.finish = Some(Finish::Stopped);
+        }
+    }
+
+    /// Counts and timings so far.
+    pub fn stats(&self) -> Stats {
+        let prompt_done = self.prompt_done.unwrap_or_else(Instant::now);
+        Stats {
+            finish: self.finish.unwrap_or(Finish::Stopped),
+            prompt_tokens: self.prompt_tokens,
+            prompt_evaluated: self.prompt_evaluated,
+            prompt_duration: prompt_done - self.started,
+            generated: self.generated.clone(),
+            eval_duration: self.prompt_done.map_or(Duration::ZERO, |d| d.elapsed()),
+        }
+    }
+}
+
+/// What one step produced for one sequence.
+pub enum StepEvent {
+    /// Prompt tokens evaluated so far, of the total to evaluate.
+    Progress { evaluated: usize, total: usize },
+    /// The bytes of one generated token (may be part of a UTF-8 character).
+    Piece(Vec<u8>),
+}
+
+/// One loaded model and its context, serving up to `n_slots` sequences in one batch per step.
 pub struct Engine {
     model: &'static LlamaModel,
     ctx: LlamaContext<'static>,
     batch: LlamaBatch<'static>,
     n_batch: u32,
-    /// Tokens whose keys and values are in the KV cache, in order.
-    cached: Vec<LlamaToken>,
+    /// Context window of each slot.
+    n_ctx_slot: u32,
+    /// Tokens whose keys and values are in the KV cache, per slot, in order.
+    cached: Vec<Vec<LlamaToken>>,
 }
 
 impl Engine {
-    /// Load a model and create its context.
+    /// Load a model and create its context with `n_slots` sequences of `n_ctx` tokens each.
     pub fn load(p: &LoadParams) -> Result<Engine, EngineError> {
+        Self::load_with_slots(p, 1, |_| {})
+    }
+
+    /// [`Engine::load`] with several slots; the KV cache holds `n_ctx` tokens for each.
+    /// `on_progress` is called with the fraction loaded as the weights are read.
+    pub fn load_with_slots(
+        p: &LoadParams,
+        n_slots: u32,
+        mut on_progress: impl FnMut(f32) + 'static,
+    ) -> Result<Engine, EngineError> {
         let backend = backend()?;
         let load_err = |reason: String| EngineError::Load {
             path: p.path.clone(),
@@ -134,17 +208,23 @@ impl Engine {
         };
         let params = LlamaModelParams::default()
             .with_n_gpu_layers(p.n_gpu_layers)
-            .with_use_mmap(p.use_mmap);
+            .with_use_mmap(p.use_mmap)
+            .with_progress_callback(move |f| {
+                on_progress(f);
+                true
+            });
         let model = LlamaModel::load_from_file(backend, &p.path, &params)
             .map_err(|e| load_err(e.to_string()))?;
         // A runner holds one model for its whole life, so the model is leaked to give the
         // context (which borrows it) a 'static lifetime; the OS frees both when the runner exits.
         let model: &'static LlamaModel = Box::leak(Box::new(model));
+        let n_slots = n_slots.max(1);
         let n_batch = p.n_batch.max(1);
         let cparams = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(p.n_ctx.max(16)))
+            .with_n_ctx(NonZeroU32::new(p.n_ctx.max(16) * n_slots))
             .with_n_batch(n_batch)
             .with_n_ubatch(n_batch)
+            .with_n_seq_max(n_slots)
             .with_n_threads(p.n_threads.max(1) as i32)
             .with_n_threads_batch(p.n_threads.max(1) as i32)
             .with_no_perf(false);
@@ -152,18 +232,25 @@ impl Engine {
             .new_context(backend, cparams)
             .map_err(|e| EngineError::Context(e.to_string()))?;
         let n_batch = ctx.n_batch();
+        let n_ctx_slot = ctx.n_ctx() / n_slots;
         Ok(Engine {
             model,
             ctx,
-            batch: LlamaBatch::new(n_batch as usize, 1),
+            batch: LlamaBatch::new(n_batch as usize, n_slots as i32),
             n_batch,
-            cached: Vec::new(),
+            n_ctx_slot,
+            cached: vec![Vec::new(); n_slots as usize],
         })
     }
 
-    /// The context window in tokens.
+    /// The context window of one slot, in tokens.
     pub fn n_ctx(&self) -> u32 {
-        self.ctx.n_ctx()
+        self.n_ctx_slot
+    }
+
+    /// How many sequences can run at once.
+    pub fn n_slots(&self) -> usize {
+        self.cached.len()
     }
 
     /// The context length the model was trained with.
@@ -204,86 +291,53 @@ impl Engine {
         toks.into_iter().map(|t| t.0).collect()
     }
 
-    /// Turn generated tokens back into bytes.
-    pub fn piece(&self, token: i32) -> Vec<u8> {
-        self.model
-            .vocab()
-            .token_to_piece(LlamaToken(token), false, None)
+    /// Of the `free` slots, the one whose cache shares the longest prefix with `prompt`.
+    pub fn best_slot(&self, free: &[SlotId], prompt: &[i32]) -> Option<SlotId> {
+        free.iter().copied().max_by_key(|&s| {
+            let common = self.cached[s]
+                .iter()
+                .zip(prompt)
+                .take_while(|(a, b)| a.0 == **b)
+                .count();
+            (common, std::cmp::Reverse(s))
+        })
     }
 
-    /// Evaluate `prompt` (reusing what the cache already holds) and generate until the model
-    /// ends its turn, `num_predict` or the context is reached, or `on_event` breaks.
-    pub fn generate(
+    /// Begin a completion in `slot`, reusing the longest prefix of `prompt` its cache holds.
+    pub fn start(
         &mut self,
+        slot: SlotId,
         prompt: &[i32],
         sp: &SamplingParams,
-        mut on_event: impl FnMut(Event<'_>) -> ControlFlow<()>,
-    ) -> Result<Stats, EngineError> {
+    ) -> Result<Sequence, EngineError> {
         if prompt.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
-        let n_ctx = self.n_ctx() as usize;
-        if prompt.len() >= n_ctx {
+        if prompt.len() >= self.n_ctx_slot as usize {
             return Err(EngineError::TooLong {
                 tokens: prompt.len(),
-                n_ctx: n_ctx as u32,
+                n_ctx: self.n_ctx_slot,
             });
         }
         let prompt: Vec<LlamaToken> = prompt.iter().map(|&t| LlamaToken(t)).collect();
-        let started = Instant::now();
-
-        // Reuse the common prefix; at least the last prompt token is evaluated to get logits.
-        let mut keep = self
-            .cached
+        let cached = &mut self.cached[slot];
+        // At least the last prompt token is evaluated, to get logits to sample from.
+        let mut keep = cached
             .iter()
             .zip(&prompt)
             .take_while(|(a, b)| a == b)
-            .count();
-        keep = keep.min(prompt.len() - 1);
+            .count()
+            .min(prompt.len() - 1);
         if self
             .ctx
-            .kv_cache_seq_rm(0, Some(keep as u32), None)
+            .kv_cache_seq_rm(slot as i32, Some(keep as u32), None)
             .is_err()
         {
-            // Some caches (sliding-window attention) cannot drop a tail: start over.
-            self.ctx.clear_kv_cache();
+            // Some caches (sliding-window attention) cannot drop a tail: start this slot over.
+            let _ = self.ctx.kv_cache_seq_rm(slot as i32, None, None);
             keep = 0;
         }
-        self.cached.truncate(keep);
-
-        let to_eval = &prompt[keep..];
-        let mut evaluated = 0;
-        for chunk in to_eval.chunks(self.n_batch as usize) {
-            if on_event(Event::Progress {
-                evaluated,
-                total: to_eval.len(),
-            })
-            .is_break()
-            {
-                return Ok(self.stats(
-                    Finish::Stopped,
-                    &prompt,
-                    evaluated,
-                    started.elapsed(),
-                    Vec::new(),
-                    Duration::ZERO,
-                ));
-            }
-            self.batch.clear();
-            let last = evaluated + chunk.len() == to_eval.len();
-            for (i, &tok) in chunk.iter().enumerate() {
-                let pos = (keep + evaluated + i) as i32;
-                let logits = last && i == chunk.len() - 1;
-                self.batch
-                    .add(tok, pos, &[0], logits)
-                    .map_err(|e| EngineError::Decode(e.to_string()))?;
-            }
-            self.decode()?;
-            self.cached.extend_from_slice(chunk);
-            evaluated += chunk.len();
-        }
-        let prompt_duration = started.elapsed();
-
+        cached.truncate(keep);
         let mut sampler = build_sampler(sp, self.model.n_vocab());
         // Penalties look at recent history, prompt included, as llama.cpp's server does.
         sampler.accept_many(
@@ -293,82 +347,164 @@ impl Engine {
                 .take(sp.repeat_last_n.max(0) as usize)
                 .rev(),
         );
-        let gen_started = Instant::now();
-        let mut generated = Vec::new();
+        Ok(Sequence {
+            slot,
+            pending: prompt[keep..].to_vec(),
+            prompt_tokens: prompt.len(),
+            prompt_evaluated: 0,
+            sampler,
+            num_predict: sp.num_predict,
+            logits_idx: None,
+            to_feed: None,
+            generated: Vec::new(),
+            started: Instant::now(),
+            prompt_done: None,
+            finish: None,
+        })
+    }
+
+    /// One step for every unfinished sequence: a single llama.cpp decode that carries each
+    /// generating sequence's last token and as much pending prompt as still fits in `n_batch`
+    /// (so a long prompt is evaluated in chunks between other sequences' tokens), then one
+    /// sampled token for each sequence that has logits. Events are returned per sequence.
+    pub fn step(&mut self, seqs: &mut [&mut Sequence]) -> Result<Vec<Vec<StepEvent>>, EngineError> {
+        let mut events: Vec<Vec<StepEvent>> = seqs.iter().map(|_| Vec::new()).collect();
+        // First sample from logits of the previous step, so tokens stream as early as possible.
         let vocab = self.model.vocab();
-        let mut logits_idx = self.batch.n_tokens() - 1;
-        let finish = loop {
-            if sp
-                .num_predict
-                .is_some_and(|n| generated.len() >= n as usize)
+        for (i, s) in seqs.iter_mut().enumerate() {
+            let Some(idx) = s.logits_idx.take() else {
+                continue;
+            };
+            if s.finish.is_some() {
+                continue;
+            }
+            if s.num_predict
+                .is_some_and(|n| s.generated.len() >= n as usize)
+                || self.cached[s.slot].len() >= self.n_ctx_slot as usize
             {
-                break Finish::Length;
+                s.finish = Some(Finish::Length);
+                continue;
             }
-            if self.cached.len() >= n_ctx {
-                break Finish::Length;
-            }
-            let tok = sampler.sample(&self.ctx, logits_idx);
+            let tok = s.sampler.sample(&self.ctx, idx);
             if vocab.is_eog(tok) {
-                break Finish::EndOfGeneration;
+                s.finish = Some(Finish::EndOfGeneration);
+                continue;
             }
-            generated.push(tok.0);
-            let bytes = vocab.token_to_piece(tok, false, None);
-            if on_event(Event::Piece(&bytes)).is_break() {
-                // The token was shown; keep it in the cache so the next turn can reuse it.
-                self.feed(tok)?;
-                break Finish::Stopped;
-            }
-            self.feed(tok)?;
-            logits_idx = 0;
-        };
-        let eval_duration = gen_started.elapsed();
-        Ok(self.stats(
-            finish,
-            &prompt,
-            evaluated,
-            prompt_duration,
-            generated,
-            eval_duration,
-        ))
+            s.generated.push(tok.0);
+            s.to_feed = Some(tok);
+            events[i].push(StepEvent::Piece(vocab.token_to_piece(tok, false, None)));
+        }
+        Ok(events)
     }
 
-    fn feed(&mut self, tok: LlamaToken) -> Result<(), EngineError> {
+    /// Feed the batch for the sequences still running: call after [`Engine::step`] has handed
+    /// out its pieces and the caller has had a chance to stop sequences (stop words, cancels).
+    pub fn advance(
+        &mut self,
+        seqs: &mut [&mut Sequence],
+    ) -> Result<Vec<Vec<StepEvent>>, EngineError> {
+        let mut events: Vec<Vec<StepEvent>> = seqs.iter().map(|_| Vec::new()).collect();
         self.batch.clear();
-        let pos = self.cached.len() as i32;
-        self.batch
-            .add(tok, pos, &[0], true)
-            .map_err(|e| EngineError::Decode(e.to_string()))?;
-        self.decode()?;
-        self.cached.push(tok);
-        Ok(())
-    }
-
-    fn decode(&mut self) -> Result<(), EngineError> {
+        let mut used = 0usize;
+        let cap = self.n_batch as usize;
+        // Generating sequences first: one token each.
+        let mut fed: Vec<(usize, usize)> = Vec::new(); // (seq index, batch index)
+        for (i, s) in seqs.iter_mut().enumerate() {
+            if s.finish.is_some() {
+                s.to_feed = None;
+                continue;
+            }
+            let Some(tok) = s.to_feed.take() else {
+                continue;
+            };
+            if used == cap {
+                s.to_feed = Some(tok);
+                continue;
+            }
+            let pos = self.cached[s.slot].len() as i32;
+            self.batch
+                .add(tok, pos, &[s.slot as i32], true)
+                .map_err(|e| EngineError::Decode(e.to_string()))?;
+            self.cached[s.slot].push(tok);
+            fed.push((i, used));
+            used += 1;
+        }
+        // Then prompt chunks, in order, in what is left of the batch.
+        for (i, s) in seqs.iter_mut().enumerate() {
+            if s.finish.is_some() || s.pending.is_empty() || used == cap {
+                continue;
+            }
+            let n = s.pending.len().min(cap - used);
+            let last_of_prompt = n == s.pending.len();
+            let chunk: Vec<LlamaToken> = s.pending.drain(..n).collect();
+            for (j, &tok) in chunk.iter().enumerate() {
+                let pos = self.cached[s.slot].len() as i32;
+                let logits = last_of_prompt && j == n - 1;
+                self.batch
+                    .add(tok, pos, &[s.slot as i32], logits)
+                    .map_err(|e| EngineError::Decode(e.to_string()))?;
+                self.cached[s.slot].push(tok);
+                if logits {
+                    fed.push((i, used + j));
+                }
+            }
+            used += n;
+            s.prompt_evaluated += n;
+            events[i].push(StepEvent::Progress {
+                evaluated: s.prompt_evaluated,
+                total: s.prompt_evaluated + s.pending.len(),
+            });
+        }
+        if used == 0 {
+            return Ok(events);
+        }
         if let Err(e) = self.ctx.decode(&mut self.batch) {
-            // The cache may now hold part of a batch: forget it all rather than trust it.
+            // The cache may now hold part of a batch: forget every slot rather than trust it.
             self.ctx.clear_kv_cache();
-            self.cached.clear();
+            self.cached.iter_mut().for_each(Vec::clear);
             return Err(EngineError::Decode(e.to_string()));
         }
-        Ok(())
+        for (i, idx) in fed {
+            let s = &mut seqs[i];
+            if s.prompt_done.is_none() {
+                s.prompt_done = Some(Instant::now());
+            }
+            s.logits_idx = Some(idx as i32);
+        }
+        Ok(events)
     }
 
-    fn stats(
-        &self,
-        finish: Finish,
-        prompt: &[LlamaToken],
-        evaluated: usize,
-        prompt_duration: Duration,
-        generated: Vec<i32>,
-        eval_duration: Duration,
-    ) -> Stats {
-        Stats {
-            finish,
-            prompt_tokens: prompt.len(),
-            prompt_evaluated: evaluated,
-            prompt_duration,
-            generated,
-            eval_duration,
+    /// Evaluate `prompt` in slot 0 and generate until the model ends its turn, `num_predict`
+    /// or the context is reached, or `on_event` breaks. (One sequence at a time; the runner
+    /// uses [`Engine::start`], [`Engine::step`] and [`Engine::advance`] to batch several.)
+    pub fn generate(
+        &mut self,
+        prompt: &[i32],
+        sp: &SamplingParams,
+        mut on_event: impl FnMut(Event<'_>) -> ControlFlow<()>,
+    ) -> Result<Stats, EngineError> {
+        let mut seq = self.start(0, prompt, sp)?;
+        loop {
+            for ev in self.step(&mut [&mut seq])?.remove(0) {
+                if let StepEvent::Piece(bytes) = ev {
+                    if on_event(Event::Piece(&bytes)).is_break() {
+                        seq.stop();
+                    }
+                }
+            }
+            if seq.finished() {
+                return Ok(seq.stats());
+            }
+            for ev in self.advance(&mut [&mut seq])?.remove(0) {
+                if let StepEvent::Progress { evaluated, total } = ev {
+                    if on_event(Event::Progress { evaluated, total }).is_break() {
+                        seq.stop();
+                    }
+                }
+            }
+            if seq.finished() {
+                return Ok(seq.stats());
+            }
         }
     }
 }

@@ -61,3 +61,8 @@ pub fn physical_cores() -> usize {
     imp::physical_cores()
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
+
+/// System memory in bytes: (total, available).
+pub fn memory() -> Option<(u64, u64)> {
+    imp::memory()
+}

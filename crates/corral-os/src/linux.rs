@@ -53,3 +53,25 @@ pub fn physical_cores() -> Option<usize> {
     let allowed = std::thread::available_parallelism().map_or(usize::MAX, |n| n.get());
     (!cores.is_empty()).then(|| cores.len().min(allowed))
 }
+
+/// MemTotal and MemAvailable from /proc/meminfo, capped by a cgroup v2 memory limit.
+pub fn memory() -> Option<(u64, u64)> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = info.lines().find(|l| l.starts_with(name))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    };
+    let (mut total, mut avail) = (field("MemTotal:")?, field("MemAvailable:")?);
+    if let Ok(limit) = std::fs::read_to_string("/sys/fs/cgroup/memory.max") {
+        if let Ok(limit) = limit.trim().parse::<u64>() {
+            let used = std::fs::read_to_string("/sys/fs/cgroup/memory.current")
+                .ok()
+                .and_then(|u| u.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            total = total.min(limit);
+            avail = avail.min(limit.saturating_sub(used));
+        }
+    }
+    Some((total, avail))
+}

@@ -6,20 +6,20 @@
 //! running generation between two tokens. End of stdin means the server is gone: the runner
 //! exits at once.
 
+pub mod fault;
 mod text;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, Write};
-use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::mpsc::{self, Receiver};
 use std::time::Instant;
 
 use corral_api::options::{self as opt, Options};
 use corral_api::runner::{
     CompletionRequest, DoneInfo, DoneReason, Prompt, ReadyInfo, RunnerEvent, RunnerRequest,
 };
-use corral_engine::{Engine, Event, Finish, LoadParams, SamplingParams};
+use corral_engine::{Engine, Finish, LoadParams, SamplingParams, Sequence, StepEvent};
 use corral_template::{ChatTemplate, RenderInput, SpecialTokens, DEFAULT_TEMPLATE};
 
 pub use text::{StopMatcher, StopResult, Utf8Assembler};
@@ -45,6 +45,9 @@ pub struct RunnerArgs {
     /// Read the file instead of mapping it.
     #[arg(long)]
     pub no_mmap: bool,
+    /// Requests decoded together, each in its own slot of `ctx-size` tokens.
+    #[arg(long, default_value_t = 1)]
+    pub parallel: u32,
 }
 
 /// Run until stdin closes. Returns an error only when the model cannot be loaded.
@@ -54,14 +57,19 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel::<RunnerRequest>();
     std::thread::spawn(move || read_requests(tx));
 
-    let mut engine = Engine::load(&LoadParams {
-        path: args.model.clone(),
-        n_gpu_layers: args.gpu_layers,
-        use_mmap: !args.no_mmap,
-        n_ctx: args.ctx_size,
-        n_batch: args.batch_size,
-        n_threads: args.threads,
-    })?;
+    fault::at(fault::Point::Load);
+    let mut engine = Engine::load_with_slots(
+        &LoadParams {
+            path: args.model.clone(),
+            n_gpu_layers: args.gpu_layers,
+            use_mmap: !args.no_mmap,
+            n_ctx: args.ctx_size,
+            n_batch: args.batch_size,
+            n_threads: args.threads,
+        },
+        args.parallel,
+        |progress| send(&RunnerEvent::Loading { progress }),
+    )?;
     let (bos, eos) = engine.bos_eos_text();
     let gguf_template = engine.meta("tokenizer.chat_template");
     let mut runner = Runner {
@@ -70,6 +78,7 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
         bos,
         eos,
         gguf_template,
+        active: Vec::new(),
     };
     send(&RunnerEvent::Ready(ReadyInfo {
         n_ctx: engine.n_ctx(),
@@ -78,17 +87,8 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
         load_duration_ns: started.elapsed().as_nanos() as u64,
         model_size: engine.model_size(),
     }));
-    tracing::info!(model = %args.model.display(), n_ctx = engine.n_ctx(), "runner ready");
-
-    while let Some(req) = runner.next_request() {
-        if let RunnerRequest::Completion(c) = req {
-            let id = c.id;
-            if let Err(message) = runner.complete(&mut engine, c) {
-                tracing::warn!(id, "request failed: {message}");
-                send(&RunnerEvent::Error { id, message });
-            }
-        }
-    }
+    tracing::info!(model = %args.model.display(), n_ctx = engine.n_ctx(), slots = engine.n_slots(), "runner ready");
+    runner.serve(&mut engine);
     Ok(())
 }
 
@@ -122,36 +122,92 @@ fn send(ev: &RunnerEvent) {
 
 struct Runner {
     rx: Receiver<RunnerRequest>,
-    /// Requests that arrived while another was running.
-    queue: VecDeque<RunnerRequest>,
+    /// Requests waiting for a free slot, in arrival order.
+    queue: VecDeque<CompletionRequest>,
     bos: String,
     eos: String,
     gguf_template: Option<String>,
+    active: Vec<Active>,
+}
+
+/// A request running in a slot.
+struct Active {
+    id: u64,
+    seq: Sequence,
+    utf8: Utf8Assembler,
+    stops: StopMatcher,
+    tokens: Vec<i32>,
+    want_context: bool,
+    cancelled: bool,
 }
 
 impl Runner {
-    fn next_request(&mut self) -> Option<RunnerRequest> {
-        self.queue.pop_front().or_else(|| self.rx.recv().ok())
-    }
-
-    /// Between tokens: take new requests off the channel; true if `id` was cancelled.
-    fn cancelled(&mut self, id: u64) -> bool {
+    /// The main loop: take requests, fill free slots, advance every running request by one
+    /// token per llama.cpp decode (continuous batching), until stdin closes.
+    fn serve(&mut self, engine: &mut Engine) {
         loop {
-            match self.rx.try_recv() {
-                Ok(RunnerRequest::Cancel { id: c }) if c == id => return true,
-                Ok(RunnerRequest::Cancel { id: c }) => {
-                    self.queue
-                        .retain(|r| !matches!(r, RunnerRequest::Completion(q) if q.id == c));
+            if self.active.is_empty() && self.queue.is_empty() {
+                match self.rx.recv() {
+                    Ok(req) => self.take(req),
+                    Err(_) => return,
                 }
-                Ok(other) => self.queue.push_back(other),
-                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => return false,
+            }
+            while let Ok(req) = self.rx.try_recv() {
+                self.take(req);
+            }
+            self.fill_slots(engine);
+            if self.active.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.step(engine) {
+                // A failed decode leaves the KV cache unknown: every running request fails.
+                for a in self.active.drain(..) {
+                    send(&RunnerEvent::Error {
+                        id: a.id,
+                        message: e.to_string(),
+                    });
+                }
             }
         }
     }
 
-    fn render(&self, prompt: &Prompt) -> Result<(String, bool), String> {
+    fn take(&mut self, req: RunnerRequest) {
+        match req {
+            RunnerRequest::Completion(c) => self.queue.push_back(c),
+            RunnerRequest::Cancel { id } => {
+                self.queue.retain(|q| q.id != id);
+                for a in self.active.iter_mut().filter(|a| a.id == id) {
+                    a.cancelled = true;
+                    a.seq.stop();
+                }
+            }
+        }
+    }
+
+    fn fill_slots(&mut self, engine: &mut Engine) {
+        while !self.queue.is_empty() {
+            let busy: Vec<usize> = self.active.iter().map(|a| a.seq.slot()).collect();
+            let free: Vec<usize> = (0..engine.n_slots())
+                .filter(|s| !busy.contains(s))
+                .collect();
+            if free.is_empty() {
+                return;
+            }
+            let req = self.queue.pop_front().expect("not empty");
+            let id = req.id;
+            match self.begin(engine, &free, req) {
+                Ok(a) => self.active.push(a),
+                Err(message) => {
+                    tracing::warn!(id, "request failed: {message}");
+                    send(&RunnerEvent::Error { id, message });
+                }
+            }
+        }
+    }
+
+    fn render(&self, prompt: &Prompt) -> Result<String, String> {
         match prompt {
-            Prompt::Raw { text } => Ok((text.clone(), true)),
+            Prompt::Raw { text } => Ok(text.clone()),
             Prompt::Chat {
                 messages, template, ..
             } => {
@@ -167,92 +223,128 @@ impl Runner {
                     (None, None) => ChatTemplate::go(DEFAULT_TEMPLATE),
                 }
                 .map_err(|e| e.to_string())?;
-                let text = tmpl
-                    .render(&RenderInput {
-                        messages,
-                        add_generation_prompt: true,
-                        tools: None,
-                    })
-                    .map_err(|e| e.to_string())?;
-                Ok((text, true))
+                tmpl.render(&RenderInput {
+                    messages,
+                    add_generation_prompt: true,
+                    tools: None,
+                })
+                .map_err(|e| e.to_string())
             }
         }
     }
 
-    fn complete(&mut self, engine: &mut Engine, req: CompletionRequest) -> Result<(), String> {
-        let id = req.id;
+    fn begin(
+        &self,
+        engine: &mut Engine,
+        free: &[usize],
+        req: CompletionRequest,
+    ) -> Result<Active, String> {
         let o = &req.options;
-        let (text, add_special) = self.render(&req.prompt)?;
+        let text = self.render(&req.prompt)?;
         let mut tokens = req.context.clone();
-        tokens.extend(engine.tokenize(&text, add_special && req.context.is_empty()));
+        tokens.extend(engine.tokenize(&text, req.context.is_empty()));
         if tokens.is_empty() {
             return Err("the prompt is empty".to_string());
         }
-        let n_ctx = engine.n_ctx() as usize;
         let num_keep = o.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as usize;
-        truncate_prompt(&mut tokens, n_ctx, num_keep, o.num_predict);
+        truncate_prompt(
+            &mut tokens,
+            engine.n_ctx() as usize,
+            num_keep,
+            o.num_predict,
+        );
+        let slot = engine.best_slot(free, &tokens).expect("a free slot");
+        let seq = engine
+            .start(slot, &tokens, &sampling(o))
+            .map_err(|e| e.to_string())?;
+        Ok(Active {
+            id: req.id,
+            seq,
+            utf8: Utf8Assembler::default(),
+            stops: StopMatcher::new(o.stop.clone().unwrap_or_default()),
+            tokens,
+            want_context: req.want_context,
+            cancelled: false,
+        })
+    }
 
-        let sp = sampling(o);
-        let mut utf8 = Utf8Assembler::default();
-        let mut stops = StopMatcher::new(o.stop.clone().unwrap_or_default());
-        let mut hit_stop = false;
-        let mut cancelled = false;
-        let stats = engine
-            .generate(&tokens, &sp, |ev| {
-                if self.cancelled(id) {
-                    cancelled = true;
-                    return ControlFlow::Break(());
-                }
-                match ev {
-                    Event::Progress { evaluated, total } => {
-                        send(&RunnerEvent::Progress {
-                            id,
-                            evaluated: evaluated as u64,
-                            total: total as u64,
-                        });
-                    }
-                    Event::Piece(bytes) => {
-                        let piece = utf8.push(bytes);
-                        match stops.push(&piece) {
-                            StopResult::Emit(t) => emit(id, t),
-                            StopResult::Stop(t) => {
-                                emit(id, t);
-                                hit_stop = true;
-                                return ControlFlow::Break(());
-                            }
+    fn step(&mut self, engine: &mut Engine) -> Result<(), corral_engine::EngineError> {
+        let events = {
+            let mut seqs: Vec<&mut Sequence> = self.active.iter_mut().map(|a| &mut a.seq).collect();
+            engine.step(&mut seqs)?
+        };
+        for (a, evs) in self.active.iter_mut().zip(events) {
+            for ev in evs {
+                if let StepEvent::Piece(bytes) = ev {
+                    fault::at(fault::Point::Token);
+                    let text = a.utf8.push(&bytes);
+                    match a.stops.push(&text) {
+                        StopResult::Emit(t) => emit(a.id, t),
+                        StopResult::Stop(t) => {
+                            emit(a.id, t);
+                            a.seq.stop();
                         }
                     }
                 }
-                ControlFlow::Continue(())
-            })
-            .map_err(|e| e.to_string())?;
-        if !hit_stop && !cancelled {
-            let rest = utf8.finish();
-            match stops.push(&rest) {
-                StopResult::Emit(t) => emit(id, t + &stops.finish()),
-                StopResult::Stop(t) => emit(id, t),
             }
         }
-        let reason = match stats.finish {
-            _ if cancelled => DoneReason::Cancelled,
-            Finish::Length => DoneReason::Length,
-            Finish::EndOfGeneration | Finish::Stopped => DoneReason::Stop,
+        self.finish_done();
+        if self.active.is_empty() {
+            return Ok(());
+        }
+        let events = {
+            let mut seqs: Vec<&mut Sequence> = self.active.iter_mut().map(|a| &mut a.seq).collect();
+            engine.advance(&mut seqs)?
         };
-        let context = req.want_context.then(|| {
-            let mut c = tokens.clone();
-            c.extend(&stats.generated);
-            c
-        });
-        send(&RunnerEvent::Done(DoneInfo {
-            id,
-            reason,
-            prompt_eval_count: stats.prompt_evaluated as u64,
-            prompt_eval_duration_ns: stats.prompt_duration.as_nanos() as u64,
-            eval_count: stats.generated.len() as u64,
-            eval_duration_ns: stats.eval_duration.as_nanos() as u64,
-            context,
-        }));
+        for (a, evs) in self.active.iter().zip(events) {
+            for ev in evs {
+                if let StepEvent::Progress { evaluated, total } = ev {
+                    send(&RunnerEvent::Progress {
+                        id: a.id,
+                        evaluated: evaluated as u64,
+                        total: total as u64,
+                    });
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Send `done` for every finished request and free its slot.
+    fn finish_done(&mut self) {
+        let (done, running): (Vec<Active>, Vec<Active>) =
+            self.active.drain(..).partition(|a| a.seq.finished());
+        self.active = running;
+        for mut a in done {
+            let stats = a.seq.stats();
+            let stopped_by_word = matches!(stats.finish, Finish::Stopped) && !a.cancelled;
+            if !stopped_by_word && !a.cancelled {
+                let rest = a.utf8.finish();
+                match a.stops.push(&rest) {
+                    StopResult::Emit(t) => emit(a.id, t + &a.stops.finish()),
+                    StopResult::Stop(t) => emit(a.id, t),
+                }
+            }
+            let reason = match stats.finish {
+                _ if a.cancelled => DoneReason::Cancelled,
+                Finish::Length => DoneReason::Length,
+                Finish::EndOfGeneration | Finish::Stopped => DoneReason::Stop,
+            };
+            let context = a.want_context.then(|| {
+                let mut c = std::mem::take(&mut a.tokens);
+                c.extend(&stats.generated);
+                c
+            });
+            send(&RunnerEvent::Done(DoneInfo {
+                id: a.id,
+                reason,
+                prompt_eval_count: stats.prompt_evaluated as u64,
+                prompt_eval_duration_ns: stats.prompt_duration.as_nanos() as u64,
+                eval_count: stats.generated.len() as u64,
+                eval_duration_ns: stats.eval_duration.as_nanos() as u64,
+                context,
+            }));
+        }
     }
 }
 

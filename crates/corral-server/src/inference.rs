@@ -20,7 +20,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::json::JsonBody;
 use crate::models::{self, Model};
 use crate::runner::LoadSpec;
-use crate::scheduler::{Lease, ModelMeta};
+use crate::scheduler::{AcquireError, Lease, ModelMeta};
 use crate::AppState;
 
 /// Which endpoint is answering, to shape each object.
@@ -193,46 +193,122 @@ fn load_spec(st: &AppState, model: &Model, o: &Options) -> LoadSpec {
         // This build is CPU only; device selection comes with the GPU backends.
         num_gpu: 0,
         use_mmap: o.use_mmap.unwrap_or(true),
+        parallel: st.config.num_parallel.max(1),
     }
 }
 
+/// GGUF metadata of a model, read once per blob.
+fn gguf_info(st: &AppState, model: &Model) -> Option<std::sync::Arc<corral_gguf::GgufInfo>> {
+    let digest = model.entry.manifest.layer("model")?.digest.clone();
+    if let Some(i) = st.gguf.lock().unwrap().get(&digest) {
+        return Some(i.clone());
+    }
+    let info = std::sync::Arc::new(corral_gguf::read(&model.model_path).ok()?);
+    st.gguf.lock().unwrap().insert(digest, info.clone());
+    Some(info)
+}
+
+/// Memory a model needs loaded as `spec` says: its weights and its KV cache.
+fn required_memory(st: &AppState, model: &Model, spec: &LoadSpec) -> u64 {
+    let weights = model.entry.manifest.layer("model").map_or(0, |l| l.size);
+    let kv = gguf_info(st, model).map_or(0, |i| {
+        i.kv_cache_bytes(spec.num_ctx as u64 * spec.parallel as u64)
+    });
+    weights + kv
+}
+
 async fn run(st: AppState, job: Job) -> Response {
+    let spec = load_spec(&st, &job.model, &job.options);
     let meta = ModelMeta {
         name: job.model.display_name(),
         digest: job.model.entry.digest.hex().to_string(),
-        size: job.model.entry.manifest.total_size(),
         details: job.model.details(),
+        required_memory: required_memory(&st, &job.model, &spec),
     };
-    let spec = load_spec(&st, &job.model, &job.options);
     let name = meta.name.clone();
+    let unload = job.keep_alive == KeepAlive::For(std::time::Duration::ZERO);
+    if job.completion.is_none() && unload {
+        // An empty prompt with keep_alive 0 unloads the model without loading it first.
+        st.scheduler.unload(&name).await;
+        let metrics = Metrics {
+            total_duration: job.started.elapsed().as_nanos() as u64,
+            ..Default::default()
+        };
+        return final_object(&job, "unload", metrics, None, String::new()).into_response_json();
+    }
     let lease = match st.scheduler.acquire(meta, spec, job.keep_alive).await {
         Ok(l) => l,
-        Err(e) => return ApiError::internal(e).into_response(),
+        Err(e @ AcquireError::Busy) => {
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
+        }
+        Err(AcquireError::Failed(e)) => return ApiError::internal(e).into_response(),
     };
     let Some(completion) = job.completion.clone() else {
-        // An empty prompt loads the model; with keep_alive 0 it unloads it.
-        let unload = job.keep_alive == KeepAlive::For(std::time::Duration::ZERO);
+        // An empty prompt loads the model.
         let load_duration = lease.load_duration.unwrap_or_default().as_nanos() as u64;
-        drop(lease);
-        if unload {
-            st.scheduler.unload(&name).await;
-        }
-        let reason = if unload { "unload" } else { "load" };
         let metrics = Metrics {
             load_duration,
             total_duration: job.started.elapsed().as_nanos() as u64,
             ..Default::default()
         };
-        return final_object(&job, reason, metrics, None, String::new()).into_response_json();
+        return final_object(&job, "load", metrics, None, String::new()).into_response_json();
     };
     let (id, events) = match lease.runner.completion(completion).await {
         Ok(x) => x,
         Err(e) => return ApiError::internal(e).into_response(),
     };
+    let watch = Watch {
+        stall: st.config.stall_timeout,
+        shutdown: st.shutdown.clone(),
+        started: false,
+    };
     if job.stream {
-        stream_response(job, lease, id, events)
+        stream_response(job, lease, id, events, watch)
     } else {
-        collect_response(job, lease, events).await
+        collect_response(job, lease, events, watch).await
+    }
+}
+
+/// Watches one request for stalls and for server shutdown.
+struct Watch {
+    stall: std::time::Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Set once the runner has begun the request; queued requests wait without a stall clock.
+    started: bool,
+}
+
+impl Watch {
+    /// The next event, or an error message if the runner stalled or the server is stopping.
+    async fn next(
+        &mut self,
+        lease: &Lease,
+        events: &mut mpsc::UnboundedReceiver<RunnerEvent>,
+    ) -> Result<Option<RunnerEvent>, String> {
+        if *self.shutdown.borrow() {
+            return Err("the server is shutting down".into());
+        }
+        let stall = async {
+            if self.started {
+                tokio::time::sleep(self.stall).await
+            } else {
+                std::future::pending::<()>().await
+            }
+        };
+        tokio::select! {
+            ev = events.recv() => {
+                self.started = true;
+                Ok(ev)
+            }
+            _ = stall => {
+                // A runner that makes no progress is stuck: replace it rather than wait forever.
+                lease.runner.kill();
+                Err(format!(
+                    "the model stopped making progress: no token for {}s; its runner was stopped and will be restarted",
+                    self.stall.as_secs_f32()
+                ))
+            }
+            _ = self.shutdown.changed() => Err("the server is shutting down".into()),
+        }
     }
 }
 
@@ -242,10 +318,28 @@ fn stream_response(
     lease: Lease,
     id: u64,
     mut events: mpsc::UnboundedReceiver<RunnerEvent>,
+    mut watch: Watch,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     tokio::spawn(async move {
-        while let Some(ev) = events.recv().await {
+        loop {
+            let ev = match watch.next(&lease, &mut events).await {
+                Ok(Some(ev)) => ev,
+                Ok(None) => {
+                    let message = "the runner ended the request without an answer";
+                    let _ = tx
+                        .send(Ok(ndjson(&serde_json::json!({ "error": message }))))
+                        .await;
+                    return;
+                }
+                Err(message) => {
+                    lease.runner.cancel(id).await;
+                    let _ = tx
+                        .send(Ok(ndjson(&serde_json::json!({ "error": message }))))
+                        .await;
+                    return;
+                }
+            };
             let line = match ev {
                 RunnerEvent::Token { text, .. } => piece_object(&job, text),
                 RunnerEvent::Done(d) => {
@@ -267,7 +361,9 @@ fn stream_response(
                         .await;
                     return;
                 }
-                RunnerEvent::Progress { .. } | RunnerEvent::Ready(_) => continue,
+                RunnerEvent::Progress { .. }
+                | RunnerEvent::Ready(_)
+                | RunnerEvent::Loading { .. } => continue,
             };
             if tx.send(Ok(ndjson(&line))).await.is_err() {
                 // The client went away: free the runner at its next token.
@@ -288,9 +384,15 @@ async fn collect_response(
     job: Job,
     lease: Lease,
     mut events: mpsc::UnboundedReceiver<RunnerEvent>,
+    mut watch: Watch,
 ) -> Response {
     let mut text = String::new();
-    while let Some(ev) = events.recv().await {
+    loop {
+        let ev = match watch.next(&lease, &mut events).await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => break,
+            Err(message) => return ApiError::internal(message).into_response(),
+        };
         match ev {
             RunnerEvent::Token { text: t, .. } => text.push_str(&t),
             RunnerEvent::Done(d) => {

@@ -38,7 +38,14 @@ pub struct Config {
     pub models_dir: PathBuf,
     pub keep_alive: KeepAlive,
     pub load_timeout: Duration,
+    /// A request that gets no token for this long ends with an error; its runner is replaced.
+    pub stall_timeout: Duration,
     pub threads: u32,
+    /// Requests each model serves at once.
+    pub num_parallel: u32,
+    /// Requests a model may have waiting beyond its parallel slots before 503.
+    pub max_queue: usize,
+    pub max_loaded_models: usize,
     pub runner: RunnerCommand,
 }
 
@@ -48,6 +55,14 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub store: Store,
     scheduler: Arc<Scheduler>,
+    /// GGUF metadata by model blob, read once.
+    gguf: Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<corral_store::Digest, Arc<corral_gguf::GgufInfo>>,
+        >,
+    >,
+    /// Becomes true when the server starts shutting down; open streams end with an error line.
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The router with every endpoint.
@@ -73,21 +88,39 @@ pub fn router(state: AppState) -> Router {
 /// Run the server until SIGTERM or Ctrl-C, then stop every runner.
 pub async fn serve(config: Config) -> Result<(), String> {
     let store = Store::open(&config.models_dir).map_err(|e| e.to_string())?;
-    let scheduler = Scheduler::new(config.runner.clone(), config.load_timeout);
+    let limits = scheduler::Limits {
+        max_loaded: config.max_loaded_models,
+        max_queue: config.max_queue,
+        load_timeout: config.load_timeout,
+    };
+    let scheduler = Scheduler::new(config.runner.clone(), limits);
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| format!("listen on {}: {e}", config.addr))?;
-    tracing::info!(addr = %config.addr, models = %config.models_dir.display(), threads = config.threads, "Listening");
+    tracing::info!(
+        addr = %config.addr,
+        models = %config.models_dir.display(),
+        threads = config.threads,
+        parallel = config.num_parallel,
+        "Listening"
+    );
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let state = AppState {
         config: Arc::new(config),
         store,
         scheduler: scheduler.clone(),
+        gguf: Default::default(),
+        shutdown: shutdown_rx,
     };
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: ending open answers");
+            let _ = shutdown_tx.send(true);
+        })
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!("shutting down: stopping runners");
+    tracing::info!("stopping runners");
     scheduler.shutdown().await;
     Ok(())
 }

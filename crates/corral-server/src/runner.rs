@@ -29,6 +29,8 @@ pub struct LoadSpec {
     pub num_thread: u32,
     pub num_gpu: u32,
     pub use_mmap: bool,
+    /// Requests decoded together, each with `num_ctx` tokens of its own.
+    pub parallel: u32,
 }
 
 /// A running runner process.
@@ -65,6 +67,7 @@ impl RunnerProcess {
             .args(["--batch-size", &spec.num_batch.to_string()])
             .args(["--threads", &spec.num_thread.to_string()])
             .args(["--gpu-layers", &spec.num_gpu.to_string()])
+            .args(["--parallel", &spec.parallel.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -86,6 +89,7 @@ impl RunnerProcess {
         let pending: Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<RunnerEvent>>>> =
             Default::default();
         let (ready_tx, ready_rx) = oneshot::channel::<ReadyInfo>();
+        let (loading_tx, mut loading_rx) = watch::channel(0f32);
         let (exit_tx, exit_rx) = watch::channel::<Option<String>>(None);
 
         // Log lines: keep the last few for error messages, pass all on to our log.
@@ -119,6 +123,10 @@ impl RunnerProcess {
                         }
                     };
                     let id = match &ev {
+                        RunnerEvent::Loading { progress } => {
+                            let _ = loading_tx.send(*progress);
+                            continue;
+                        }
                         RunnerEvent::Ready(info) => {
                             if let Some(tx) = ready_tx.take() {
                                 let _ = tx.send(info.clone());
@@ -178,15 +186,32 @@ impl RunnerProcess {
             });
         }
 
+        // Wait for the model to load. The timeout counts from the last sign of progress, so a
+        // large model that keeps loading is not killed, and a stuck one is.
         let mut exited = exit_rx.clone();
-        let info = tokio::select! {
-            info = ready_rx => match info {
-                Ok(info) => info,
-                Err(_) => return Err(wait_cause(&mut exited).await),
-            },
-            _ = tokio::time::sleep(timeout) => {
-                corral_os::kill(pid);
-                return Err(format!("timed out after {timeout:?} waiting for the runner to load the model"));
+        let mut ready_rx = ready_rx;
+        let info = loop {
+            tokio::select! {
+                info = &mut ready_rx => match info {
+                    Ok(info) => break info,
+                    Err(_) => return Err(wait_cause(&mut exited).await),
+                },
+                changed = loading_rx.changed() => {
+                    if changed.is_err() {
+                        // The event reader ended: the runner is gone.
+                        match tokio::time::timeout(Duration::from_secs(2), &mut ready_rx).await {
+                            Ok(Ok(info)) => break info,
+                            _ => return Err(wait_cause(&mut exited).await),
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(timeout) => {
+                    corral_os::kill(pid);
+                    return Err(format!(
+                        "timed out waiting for the model to load: no progress for {}s",
+                        timeout.as_secs_f32()
+                    ));
+                }
             }
         };
         Ok(Arc::new(RunnerProcess {
@@ -198,6 +223,11 @@ impl RunnerProcess {
             exited: exit_rx,
             next_id: AtomicU64::new(1),
         }))
+    }
+
+    /// Stop the process at once (a stalled runner).
+    pub fn kill(&self) {
+        corral_os::kill(self.pid);
     }
 
     /// Whether the process has ended.

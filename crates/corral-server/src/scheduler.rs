@@ -3,6 +3,10 @@
 //! A request takes a [`Lease`] on a loaded model; while any lease is held the model is busy
 //! and never unloaded. When the last lease goes, the model's `keep_alive` starts counting; a
 //! reaper unloads it when that runs out (at once for `keep_alive: 0`, never for negative).
+//!
+//! Loading a model that does not fit (more than `max_loaded` models, or more memory than is
+//! available) first unloads idle models, least recently used first, then waits for busy ones
+//! to become idle. A model that can never fit is refused with an error instead.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -15,13 +19,32 @@ use tokio::sync::Mutex;
 
 use crate::runner::{LoadSpec, RunnerCommand, RunnerProcess};
 
-/// What `ps` shows about a model besides its runner.
+/// What `ps` shows about a model besides its runner, and what it needs to load.
 #[derive(Debug, Clone)]
 pub struct ModelMeta {
     pub name: String,
     pub digest: String,
-    pub size: u64,
     pub details: ModelDetails,
+    /// Estimated memory once loaded: weights plus KV cache.
+    pub required_memory: u64,
+}
+
+/// Scheduling limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_loaded: usize,
+    /// Requests a model may have waiting beyond its parallel slots.
+    pub max_queue: usize,
+    pub load_timeout: Duration,
+}
+
+/// Why a model could not be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AcquireError {
+    #[error("server busy, please try again.  maximum pending requests exceeded")]
+    Busy,
+    #[error("{0}")]
+    Failed(String),
 }
 
 struct Loaded {
@@ -31,13 +54,14 @@ struct Loaded {
     keep_alive: KeepAlive,
     /// When an idle model is unloaded; `None` while busy or kept forever.
     expires: Option<Instant>,
+    last_used: Instant,
 }
 
 /// The loaded models.
 pub struct Scheduler {
     state: Mutex<HashMap<String, Loaded>>,
     cmd: RunnerCommand,
-    load_timeout: Duration,
+    limits: Limits,
 }
 
 /// A request's hold on a loaded model.
@@ -46,31 +70,30 @@ pub struct Lease {
     /// How long loading took, when this request loaded the model.
     pub load_duration: Option<Duration>,
     key: String,
-    keep_alive: KeepAlive,
     sched: Weak<Scheduler>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(s) = self.sched.upgrade() {
-            let (key, ka, pid) = (self.key.clone(), self.keep_alive, self.runner.pid);
-            tokio::spawn(async move { s.release(&key, ka, pid).await });
+            let (key, pid) = (self.key.clone(), self.runner.pid);
+            tokio::spawn(async move { s.release(&key, pid).await });
         }
     }
 }
 
 impl Scheduler {
     /// A scheduler that starts runners with `cmd`; its reaper runs until the scheduler is dropped.
-    pub fn new(cmd: RunnerCommand, load_timeout: Duration) -> Arc<Scheduler> {
+    pub fn new(cmd: RunnerCommand, limits: Limits) -> Arc<Scheduler> {
         let s = Arc::new(Scheduler {
             state: Mutex::new(HashMap::new()),
             cmd,
-            load_timeout,
+            limits,
         });
         let weak = Arc::downgrade(&s);
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 let Some(s) = weak.upgrade() else { break };
                 s.reap().await;
             }
@@ -84,58 +107,124 @@ impl Scheduler {
         meta: ModelMeta,
         spec: LoadSpec,
         keep_alive: KeepAlive,
-    ) -> Result<Lease, String> {
+    ) -> Result<Lease, AcquireError> {
         let key = meta.name.clone();
-        let mut state = self.state.lock().await;
-        let reusable = state
-            .get(&key)
-            .is_some_and(|l| l.runner.spec == spec && !l.runner.has_exited());
-        let mut load_duration = None;
-        if !reusable {
-            if let Some(old) = state.remove(&key) {
+        loop {
+            let mut state = self.state.lock().await;
+            if let Some(l) = state
+                .get_mut(&key)
+                .filter(|l| l.runner.spec == spec && !l.runner.has_exited())
+            {
+                if l.active >= spec.parallel as usize + self.limits.max_queue {
+                    return Err(AcquireError::Busy);
+                }
+                l.active += 1;
+                l.expires = None;
+                l.keep_alive = keep_alive;
+                l.last_used = Instant::now();
+                return Ok(Lease {
+                    runner: l.runner.clone(),
+                    load_duration: None,
+                    key,
+                    sched: Arc::downgrade(self),
+                });
+            }
+            // Loaded with other settings: reload once its requests are done.
+            if let Some(old) = state.get(&key) {
+                if old.active > 0 && !old.runner.has_exited() {
+                    drop(state);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                let old = state.remove(&key).expect("present");
                 tracing::info!(model = %key, "reloading with new settings");
                 old.runner.stop().await;
             }
+            match self.make_room(&mut state, &meta) {
+                Room::Ready => {}
+                Room::Evict(k) => {
+                    let l = state.remove(&k).expect("present");
+                    tracing::info!(model = %k, "unloading to make room for {key}");
+                    drop(state);
+                    l.runner.stop().await;
+                    continue;
+                }
+                Room::Wait => {
+                    drop(state);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                Room::Never(why) => return Err(AcquireError::Failed(why)),
+            }
             let started = Instant::now();
-            let runner = RunnerProcess::start(&self.cmd, spec, self.load_timeout).await?;
-            load_duration = Some(started.elapsed());
+            let runner = RunnerProcess::start(&self.cmd, spec, self.limits.load_timeout)
+                .await
+                .map_err(AcquireError::Failed)?;
+            let load_duration = Some(started.elapsed());
+            let now = Instant::now();
             state.insert(
                 key.clone(),
                 Loaded {
-                    runner,
+                    runner: runner.clone(),
                     meta,
-                    active: 0,
+                    active: 1,
                     keep_alive,
                     expires: None,
+                    last_used: now,
                 },
             );
+            return Ok(Lease {
+                runner,
+                load_duration,
+                key,
+                sched: Arc::downgrade(self),
+            });
         }
-        let l = state.get_mut(&key).expect("just inserted");
-        l.active += 1;
-        l.expires = None;
-        l.keep_alive = keep_alive;
-        Ok(Lease {
-            runner: l.runner.clone(),
-            load_duration,
-            key,
-            keep_alive,
-            sched: Arc::downgrade(self),
-        })
     }
 
-    async fn release(&self, key: &str, keep_alive: KeepAlive, pid: u32) {
+    fn make_room(&self, state: &mut HashMap<String, Loaded>, meta: &ModelMeta) -> Room {
+        let (total, available) = corral_os::memory().unwrap_or((u64::MAX, u64::MAX));
+        if meta.required_memory > total {
+            return Room::Never(format!(
+                "model requires {} of system memory, but the system has {} in all",
+                gib(meta.required_memory),
+                gib(total)
+            ));
+        }
+        // Memory of loaded models counts as reclaimable: unloading them frees it.
+        let fits = state.len() < self.limits.max_loaded.max(1) && meta.required_memory <= available;
+        if fits {
+            return Room::Ready;
+        }
+        let idle = state
+            .iter()
+            .filter(|(_, l)| l.active == 0)
+            .min_by_key(|(_, l)| l.last_used)
+            .map(|(k, _)| k.clone());
+        match idle {
+            Some(k) => Room::Evict(k),
+            None if state.values().any(|l| l.active > 0) => Room::Wait,
+            None => Room::Never(format!(
+                "model requires {} of system memory, but only {} is available",
+                gib(meta.required_memory),
+                gib(available)
+            )),
+        }
+    }
+
+    async fn release(&self, key: &str, pid: u32) {
         let mut state = self.state.lock().await;
         let Some(l) = state.get_mut(key).filter(|l| l.runner.pid == pid) else {
             return;
         };
         l.active = l.active.saturating_sub(1);
+        l.last_used = Instant::now();
         if l.active == 0 {
-            l.keep_alive = keep_alive;
-            l.expires = match keep_alive {
+            l.expires = match l.keep_alive {
                 KeepAlive::Forever => None,
                 KeepAlive::For(d) => Some(Instant::now() + d),
             };
-            if keep_alive == KeepAlive::For(Duration::ZERO) {
+            if l.keep_alive == KeepAlive::For(Duration::ZERO) {
                 let l = state.remove(key).expect("present");
                 drop(state);
                 l.runner.stop().await;
@@ -143,14 +232,13 @@ impl Scheduler {
         }
     }
 
-    /// Unload a model now (when idle); true if it was loaded.
+    /// Unload a model now, or when its last request ends if busy; false if it was not loaded.
     pub async fn unload(&self, key: &str) -> bool {
         let mut state = self.state.lock().await;
         let Some(l) = state.get_mut(key) else {
             return false;
         };
         if l.active > 0 {
-            // Busy: unload as soon as its last request ends.
             l.keep_alive = KeepAlive::For(Duration::ZERO);
             return true;
         }
@@ -170,15 +258,14 @@ impl Scheduler {
             })
             .map(|(k, _)| k.clone())
             .collect();
-        let mut stopping = Vec::new();
-        for k in expired {
-            if let Some(l) = state.remove(&k) {
-                tracing::info!(model = %k, "unloading");
-                stopping.push(l.runner);
-            }
-        }
+        let stopping: Vec<Arc<RunnerProcess>> = expired
+            .iter()
+            .filter_map(|k| state.remove(k))
+            .map(|l| l.runner)
+            .collect();
         drop(state);
         for r in stopping {
+            tracing::info!(pid = r.pid, "unloading");
             r.stop().await;
         }
     }
@@ -190,16 +277,15 @@ impl Scheduler {
             .values()
             .filter(|l| !l.runner.has_exited())
             .map(|l| {
-                let until = match (l.active, l.keep_alive, l.expires) {
-                    (_, _, Some(e)) => Utc::now() + (e.saturating_duration_since(Instant::now())),
-                    (0, KeepAlive::Forever, None) => far_future(),
-                    (_, KeepAlive::For(d), None) => Utc::now() + d,
-                    (_, KeepAlive::Forever, None) => far_future(),
+                let until = match (l.expires, l.keep_alive) {
+                    (Some(e), _) => Utc::now() + e.saturating_duration_since(Instant::now()),
+                    (None, KeepAlive::For(d)) => Utc::now() + d,
+                    (None, KeepAlive::Forever) => far_future(),
                 };
                 ProcessModel {
                     name: l.meta.name.clone(),
                     model: l.meta.name.clone(),
-                    size: l.meta.size,
+                    size: l.meta.required_memory,
                     digest: l.meta.digest.clone(),
                     details: l.meta.details.clone(),
                     expires_at: until,
@@ -217,6 +303,17 @@ impl Scheduler {
         let all: Vec<Loaded> = self.state.lock().await.drain().map(|(_, l)| l).collect();
         futures::future::join_all(all.iter().map(|l| l.runner.stop())).await;
     }
+}
+
+enum Room {
+    Ready,
+    Evict(String),
+    Wait,
+    Never(String),
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
 }
 
 fn far_future() -> chrono::DateTime<Utc> {

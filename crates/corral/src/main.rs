@@ -33,6 +33,11 @@ enum Commands {
     List,
     /// List running models.
     Ps,
+    /// Stop a running model.
+    Stop {
+        /// Model to unload.
+        model: String,
+    },
     /// Run one model for the server (started by the server, not by people).
     #[command(hide = true)]
     Runner(corral_runner::RunnerArgs),
@@ -52,9 +57,21 @@ struct ServeArgs {
     /// Longest wait for a runner to load its model (OLLAMA_LOAD_TIMEOUT is used when unset).
     #[arg(long, env = "CORRAL_LOAD_TIMEOUT")]
     load_timeout: Option<String>,
+    /// A request with no new token for this long fails and its runner is replaced [default: 60s].
+    #[arg(long, env = "CORRAL_STALL_TIMEOUT")]
+    stall_timeout: Option<String>,
     /// CPU threads per runner (default: physical cores).
     #[arg(long, env = "CORRAL_NUM_THREADS")]
     threads: Option<u32>,
+    /// Requests each model serves at once, decoded in one batch (OLLAMA_NUM_PARALLEL) [default: 1].
+    #[arg(long, env = "CORRAL_NUM_PARALLEL")]
+    num_parallel: Option<u32>,
+    /// Requests that may wait for a model beyond its parallel slots (OLLAMA_MAX_QUEUE) [default: 512].
+    #[arg(long, env = "CORRAL_MAX_QUEUE")]
+    max_queue: Option<usize>,
+    /// Models loaded at once (OLLAMA_MAX_LOADED_MODELS) [default: 3].
+    #[arg(long, env = "CORRAL_MAX_LOADED_MODELS")]
+    max_loaded_models: Option<usize>,
 }
 
 /// A setting from its CORRAL_ value, else the OLLAMA_ one.
@@ -62,6 +79,22 @@ fn setting(corral: Option<String>, ollama_var: &str) -> Option<String> {
     corral
         .or_else(|| std::env::var(ollama_var).ok())
         .filter(|v| !v.trim().is_empty())
+}
+
+/// A duration setting (Go duration or seconds); zero or negative means the default.
+fn duration_setting(
+    flag: Option<String>,
+    name: &str,
+    ollama_var: &str,
+    default_secs: u64,
+) -> anyhow::Result<Duration> {
+    match setting(flag, ollama_var) {
+        Some(t) => match KeepAlive::parse(&t).map_err(|e| anyhow::anyhow!("{name}: {e}"))? {
+            KeepAlive::For(d) if !d.is_zero() => Ok(d),
+            _ => Ok(Duration::from_secs(default_secs)),
+        },
+        None => Ok(Duration::from_secs(default_secs)),
+    }
 }
 
 fn init_logging(default: &str) {
@@ -90,23 +123,47 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(k) => KeepAlive::parse(&k).map_err(|e| anyhow::anyhow!("CORRAL_KEEP_ALIVE: {e}"))?,
         None => DEFAULT_KEEP_ALIVE,
     };
-    let load_timeout = match setting(args.load_timeout, "OLLAMA_LOAD_TIMEOUT") {
-        Some(t) => {
-            match KeepAlive::parse(&t).map_err(|e| anyhow::anyhow!("CORRAL_LOAD_TIMEOUT: {e}"))? {
-                KeepAlive::For(d) if !d.is_zero() => d,
-                _ => Duration::from_secs(300),
-            }
+    let load_timeout = duration_setting(
+        args.load_timeout,
+        "CORRAL_LOAD_TIMEOUT",
+        "OLLAMA_LOAD_TIMEOUT",
+        300,
+    )?;
+    let stall_timeout = duration_setting(
+        args.stall_timeout,
+        "CORRAL_STALL_TIMEOUT",
+        "OLLAMA_STALL_TIMEOUT",
+        60,
+    )?;
+    let number = |v: Option<usize>, var: &str, default: usize| -> anyhow::Result<usize> {
+        match v {
+            Some(n) => Ok(n),
+            None => match setting(None, var) {
+                Some(s) => s
+                    .trim()
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("{var}: {s:?} is not a number")),
+                None => Ok(default),
+            },
         }
-        None => Duration::from_secs(300),
     };
     let config = corral_server::Config {
         addr: host.socket_addr()?,
         models_dir,
         keep_alive,
         load_timeout,
+        stall_timeout,
         threads: args
             .threads
             .unwrap_or_else(|| corral_os::physical_cores() as u32),
+        num_parallel: number(
+            args.num_parallel.map(|n| n as usize),
+            "OLLAMA_NUM_PARALLEL",
+            1,
+        )?
+        .max(1) as u32,
+        max_queue: number(args.max_queue, "OLLAMA_MAX_QUEUE", 512)?,
+        max_loaded_models: number(args.max_loaded_models, "OLLAMA_MAX_LOADED_MODELS", 3)?.max(1),
         runner: corral_server::RunnerCommand {
             program: std::env::current_exe()?,
             prefix_args: vec!["runner".into()],
@@ -141,6 +198,7 @@ fn main() -> ExitCode {
             Commands::Run(args) => corral_cli::run(&client()?, args).await,
             Commands::List => corral_cli::list(&client()?).await,
             Commands::Ps => corral_cli::ps(&client()?).await,
+            Commands::Stop { model } => corral_cli::stop(&client()?, &model).await,
             Commands::Runner(_) => unreachable!("handled above"),
         }
     });

@@ -18,32 +18,106 @@ fn unknown_model_and_malformed_requests() {
     s.create_smol();
     let before = s.store_files();
     let cases = [
-        ("/api/generate", json!({"model": "nope", "prompt": "hi"}), 404, "model 'nope' not found"),
-        ("/api/chat", json!({"model": "nope", "messages": []}), 404, "model 'nope' not found"),
-        ("/api/show", json!({"model": "nope"}), 404, "model 'nope' not found"),
-        ("/api/generate", json!({"model": "smol", "prompt": "hi", "options": {"temperature": "hot"}}), 400, "option \"temperature\" must be of type float"),
-        ("/api/generate", json!({"model": "smol", "prompt": "hi", "options": {"top_p": 7}}), 400, "option \"top_p\" must be > 0.0 and <= 1.0"),
-        ("/api/generate", json!({"model": "smol", "prompt": "hi", "keep_alive": "soon"}), 400, "invalid keep_alive"),
-        ("/api/chat", json!({"model": "smol", "messages": [{"role": "wizard", "content": "x"}]}), 400, "invalid message role 'wizard'"),
-        ("/api/create", json!({"model": "bad/../name", "from": "smol"}), 400, "invalid model name"),
-        ("/api/create", json!({"model": "x", "from": "smol", "template": "{{ .Prompt "}), 400, "template error:"),
-        ("/api/create", json!({"model": "x", "from": "smol", "parameters": {"Temperature": 1}}), 400, "unknown parameter 'Temperature'"),
-        ("/api/create", json!({"model": "x", "files": {"m.gguf": "sha256:../../etc"}}), 400, "invalid digest"),
-        ("/api/create", json!({"model": "x", "from": "missing"}), 404, "model 'missing' not found"),
+        (
+            "/api/generate",
+            json!({"model": "nope", "prompt": "hi"}),
+            404,
+            "model 'nope' not found",
+        ),
+        (
+            "/api/chat",
+            json!({"model": "nope", "messages": []}),
+            404,
+            "model 'nope' not found",
+        ),
+        (
+            "/api/show",
+            json!({"model": "nope"}),
+            404,
+            "model 'nope' not found",
+        ),
+        (
+            "/api/generate",
+            json!({"model": "smol", "prompt": "hi", "options": {"temperature": "hot"}}),
+            400,
+            "option \"temperature\" must be of type float",
+        ),
+        (
+            "/api/generate",
+            json!({"model": "smol", "prompt": "hi", "options": {"top_p": 7}}),
+            400,
+            "option \"top_p\" must be > 0.0 and <= 1.0",
+        ),
+        (
+            "/api/generate",
+            json!({"model": "smol", "prompt": "hi", "keep_alive": "soon"}),
+            400,
+            "invalid keep_alive",
+        ),
+        (
+            "/api/chat",
+            json!({"model": "smol", "messages": [{"role": "wizard", "content": "x"}]}),
+            400,
+            "invalid message role 'wizard'",
+        ),
+        (
+            "/api/create",
+            json!({"model": "bad/../name", "from": "smol"}),
+            400,
+            "invalid model name",
+        ),
+        (
+            "/api/create",
+            json!({"model": "x", "from": "smol", "template": "{{ .Prompt "}),
+            400,
+            "template error:",
+        ),
+        (
+            "/api/create",
+            json!({"model": "x", "from": "smol", "parameters": {"Temperature": 1}}),
+            400,
+            "unknown parameter 'Temperature'",
+        ),
+        (
+            "/api/create",
+            json!({"model": "x", "files": {"m.gguf": "sha256:../../etc"}}),
+            400,
+            "invalid digest",
+        ),
+        (
+            "/api/create",
+            json!({"model": "x", "from": "missing"}),
+            404,
+            "model 'missing' not found",
+        ),
     ];
     for (path, body, want_status, want_msg) in cases {
         let (status, resp) = s.post(path, body.clone());
         assert_eq!(status, want_status, "{path} {body} -> {resp}");
-        let msg = resp["error"].as_str().unwrap_or_else(|| panic!("no error field: {resp}"));
-        assert!(msg.contains(want_msg), "{path} {body}: {msg:?} should contain {want_msg:?}");
+        let msg = resp["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error field: {resp}"));
+        assert!(
+            msg.contains(want_msg),
+            "{path} {body}: {msg:?} should contain {want_msg:?}"
+        );
         still_serving(&s);
     }
     let (status, resp) = s.post_raw("/api/generate", "{\"model\": \"smol\", ");
     assert_eq!(status, 400);
-    assert!(resp["error"].as_str().unwrap().contains("invalid JSON"), "{resp}");
+    assert!(
+        resp["error"].as_str().unwrap().contains("invalid JSON"),
+        "{resp}"
+    );
     let (status, resp) = s.post_raw("/api/chat", "");
     assert_eq!(status, 400);
-    assert!(resp["error"].as_str().unwrap().contains("missing request body"), "{resp}");
+    assert!(
+        resp["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing request body"),
+        "{resp}"
+    );
     let (status, resp) = s.post_raw("/api/generate", "{\"prompt\": 5}");
     assert_eq!(status, 400, "{resp}");
     assert_eq!(s.store_files(), before, "the store changed");
@@ -57,29 +131,70 @@ fn files_that_are_not_loadable_gguf_are_refused_at_create() {
     let dir = s.dir.path();
     std::fs::write(dir.join("notes.gguf"), "these are not weights").unwrap();
     let smol = std::fs::read(model_file(SMOL)).unwrap();
-    std::fs::File::create(dir.join("cut.gguf")).unwrap().write_all(&smol[..smol.len() / 2]).unwrap();
-    for (file, want) in [("notes.gguf", "not a GGUF file"), ("cut.gguf", "truncated"), ("absent.gguf", "no such file")] {
+    std::fs::File::create(dir.join("cut.gguf"))
+        .unwrap()
+        .write_all(&smol[..smol.len() / 2])
+        .unwrap();
+    for (file, want) in [
+        ("notes.gguf", "not a GGUF file"),
+        ("cut.gguf", "truncated"),
+        ("absent.gguf", "no such file"),
+    ] {
         let out = s.try_create("broken", &format!("FROM ./{file}\n"));
         assert!(!out.status.success());
         let err = stderr(&out);
-        assert!(err.starts_with("Error: ") && err.contains(want), "{file}: {err}");
+        assert!(
+            err.starts_with("Error: ") && err.contains(want),
+            "{file}: {err}"
+        );
     }
-    assert_eq!(s.store_files(), before, "nothing may be written for a bad file");
+    assert_eq!(
+        s.store_files(),
+        before,
+        "nothing may be written for a bad file"
+    );
 
     // Through the API alone: the blob is accepted (it is only bytes), the model is not.
     let bytes = b"these are not weights".to_vec();
     let digest = format!("sha256:{}", sha256_hex(&bytes));
-    let resp = s.http.post(s.url(&format!("/api/blobs/{digest}"))).body(bytes).send().unwrap();
+    let resp = s
+        .http
+        .post(s.url(&format!("/api/blobs/{digest}")))
+        .body(bytes)
+        .send()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 201);
-    let (status, resp) = s.post("/api/create", json!({"model": "broken", "files": {"notes.gguf": digest}}));
+    let (status, resp) = s.post(
+        "/api/create",
+        json!({"model": "broken", "files": {"notes.gguf": digest}}),
+    );
     assert_eq!(status, 400);
-    assert!(resp["error"].as_str().unwrap().contains("invalid model file 'notes.gguf': not a GGUF file"), "{resp}");
+    assert!(
+        resp["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid model file 'notes.gguf': not a GGUF file"),
+        "{resp}"
+    );
     // A blob whose content does not match its digest is refused and not kept.
     let wrong = format!("sha256:{}", "0".repeat(64));
-    let resp = s.http.post(s.url(&format!("/api/blobs/{wrong}"))).body("abc").send().unwrap();
+    let resp = s
+        .http
+        .post(s.url(&format!("/api/blobs/{wrong}")))
+        .body("abc")
+        .send()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     assert!(resp.text().unwrap().contains("digest mismatch"));
-    assert_eq!(s.http.head(s.url(&format!("/api/blobs/{wrong}"))).send().unwrap().status().as_u16(), 404);
+    assert_eq!(
+        s.http
+            .head(s.url(&format!("/api/blobs/{wrong}")))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
     assert_eq!(s.get("/api/tags")["models"], json!([]));
     still_serving(&s);
 }
@@ -89,9 +204,23 @@ fn modelfile_errors_name_the_line() {
     let s = TestServer::start();
     let out = s.try_create("x", "FROM ./a.gguf\n# fine\nFROMM b\n");
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("(line 3): command must be one of"), "{}", stderr(&out));
-    let out = s.try_create("x", &format!("FROM {}\nPARAMETER Temperature 1\n", model_file(SMOL).display()));
-    assert!(stderr(&out).contains("unknown parameter 'Temperature'"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("(line 3): command must be one of"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s.try_create(
+        "x",
+        &format!(
+            "FROM {}\nPARAMETER Temperature 1\n",
+            model_file(SMOL).display()
+        ),
+    );
+    assert!(
+        stderr(&out).contains("unknown parameter 'Temperature'"),
+        "{}",
+        stderr(&out)
+    );
     assert!(s.store_files().is_empty() || s.get("/api/tags")["models"] == json!([]));
 }
 
@@ -128,12 +257,20 @@ fn cli_reports_errors_and_exits_non_zero() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("could not connect"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("could not connect"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use std::process::{Command, Stdio};
-    let mut c = Command::new("sha256sum").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut c = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     c.stdin.take().unwrap().write_all(bytes).unwrap();
     String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap()[..64].to_string()
 }

@@ -17,9 +17,15 @@ pub const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
 pub fn model_file(name: &str) -> PathBuf {
     let dir = std::env::var_os("CORRAL_MODEL_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/corral/models-src"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/corral/models-src")
+        });
     let p = dir.join(name);
-    assert!(p.is_file(), "{} is missing: run scripts/fetch-models.sh first", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/fetch-models.sh first",
+        p.display()
+    );
     p
 }
 
@@ -42,7 +48,11 @@ impl TestServer {
 
     pub fn start_with(env: &[(&str, &str)]) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let mut cmd = Command::new(corral_exe());
         cmd.arg("serve")
@@ -59,11 +69,18 @@ impl TestServer {
             child: Some(child),
             port,
             dir,
-            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(300)).build().unwrap(),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(300))
+                .build()
+                .unwrap(),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while s.http.get(s.url("/api/version")).send().is_err() {
-            assert!(Instant::now() < deadline, "server did not start:\n{}", s.log());
+            assert!(
+                Instant::now() < deadline,
+                "server did not start:\n{}",
+                s.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         s
@@ -91,13 +108,22 @@ impl TestServer {
         cmd.args(args)
             .current_dir(self.dir.path())
             .env("CORRAL_HOST", format!("127.0.0.1:{}", self.port))
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         if let Some(input) = stdin {
             use std::io::Write;
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
         }
         child.wait_with_output().unwrap()
     }
@@ -105,7 +131,11 @@ impl TestServer {
     /// Write a Modelfile in the work folder and `corral create` it; panics on failure.
     pub fn create(&self, name: &str, modelfile: &str) {
         let out = self.try_create(name, modelfile);
-        assert!(out.status.success(), "create {name} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "create {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn try_create(&self, name: &str, modelfile: &str) -> Output {
@@ -123,18 +153,34 @@ impl TestServer {
         let resp = self.http.post(self.url(path)).json(&body).send().unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
-        let resp = self.http.post(self.url(path)).body(body.to_string()).send().unwrap();
+        let resp = self
+            .http
+            .post(self.url(path))
+            .body(body.to_string())
+            .send()
+            .unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub fn get(&self, path: &str) -> Value {
-        self.http.get(self.url(path)).send().unwrap().json().unwrap()
+        self.http
+            .get(self.url(path))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
     }
 
     /// POST and read an NDJSON stream, noting when each line arrived.
@@ -209,8 +255,12 @@ pub fn runner_pids_under(dir: &Path) -> Vec<u32> {
     let needle = dir.display().to_string();
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         // Zombies have an empty command line and are already gone for our purposes.
         if cmdline.contains(" runner ") && cmdline.contains(&needle) {
