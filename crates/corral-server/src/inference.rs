@@ -301,7 +301,7 @@ impl Watch {
             }
             _ = stall => {
                 // A runner that makes no progress is stuck: replace it rather than wait forever.
-                lease.runner.kill();
+                lease.runner.kill().await;
                 Err(format!(
                     "the model stopped making progress: no token for {}s; its runner was stopped and will be restarted",
                     self.stall.as_secs_f32()

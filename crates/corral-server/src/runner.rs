@@ -225,9 +225,13 @@ impl RunnerProcess {
         }))
     }
 
-    /// Stop the process at once (a stalled runner).
-    pub fn kill(&self) {
+    /// Stop the process at once (a stalled runner) and wait until it is gone, so the next
+    /// request cannot be given to it.
+    pub async fn kill(&self) {
         corral_os::kill(self.pid);
+        let mut exited = self.exited.clone();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), exited.wait_for(|c| c.is_some())).await;
     }
 
     /// Whether the process has ended.

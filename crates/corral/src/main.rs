@@ -97,15 +97,24 @@ fn duration_setting(
     }
 }
 
-fn init_logging(default: &str) {
+fn init_logging(runner: bool) {
+    use std::io::IsTerminal;
     let debug = ["CORRAL_DEBUG", "OLLAMA_DEBUG"]
         .iter()
         .any(|v| std::env::var(v).is_ok_and(|x| !x.is_empty() && x != "0" && x != "false"));
-    let level = if debug { "debug" } else { default };
+    // llama.cpp's own info lines are many; a runner keeps them for debug runs, so that the log
+    // tail the server quotes after a crash holds warnings and errors.
+    let level = match (runner, debug) {
+        (false, false) => "info",
+        (false, true) => "debug",
+        (true, false) => "info,llama-cpp-2=warn",
+        (true, true) => "debug,llama-cpp-2=info",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CORRAL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
@@ -178,7 +187,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Commands::Runner(args) = cli.command {
         // The runner owns llama.cpp on its main thread and needs no async runtime.
-        init_logging("info");
+        init_logging(true);
         return match corral_runner::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -191,7 +200,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Commands::Serve(args) => {
-                init_logging("info");
+                init_logging(false);
                 serve(args).await
             }
             Commands::Create(args) => corral_cli::create(&client()?, args).await,

@@ -1,0 +1,395 @@
+//! Supervised runners and the scheduler: crashes become error messages, nothing hangs,
+//! nothing is left behind, and many clients share a model.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+fn smol_server(env: &[(&str, &str)]) -> TestServer {
+    let s = TestServer::start_with(env);
+    s.create_smol();
+    s
+}
+
+/// Start a streaming chat and return the reader once the first chunk has arrived.
+fn start_stream(s: &TestServer, num_predict: u32) -> impl Iterator<Item = Value> {
+    let body = json!({"model": "smol", "messages": [{"role": "user", "content": "Tell me a very long story about a dragon and a knight."}],
+                      "options": {"num_predict": num_predict, "temperature": 0}});
+    let resp = s.http.post(s.url("/api/chat")).json(&body).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut lines = BufReader::new(resp)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(&l.unwrap()).unwrap())
+        .peekable();
+    assert_eq!(lines.peek().unwrap()["done"], false);
+    lines
+}
+
+fn generate(s: &TestServer, body: Value) -> (u16, Value) {
+    s.post("/api/generate", body)
+}
+
+#[test]
+fn a_killed_runner_ends_the_stream_with_the_signal_and_the_next_request_works() {
+    let s = smol_server(&[]);
+    let mut lines = start_stream(&s, 2000);
+    let pids = s.runner_pids();
+    assert_eq!(pids.len(), 1);
+    let killed = Instant::now();
+    signal(pids[0], 9);
+    let last = lines
+        .find(|l| l.get("error").is_some() || l["done"] == true)
+        .expect("a last line");
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "error took {:?}",
+        killed.elapsed()
+    );
+    let err = last["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("expected an error line, got {last}"));
+    assert!(
+        err.contains("runner process has terminated: signal 9 (SIGKILL)"),
+        "{err}"
+    );
+
+    let (status, body) = generate(
+        &s,
+        json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 4}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["eval_count"], 4);
+    assert_eq!(s.runner_pids().len(), 1);
+}
+
+#[test]
+fn killing_the_server_leaves_no_runner() {
+    let mut s = smol_server(&[("CORRAL_NUM_PARALLEL", "2")]);
+    let a = start_stream(&s, 2000);
+    let b = start_stream(&s, 2000);
+    assert_eq!(s.runner_pids().len(), 1);
+    let mut child = s.child.take().unwrap();
+    let killed = Instant::now();
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    assert!(
+        wait_for(Duration::from_secs(2), || s.runner_pids().is_empty()),
+        "runner outlived a SIGKILLed server"
+    );
+    assert!(killed.elapsed() < Duration::from_secs(2));
+    drop((a, b));
+    let _ = &mut s;
+}
+
+#[test]
+fn sigterm_ends_open_streams_with_an_error_line_and_stops_runners() {
+    let mut s = smol_server(&[]);
+    let mut lines = start_stream(&s, 2000);
+    let pid = s.child.as_ref().unwrap().id();
+    signal(pid, 15);
+    let last = lines
+        .find(|l| l.get("error").is_some() || l["done"] == true)
+        .expect("a last line");
+    assert_eq!(last["error"], "the server is shutting down", "{last}");
+    s.stop();
+    assert!(wait_for(Duration::from_secs(2), || s
+        .runner_pids()
+        .is_empty()));
+}
+
+#[test]
+fn a_stalled_runner_is_reported_and_replaced() {
+    let s = smol_server(&[
+        ("CORRAL_RUNNER_FAULT", "stall@token:5"),
+        ("CORRAL_STALL_TIMEOUT", "2s"),
+    ]);
+    let started = Instant::now();
+    let (status, body) = generate(
+        &s,
+        json!({"model": "smol", "prompt": "Count to twenty.", "stream": false, "options": {"num_predict": 50}}),
+    );
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped making progress"),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2 + 8),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        wait_for(Duration::from_secs(2), || s.runner_pids().is_empty()),
+        "stuck runner still there"
+    );
+    // A fresh runner serves (the injected stall is at its 5th token; this asks for 3).
+    let (status, body) = generate(
+        &s,
+        json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 3}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["eval_count"], 3);
+}
+
+#[test]
+fn eight_clients_on_four_slots_with_three_leaving() {
+    let s = smol_server(&[("CORRAL_NUM_PARALLEL", "4")]);
+    // A first answer warms up llama.cpp's own thread pool, so later counts compare like with like.
+    let (status, _) = generate(
+        &s,
+        json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 2}}),
+    );
+    assert_eq!(status, 200);
+    let pid = s.runner_pids()[0];
+    let threads = || {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        st.lines()
+            .find(|l| l.starts_with("Threads:"))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u32>()
+            .unwrap()
+    };
+    let threads_before = threads();
+    let results: Vec<Option<Value>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let s = &s;
+                scope.spawn(move || {
+                    let body = json!({"model": "smol", "messages": [{"role": "user", "content": format!("Story number {i} about a cat.")}],
+                                      "options": {"num_predict": 40, "temperature": 0}});
+                    let resp = s.http.post(s.url("/api/chat")).json(&body).send().unwrap();
+                    let mut lines = BufReader::new(resp).lines();
+                    if i < 3 {
+                        // Leave after a few chunks.
+                        for _ in 0..3 {
+                            lines.next();
+                        }
+                        return None;
+                    }
+                    let all: Vec<Value> = lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect();
+                    Some(all.last().unwrap().clone())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for last in results.into_iter().flatten() {
+        assert_eq!(last["done"], true, "{last}");
+        assert_eq!(last["eval_count"], 40, "{last}");
+    }
+    // Nothing leaked: one runner, as many threads, and all four slots serve again at once.
+    assert_eq!(s.runner_pids(), vec![pid]);
+    assert_eq!(threads(), threads_before);
+    let started = Instant::now();
+    let times: Vec<Duration> = std::thread::scope(|scope| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let s = &s;
+                scope.spawn(move || {
+                    let (status, body) = generate(s, json!({"model": "smol", "prompt": "Hello", "stream": false, "options": {"num_predict": 20}}));
+                    assert_eq!(status, 200, "{body}");
+                    started.elapsed()
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let spread =
+        times.iter().max().unwrap().as_secs_f64() - times.iter().min().unwrap().as_secs_f64();
+    assert!(
+        spread < 1.0,
+        "four requests on four slots should finish together: {times:?}"
+    );
+}
+
+#[test]
+fn a_full_queue_refuses_exactly_one_request() {
+    let s = smol_server(&[("CORRAL_NUM_PARALLEL", "1"), ("CORRAL_MAX_QUEUE", "2")]);
+    let (status, _) = generate(&s, json!({"model": "smol", "prompt": ""}));
+    assert_eq!(status, 200);
+    let _busy = start_stream(&s, 200);
+    let statuses: Vec<(u16, Value)> = std::thread::scope(|scope| {
+        let hs: Vec<_> = (0..3)
+            .map(|_| {
+                let s = &s;
+                scope.spawn(move || generate(s, json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 2}})))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let refused: Vec<&(u16, Value)> = statuses.iter().filter(|(st, _)| *st == 503).collect();
+    assert_eq!(refused.len(), 1, "{statuses:?}");
+    assert_eq!(
+        refused[0].1["error"],
+        "server busy, please try again.  maximum pending requests exceeded"
+    );
+    assert_eq!(
+        statuses.iter().filter(|(st, _)| *st == 200).count(),
+        2,
+        "{statuses:?}"
+    );
+}
+
+#[test]
+fn keep_alive_unloads_on_time_and_models_load_side_by_side() {
+    let s = smol_server(&[]);
+    s.create("gemma", &format!("FROM {}\n", model_file(GEMMA).display()));
+    let names = |s: &TestServer| -> Vec<String> {
+        s.get("/api/ps")["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // keep_alive 0: gone as soon as the answer is.
+    let (status, _) = generate(
+        &s,
+        json!({"model": "smol", "prompt": "Hi", "stream": false, "keep_alive": 0, "options": {"num_predict": 2}}),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        wait_for(Duration::from_secs(2), || names(&s).is_empty()),
+        "{:?}",
+        names(&s)
+    );
+    // keep_alive "1s": there for a while, gone after about a second.
+    let (status, _) = generate(
+        &s,
+        json!({"model": "smol", "prompt": "", "keep_alive": "1s"}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(names(&s), vec!["smol:latest"]);
+    let loaded = Instant::now();
+    assert!(wait_for(Duration::from_secs(5), || names(&s).is_empty()));
+    assert!(
+        loaded.elapsed() >= Duration::from_millis(800),
+        "unloaded too early: {:?}",
+        loaded.elapsed()
+    );
+    assert!(s.runner_pids().is_empty());
+    // Two models at once.
+    for m in ["smol", "gemma"] {
+        let (status, body) = generate(&s, json!({"model": m, "prompt": ""}));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["done_reason"], "load");
+    }
+    assert_eq!(names(&s), vec!["gemma:latest", "smol:latest"]);
+    assert_eq!(s.runner_pids().len(), 2);
+    // An empty prompt with keep_alive 0 unloads.
+    let (_, body) = generate(&s, json!({"model": "gemma", "prompt": "", "keep_alive": 0}));
+    assert_eq!(body["done_reason"], "unload");
+    // And so does `corral stop`.
+    let out = s.corral(&["stop", "smol"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(names(&s).is_empty());
+    let out = s.corral(&["stop", "smol"]);
+    assert_eq!(
+        stderr(&out).trim(),
+        "Error: couldn't find model \"smol\" to stop"
+    );
+}
+
+#[test]
+fn the_least_recently_used_idle_model_makes_room() {
+    let s = smol_server(&[("CORRAL_MAX_LOADED_MODELS", "1")]);
+    s.create("gemma", &format!("FROM {}\n", model_file(GEMMA).display()));
+    for m in ["smol", "gemma"] {
+        let (status, _) = generate(&s, json!({"model": m, "prompt": ""}));
+        assert_eq!(status, 200);
+    }
+    let ps = s.get("/api/ps");
+    let names: Vec<&str> = ps["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["gemma:latest"]);
+    assert_eq!(s.runner_pids().len(), 1);
+}
+
+#[test]
+fn a_model_that_can_never_fit_is_refused() {
+    let s = smol_server(&[("CORRAL_NUM_PARALLEL", "4")]);
+    let (status, body) = generate(
+        &s,
+        json!({"model": "smol", "prompt": "Hi", "options": {"num_ctx": 1048576}}),
+    );
+    assert_eq!(status, 500, "{body}");
+    let err = body["error"].as_str().unwrap();
+    assert!(
+        err.starts_with("model requires") && err.contains("GiB of system memory"),
+        "{err}"
+    );
+    assert!(s.runner_pids().is_empty());
+}
+
+#[test]
+fn failed_loads_are_clear_errors_and_leave_no_process() {
+    // A corrupt blob: the file no longer holds the model it was created from.
+    let s = smol_server(&[]);
+    let blob = s
+        .models_dir()
+        .join("blobs/sha256-b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
+    std::fs::write(&blob, b"GGUF garbage").unwrap();
+    let (status, body) = generate(
+        &s,
+        json!({"model": "smol", "prompt": "Hi", "stream": false}),
+    );
+    assert_eq!(status, 500, "{body}");
+    let err = body["error"].as_str().unwrap();
+    assert!(
+        err.starts_with("runner process has terminated: exit status 1; last output:"),
+        "{err}"
+    );
+    assert!(err.contains("failed to load model"), "{err}");
+    assert!(s.runner_pids().is_empty());
+    assert_eq!(s.get("/api/version")["version"], env!("CARGO_PKG_VERSION"));
+
+    // A load that hangs is cut off by the load timeout.
+    let s = smol_server(&[
+        ("CORRAL_RUNNER_FAULT", "stall@load"),
+        ("CORRAL_LOAD_TIMEOUT", "2s"),
+    ]);
+    let (status, body) = generate(
+        &s,
+        json!({"model": "smol", "prompt": "Hi", "stream": false}),
+    );
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out waiting for the model to load"),
+        "{body}"
+    );
+    assert!(wait_for(Duration::from_secs(2), || s
+        .runner_pids()
+        .is_empty()));
+
+    // A crash mid-answer (SIGABRT) names the signal.
+    let s = smol_server(&[("CORRAL_RUNNER_FAULT", "crash@token:3")]);
+    let (status, body) = generate(
+        &s,
+        json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 10}}),
+    );
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("signal 6 (SIGABRT)"),
+        "{body}"
+    );
+}
