@@ -16,6 +16,47 @@ pub fn bind_child_to_parent(cmd: &mut tokio::process::Command) {
     imp::bind_child_to_parent(cmd)
 }
 
+/// Start a child bound with [`bind_child_to_parent`].
+///
+/// On Linux the parent-death signal fires when the *thread* that forked the child exits, not
+/// the process, and tokio's threads come and go (blocking-pool threads end after 10 s idle;
+/// `block_in_place` moves a worker's duties to a new thread). So every bound child is spawned
+/// from one thread that lives as long as the process.
+pub async fn spawn_bound(
+    mut cmd: tokio::process::Command,
+) -> std::io::Result<tokio::process::Child> {
+    use std::sync::mpsc;
+    use std::sync::{Mutex, OnceLock};
+    type Job = (
+        tokio::process::Command,
+        tokio::runtime::Handle,
+        tokio::sync::oneshot::Sender<std::io::Result<tokio::process::Child>>,
+    );
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    bind_child_to_parent(&mut cmd);
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("corral-spawner".into())
+            .spawn(move || {
+                for (mut cmd, handle, reply) in rx {
+                    let _rt = handle.enter();
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("start the spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
+    tx.lock()
+        .expect("spawner lock")
+        .send((cmd, tokio::runtime::Handle::current(), reply_tx))
+        .map_err(|_| std::io::Error::other("spawner thread is gone"))?;
+    reply_rx
+        .await
+        .map_err(|_| std::io::Error::other("spawner thread is gone"))?
+}
+
 /// Ask a process to stop (SIGTERM on Unix).
 pub fn terminate(pid: u32) {
     imp::signal(pid, libc::SIGTERM)

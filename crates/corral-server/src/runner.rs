@@ -75,9 +75,8 @@ impl RunnerProcess {
         if !spec.use_mmap {
             c.arg("--no-mmap");
         }
-        corral_os::bind_child_to_parent(&mut c);
-        let mut child: Child = c
-            .spawn()
+        let mut child: Child = corral_os::spawn_bound(c)
+            .await
             .map_err(|e| format!("failed to start runner: {e}"))?;
         let pid = child.id().unwrap_or(0);
         tracing::info!(pid, model = %spec.model_path.display(), "runner started");

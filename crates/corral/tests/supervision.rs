@@ -393,3 +393,24 @@ fn failed_loads_are_clear_errors_and_leave_no_process() {
         "{body}"
     );
 }
+
+#[test]
+fn runners_outlive_the_server_threads_that_started_them() {
+    // Linux sends the parent-death signal when the forking *thread* ends; tokio retires idle
+    // threads after 10 s. A runner must stay up as long as the server does.
+    let s = smol_server(&[]);
+    let (status, _) = generate(&s, json!({"model": "smol", "prompt": "", "keep_alive": -1}));
+    assert_eq!(status, 200);
+    let pids = s.runner_pids();
+    std::thread::sleep(Duration::from_secs(13));
+    assert_eq!(
+        s.runner_pids(),
+        pids,
+        "the runner died with a server thread"
+    );
+    let (status, body) = generate(
+        &s,
+        json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 2}}),
+    );
+    assert_eq!(status, 200, "{body}");
+}
