@@ -16,6 +16,8 @@ pub enum RunnerRequest {
     Completion(CompletionRequest),
     /// Stop the request with this id at the next token; its `done` event follows.
     Cancel { id: u64 },
+    /// A health check: answered with `Pong` as soon as the runner reads it.
+    Ping { id: u64 },
 }
 
 /// How the prompt is built from the request.
@@ -87,6 +89,8 @@ pub enum RunnerEvent {
     Done(DoneInfo),
     /// The request failed; the runner goes on serving.
     Error { id: u64, message: String },
+    /// The answer to a `Ping`.
+    Pong { id: u64 },
 }
 
 /// Facts about the loaded model.

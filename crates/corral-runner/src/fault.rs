@@ -5,7 +5,8 @@
 //! - `fail@load`: exit with status 1 and a message, as a model that cannot load;
 //! - `stall@load`: hang while loading (tests the load timeout);
 //! - `crash@token:N`: abort (SIGABRT) when the Nth token of this runner is produced;
-//! - `stall@token:N`: stop making progress at the Nth token (tests the stall timeout).
+//! - `stall@token:N`: stop making progress at the Nth token (tests the stall timeout);
+//! - `stall@idle`: hang once idle after a first answer (tests the health check).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -16,6 +17,8 @@ use std::time::Duration;
 pub enum Point {
     Load,
     Token,
+    /// Idle, after at least one answer.
+    Idle,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +46,7 @@ fn parse(s: &str) -> Option<Fault> {
     let (point, after) = match rest.split_once(':') {
         Some(("token", n)) => (Point::Token, n.parse().ok()?),
         None if rest == "load" => (Point::Load, 0),
+        None if rest == "idle" => (Point::Idle, 0),
         _ => return None,
     };
     Some(Fault {

@@ -79,6 +79,7 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
         eos,
         gguf_template,
         active: Vec::new(),
+        answered: 0,
     };
     send(&RunnerEvent::Ready(ReadyInfo {
         n_ctx: engine.n_ctx(),
@@ -128,6 +129,8 @@ struct Runner {
     eos: String,
     gguf_template: Option<String>,
     active: Vec<Active>,
+    /// Requests answered so far.
+    answered: u64,
 }
 
 /// A request running in a slot.
@@ -147,6 +150,9 @@ impl Runner {
     fn serve(&mut self, engine: &mut Engine) {
         loop {
             if self.active.is_empty() && self.queue.is_empty() {
+                if self.answered > 0 {
+                    fault::at(fault::Point::Idle);
+                }
                 match self.rx.recv() {
                     Ok(req) => self.take(req),
                     Err(_) => return,
@@ -174,6 +180,7 @@ impl Runner {
     fn take(&mut self, req: RunnerRequest) {
         match req {
             RunnerRequest::Completion(c) => self.queue.push_back(c),
+            RunnerRequest::Ping { id } => send(&RunnerEvent::Pong { id }),
             RunnerRequest::Cancel { id } => {
                 self.queue.retain(|q| q.id != id);
                 for a in self.active.iter_mut().filter(|a| a.id == id) {
@@ -316,6 +323,7 @@ impl Runner {
             self.active.drain(..).partition(|a| a.seq.finished());
         self.active = running;
         for mut a in done {
+            self.answered += 1;
             let stats = a.seq.stats();
             let stopped_by_word = matches!(stats.finish, Finish::Stopped) && !a.cancelled;
             if !stopped_by_word && !a.cancelled {

@@ -363,7 +363,8 @@ fn stream_response(
                 }
                 RunnerEvent::Progress { .. }
                 | RunnerEvent::Ready(_)
-                | RunnerEvent::Loading { .. } => continue,
+                | RunnerEvent::Loading { .. }
+                | RunnerEvent::Pong { .. } => continue,
             };
             if tx.send(Ok(ndjson(&line))).await.is_err() {
                 // The client went away: free the runner at its next token.

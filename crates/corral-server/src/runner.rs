@@ -134,10 +134,14 @@ impl RunnerProcess {
                         }
                         RunnerEvent::Progress { id, .. }
                         | RunnerEvent::Token { id, .. }
+                        | RunnerEvent::Pong { id }
                         | RunnerEvent::Error { id, .. } => *id,
                         RunnerEvent::Done(d) => d.id,
                     };
-                    let last = matches!(ev, RunnerEvent::Done(_) | RunnerEvent::Error { .. });
+                    let last = matches!(
+                        ev,
+                        RunnerEvent::Done(_) | RunnerEvent::Error { .. } | RunnerEvent::Pong { .. }
+                    );
                     let mut p = pending.lock().unwrap();
                     if let Some(tx) = p.get(&id) {
                         let _ = tx.send(ev);
@@ -252,6 +256,20 @@ impl RunnerProcess {
             return Err(e);
         }
         Ok((id, rx))
+    }
+
+    /// A health check: true if the runner answers a ping within `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.pending.lock().unwrap().insert(id, tx);
+        let ok = self.send(&RunnerRequest::Ping { id }).await.is_ok()
+            && matches!(
+                tokio::time::timeout(timeout, rx.recv()).await,
+                Ok(Some(RunnerEvent::Pong { .. }))
+            );
+        self.pending.lock().unwrap().remove(&id);
+        ok
     }
 
     /// Ask the runner to stop a request at its next token.

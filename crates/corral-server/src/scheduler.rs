@@ -19,6 +19,10 @@ use tokio::sync::Mutex;
 
 use crate::runner::{LoadSpec, RunnerCommand, RunnerProcess};
 
+/// How often idle runners are checked, and how long they have to answer.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What `ps` shows about a model besides its runner, and what it needs to load.
 #[derive(Debug, Clone)]
 pub struct ModelMeta {
@@ -98,7 +102,35 @@ impl Scheduler {
                 s.reap().await;
             }
         });
+        let weak = Arc::downgrade(&s);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(HEALTH_INTERVAL).await;
+                let Some(s) = weak.upgrade() else { break };
+                s.check_health().await;
+            }
+        });
         s
+    }
+
+    /// Ping every idle runner; one that does not answer is hung and is killed (the reaper then
+    /// removes it, and the next request starts a fresh one). Busy runners are watched by the
+    /// stall timeout of their requests instead.
+    async fn check_health(&self) {
+        let idle: Vec<Arc<RunnerProcess>> = {
+            let state = self.state.lock().await;
+            state
+                .values()
+                .filter(|l| l.active == 0 && !l.runner.has_exited())
+                .map(|l| l.runner.clone())
+                .collect()
+        };
+        for r in idle {
+            if !r.ping(HEALTH_TIMEOUT).await && !r.has_exited() {
+                tracing::warn!(pid = r.pid, "runner failed its health check; stopping it");
+                r.kill().await;
+            }
+        }
     }
 
     /// Get the model loaded as `spec` says, loading (or reloading) it if needed.

@@ -414,3 +414,27 @@ fn runners_outlive_the_server_threads_that_started_them() {
     );
     assert_eq!(status, 200, "{body}");
 }
+
+#[test]
+fn an_idle_runner_that_stops_answering_fails_its_health_check() {
+    let s = smol_server(&[("CORRAL_RUNNER_FAULT", "stall@idle")]);
+    let (status, body) = generate(
+        &s,
+        json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 2}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(s.runner_pids().len(), 1);
+    assert!(
+        wait_for(Duration::from_secs(25), || s.runner_pids().is_empty()),
+        "hung runner was not stopped"
+    );
+    assert!(wait_for(Duration::from_secs(2), || s.get("/api/ps")
+        ["models"]
+        == json!([])));
+    assert!(s.log().contains("failed its health check"));
+    let (status, body) = generate(
+        &s,
+        json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 2}}),
+    );
+    assert_eq!(status, 200, "{body}");
+}
