@@ -13,7 +13,7 @@ use crate::{Message, Options};
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RunnerRequest {
     /// Render, tokenize, evaluate and stream a completion.
-    Completion(CompletionRequest),
+    Completion(Box<CompletionRequest>),
     /// Stop the request with this id at the next token; its `done` event follows.
     Cancel { id: u64 },
     /// A health check: answered with `Pong` as soon as the runner reads it.

@@ -356,6 +356,33 @@ pub fn read(path: &Path) -> Result<GgufInfo, GgufError> {
     })
 }
 
+impl GgufInfo {
+    fn arch_u64(&self, key: &str) -> Option<u64> {
+        self.metadata
+            .get(&format!("{}.{key}", self.architecture()))
+            .and_then(Value::as_u64)
+    }
+
+    /// Bytes of an f16 KV cache holding `n_tokens` tokens (0 when the metadata lacks the sizes).
+    pub fn kv_cache_bytes(&self, n_tokens: u64) -> u64 {
+        let (Some(layers), Some(embd)) = (
+            self.arch_u64("block_count"),
+            self.arch_u64("embedding_length"),
+        ) else {
+            return 0;
+        };
+        let heads = self.arch_u64("attention.head_count").unwrap_or(1).max(1);
+        let heads_kv = self.arch_u64("attention.head_count_kv").unwrap_or(heads);
+        let k = self
+            .arch_u64("attention.key_length")
+            .unwrap_or(embd / heads);
+        let v = self
+            .arch_u64("attention.value_length")
+            .unwrap_or(embd / heads);
+        n_tokens * layers * heads_kv * (k + v) * 2
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,32 +452,5 @@ mod tests {
         assert_eq!(human_count(134_515_008), "134.52M");
         assert_eq!(human_count(268_098_176), "268.1M");
         assert_eq!(human_count(7_000_000_000), "7B");
-    }
-}
-
-impl GgufInfo {
-    fn arch_u64(&self, key: &str) -> Option<u64> {
-        self.metadata
-            .get(&format!("{}.{key}", self.architecture()))
-            .and_then(Value::as_u64)
-    }
-
-    /// Bytes of an f16 KV cache holding `n_tokens` tokens (0 when the metadata lacks the sizes).
-    pub fn kv_cache_bytes(&self, n_tokens: u64) -> u64 {
-        let (Some(layers), Some(embd)) = (
-            self.arch_u64("block_count"),
-            self.arch_u64("embedding_length"),
-        ) else {
-            return 0;
-        };
-        let heads = self.arch_u64("attention.head_count").unwrap_or(1).max(1);
-        let heads_kv = self.arch_u64("attention.head_count_kv").unwrap_or(heads);
-        let k = self
-            .arch_u64("attention.key_length")
-            .unwrap_or(embd / heads);
-        let v = self
-            .arch_u64("attention.value_length")
-            .unwrap_or(embd / heads);
-        n_tokens * layers * heads_kv * (k + v) * 2
     }
 }

@@ -179,7 +179,7 @@ impl Runner {
 
     fn take(&mut self, req: RunnerRequest) {
         match req {
-            RunnerRequest::Completion(c) => self.queue.push_back(c),
+            RunnerRequest::Completion(c) => self.queue.push_back(*c),
             RunnerRequest::Ping { id } => send(&RunnerEvent::Pong { id }),
             RunnerRequest::Cancel { id } => {
                 self.queue.retain(|q| q.id != id);

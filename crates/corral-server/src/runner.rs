@@ -251,7 +251,7 @@ impl RunnerProcess {
         req.id = id;
         let (tx, rx) = mpsc::unbounded_channel();
         self.pending.lock().unwrap().insert(id, tx);
-        if let Err(e) = self.send(&RunnerRequest::Completion(req)).await {
+        if let Err(e) = self.send(&RunnerRequest::Completion(Box::new(req))).await {
             self.pending.lock().unwrap().remove(&id);
             return Err(e);
         }

@@ -233,7 +233,7 @@ impl Store {
                 }
             })
             .collect();
-        out.sort_by(|a, b| b.modified.cmp(&a.modified));
+        out.sort_by_key(|e| std::cmp::Reverse(e.modified));
         out
     }
 
