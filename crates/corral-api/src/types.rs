@@ -272,3 +272,17 @@ pub struct VersionResponse {
 pub struct ErrorResponse {
     pub error: String,
 }
+
+/// `POST /api/copy`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CopyRequest {
+    pub source: String,
+    pub destination: String,
+}
+
+/// `DELETE /api/delete`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeleteRequest {
+    #[serde(alias = "name")]
+    pub model: String,
+}

@@ -59,6 +59,40 @@ impl Client {
         Ok(Self::check(resp).await?.json().await?)
     }
 
+    /// POST a JSON body and parse the JSON answer.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.connect_error(e))?;
+        Ok(Self::check(resp).await?.json().await?)
+    }
+
+    /// POST (or DELETE) a JSON body, expecting only a success status.
+    pub async fn send_ok<B: Serialize>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .request(method, self.url(path))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.connect_error(e))?;
+        Self::check(resp).await?;
+        Ok(())
+    }
+
     pub async fn head_ok(&self, path: &str) -> anyhow::Result<bool> {
         let resp = self
             .http

@@ -402,3 +402,148 @@ pub async fn stop(client: &Client, model: &str) -> anyhow::Result<()> {
         .stream("/api/generate", &req, |_: GenerateResponse| Ok(()))
         .await
 }
+
+/// `corral cp`.
+pub async fn copy(client: &Client, source: &str, destination: &str) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "source": source, "destination": destination });
+    client
+        .send_ok(reqwest::Method::POST, "/api/copy", &body)
+        .await?;
+    println!("copied '{source}' to '{destination}'");
+    Ok(())
+}
+
+/// `corral rm`.
+pub async fn remove(client: &Client, models: &[String]) -> anyhow::Result<()> {
+    for m in models {
+        client
+            .send_ok(
+                reqwest::Method::DELETE,
+                "/api/delete",
+                &serde_json::json!({ "model": m }),
+            )
+            .await?;
+        println!("deleted '{m}'");
+    }
+    Ok(())
+}
+
+/// `corral show` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ShowArgs {
+    /// Model to describe.
+    pub model: String,
+    /// Show the Modelfile.
+    #[arg(long)]
+    pub modelfile: bool,
+    /// Show the parameters.
+    #[arg(long)]
+    pub parameters: bool,
+    /// Show the template.
+    #[arg(long)]
+    pub template: bool,
+    /// Show the system message.
+    #[arg(long)]
+    pub system: bool,
+    /// Show the license.
+    #[arg(long)]
+    pub license: bool,
+    /// Show all model information, long arrays included.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// `corral show`.
+pub async fn show(client: &Client, args: ShowArgs) -> anyhow::Result<()> {
+    let body = serde_json::json!({ "model": args.model, "verbose": args.verbose });
+    let r: corral_api::ShowResponse = client.post("/api/show", &body).await?;
+    let single = [
+        (args.modelfile, &r.modelfile),
+        (args.parameters, &r.parameters),
+        (args.template, &r.template),
+        (args.system, &r.system),
+        (args.license, &r.license),
+    ];
+    if let Some((_, text)) = single.iter().find(|(on, _)| *on) {
+        println!("{text}");
+        return Ok(());
+    }
+    print!("{}", show_text(&r, args.verbose));
+    Ok(())
+}
+
+/// The sections `corral show` prints, as Ollama lays them out.
+pub fn show_text(r: &corral_api::ShowResponse, verbose: bool) -> String {
+    let arch = r
+        .model_info
+        .get("general.architecture")
+        .and_then(|v| v.as_str())
+        .unwrap_or(&r.details.family);
+    let info_u64 = |k: &str| {
+        r.model_info
+            .get(&format!("{arch}.{k}"))
+            .and_then(|v| v.as_u64())
+    };
+    let mut rows: Vec<(String, String)> = vec![
+        ("architecture".into(), arch.to_string()),
+        ("parameters".into(), r.details.parameter_size.clone()),
+    ];
+    if let Some(n) = info_u64("context_length") {
+        rows.push(("context length".into(), n.to_string()));
+    }
+    if let Some(n) = info_u64("embedding_length") {
+        rows.push(("embedding length".into(), n.to_string()));
+    }
+    rows.push(("quantization".into(), r.details.quantization_level.clone()));
+    let section = |title: &str, rows: &[(String, String)]| -> String {
+        let w = rows
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0);
+        let mut s = format!("  {title}\n");
+        for (k, v) in rows {
+            if v.is_empty() {
+                s += &format!("    {k}\n");
+            } else {
+                s += &format!("    {k:<w$}    {v}\n");
+            }
+        }
+        s + "\n"
+    };
+    let mut out = section("Model", &rows);
+    let caps: Vec<(String, String)> = r
+        .capabilities
+        .iter()
+        .map(|c| (c.clone(), String::new()))
+        .collect();
+    out += &section("Capabilities", &caps);
+    if !r.parameters.is_empty() {
+        let params: Vec<(String, String)> = r
+            .parameters
+            .lines()
+            .filter_map(|l| l.split_once(char::is_whitespace))
+            .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+            .collect();
+        out += &section("Parameters", &params);
+    }
+    for (title, text) in [("System", &r.system), ("License", &r.license)] {
+        if !text.is_empty() {
+            let lines: Vec<String> = text
+                .lines()
+                .take(if verbose { usize::MAX } else { 2 })
+                .map(|l| format!("    {l}"))
+                .collect();
+            out += &format!("  {title}\n{}\n\n", lines.join("\n"));
+        }
+    }
+    if verbose {
+        let info: Vec<(String, String)> = r
+            .model_info
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect();
+        out += &section("Metadata", &info);
+    }
+    out
+}

@@ -46,6 +46,8 @@ pub struct Config {
     /// Requests a model may have waiting beyond its parallel slots before 503.
     pub max_queue: usize,
     pub max_loaded_models: usize,
+    /// Keep unreferenced blobs at start-up (otherwise those older than an hour are removed).
+    pub noprune: bool,
     pub runner: RunnerCommand,
 }
 
@@ -74,6 +76,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/ps", get(manage::ps))
         .route("/api/show", post(manage::show))
         .route("/api/create", post(manage::create))
+        .route("/api/copy", post(manage::copy))
+        .route("/api/delete", axum::routing::delete(manage::delete))
         .route(
             "/api/blobs/{digest}",
             post(manage::post_blob).head(manage::head_blob),
@@ -88,6 +92,15 @@ pub fn router(state: AppState) -> Router {
 /// Run the server until SIGTERM or Ctrl-C, then stop every runner.
 pub async fn serve(config: Config) -> Result<(), String> {
     let store = Store::open(&config.models_dir).map_err(|e| e.to_string())?;
+    if !config.noprune {
+        let store = store.clone();
+        let removed = tokio::task::spawn_blocking(move || store.prune(Duration::from_secs(3600)))
+            .await
+            .unwrap_or_default();
+        if !removed.is_empty() {
+            tracing::info!(count = removed.len(), "removed unused blobs");
+        }
+    }
     let limits = scheduler::Limits {
         max_loaded: config.max_loaded_models,
         max_queue: config.max_queue,

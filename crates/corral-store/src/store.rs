@@ -256,6 +256,80 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Give a model a second name: a new manifest with the same content (blobs are shared).
+    pub fn copy(&self, from: &Name, to: &Name) -> Result<(), StoreError> {
+        let src = self.get(from)?;
+        self.put_manifest(to, &src.manifest)?;
+        Ok(())
+    }
+
+    /// Remove a model's manifest, then every blob no other manifest uses.
+    /// Returns the digests of the blobs removed.
+    pub fn delete(&self, name: &Name) -> Result<Vec<Digest>, StoreError> {
+        let (_, path) = self
+            .find_manifest(name)
+            .ok_or_else(|| StoreError::NotFound(name.display_short()))?;
+        let entry = Self::read_entry(name.clone(), &path).ok();
+        fs::remove_file(&path).map_err(io_err(format!("remove {}", path.display())))?;
+        // Empty folders up to (not including) manifests/ go too, as Ollama leaves none behind.
+        let stop = self.root.join("manifests");
+        let mut dir = path.parent().map(Path::to_path_buf);
+        while let Some(d) = dir.filter(|d| *d != stop) {
+            if fs::remove_dir(&d).is_err() {
+                break;
+            }
+            dir = d.parent().map(Path::to_path_buf);
+        }
+        let Some(entry) = entry else {
+            return Ok(Vec::new());
+        };
+        let used = self.referenced();
+        let mut removed = Vec::new();
+        for d in entry.manifest.digests() {
+            if !used.contains(d) && fs::remove_file(self.blob_path(d)).is_ok() {
+                removed.push(d.clone());
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Every blob some manifest references.
+    fn referenced(&self) -> std::collections::HashSet<Digest> {
+        self.list()
+            .iter()
+            .flat_map(|e| e.manifest.digests().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Remove blobs (and leftover partial files) that no manifest references and that are
+    /// older than `min_age`, so an upload that a `create` is about to use is left alone.
+    pub fn prune(&self, min_age: std::time::Duration) -> Vec<PathBuf> {
+        let used = self.referenced();
+        let now = SystemTime::now();
+        let mut removed = Vec::new();
+        for e in fs::read_dir(self.root.join("blobs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let keep = name
+                .parse::<Digest>()
+                .is_ok_and(|d| used.contains(&d) && name == d.file_name());
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|t| now.duration_since(t).unwrap_or_default() >= min_age)
+                .unwrap_or(false);
+            if !keep && old && fs::remove_file(e.path()).is_ok() {
+                removed.push(e.path());
+            }
+        }
+        removed
+    }
+}
+
 /// Write `bytes` to `path` so that readers see either the old file or the complete new one.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = path.parent().expect("store paths have a parent");
@@ -376,6 +450,56 @@ mod tests {
         assert!(
             matches!(s.get(&"other".parse().unwrap()), Err(StoreError::NotFound(n)) if n == "other:latest")
         );
+    }
+
+    #[test]
+    fn shared_blobs_survive_until_their_last_model_goes() {
+        let (_d, s) = store();
+        let weights = s
+            .put_blob_bytes(Layer::media_type_for("model"), b"weights")
+            .unwrap();
+        let config = s.put_config(&Default::default()).unwrap();
+        let a: Name = "a".parse().unwrap();
+        let b: Name = "me/b:v1".parse().unwrap();
+        s.put_manifest(&a, &Manifest::new(config.clone(), vec![weights.clone()]))
+            .unwrap();
+        s.copy(&a, &b).unwrap();
+        assert_eq!(s.list().len(), 2);
+        assert!(s.delete(&a).unwrap().is_empty(), "b still uses every blob");
+        assert!(s.has_blob(&weights.digest));
+        let removed = s.delete(&b).unwrap();
+        assert_eq!(removed.len(), 2);
+        assert!(!s.has_blob(&weights.digest) && !s.has_blob(&config.digest));
+        assert!(s.list().is_empty());
+        assert!(
+            !s.root().join("manifests/registry.ollama.ai/me").exists(),
+            "empty folders removed"
+        );
+        assert!(matches!(s.delete(&a), Err(StoreError::NotFound(_))));
+    }
+
+    #[test]
+    fn prune_removes_only_old_unreferenced_blobs() {
+        let (_d, s) = store();
+        let used = s
+            .put_blob_bytes(Layer::media_type_for("model"), b"used")
+            .unwrap();
+        let config = s.put_config(&Default::default()).unwrap();
+        s.put_manifest(
+            &"a".parse().unwrap(),
+            &Manifest::new(config, vec![used.clone()]),
+        )
+        .unwrap();
+        let stray = s
+            .put_blob_bytes(Layer::media_type_for("model"), b"stray")
+            .unwrap();
+        assert!(
+            s.prune(std::time::Duration::from_secs(3600)).is_empty(),
+            "a fresh upload is kept"
+        );
+        let removed = s.prune(std::time::Duration::ZERO);
+        assert_eq!(removed, vec![s.blob_path(&stray.digest)]);
+        assert!(s.has_blob(&used.digest));
     }
 
     #[test]

@@ -33,6 +33,15 @@ enum Commands {
     List,
     /// List running models.
     Ps,
+    /// Show information for a model.
+    Show(corral_cli::ShowArgs),
+    /// Copy a model.
+    Cp { source: String, destination: String },
+    /// Remove models.
+    Rm {
+        #[arg(required = true)]
+        models: Vec<String>,
+    },
     /// Stop a running model.
     Stop {
         /// Model to unload.
@@ -72,6 +81,9 @@ struct ServeArgs {
     /// Models loaded at once (OLLAMA_MAX_LOADED_MODELS) [default: 3].
     #[arg(long, env = "CORRAL_MAX_LOADED_MODELS")]
     max_loaded_models: Option<usize>,
+    /// Keep unused blobs at start-up instead of removing those older than an hour (OLLAMA_NOPRUNE).
+    #[arg(long, env = "CORRAL_NOPRUNE")]
+    noprune: Option<String>,
 }
 
 /// A setting from its CORRAL_ value, else the OLLAMA_ one.
@@ -173,6 +185,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .max(1) as u32,
         max_queue: number(args.max_queue, "OLLAMA_MAX_QUEUE", 512)?,
         max_loaded_models: number(args.max_loaded_models, "OLLAMA_MAX_LOADED_MODELS", 3)?.max(1),
+        noprune: setting(args.noprune, "OLLAMA_NOPRUNE").is_some_and(|v| v != "0" && v != "false"),
         runner: corral_server::RunnerCommand {
             program: std::env::current_exe()?,
             prefix_args: vec!["runner".into()],
@@ -208,6 +221,12 @@ fn main() -> ExitCode {
             Commands::List => corral_cli::list(&client()?).await,
             Commands::Ps => corral_cli::ps(&client()?).await,
             Commands::Stop { model } => corral_cli::stop(&client()?, &model).await,
+            Commands::Show(args) => corral_cli::show(&client()?, args).await,
+            Commands::Cp {
+                source,
+                destination,
+            } => corral_cli::copy(&client()?, &source, &destination).await,
+            Commands::Rm { models } => corral_cli::remove(&client()?, &models).await,
             Commands::Runner(_) => unreachable!("handled above"),
         }
     });

@@ -1,0 +1,120 @@
+//! Managing models as Ollama users do: show, cp, rm, and what `list`, `ps` and `show` print.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[test]
+fn create_show_copy_remove_round_trip() {
+    let s = TestServer::start();
+    let modelfile = format!(
+        "FROM {}\nPARAMETER temperature 0.2\nPARAMETER stop \"<|im_end|>\"\nSYSTEM \"\"\"You are terse.\nVery terse.\"\"\"\nLICENSE MIT\n",
+        model_file(SMOL).display()
+    );
+    s.create("smol", &modelfile);
+
+    let show = stdout(&s.corral(&["show", "smol"]));
+    let expected = "  Model\n    architecture        llama\n    parameters          134.52M\n    context length      8192\n    embedding length    576\n    quantization        Q4_1\n\n  Capabilities\n    completion\n\n  Parameters\n    stop           \"<|im_end|>\"\n    temperature    0.2\n\n  System\n    You are terse.\n    Very terse.\n\n  License\n    MIT\n\n";
+    assert_eq!(show, expected);
+    assert_eq!(
+        stdout(&s.corral(&["show", "smol", "--system"])),
+        "You are terse.\nVery terse.\n"
+    );
+    assert_eq!(stdout(&s.corral(&["show", "smol", "--license"])), "MIT\n");
+
+    // The printed Modelfile builds the same model again.
+    let printed = stdout(&s.corral(&["show", "smol", "--modelfile"]));
+    assert!(
+        printed.contains("PARAMETER temperature 0.2\n")
+            && printed.contains("PARAMETER stop \"<|im_end|>\"\n"),
+        "{printed}"
+    );
+    s.create("again", &printed);
+    let (_, a) = s.post("/api/show", json!({"model": "smol"}));
+    let (_, b) = s.post("/api/show", json!({"model": "again"}));
+    for field in ["system", "parameters", "template", "license", "details"] {
+        assert_eq!(a[field], b[field], "{field}");
+    }
+
+    // cp: a second name for the same blobs; rm removes a name, the blobs go with the last one.
+    let out = s.corral(&["cp", "smol", "me/smol2:v1"]);
+    assert_eq!(stdout(&out), "copied 'smol' to 'me/smol2:v1'\n");
+    let list = stdout(&s.corral(&["ls"]));
+    let ids: Vec<&str> = list
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{list}");
+    assert_eq!(
+        ids.iter().filter(|i| **i == ids[0]).count() >= 2,
+        true,
+        "a copy has the same ID: {list}"
+    );
+    let blob = s
+        .models_dir()
+        .join("blobs/sha256-b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
+    for name in ["smol", "again"] {
+        assert_eq!(
+            stdout(&s.corral(&["rm", name])),
+            format!("deleted '{name}'\n")
+        );
+        assert!(blob.exists(), "the weights are still used by me/smol2:v1");
+    }
+    let (status, body) = s.post("/api/generate", json!({"model": "me/smol2:v1", "prompt": "Hi", "stream": false, "options": {"num_predict": 2}}));
+    assert_eq!(status, 200, "{body}");
+    let resp = s
+        .http
+        .delete(s.url("/api/delete"))
+        .json(&json!({"model": "me/smol2:v1"}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(!blob.exists(), "the last name took its blobs with it");
+    assert!(s.runner_pids().is_empty(), "rm unloads the model first");
+    assert_eq!(s.get("/api/tags")["models"], json!([]));
+    let files = s.store_files();
+    assert!(files.iter().all(|f| !f.contains("/blobs/")), "{files:?}");
+
+    // Errors.
+    let out = s.corral(&["rm", "nope"]);
+    assert_eq!(stderr(&out).trim(), "Error: model 'nope' not found");
+    let (status, body) = s.post("/api/copy", json!({"source": "nope", "destination": "x"}));
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (404, "model 'nope' not found")
+    );
+    let out = s.corral(&["show", "nope"]);
+    assert_eq!(stderr(&out).trim(), "Error: model 'nope' not found");
+}
+
+#[test]
+fn list_and_ps_print_ollamas_tables() {
+    let s = TestServer::start();
+    s.create_smol();
+    let list = stdout(&s.corral(&["list"]));
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines[0], "NAME          ID             SIZE    MODIFIED");
+    let row: Vec<&str> = lines[1].splitn(4, "   ").map(str::trim).collect();
+    assert_eq!(row[0], "smol:latest");
+    assert_eq!(row[1].len(), 12);
+    assert!(row[1].chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(row[2], "98 MB");
+    assert!(row[3].ends_with("ago"), "{row:?}");
+
+    let (status, _) = s.post(
+        "/api/generate",
+        json!({"model": "smol", "prompt": "", "keep_alive": "10m"}),
+    );
+    assert_eq!(status, 200);
+    let ps = stdout(&s.corral(&["ps"]));
+    let lines: Vec<&str> = ps.lines().collect();
+    assert_eq!(
+        lines[0],
+        "NAME          ID             SIZE     PROCESSOR   CONTEXT   UNTIL"
+    );
+    assert!(lines[1].starts_with("smol:latest   "), "{ps}");
+    assert!(lines[1].contains("   100% CPU    4096      "), "{ps}");
+    assert!(lines[1].ends_with("minutes from now"), "{ps}");
+}
