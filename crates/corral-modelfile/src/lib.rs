@@ -185,6 +185,47 @@ impl Modelfile {
     }
 }
 
+impl std::fmt::Display for Modelfile {
+    /// The Modelfile as text that parses back to the same commands.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in &self.commands {
+            match c {
+                Command::From(v) => writeln!(f, "FROM {}", quote(v))?,
+                Command::Parameter { name, value } => {
+                    writeln!(f, "PARAMETER {name} {}", quote(value))?
+                }
+                Command::Template(v) => writeln!(f, "TEMPLATE {}", quote(v))?,
+                Command::System(v) => writeln!(f, "SYSTEM {}", quote(v))?,
+                Command::Adapter(v) => writeln!(f, "ADAPTER {}", quote(v))?,
+                Command::License(v) => writeln!(f, "LICENSE {}", quote(v))?,
+                Command::Message { role, content } => {
+                    writeln!(f, "MESSAGE {role} {}", quote(content))?
+                }
+                Command::Requires(v) => writeln!(f, "REQUIRES {}", quote(v))?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Write a value so the parser reads it back unchanged: bare when that is safe, else in
+/// `"""` (which cannot hold `"""` or end in `"`), else in `"` (which cannot hold `"`).
+fn quote(v: &str) -> String {
+    let bare_ok = !v.is_empty()
+        && v.trim() == v
+        && !v.contains('\n')
+        && !v.contains('\r')
+        && !v.starts_with('"')
+        && !v.starts_with('#');
+    if bare_ok {
+        v.to_string()
+    } else if !v.contains("\"\"\"") && !v.ends_with('"') {
+        format!("\"\"\"{v}\"\"\"")
+    } else {
+        format!("\"{v}\"")
+    }
+}
+
 fn split_line(s: &str) -> (&str, &str) {
     match s.find('\n') {
         Some(i) => (&s[..i], &s[i + 1..]),
@@ -290,6 +331,127 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(p(input), want, "{input:?}");
+        }
+    }
+
+    /// More rules, one row each: the input and the commands after FROM (or the error).
+    #[test]
+    fn more_rules() {
+        use Command::*;
+        let param = |n: &str, v: &str| Parameter {
+            name: n.into(),
+            value: v.into(),
+        };
+        let msg = |r: &str, c: &str| Message {
+            role: r.into(),
+            content: c.into(),
+        };
+        let ok =
+            |c: Vec<Command>| -> Result<Vec<Command>, String> { Ok([vec![from("m")], c].concat()) };
+        let cmd_err = |line: usize| -> Result<Vec<Command>, String> {
+            Err(format!("(line {line}): command must be one of \"from\", \"license\", \"template\", \"system\", \"adapter\", \"parameter\", \"message\", \"requires\""))
+        };
+        let cases: Vec<(&str, Result<Vec<Command>, String>)> = vec![
+            // keywords are case-insensitive
+            ("from m\nsystem s", ok(vec![System("s".into())])),
+            ("From m\nSyStEm s", ok(vec![System("s".into())])),
+            ("FROM m\nparameter top_k 5", ok(vec![param("top_k", "5")])),
+            ("FROM m\nPaRaMeTeR top_k 5", ok(vec![param("top_k", "5")])),
+            ("FROM m\ntemplate t", ok(vec![Template("t".into())])),
+            ("FROM m\nlicense l", ok(vec![License("l".into())])),
+            ("FROM m\nadapter ./a.gguf", ok(vec![Adapter("./a.gguf".into())])),
+            ("FROM m\nrequires 0.5.0", ok(vec![Requires("0.5.0".into())])),
+            ("FROM m\nmessage user hi", ok(vec![msg("user", "hi")])),
+            // parameter names and roles keep their case
+            ("FROM m\nPARAMETER Top_K 5", ok(vec![param("Top_K", "5")])),
+            ("FROM m\nMESSAGE User hi", Err("(line 2): message role must be one of \"system\", \"user\", or \"assistant\"".into())),
+            ("FROM m\nMESSAGE system be kind", ok(vec![msg("system", "be kind")])),
+            ("FROM m\nMESSAGE assistant \"\"\"Sure.\nHere.\"\"\"", ok(vec![msg("assistant", "Sure.\nHere.")])),
+            ("FROM m\nMESSAGE tool x", Err("(line 2): message role must be one of \"system\", \"user\", or \"assistant\"".into())),
+            // unquoted values are trimmed; inner spaces stay
+            ("FROM m\nSYSTEM    spaced   out   ", ok(vec![System("spaced   out".into())])),
+            ("FROM m\nSYSTEM\ttabbed", ok(vec![System("tabbed".into())])),
+            ("FROM m\nPARAMETER stop    <end>   ", ok(vec![param("stop", "<end>")])),
+            // quoted values keep everything inside, exactly
+            ("FROM m\nSYSTEM \"  padded  \"", ok(vec![System("  padded  ".into())])),
+            ("FROM m\nSYSTEM \"\"\"\n\nblank lines\n\n\"\"\"", ok(vec![System("\n\nblank lines\n\n".into())])),
+            ("FROM m\nSYSTEM \"\"\"has \"quotes\" inside\"\"\"", ok(vec![System("has \"quotes\" inside".into())])),
+            ("FROM m\nSYSTEM \"\"\"# not a comment\"\"\"", ok(vec![System("# not a comment".into())])),
+            ("FROM m\nSYSTEM \"\"\"\"\"\"", ok(vec![System("".into())])),
+            ("FROM m\nSYSTEM \"\"", ok(vec![System("".into())])),
+            ("FROM m\nTEMPLATE \"\"\"{{ if .System }}{{ .System }}{{ end }}\n{{ .Prompt }}\"\"\"", ok(vec![Template("{{ if .System }}{{ .System }}{{ end }}\n{{ .Prompt }}".into())])),
+            ("FROM m\nTEMPLATE \"{{ .Prompt }}\"", ok(vec![Template("{{ .Prompt }}".into())])),
+            // no escape processing
+            ("FROM m\nSYSTEM a\\nb", ok(vec![System("a\\nb".into())])),
+            ("FROM m\nSYSTEM \"tab\\there\"", ok(vec![System("tab\\there".into())])),
+            // comments and blank lines
+            ("# first\nFROM m\n# between\n\nSYSTEM s\n# last", ok(vec![System("s".into())])),
+            ("   # indented comment\nFROM m", Ok(vec![from("m")])),
+            ("FROM m\nSYSTEM \"\"\"x\"\"\" # trailing comment", ok(vec![System("x".into())])),
+            ("FROM m\nSYSTEM s # not a comment here", ok(vec![System("s # not a comment here".into())])),
+            ("\n\n\nFROM m\n\n", Ok(vec![from("m")])),
+            // repeated instructions
+            ("FROM m\nPARAMETER stop a\nPARAMETER stop b", ok(vec![param("stop", "a"), param("stop", "b")])),
+            ("FROM a\nFROM m", Ok(vec![from("a"), from("m")])),
+            ("FROM m\nSYSTEM one\nSYSTEM two", ok(vec![System("one".into()), System("two".into())])),
+            ("FROM m\nLICENSE \"\"\"MIT\nfull text\"\"\"\nLICENSE Apache", ok(vec![License("MIT\nfull text".into()), License("Apache".into())])),
+            // FROM forms
+            ("FROM ~/models/m.gguf", Ok(vec![from("~/models/m.gguf")])),
+            ("FROM /abs/m.gguf", Ok(vec![from("/abs/m.gguf")])),
+            ("FROM llama3.2:1b", Ok(vec![from("llama3.2:1b")])),
+            ("FROM \"./with space.gguf\"", Ok(vec![from("./with space.gguf")])),
+            // errors, with their lines
+            ("FROM m\nPARAMETER", Err("(line 2): missing value for parameter".into())),
+            ("FROM m\nMESSAGE", Err("(line 2): missing value for message".into())),
+            ("FROM m\n\nSYSTEM \"open", Err("unexpected end of file: unterminated \" starting on line 3".into())),
+            ("FROM m\nTEMPLATE \"\"\"a\nb\nc", Err("unexpected end of file: unterminated \"\"\" starting on line 2".into())),
+            ("FROM m\nSYSTEM \"x\" y", Err("(line 2): unexpected text after value: \"y\"".into())),
+            ("FROM m\nSYSTEM \"\"\"a\nb\"\"\" extra", Err("(line 3): unexpected text after value: \"extra\"".into())),
+            ("FROM m\nINSTRUCTION x", cmd_err(2)),
+            ("# c\n\nFROM m\n\nSYSTEM \"\"\"\n\n\"\"\"\nOOPS", cmd_err(8)),
+            ("FROMX m", cmd_err(1)),
+            ("FROM m\n  BAD indented", cmd_err(2)),
+            ("# only a comment", Err("no FROM line".into())),
+            ("SYSTEM s\nPARAMETER top_k 1", Err("no FROM line".into())),
+        ];
+        for (input, want) in cases {
+            assert_eq!(p(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn utf16_files_are_read_by_the_cli_and_a_bom_is_skipped_here() {
+        assert_eq!(
+            p("\u{feff}FROM m\nSYSTEM s"),
+            Ok(vec![from("m"), Command::System("s".into())])
+        );
+    }
+
+    fn value() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::string::string_regex("[a-zA-Z0-9 \"#{}.:\n\t<|>-]{0,20}").unwrap()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn printing_and_parsing_again_gives_the_same_commands(
+            sys in value(), tmpl in value(), stop in value(), content in value(),
+            quote_kind in 0usize..3, role in 0usize..3,
+        ) {
+            let q = |v: &str| match quote_kind {
+                0 => format!("\"\"\"{v}\"\"\""),
+                1 => format!("\"{v}\""),
+                _ => v.replace('\n', " "),
+            };
+            let role = ["system", "user", "assistant"][role];
+            let text = format!(
+                "FROM ./m.gguf\nSYSTEM {}\nTEMPLATE {}\nPARAMETER stop {}\nMESSAGE {role} {}\n",
+                q(&sys), q(&tmpl), q(&stop), q(&content)
+            );
+            if let Ok(parsed) = Modelfile::parse(&text) {
+                let printed = parsed.to_string();
+                let again = Modelfile::parse(&printed);
+                proptest::prop_assert_eq!(Ok(parsed), again, "printed:\n{}", printed);
+            }
         }
     }
 
