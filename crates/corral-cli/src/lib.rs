@@ -227,7 +227,21 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
             Command::Message { role, content } => {
                 messages.push(Message::new(role.clone(), content.clone()))
             }
-            Command::Adapter(_) => anyhow::bail!("ADAPTER is not supported yet"),
+            Command::Adapter(a) => {
+                if req.adapters.is_some() {
+                    anyhow::bail!("{}: only one ADAPTER is supported", args.file.display());
+                }
+                let path = resolve_path(&dir, a);
+                if !path.is_file() {
+                    anyhow::bail!("{}: ADAPTER {a}: no such file", args.file.display());
+                }
+                let digest = upload_gguf(client, &path).await?;
+                let file = path
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                req.adapters = Some([(file, digest)].into_iter().collect());
+            }
             Command::Parameter { .. } | Command::Requires(_) => {}
         }
     }

@@ -49,6 +49,8 @@ pub struct LoadParams {
     pub n_ctx: u32,
     pub n_batch: u32,
     pub n_threads: u32,
+    /// A LoRA adapter (GGUF) applied at full scale.
+    pub lora: Option<PathBuf>,
 }
 
 /// How to sample one completion.
@@ -213,8 +215,19 @@ impl Engine {
                 on_progress(f);
                 true
             });
-        let model = LlamaModel::load_from_file(backend, &p.path, &params)
+        let mut model = LlamaModel::load_from_file(backend, &p.path, &params)
             .map_err(|e| load_err(e.to_string()))?;
+        let adapter = match &p.lora {
+            Some(path) => Some(
+                model
+                    .lora_adapter_init(path)
+                    .map_err(|e| EngineError::Load {
+                        path: path.clone(),
+                        reason: format!("not a LoRA adapter for this model: {e}"),
+                    })?,
+            ),
+            None => None,
+        };
         // A runner holds one model for its whole life, so the model is leaked to give the
         // context (which borrows it) a 'static lifetime; the OS frees both when the runner exits.
         let model: &'static LlamaModel = Box::leak(Box::new(model));
@@ -228,9 +241,15 @@ impl Engine {
             .with_n_threads(p.n_threads.max(1) as i32)
             .with_n_threads_batch(p.n_threads.max(1) as i32)
             .with_no_perf(false);
-        let ctx = model
+        let mut ctx = model
             .new_context(backend, cparams)
             .map_err(|e| EngineError::Context(e.to_string()))?;
+        if let Some(mut a) = adapter {
+            ctx.lora_adapter_set(&mut a, 1.0)
+                .map_err(|e| EngineError::Context(format!("apply LoRA adapter: {e}")))?;
+            // The adapter must outlive the context, which lives as long as the runner.
+            std::mem::forget(a);
+        }
         let n_batch = ctx.n_batch();
         let n_ctx_slot = ctx.n_ctx() / n_slots;
         Ok(Engine {

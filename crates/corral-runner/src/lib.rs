@@ -45,6 +45,9 @@ pub struct RunnerArgs {
     /// Read the file instead of mapping it.
     #[arg(long)]
     pub no_mmap: bool,
+    /// A LoRA adapter (GGUF) to apply.
+    #[arg(long)]
+    pub lora: Option<PathBuf>,
     /// Requests decoded together, each in its own slot of `ctx-size` tokens.
     #[arg(long, default_value_t = 1)]
     pub parallel: u32,
@@ -66,6 +69,7 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
             n_ctx: args.ctx_size,
             n_batch: args.batch_size,
             n_threads: args.threads,
+            lora: args.lora.clone(),
         },
         args.parallel,
         |progress| send(&RunnerEvent::Loading { progress }),

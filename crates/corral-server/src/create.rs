@@ -95,6 +95,19 @@ pub fn create(store: &Store, req: &CreateRequest) -> ApiResult<Vec<ProgressRespo
     if let Some(msgs) = &req.messages {
         check_roles(msgs)?;
     }
+    let adapter = match &req.adapters {
+        Some(a) if a.len() > 1 => {
+            return Err(ApiError::bad_request(format!(
+                "only one adapter is supported, got {}",
+                a.len()
+            )))
+        }
+        Some(a) => match a.iter().next() {
+            Some((file, digest)) => Some(check_adapter(store, file, digest)?),
+            None => None,
+        },
+        None => None,
+    };
 
     // Write the new layers, replacing those of the same kind from the base.
     let mut replace = |kind: &str, bytes: &[u8]| -> ApiResult<()> {
@@ -116,6 +129,10 @@ pub fn create(store: &Store, req: &CreateRequest) -> ApiResult<Vec<ProgressRespo
         let json = serde_json::to_vec(msgs).expect("messages serialize");
         replace("messages", &json)?;
     }
+    if let Some(layer) = adapter {
+        layers.retain(|l| l.kind() != "adapter");
+        layers.push(layer);
+    }
     for text in license_texts(req.license.as_ref()) {
         let layer = store.put_blob_bytes(Layer::media_type_for("license"), text.as_bytes())?;
         if !layers.iter().any(|l| l.digest == layer.digest) {
@@ -135,6 +152,32 @@ pub fn create(store: &Store, req: &CreateRequest) -> ApiResult<Vec<ProgressRespo
     store.put_manifest(&name, &Manifest::new(config_layer, layers))?;
     status(&mut progress, "success".into());
     Ok(progress)
+}
+
+/// An uploaded LoRA adapter must be a complete GGUF that says it is an adapter.
+fn check_adapter(store: &Store, file: &str, digest: &str) -> ApiResult<Layer> {
+    let digest: Digest = digest
+        .parse()
+        .map_err(|e: corral_store::DigestError| ApiError::bad_request(e.to_string()))?;
+    if !store.has_blob(&digest) {
+        return Err(ApiError::bad_request(format!(
+            "blob {digest} for '{file}' not found: upload it first"
+        )));
+    }
+    let info = corral_gguf::read(&store.blob_path(&digest))
+        .map_err(|e| ApiError::bad_request(format!("invalid adapter file '{file}': {e}")))?;
+    if info.string("general.type") != Some("adapter") {
+        return Err(ApiError::bad_request(format!(
+            "invalid adapter file '{file}': not a LoRA adapter (general.type is not \"adapter\")"
+        )));
+    }
+    let size = store.blob_size(&digest).unwrap_or(info.file_size);
+    Ok(Layer {
+        media_type: Layer::media_type_for("adapter"),
+        digest,
+        size,
+        from: None,
+    })
 }
 
 fn check_roles(msgs: &[Message]) -> ApiResult<()> {

@@ -194,6 +194,7 @@ fn load_spec(st: &AppState, model: &Model, o: &Options) -> LoadSpec {
         num_gpu: 0,
         use_mmap: o.use_mmap.unwrap_or(true),
         parallel: st.config.num_parallel.max(1),
+        adapter: model.adapter_path.clone(),
     }
 }
 

@@ -139,6 +139,9 @@ fn modelfile_text(m: &models::Model) -> String {
         m.display_name(),
         m.model_path.display()
     );
+    if let Some(a) = &m.adapter_path {
+        out += &format!("ADAPTER {}\n", a.display());
+    }
     // Only a Modelfile TEMPLATE (Go syntax) is printed: the GGUF's own Jinja template comes
     // with the FROM file, and written out as TEMPLATE it would be read as a Go template.
     if let Some(t) = &m.template {

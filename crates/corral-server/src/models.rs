@@ -12,6 +12,8 @@ use crate::error::{ApiError, ApiResult};
 pub struct Model {
     pub entry: ModelEntry,
     pub model_path: PathBuf,
+    /// The LoRA adapter layer's blob, if the Modelfile had an ADAPTER.
+    pub adapter_path: Option<PathBuf>,
     pub template: Option<String>,
     pub system: Option<String>,
     pub license: Vec<String>,
@@ -104,6 +106,7 @@ pub fn load(store: &Store, requested: &str) -> ApiResult<Model> {
         .unwrap_or_default();
     Ok(Model {
         model_path: store.blob_path(&model_layer.digest),
+        adapter_path: m.layer("adapter").map(|l| store.blob_path(&l.digest)),
         template: text("template")?,
         system: text("system")?,
         license,

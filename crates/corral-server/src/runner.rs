@@ -31,6 +31,8 @@ pub struct LoadSpec {
     pub use_mmap: bool,
     /// Requests decoded together, each with `num_ctx` tokens of its own.
     pub parallel: u32,
+    /// A LoRA adapter applied to the model.
+    pub adapter: Option<PathBuf>,
 }
 
 /// A running runner process.
@@ -74,6 +76,9 @@ impl RunnerProcess {
             .kill_on_drop(true);
         if !spec.use_mmap {
             c.arg("--no-mmap");
+        }
+        if let Some(a) = &spec.adapter {
+            c.arg("--lora").arg(a);
         }
         let mut child: Child = corral_os::spawn_bound(c)
             .await

@@ -118,3 +118,54 @@ fn list_and_ps_print_ollamas_tables() {
     assert!(lines[1].contains("   100% CPU    4096      "), "{ps}");
     assert!(lines[1].ends_with("minutes from now"), "{ps}");
 }
+
+#[test]
+fn an_adapter_changes_the_answer_and_only_one_is_allowed() {
+    let s = TestServer::start();
+    s.create_smol();
+    write_smol_lora(&s.dir.path().join("lora.gguf"), 8);
+    s.create("smol-lora", "FROM smol\nADAPTER ./lora.gguf\n");
+    let (status, show) = s.post("/api/show", json!({"model": "smol-lora"}));
+    assert_eq!(status, 200);
+    assert!(
+        show["modelfile"].as_str().unwrap().contains("\nADAPTER "),
+        "{show}"
+    );
+
+    let ask = |model: &str| {
+        let (status, body) = s.post(
+            "/api/generate",
+            json!({"model": model, "prompt": "What is the capital of France?", "stream": false, "options": {"temperature": 0, "num_predict": 12}}),
+        );
+        assert_eq!(status, 200, "{body}");
+        body["response"].as_str().unwrap().to_string()
+    };
+    let base = ask("smol");
+    let adapted = ask("smol-lora");
+    assert!(!adapted.is_empty());
+    assert_ne!(base, adapted, "the adapter had no effect");
+    assert_eq!(ask("smol"), base, "the base model is unchanged");
+
+    let out = s.try_create(
+        "two",
+        "FROM smol\nADAPTER ./lora.gguf\nADAPTER ./lora.gguf\n",
+    );
+    assert!(
+        stderr(&out).contains("only one ADAPTER is supported"),
+        "{}",
+        stderr(&out)
+    );
+    let base_file = model_file(SMOL);
+    let out = s.try_create(
+        "wrong",
+        &format!("FROM smol\nADAPTER {}\n", base_file.display()),
+    );
+    assert!(
+        stderr(&out).contains("not a LoRA adapter"),
+        "{}",
+        stderr(&out)
+    );
+    let (status, body) = s.post("/api/create", json!({"model": "x", "from": "smol", "adapters": {"a.gguf": format!("sha256:{}", "1".repeat(64)), "b.gguf": format!("sha256:{}", "2".repeat(64))}}));
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], "only one adapter is supported, got 2");
+}

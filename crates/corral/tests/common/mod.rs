@@ -289,3 +289,62 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Write a small LoRA adapter GGUF for SmolLM2: rank-`r` updates of every layer's query
+/// projection, with fixed pseudo-random weights (large enough to change what the model says).
+pub fn write_smol_lora(path: &Path, r: u64) {
+    fn s(out: &mut Vec<u8>, v: &str) {
+        out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+        out.extend_from_slice(v.as_bytes());
+    }
+    let n_embd = 576u64;
+    let mut tensors: Vec<(String, [u64; 2])> = Vec::new();
+    for l in 0..30 {
+        tensors.push((format!("blk.{l}.attn_q.weight.lora_a"), [n_embd, r]));
+        tensors.push((format!("blk.{l}.attn_q.weight.lora_b"), [r, n_embd]));
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(b"GGUF");
+    out.extend_from_slice(&3u32.to_le_bytes());
+    out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    out.extend_from_slice(&4u64.to_le_bytes());
+    for (k, v) in [
+        ("general.architecture", "llama"),
+        ("general.type", "adapter"),
+        ("adapter.type", "lora"),
+    ] {
+        s(&mut out, k);
+        out.extend_from_slice(&8u32.to_le_bytes());
+        s(&mut out, v);
+    }
+    s(&mut out, "adapter.lora.alpha");
+    out.extend_from_slice(&6u32.to_le_bytes());
+    out.extend_from_slice(&(r as f32).to_le_bytes());
+    let mut offset = 0u64;
+    for (name, dims) in &tensors {
+        s(&mut out, name);
+        out.extend_from_slice(&2u32.to_le_bytes());
+        out.extend_from_slice(&dims[0].to_le_bytes());
+        out.extend_from_slice(&dims[1].to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes()); // f32
+        out.extend_from_slice(&offset.to_le_bytes());
+        offset += (dims[0] * dims[1] * 4).div_ceil(32) * 32;
+    }
+    while out.len() % 32 != 0 {
+        out.push(0);
+    }
+    let mut seed = 0x2545F4914F6CDD1Du64;
+    for (_, dims) in &tensors {
+        let n = dims[0] * dims[1];
+        for _ in 0..n {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let x = ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.5;
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        let pad = ((n * 4).div_ceil(32) * 32 - n * 4) as usize;
+        out.extend(std::iter::repeat_n(0u8, pad));
+    }
+    std::fs::write(path, out).unwrap();
+}
