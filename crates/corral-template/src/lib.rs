@@ -366,6 +366,37 @@ mod tests {
     }
 
     #[test]
+    fn a_go_template_and_the_gguf_jinja_template_agree() {
+        // SmolLM2's ChatML written as an Ollama Go template.
+        let go = "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n";
+        let jinja = ChatTemplate::jinja(SMOL, SpecialTokens::default())
+            .unwrap()
+            .render(&input(&conv()))
+            .unwrap();
+        let go = ChatTemplate::go(go)
+            .unwrap()
+            .render(&input(&conv()))
+            .unwrap();
+        assert_eq!(go, jinja);
+    }
+
+    #[test]
+    fn go_template_functions_and_empty_fields() {
+        let t = ChatTemplate::go(
+            "{{ if .Tools }}tools{{ else }}none{{ end }} {{ json .System }} {{ currentDate }}",
+        )
+        .unwrap();
+        let got = t
+            .render(&input(&[
+                Message::new("system", "a \"b\""),
+                Message::new("user", "x"),
+            ]))
+            .unwrap();
+        let today = chrono::Local::now().format("%Y-%m-%d").to_string();
+        assert_eq!(got, format!("none \"a \\\"b\\\"\" {today}"));
+    }
+
+    #[test]
     fn bad_templates_are_refused() {
         for bad in [
             "{{ .Prompt ",

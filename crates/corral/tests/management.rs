@@ -169,3 +169,61 @@ fn an_adapter_changes_the_answer_and_only_one_is_allowed() {
     assert_eq!(status, 400);
     assert_eq!(body["error"], "only one adapter is supported, got 2");
 }
+
+#[test]
+fn start_up_prunes_old_unused_blobs_unless_told_not_to() {
+    let mut s = TestServer::start();
+    s.create_smol();
+    let stray = b"an upload no model uses".to_vec();
+    let resp = s
+        .http
+        .post(s.url(
+            "/api/blobs/sha256:b1f1ad29c4bb5e2a1d5a0e5a8cf9a9d0b2f6bd1ef0c4a04b7b3a2d04cde7a2e3",
+        ))
+        .body(stray)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400, "digest mismatch");
+    let digest = {
+        use std::process::{Command, Stdio};
+        let mut c = Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut c.stdin.take().unwrap(), b"an upload no model uses")
+            .unwrap();
+        String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap()[..64].to_string()
+    };
+    let resp = s
+        .http
+        .post(s.url(&format!("/api/blobs/sha256:{digest}")))
+        .body("an upload no model uses")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    s.stop();
+    let path = s.models_dir().join(format!("blobs/sha256-{digest}"));
+    let age = |p: &std::path::Path| {
+        let st = std::process::Command::new("touch")
+            .args(["-d", "2 hours ago"])
+            .arg(p)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    age(&path);
+    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
+    let s = TestServer::start_in(dir, &[("CORRAL_NOPRUNE", "1")]);
+    assert!(path.exists(), "CORRAL_NOPRUNE keeps it");
+    let mut s = s;
+    s.stop();
+    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
+    let s = TestServer::start_in(dir, &[]);
+    assert!(!path.exists(), "an old unused blob is pruned at start-up");
+    let (status, body) = s.post(
+        "/api/generate",
+        json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 2}}),
+    );
+    assert_eq!(status, 200, "the model's own blobs stay: {body}");
+}

@@ -47,13 +47,21 @@ impl TestServer {
     }
 
     pub fn start_with(env: &[(&str, &str)]) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), env)
+    }
+
+    /// Start a server whose work folder (and store, `models/` inside it) is `dir`.
+    pub fn start_in(dir: tempfile::TempDir, env: &[(&str, &str)]) -> TestServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("server.log"))
+            .unwrap();
         let mut cmd = Command::new(corral_exe());
         cmd.arg("serve")
             .env("CORRAL_HOST", format!("127.0.0.1:{port}"))
