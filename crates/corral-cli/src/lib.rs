@@ -561,3 +561,64 @@ pub fn show_text(r: &corral_api::ShowResponse, verbose: bool) -> String {
     }
     out
 }
+
+/// `corral devices`.
+pub async fn devices(program: &Path, json: bool) -> anyhow::Result<()> {
+    let program = program.to_path_buf();
+    let r = tokio::task::spawn_blocking(move || corral_devices::report(&program))
+        .await?
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    print!("{}", device_text(&r));
+    Ok(())
+}
+
+/// The report in words.
+pub fn device_text(r: &corral_devices::Report) -> String {
+    let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
+    let quota = r
+        .cpu
+        .cgroup_cpu_quota
+        .map(|q| format!(", cgroup quota {q:.1} CPUs"))
+        .unwrap_or_default();
+    let mut out = format!(
+        "CPU:     {} ({} physical cores, {} threads, {}{quota})\nMemory:  {} total, {} available\n\n",
+        r.cpu.model, r.cpu.physical_cores, r.cpu.logical_cores, r.cpu.simd, gib(r.memory_total), gib(r.memory_available)
+    );
+    let rows: Vec<Vec<String>> = r
+        .devices
+        .iter()
+        .map(|d| {
+            vec![
+                d.name.clone(),
+                d.backend.clone(),
+                d.kind.clone(),
+                d.description.clone(),
+                format!("{} / {}", gib(d.memory_free), gib(d.memory_total)),
+            ]
+        })
+        .collect();
+    out += &table(
+        &["DEVICE", "BACKEND", "TYPE", "DESCRIPTION", "FREE / TOTAL"],
+        &rows,
+    );
+    if let Some(e) = &r.probe_error {
+        out += &format!("probe: {e}\n");
+    }
+    out += "\nVisibility:\n";
+    for d in &r.visibility {
+        out += &format!("  {}\n", d.reason);
+        for i in &d.ignored {
+            out += &format!("    ignored {i}\n");
+        }
+    }
+    out += &format!(
+        "\nModels run on: {} ({})\n",
+        r.decision.to_uppercase(),
+        r.reason
+    );
+    out
+}

@@ -562,3 +562,40 @@ fn build_sampler(sp: &SamplingParams, n_vocab: i32) -> LlamaSampler {
     }
     LlamaSampler::chain(chain, true)
 }
+
+/// A device llama.cpp can run on.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub index: usize,
+    pub name: String,
+    pub description: String,
+    pub backend: String,
+    /// `cpu`, `gpu`, `igpu`, `accel` or `unknown`.
+    pub kind: &'static str,
+    pub memory_total: u64,
+    pub memory_free: u64,
+}
+
+/// Every backend device of this build (the CPU included).
+pub fn devices() -> Result<Vec<Device>, EngineError> {
+    use llama_cpp_2::LlamaBackendDeviceType as T;
+    backend()?;
+    Ok(llama_cpp_2::list_llama_ggml_backend_devices()
+        .into_iter()
+        .map(|d| Device {
+            index: d.index,
+            name: d.name,
+            description: d.description,
+            backend: d.backend,
+            kind: match d.device_type {
+                T::Cpu => "cpu",
+                T::Gpu => "gpu",
+                T::IntegratedGpu => "igpu",
+                T::Accelerator => "accel",
+                _ => "unknown",
+            },
+            memory_total: d.memory_total as u64,
+            memory_free: d.memory_free as u64,
+        })
+        .collect())
+}

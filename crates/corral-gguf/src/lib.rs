@@ -363,6 +363,11 @@ impl GgufInfo {
             .and_then(Value::as_u64)
     }
 
+    /// `<arch>.block_count`: the number of repeating layers.
+    pub fn block_count(&self) -> u64 {
+        self.arch_u64("block_count").unwrap_or(0)
+    }
+
     /// Bytes of an f16 KV cache holding `n_tokens` tokens (0 when the metadata lacks the sizes).
     pub fn kv_cache_bytes(&self, n_tokens: u64) -> u64 {
         let (Some(layers), Some(embd)) = (

@@ -107,3 +107,29 @@ pub fn physical_cores() -> usize {
 pub fn memory() -> Option<(u64, u64)> {
     imp::memory()
 }
+
+/// Facts about the CPU.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct CpuInfo {
+    pub model: String,
+    pub logical_cores: usize,
+    pub physical_cores: usize,
+    /// The best SIMD level: `AVX-512`, `AVX2`, `AVX`, `SSE4.2`, `NEON`, or `none`.
+    pub simd: String,
+    /// CPUs allowed by a cgroup quota (`cpu.max`), when one is set.
+    pub cgroup_cpu_quota: Option<f64>,
+}
+
+/// Read the CPU facts.
+pub fn cpu_info() -> CpuInfo {
+    imp::cpu_info()
+}
+
+/// The default inference thread count: physical cores, within the cgroup quota.
+pub fn default_threads() -> usize {
+    let info = cpu_info();
+    let quota = info
+        .cgroup_cpu_quota
+        .map_or(usize::MAX, |q| q.ceil().max(1.0) as usize);
+    physical_cores().min(quota).max(1)
+}

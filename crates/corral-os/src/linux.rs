@@ -75,3 +75,47 @@ pub fn memory() -> Option<(u64, u64)> {
     }
     Some((total, avail))
 }
+
+pub fn cpu_info() -> super::CpuInfo {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let flags = field("flags")
+        .or_else(|| field("Features"))
+        .unwrap_or_default();
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let simd = if has("avx512f") {
+        "AVX-512"
+    } else if has("avx2") {
+        "AVX2"
+    } else if has("avx") {
+        "AVX"
+    } else if has("sse4_2") {
+        "SSE4.2"
+    } else if has("asimd") || cfg!(target_arch = "aarch64") {
+        "NEON"
+    } else {
+        "none"
+    };
+    let quota = std::fs::read_to_string("/sys/fs/cgroup/cpu.max")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace();
+            let (q, p) = (it.next()?, it.next()?);
+            let (q, p) = (q.parse::<f64>().ok()?, p.parse::<f64>().ok()?);
+            (p > 0.0).then_some(q / p)
+        });
+    super::CpuInfo {
+        model: field("model name")
+            .or_else(|| field("Model"))
+            .unwrap_or_else(|| "unknown".into()),
+        logical_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        physical_cores: super::physical_cores(),
+        simd: simd.into(),
+        cgroup_cpu_quota: quota,
+    }
+}

@@ -97,6 +97,22 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `corral probe`: print llama.cpp's devices as JSON and exit. Run as a short-lived child so
+/// that a GPU driver that hangs or crashes cannot take the server (or the CLI) with it.
+pub fn probe() -> anyhow::Result<()> {
+    let devices: Vec<serde_json::Value> = corral_engine::devices()?
+        .into_iter()
+        .map(|d| {
+            serde_json::json!({
+                "index": d.index, "name": d.name, "description": d.description, "backend": d.backend,
+                "kind": d.kind, "memory_total": d.memory_total, "memory_free": d.memory_free,
+            })
+        })
+        .collect();
+    println!("{}", serde_json::Value::Array(devices));
+    Ok(())
+}
+
 fn read_requests(tx: mpsc::Sender<RunnerRequest>) {
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {

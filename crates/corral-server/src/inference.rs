@@ -181,8 +181,38 @@ fn prepare_chat(st: &AppState, req: ChatRequest, started: Instant) -> ApiResult<
     })
 }
 
-fn load_spec(st: &AppState, model: &Model, o: &Options) -> LoadSpec {
-    LoadSpec {
+fn load_spec(st: &AppState, model: &Model, o: &Options) -> ApiResult<LoadSpec> {
+    let num_ctx =
+        o.num_ctx.unwrap_or(opt::DEFAULT_NUM_CTX) as u64 * st.config.num_parallel.max(1) as u64;
+    let num_gpu = corral_devices::gpu_layers(
+        st.devices.mode,
+        o.num_gpu,
+        !st.devices.gpus.is_empty(),
+        || {
+            let Some(info) = gguf_info(st, model) else {
+                return 0;
+            };
+            let n_layers = info.block_count().max(1) as u32;
+            let weights = model.entry.manifest.layer("model").map_or(0, |l| l.size);
+            let cost = corral_devices::fit::ModelCost {
+                n_layers,
+                layer_bytes: weights / (n_layers as u64 + 1),
+                kv_bytes_per_layer: info.kv_cache_bytes(num_ctx) / n_layers as u64,
+                output_bytes: weights / (n_layers as u64 + 1),
+            };
+            let free: Vec<corral_devices::fit::GpuFree> = st
+                .devices
+                .gpus
+                .iter()
+                .map(|g| corral_devices::fit::GpuFree {
+                    free: g.memory_free,
+                })
+                .collect();
+            corral_devices::fit::fit_layers(&free, &cost)
+        },
+    )
+    .map_err(ApiError::internal)?;
+    Ok(LoadSpec {
         model_path: model.model_path.clone(),
         num_ctx: o.num_ctx.unwrap_or(opt::DEFAULT_NUM_CTX) as u32,
         num_batch: o.num_batch.unwrap_or(opt::DEFAULT_NUM_BATCH) as u32,
@@ -190,12 +220,11 @@ fn load_spec(st: &AppState, model: &Model, o: &Options) -> LoadSpec {
             .num_thread
             .filter(|n| *n > 0)
             .map_or(st.config.threads, |n| n as u32),
-        // This build is CPU only; device selection comes with the GPU backends.
-        num_gpu: 0,
+        num_gpu,
         use_mmap: o.use_mmap.unwrap_or(true),
         parallel: st.config.num_parallel.max(1),
         adapter: model.adapter_path.clone(),
-    }
+    })
 }
 
 /// GGUF metadata of a model, read once per blob.
@@ -219,7 +248,10 @@ fn required_memory(st: &AppState, model: &Model, spec: &LoadSpec) -> u64 {
 }
 
 async fn run(st: AppState, job: Job) -> Response {
-    let spec = load_spec(&st, &job.model, &job.options);
+    let spec = match load_spec(&st, &job.model, &job.options) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
     let meta = ModelMeta {
         name: job.model.display_name(),
         digest: job.model.entry.digest.hex().to_string(),

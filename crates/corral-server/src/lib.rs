@@ -63,8 +63,18 @@ pub struct AppState {
             std::collections::HashMap<corral_store::Digest, Arc<corral_gguf::GgufInfo>>,
         >,
     >,
+    /// Where models run (`CORRAL_DEVICE`, visibility variables, the probe at start).
+    devices: Arc<DeviceState>,
     /// Becomes true when the server starts shutting down; open streams end with an error line.
     shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// The device decision made at start.
+#[derive(Debug, Clone)]
+pub struct DeviceState {
+    pub mode: corral_devices::DeviceMode,
+    /// GPUs models may use (none on a CPU build or with them hidden).
+    pub gpus: Vec<corral_devices::ProbedDevice>,
 }
 
 /// The router with every endpoint.
@@ -92,6 +102,28 @@ pub fn router(state: AppState) -> Router {
 /// Run the server until SIGTERM or Ctrl-C, then stop every runner.
 pub async fn serve(config: Config) -> Result<(), String> {
     let store = Store::open(&config.models_dir).map_err(|e| e.to_string())?;
+    let mut config = config;
+    let program = config.runner.program.clone();
+    let report = tokio::task::spawn_blocking(move || corral_devices::report(&program))
+        .await
+        .map_err(|e| e.to_string())??;
+    tracing::info!(
+        cpu = %report.cpu.model, physical_cores = report.cpu.physical_cores, simd = %report.cpu.simd,
+        memory_gib = format!("{:.1}", report.memory_total as f64 / (1u64 << 30) as f64), "system"
+    );
+    for d in &report.visibility {
+        tracing::info!(variable = %d.variable, ignored = ?d.ignored, "{}", d.reason);
+    }
+    if let Some(e) = &report.probe_error {
+        tracing::warn!("{e}");
+    }
+    tracing::info!(decision = %report.decision, "models run on {}: {}", report.decision.to_uppercase(), report.reason);
+    config.runner.env = corral_devices::runner_env(&report.visibility);
+    let devices = Arc::new(DeviceState {
+        mode: report.mode,
+        gpus: corral_devices::place(report.mode, &report.visibility, &Ok(report.devices.clone()))
+            .gpus,
+    });
     if !config.noprune {
         let store = store.clone();
         let removed = tokio::task::spawn_blocking(move || store.prune(Duration::from_secs(3600)))
@@ -123,6 +155,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         store,
         scheduler: scheduler.clone(),
         gguf: Default::default(),
+        devices,
         shutdown: shutdown_rx,
     };
     axum::serve(listener, router(state))

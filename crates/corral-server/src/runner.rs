@@ -52,6 +52,8 @@ pub struct RunnerCommand {
     pub program: PathBuf,
     /// Arguments before the runner's own (normally `["runner"]`).
     pub prefix_args: Vec<String>,
+    /// Environment for runners: the visibility variables in their normalized form.
+    pub env: Vec<(String, String)>,
 }
 
 impl RunnerProcess {
@@ -62,7 +64,8 @@ impl RunnerProcess {
         timeout: Duration,
     ) -> Result<Arc<RunnerProcess>, String> {
         let mut c = Command::new(&cmd.program);
-        c.args(&cmd.prefix_args)
+        c.envs(cmd.env.iter().map(|(k, v)| (k, v)))
+            .args(&cmd.prefix_args)
             .arg("--model")
             .arg(&spec.model_path)
             .args(["--ctx-size", &spec.num_ctx.to_string()])

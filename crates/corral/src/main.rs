@@ -47,6 +47,15 @@ enum Commands {
         /// Model to unload.
         model: String,
     },
+    /// Show the CPU, memory and GPUs found, and where models will run.
+    Devices {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the devices llama.cpp sees as JSON (run by `devices` and the server as a child).
+    #[command(hide = true)]
+    Probe,
     /// Run one model for the server (started by the server, not by people).
     #[command(hide = true)]
     Runner(corral_runner::RunnerArgs),
@@ -176,7 +185,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         stall_timeout,
         threads: args
             .threads
-            .unwrap_or_else(|| corral_os::physical_cores() as u32),
+            .unwrap_or_else(|| corral_os::default_threads() as u32),
         num_parallel: number(
             args.num_parallel.map(|n| n as usize),
             "OLLAMA_NUM_PARALLEL",
@@ -189,6 +198,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         runner: corral_server::RunnerCommand {
             program: std::env::current_exe()?,
             prefix_args: vec!["runner".into()],
+            env: Vec::new(),
         },
     };
     corral_server::serve(config)
@@ -198,6 +208,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Commands::Probe = cli.command {
+        return match corral_runner::probe() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Commands::Runner(args) = cli.command {
         // The runner owns llama.cpp on its main thread and needs no async runtime.
         init_logging(true);
@@ -227,7 +246,10 @@ fn main() -> ExitCode {
                 destination,
             } => corral_cli::copy(&client()?, &source, &destination).await,
             Commands::Rm { models } => corral_cli::remove(&client()?, &models).await,
-            Commands::Runner(_) => unreachable!("handled above"),
+            Commands::Devices { json } => {
+                corral_cli::devices(&std::env::current_exe()?, json).await
+            }
+            Commands::Runner(_) | Commands::Probe => unreachable!("handled above"),
         }
     });
     match result {
