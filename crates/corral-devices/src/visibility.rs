@@ -159,7 +159,10 @@ mod tests {
     use proptest::prelude::*;
     use DeviceId::*;
 
-    fn vis(v: Option<&str>) -> (Visibility, usize, Option<String>) {
+    /// (visibility, ignored entries, normalized value)
+    type Outcome = (Visibility, usize, Option<String>);
+
+    fn vis(v: Option<&str>) -> Outcome {
         let d = decide("CUDA_VISIBLE_DEVICES", "CUDA", v);
         (d.visibility, d.ignored.len(), d.normalized)
     }
@@ -168,7 +171,7 @@ mod tests {
     fn table() {
         let some = |ids: Vec<DeviceId>| Visibility::Some(ids);
         let n = |s: &str| Some(s.to_string());
-        let cases: Vec<(Option<&str>, (Visibility, usize, Option<String>))> = vec![
+        let cases: Vec<(Option<&str>, Outcome)> = vec![
             (None, (Visibility::All, 0, None)),
             (Some(""), (Visibility::None, 0, n("-1"))),
             (Some("   "), (Visibility::None, 0, n("-1"))),

@@ -247,8 +247,9 @@ impl Engine {
         if let Some(mut a) = adapter {
             ctx.lora_adapter_set(&mut a, 1.0)
                 .map_err(|e| EngineError::Context(format!("apply LoRA adapter: {e}")))?;
-            // The adapter must outlive the context, which lives as long as the runner.
-            std::mem::forget(a);
+            // The handle has no Drop: llama.cpp frees an adapter together with its model, which
+            // lives as long as the runner.
+            let _ = a;
         }
         let n_batch = ctx.n_batch();
         let n_ctx_slot = ctx.n_ctx() / n_slots;

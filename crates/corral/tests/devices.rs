@@ -103,7 +103,9 @@ fn devices_json_explains_the_decision() {
 /// end, and no process is left after the server stops.
 #[test]
 fn every_way_of_forcing_cpu_mode_answers_to_the_end() {
-    let cases: Vec<(&str, Vec<(&str, &str)>, Value, bool)> = vec![
+    // (what, server environment, request options, use a `PARAMETER num_gpu 0` model)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Value, bool);
+    let cases: Vec<Case> = vec![
         ("variables unset", vec![], json!({}), false),
         (
             "CUDA_VISIBLE_DEVICES empty",
