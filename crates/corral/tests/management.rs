@@ -226,3 +226,49 @@ fn start_up_prunes_old_unused_blobs_unless_told_not_to() {
     );
     assert_eq!(status, 200, "the model's own blobs stay: {body}");
 }
+
+#[test]
+fn modelfiles_in_utf16_with_home_paths_and_messages() {
+    let s = TestServer::start();
+    // FROM ~/... resolves against $HOME; the file is UTF-16 with a byte-order mark.
+    let home = s.dir.path().join("home");
+    std::fs::create_dir_all(home.join("models")).unwrap();
+    std::fs::copy(model_file(SMOL), home.join("models/smol.gguf")).unwrap();
+    let text = "FROM ~/models/smol.gguf\r\nPARAMETER temperature 0\r\nMESSAGE user What is the capital of France?\r\nMESSAGE assistant Paris.\r\n";
+    let mut bytes = vec![0xff, 0xfe];
+    for unit in text.encode_utf16() {
+        bytes.extend_from_slice(&unit.to_le_bytes());
+    }
+    std::fs::write(s.dir.path().join("Modelfile.utf16"), bytes).unwrap();
+    let out = std::process::Command::new(corral_exe())
+        .args(["create", "smol-msgs", "-f", "Modelfile.utf16"])
+        .current_dir(s.dir.path())
+        .env("HOME", &home)
+        .env("CORRAL_HOST", format!("127.0.0.1:{}", s.port))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, show) = s.post("/api/show", json!({"model": "smol-msgs"}));
+    assert_eq!(
+        show["messages"],
+        json!([{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."}])
+    );
+
+    // The MESSAGEs go before the request's own messages: the prompt is longer by their tokens.
+    s.create("smol", &format!("FROM {}\n", model_file(SMOL).display()));
+    let prompt_tokens = |model: &str| {
+        let (status, body) = s.post(
+            "/api/chat",
+            json!({"model": model, "stream": false, "keep_alive": 0, "options": {"num_predict": 1},
+                   "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "And of Italy?"}]}),
+        );
+        assert_eq!(status, 200, "{body}");
+        body["prompt_eval_count"].as_u64().unwrap()
+    };
+    let with = prompt_tokens("smol-msgs");
+    let without = prompt_tokens("smol");
+    assert!(
+        with > without + 10,
+        "MESSAGEs were not applied: {with} vs {without} prompt tokens"
+    );
+}
