@@ -253,6 +253,9 @@ pub struct ProcessModel {
     pub size_vram: u64,
     #[serde(default)]
     pub context_length: u32,
+    /// Why the model runs other than asked (Corral's addition; Ollama clients ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 /// `GET /api/ps`.

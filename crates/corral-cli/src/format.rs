@@ -149,6 +149,14 @@ mod tests {
     }
 
     #[test]
+    fn processor_column() {
+        use crate::processor;
+        assert_eq!(processor(100, 0), "100% CPU");
+        assert_eq!(processor(100, 100), "100% GPU");
+        assert_eq!(processor(100, 52), "48%/52% CPU/GPU");
+    }
+
+    #[test]
     fn tables() {
         let t = table(&["NAME", "ID"], &[vec!["smol:latest".into(), "abc".into()]]);
         assert_eq!(t, "NAME          ID\nsmol:latest   abc\n");

@@ -376,6 +376,13 @@ pub async fn ps(client: &Client) -> anyhow::Result<()> {
             &rows
         )
     );
+    for m in resp.models.iter().filter(|m| m.warning.is_some()) {
+        println!(
+            "warning: {}: {}",
+            m.name,
+            m.warning.as_deref().unwrap_or_default()
+        );
+    }
     Ok(())
 }
 

@@ -6,7 +6,9 @@
 //! - `stall@load`: hang while loading (tests the load timeout);
 //! - `crash@token:N`: abort (SIGABRT) when the Nth token of this runner is produced;
 //! - `stall@token:N`: stop making progress at the Nth token (tests the stall timeout);
-//! - `stall@idle`: hang once idle after a first answer (tests the health check).
+//! - `stall@idle`: hang once idle after a first answer (tests the health check);
+//! - `fail@gpu-load`: the device probe reports a made-up 8 GiB GPU, and loading with any
+//!   layers offloaded fails (tests the fall-back to the CPU on a machine without a GPU).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -19,6 +21,13 @@ pub enum Point {
     Token,
     /// Idle, after at least one answer.
     Idle,
+    /// Loading with layers offloaded (and the probe, which then reports a made-up GPU).
+    GpuLoad,
+}
+
+/// Whether `fail@gpu-load` is set: the probe then reports a made-up GPU.
+pub fn fake_gpu() -> bool {
+    configured().is_some_and(|f| f.point == Point::GpuLoad)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +56,7 @@ fn parse(s: &str) -> Option<Fault> {
         Some(("token", n)) => (Point::Token, n.parse().ok()?),
         None if rest == "load" => (Point::Load, 0),
         None if rest == "idle" => (Point::Idle, 0),
+        None if rest == "gpu-load" => (Point::GpuLoad, 0),
         _ => return None,
     };
     Some(Fault {

@@ -61,6 +61,9 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
     std::thread::spawn(move || read_requests(tx));
 
     fault::at(fault::Point::Load);
+    if args.gpu_layers > 0 {
+        fault::at(fault::Point::GpuLoad);
+    }
     let mut engine = Engine::load_with_slots(
         &LoadParams {
             path: args.model.clone(),
@@ -108,6 +111,12 @@ pub fn probe() -> anyhow::Result<()> {
                 "kind": d.kind, "memory_total": d.memory_total, "memory_free": d.memory_free,
             })
         })
+        .chain(fault::fake_gpu().then(|| {
+            serde_json::json!({
+                "index": 99, "name": "FAKE0", "description": "made-up GPU (CORRAL_RUNNER_FAULT=fail@gpu-load)",
+                "backend": "CUDA", "kind": "gpu", "memory_total": 8u64 << 30, "memory_free": 8u64 << 30,
+            })
+        }))
         .collect();
     println!("{}", serde_json::Value::Array(devices));
     Ok(())

@@ -257,6 +257,7 @@ async fn run(st: AppState, job: Job) -> Response {
         digest: job.model.entry.digest.hex().to_string(),
         details: job.model.details(),
         required_memory: required_memory(&st, &job.model, &spec),
+        n_layers: gguf_info(&st, &job.model).map_or(0, |i| i.block_count() as u32),
     };
     let name = meta.name.clone();
     let unload = job.keep_alive == KeepAlive::For(std::time::Duration::ZERO);

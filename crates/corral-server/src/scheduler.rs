@@ -31,6 +31,8 @@ pub struct ModelMeta {
     pub details: ModelDetails,
     /// Estimated memory once loaded: weights plus KV cache.
     pub required_memory: u64,
+    /// Repeating layers (for the share of the model a GPU holds).
+    pub n_layers: u32,
 }
 
 /// Scheduling limits.
@@ -53,6 +55,10 @@ pub enum AcquireError {
 
 struct Loaded {
     runner: Arc<RunnerProcess>,
+    /// The settings asked for (the runner's own may differ after a fall-back to the CPU).
+    spec: LoadSpec,
+    /// Why the model runs other than asked, e.g. on the CPU after a GPU load failed.
+    warning: Option<String>,
     meta: ModelMeta,
     active: usize,
     keep_alive: KeepAlive,
@@ -145,7 +151,7 @@ impl Scheduler {
             let mut state = self.state.lock().await;
             if let Some(l) = state
                 .get_mut(&key)
-                .filter(|l| l.runner.spec == spec && !l.runner.has_exited())
+                .filter(|l| l.spec == spec && !l.runner.has_exited())
             {
                 if l.active >= spec.parallel as usize + self.limits.max_queue {
                     return Err(AcquireError::Busy);
@@ -189,15 +195,35 @@ impl Scheduler {
                 Room::Never(why) => return Err(AcquireError::Failed(why)),
             }
             let started = Instant::now();
-            let runner = RunnerProcess::start(&self.cmd, spec, self.limits.load_timeout)
-                .await
-                .map_err(AcquireError::Failed)?;
+            let (runner, warning) =
+                match RunnerProcess::start(&self.cmd, spec.clone(), self.limits.load_timeout).await
+                {
+                    Ok(r) => (r, None),
+                    Err(cause) if spec.num_gpu > 0 => {
+                        // A GPU that fails to load the model is not the end: load it on the CPU.
+                        let warning = format!(
+                            "loading on the GPU failed, running on the CPU instead: {cause}"
+                        );
+                        tracing::warn!(model = %key, "{warning}");
+                        let cpu = LoadSpec {
+                            num_gpu: 0,
+                            ..spec.clone()
+                        };
+                        let r = RunnerProcess::start(&self.cmd, cpu, self.limits.load_timeout)
+                            .await
+                            .map_err(AcquireError::Failed)?;
+                        (r, Some(warning))
+                    }
+                    Err(cause) => return Err(AcquireError::Failed(cause)),
+                };
             let load_duration = Some(started.elapsed());
             let now = Instant::now();
             state.insert(
                 key.clone(),
                 Loaded {
                     runner: runner.clone(),
+                    spec,
+                    warning,
                     meta,
                     active: 1,
                     keep_alive,
@@ -321,8 +347,12 @@ impl Scheduler {
                     digest: l.meta.digest.clone(),
                     details: l.meta.details.clone(),
                     expires_at: until,
-                    size_vram: 0,
+                    // Offloaded layers hold their share of the model (the output layer counts).
+                    size_vram: l.meta.required_memory
+                        * u64::from(l.runner.spec.num_gpu.min(l.meta.n_layers + 1))
+                        / u64::from(l.meta.n_layers + 1),
                     context_length: l.runner.info.n_ctx,
+                    warning: l.warning.clone(),
                 }
             })
             .collect();
