@@ -35,14 +35,7 @@ pub fn create(store: &Store, req: &CreateRequest) -> ApiResult<Vec<ProgressRespo
                 )));
             }
             let (file, digest) = files.iter().next().expect("one file");
-            let digest: Digest = digest
-                .parse()
-                .map_err(|e: corral_store::DigestError| ApiError::bad_request(e.to_string()))?;
-            if !store.has_blob(&digest) {
-                return Err(ApiError::bad_request(format!(
-                    "blob {digest} for '{file}' not found: upload it first"
-                )));
-            }
+            let digest = uploaded_blob(store, file, digest)?;
             status(&mut progress, "parsing GGUF".into());
             let info = corral_gguf::read(&store.blob_path(&digest))
                 .map_err(|e| ApiError::bad_request(format!("invalid model file '{file}': {e}")))?;
@@ -154,8 +147,8 @@ pub fn create(store: &Store, req: &CreateRequest) -> ApiResult<Vec<ProgressRespo
     Ok(progress)
 }
 
-/// An uploaded LoRA adapter must be a complete GGUF that says it is an adapter.
-fn check_adapter(store: &Store, file: &str, digest: &str) -> ApiResult<Layer> {
+/// The digest of a file the client says it uploaded, checked to be present.
+fn uploaded_blob(store: &Store, file: &str, digest: &str) -> ApiResult<Digest> {
     let digest: Digest = digest
         .parse()
         .map_err(|e: corral_store::DigestError| ApiError::bad_request(e.to_string()))?;
@@ -164,6 +157,12 @@ fn check_adapter(store: &Store, file: &str, digest: &str) -> ApiResult<Layer> {
             "blob {digest} for '{file}' not found: upload it first"
         )));
     }
+    Ok(digest)
+}
+
+/// An uploaded LoRA adapter must be a complete GGUF that says it is an adapter.
+fn check_adapter(store: &Store, file: &str, digest: &str) -> ApiResult<Layer> {
+    let digest = uploaded_blob(store, file, digest)?;
     let info = corral_gguf::read(&store.blob_path(&digest))
         .map_err(|e| ApiError::bad_request(format!("invalid adapter file '{file}': {e}")))?;
     if info.string("general.type") != Some("adapter") {
