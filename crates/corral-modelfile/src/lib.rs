@@ -208,15 +208,16 @@ impl std::fmt::Display for Modelfile {
     }
 }
 
-/// Write a value so the parser reads it back unchanged: bare when that is safe, else in
-/// `"""` (which cannot hold `"""` or end in `"`), else in `"` (which cannot hold `"`).
+/// Write a value so the parser reads it back unchanged: bare when that is safe (a `#` after
+/// the keyword is part of the value, not a comment), else in `"""` (which cannot hold `"""`
+/// or end in `"`), else in `"` (which cannot hold `"`). Every value the parser can produce
+/// fits one of the three.
 fn quote(v: &str) -> String {
     let bare_ok = !v.is_empty()
         && v.trim() == v
         && !v.contains('\n')
         && !v.contains('\r')
-        && !v.starts_with('"')
-        && !v.starts_with('#');
+        && !v.starts_with('"');
     if bare_ok {
         v.to_string()
     } else if !v.contains("\"\"\"") && !v.ends_with('"') {
