@@ -32,10 +32,6 @@ pub enum Prompt {
         /// A Modelfile `TEMPLATE` (Go text/template). `None`: the GGUF's own chat template.
         #[serde(default)]
         template: Option<String>,
-        /// For `/api/generate`: the request's prompt, system and (empty) response are also
-        /// given to a Go template as `.Prompt`, `.System` and `.Response`.
-        #[serde(default)]
-        generate: bool,
     },
 }
 

@@ -50,13 +50,17 @@ impl Client {
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .send()
-            .await
-            .map_err(|e| self.connect_error(e))?;
-        Ok(Self::check(resp).await?.json().await?)
+        Ok(self
+            .send(self.http.get(self.url(path)))
+            .await?
+            .json()
+            .await?)
+    }
+
+    /// Send a request; a failed connection or an error status becomes an error.
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let resp = req.send().await.map_err(|e| self.connect_error(e))?;
+        Self::check(resp).await
     }
 
     /// POST a JSON body and parse the JSON answer.
@@ -65,14 +69,11 @@ impl Client {
         path: &str,
         body: &B,
     ) -> anyhow::Result<T> {
-        let resp = self
-            .http
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| self.connect_error(e))?;
-        Ok(Self::check(resp).await?.json().await?)
+        Ok(self
+            .send(self.http.post(self.url(path)).json(body))
+            .await?
+            .json()
+            .await?)
     }
 
     /// POST (or DELETE) a JSON body, expecting only a success status.
@@ -82,14 +83,8 @@ impl Client {
         path: &str,
         body: &B,
     ) -> anyhow::Result<()> {
-        let resp = self
-            .http
-            .request(method, self.url(path))
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| self.connect_error(e))?;
-        Self::check(resp).await?;
+        self.send(self.http.request(method, self.url(path)).json(body))
+            .await?;
         Ok(())
     }
 
@@ -104,14 +99,7 @@ impl Client {
     }
 
     pub async fn post_body(&self, path: &str, body: reqwest::Body) -> anyhow::Result<()> {
-        let resp = self
-            .http
-            .post(self.url(path))
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.connect_error(e))?;
-        Self::check(resp).await?;
+        self.send(self.http.post(self.url(path)).body(body)).await?;
         Ok(())
     }
 

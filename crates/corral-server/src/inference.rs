@@ -109,7 +109,6 @@ fn prepare_generate(st: &AppState, req: GenerateRequest, started: Instant) -> Ap
             Prompt::Chat {
                 messages,
                 template: req.template.clone().or_else(|| model.template.clone()),
-                generate: true,
             }
         };
         Some(CompletionRequest {
@@ -163,7 +162,6 @@ fn prepare_chat(st: &AppState, req: ChatRequest, started: Instant) -> ApiResult<
             prompt: Prompt::Chat {
                 messages,
                 template: model.template.clone(),
-                generate: false,
             },
             context: Vec::new(),
             options: options.clone(),
@@ -268,7 +266,7 @@ async fn run(st: AppState, job: Job) -> Response {
             total_duration: job.started.elapsed().as_nanos() as u64,
             ..Default::default()
         };
-        return final_object(&job, "unload", metrics, None, String::new()).into_response_json();
+        return json_ok(final_object(&job, "unload", metrics, None, String::new()));
     }
     let lease = match st.scheduler.acquire(meta, spec, job.keep_alive).await {
         Ok(l) => l,
@@ -285,7 +283,7 @@ async fn run(st: AppState, job: Job) -> Response {
             total_duration: job.started.elapsed().as_nanos() as u64,
             ..Default::default()
         };
-        return final_object(&job, "load", metrics, None, String::new()).into_response_json();
+        return json_ok(final_object(&job, "load", metrics, None, String::new()));
     };
     let (id, events) = match lease.runner.completion(completion).await {
         Ok(x) => x,
@@ -432,7 +430,7 @@ async fn collect_response(
             RunnerEvent::Token { text: t, .. } => text.push_str(&t),
             RunnerEvent::Done(d) => {
                 let (reason, metrics, ctx) = done_parts(&job, &lease, &d);
-                return final_object(&job, reason, metrics, ctx, text).into_response_json();
+                return json_ok(final_object(&job, reason, metrics, ctx, text));
             }
             RunnerEvent::Error { message, .. } => {
                 return ApiError::internal(message).into_response()
@@ -455,56 +453,38 @@ fn done_parts(job: &Job, lease: &Lease, d: &DoneInfo) -> (&'static str, Metrics,
     (d.reason.as_str(), metrics, d.context.clone())
 }
 
+/// What ends an answer: its reason, counts and timings, and generate's `context`.
+type Ending = (&'static str, Metrics, Option<Vec<i32>>);
+
 fn piece_object(job: &Job, text: String) -> serde_json::Value {
-    let model = job.model.display_name();
-    let v = match job.kind {
-        Kind::Generate => serde_json::to_value(GenerateResponse {
-            model,
-            created_at: Utc::now(),
-            response: text,
-            done: false,
-            ..Default::default()
-        }),
-        Kind::Chat => serde_json::to_value(ChatResponse {
-            model,
-            created_at: Utc::now(),
-            message: Message::new("assistant", text),
-            done: false,
-            ..Default::default()
-        }),
-    };
-    v.expect("responses serialize")
-}
-
-struct FinalObject(serde_json::Value);
-
-impl FinalObject {
-    fn into_response_json(self) -> Response {
-        (StatusCode::OK, axum::Json(self.0)).into_response()
-    }
-}
-
-impl serde::Serialize for FinalObject {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
-    }
+    answer_object(job, text, None)
 }
 
 fn final_object(
     job: &Job,
-    reason: &str,
+    reason: &'static str,
     metrics: Metrics,
     context: Option<Vec<i32>>,
     text: String,
-) -> FinalObject {
+) -> serde_json::Value {
+    answer_object(job, text, Some((reason, metrics, context)))
+}
+
+/// One object of an answer, shaped for the endpoint: a piece, or the final one with `ending`.
+fn answer_object(job: &Job, text: String, ending: Option<Ending>) -> serde_json::Value {
     let model = job.model.display_name();
+    let done = ending.is_some();
+    let (reason, metrics, context) = match ending {
+        Some((r, m, c)) => (Some(r.to_string()), m, c),
+        None => (None, Metrics::default(), None),
+    };
     let v = match job.kind {
         Kind::Generate => serde_json::to_value(GenerateResponse {
             model,
             created_at: Utc::now(),
             response: text,
-            done: true,
-            done_reason: Some(reason.to_string()),
+            done,
+            done_reason: reason,
             context,
             metrics,
             ..Default::default()
@@ -513,12 +493,16 @@ fn final_object(
             model,
             created_at: Utc::now(),
             message: Message::new("assistant", text),
-            done: true,
-            done_reason: Some(reason.to_string()),
+            done,
+            done_reason: reason,
             metrics,
         }),
     };
-    FinalObject(v.expect("responses serialize"))
+    v.expect("responses serialize")
+}
+
+fn json_ok(v: serde_json::Value) -> Response {
+    (StatusCode::OK, axum::Json(v)).into_response()
 }
 
 fn ndjson(v: &impl serde::Serialize) -> Bytes {

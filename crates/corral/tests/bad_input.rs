@@ -263,14 +263,3 @@ fn cli_reports_errors_and_exits_non_zero() {
         stderr(&out)
     );
 }
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use std::process::{Command, Stdio};
-    let mut c = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(bytes).unwrap();
-    String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap()[..64].to_string()
-}

@@ -193,17 +193,7 @@ fn start_up_prunes_old_unused_blobs_unless_told_not_to() {
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 400, "digest mismatch");
-    let digest = {
-        use std::process::{Command, Stdio};
-        let mut c = Command::new("sha256sum")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(&mut c.stdin.take().unwrap(), b"an upload no model uses")
-            .unwrap();
-        String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap()[..64].to_string()
-    };
+    let digest = sha256_hex(b"an upload no model uses");
     let resp = s
         .http
         .post(s.url(&format!("/api/blobs/sha256:{digest}")))

@@ -356,3 +356,15 @@ pub fn write_smol_lora(path: &Path, r: u64) {
     }
     std::fs::write(path, out).unwrap();
 }
+
+/// sha256 of bytes, in hex (with the system's sha256sum, to check the server independently).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut c = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(bytes).unwrap();
+    String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap()[..64].to_string()
+}
