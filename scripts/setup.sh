@@ -2,10 +2,12 @@
 # Install what building Corral needs on a fresh Debian machine, only where it is missing:
 # cmake and a C/C++ toolchain for llama.cpp, clang and libclang-dev for its bindings.
 # Sourced by demo.sh and test.sh; also sets CARGO_TARGET_DIR if the caller did not.
+# Packages named in CORRAL_SETUP_EXTRA are installed too (test.sh adds docker-registry, the
+# OCI registry the pull/push tests run on loopback).
 set -euo pipefail
 
 need=()
-for pkg in cmake clang libclang-dev g++; do
+for pkg in cmake clang libclang-dev g++ ${CORRAL_SETUP_EXTRA:-}; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 # pip fetches the test models; python3 may come with its own (pyenv) or need Debian's.

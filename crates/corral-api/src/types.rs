@@ -289,3 +289,15 @@ pub struct DeleteRequest {
     #[serde(alias = "name")]
     pub model: String,
 }
+
+/// `POST /api/pull` and `POST /api/push`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TransferRequest {
+    #[serde(default, alias = "name")]
+    pub model: String,
+    /// Plain HTTP to the registry.
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+}

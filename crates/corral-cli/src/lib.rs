@@ -4,6 +4,7 @@
 pub mod client;
 pub mod format;
 pub mod host;
+pub mod transfer;
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -46,6 +47,21 @@ pub struct CreateArgs {
 
 /// `corral run`.
 pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
+    // As with Ollama, a model that is not here yet is pulled first.
+    let show = serde_json::json!({ "model": args.model });
+    if let Err(e) = client
+        .post::<_, serde_json::Value>("/api/show", &show)
+        .await
+    {
+        if !e.to_string().ends_with("not found") {
+            return Err(e);
+        }
+        let pull = transfer::TransferArgs {
+            model: args.model.clone(),
+            insecure: false,
+        };
+        transfer::pull(client, &pull).await?;
+    }
     let mut parts = Vec::new();
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {

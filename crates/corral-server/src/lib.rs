@@ -15,6 +15,7 @@ mod manage;
 mod models;
 mod runner;
 mod scheduler;
+mod transfer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -92,6 +93,8 @@ pub fn router(state: AppState) -> Router {
             "/api/blobs/{digest}",
             post(manage::post_blob).head(manage::head_blob),
         )
+        .route("/api/pull", post(transfer::pull))
+        .route("/api/push", post(transfer::push))
         .route("/api/generate", post(inference::generate))
         .route("/api/chat", post(inference::chat))
         // Blob uploads are model files: no body limit there beyond the disk.

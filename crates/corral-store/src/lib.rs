@@ -18,4 +18,4 @@ mod store;
 pub use digest::{Digest, DigestError};
 pub use manifest::{ConfigBlob, Layer, Manifest, RootFs, MEDIA_TYPE};
 pub use name::{Name, NameError};
-pub use store::{BlobWriter, ModelEntry, Store, StoreError};
+pub use store::{BlobWriter, ModelEntry, Store, StoreError, MAX_MANIFEST_BYTES};

@@ -11,7 +11,9 @@ use crate::manifest::config_media_type;
 use crate::{Digest, Layer, Manifest, Name};
 
 /// Largest manifest we read; real ones are a few kilobytes.
-const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+/// Interrupted downloads older than this are removed at start-up.
+const DOWNLOAD_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -240,19 +242,99 @@ impl Store {
     /// Write a manifest atomically. Every blob it names must already be present. A manifest
     /// of the same name in another case is replaced, so one name never has two manifests.
     pub fn put_manifest(&self, name: &Name, manifest: &Manifest) -> Result<Digest, StoreError> {
+        let bytes = serde_json::to_vec(manifest).expect("manifest serializes");
+        self.put_manifest_raw(name, &bytes)
+    }
+
+    /// Write a manifest exactly as received (a pull keeps the registry's bytes, so the model's
+    /// ID is the registry's manifest digest). It must parse, stay under the size limit, and
+    /// name only blobs that are present.
+    pub fn put_manifest_raw(&self, name: &Name, bytes: &[u8]) -> Result<Digest, StoreError> {
+        let path = self.root.join("manifests").join(name.manifest_path());
+        let invalid = |reason: String| StoreError::InvalidManifest {
+            path: path.clone(),
+            reason,
+        };
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(invalid(format!("larger than {MAX_MANIFEST_BYTES} bytes")));
+        }
+        let manifest: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
         for d in manifest.digests() {
             if !self.has_blob(d) {
                 return Err(StoreError::BlobNotFound(d.clone()));
             }
         }
-        let bytes = serde_json::to_vec(manifest).expect("manifest serializes");
         let old = self.find_manifest(name);
-        let path = self.root.join("manifests").join(name.manifest_path());
-        write_atomic(&path, &bytes)?;
+        write_atomic(&path, bytes)?;
         if let Some((_, old_path)) = old.filter(|(_, p)| *p != path) {
             let _ = fs::remove_file(old_path);
         }
-        Ok(Digest::from_bytes(&Sha256::digest(&bytes)))
+        Ok(Digest::from_bytes(&Sha256::digest(bytes)))
+    }
+
+    /// A model's manifest bytes as stored (what a push sends), with the stored name.
+    pub fn read_manifest_raw(&self, name: &Name) -> Result<(Name, Vec<u8>), StoreError> {
+        let (found, path) = self
+            .find_manifest(name)
+            .ok_or_else(|| StoreError::NotFound(name.display_short()))?;
+        let entry = Self::read_entry(found.clone(), &path)?;
+        let bytes = fs::read(&path).map_err(io_err(format!("read {}", path.display())))?;
+        // Read twice (parse, then bytes) so a manifest replaced in between is caught.
+        if Digest::from_bytes(&Sha256::digest(&bytes)) != entry.digest {
+            return Err(StoreError::InvalidManifest {
+                path,
+                reason: "changed while being read".into(),
+            });
+        }
+        Ok((found, bytes))
+    }
+
+    /// Where a download of a blob collects its bytes until it is verified. The name is not a
+    /// digest, so nothing reads it as a blob; it survives restarts so a pull can resume.
+    pub fn download_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(format!("{}-partial", digest.file_name()))
+    }
+
+    /// The download's progress record beside [`Store::download_path`].
+    pub fn download_state_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(format!("{}-partial.json", digest.file_name()))
+    }
+
+    /// Hash a finished download. If it does not match its digest, the download and its
+    /// record are removed (a resumed download must not keep bad bytes). Returns its size.
+    pub fn verify_download(&self, digest: &Digest) -> Result<u64, StoreError> {
+        let partial = self.download_path(digest);
+        let mut file =
+            File::open(&partial).map_err(io_err(format!("open {}", partial.display())))?;
+        let mut hasher = Sha256::new();
+        let size = io::copy(&mut file, &mut hasher)
+            .map_err(io_err(format!("read {}", partial.display())))?;
+        let actual = Digest::from_bytes(&hasher.finalize());
+        if actual != *digest {
+            let _ = fs::remove_file(&partial);
+            let _ = fs::remove_file(self.download_state_path(digest));
+            return Err(StoreError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        file.sync_all().map_err(io_err("sync blob"))?;
+        Ok(size)
+    }
+
+    /// Move a verified download into place as the blob.
+    pub fn commit_download(&self, digest: &Digest) -> Result<(), StoreError> {
+        let partial = self.download_path(digest);
+        let path = self.blob_path(digest);
+        fs::rename(&partial, &path).map_err(io_err(format!("rename to {}", path.display())))?;
+        let _ = fs::remove_file(self.download_state_path(digest));
+        sync_dir(&self.root.join("blobs"));
+        Ok(())
     }
 }
 
@@ -317,10 +399,17 @@ impl Store {
             let keep = name
                 .parse::<Digest>()
                 .is_ok_and(|d| used.contains(&d) && name == d.file_name());
+            // An interrupted pull resumes from its download; keep those for a week.
+            let resumable = name.ends_with("-partial") || name.ends_with("-partial.json");
+            let age = if resumable {
+                min_age.max(DOWNLOAD_MAX_AGE)
+            } else {
+                min_age
+            };
             let old = e
                 .metadata()
                 .and_then(|m| m.modified())
-                .map(|t| now.duration_since(t).unwrap_or_default() >= min_age)
+                .map(|t| now.duration_since(t).unwrap_or_default() >= age)
                 .unwrap_or(false);
             if !keep && old && fs::remove_file(e.path()).is_ok() {
                 removed.push(e.path());

@@ -28,6 +28,10 @@ enum Commands {
     Create(corral_cli::CreateArgs),
     /// Run a model.
     Run(corral_cli::RunArgs),
+    /// Pull a model from a registry.
+    Pull(corral_cli::transfer::TransferArgs),
+    /// Push a model to a registry.
+    Push(corral_cli::transfer::TransferArgs),
     /// List models.
     #[command(alias = "ls")]
     List,
@@ -237,6 +241,8 @@ fn main() -> ExitCode {
             }
             Commands::Create(args) => corral_cli::create(&client()?, args).await,
             Commands::Run(args) => corral_cli::run(&client()?, args).await,
+            Commands::Pull(args) => corral_cli::transfer::pull(&client()?, &args).await,
+            Commands::Push(args) => corral_cli::transfer::push(&client()?, &args).await,
             Commands::List => corral_cli::list(&client()?).await,
             Commands::Ps => corral_cli::ps(&client()?).await,
             Commands::Stop { model } => corral_cli::stop(&client()?, &model).await,

@@ -248,9 +248,16 @@ fn prompts_longer_than_the_context_are_truncated_not_fatal() {
 #[test]
 fn cli_reports_errors_and_exits_non_zero() {
     let s = TestServer::start();
-    let out = s.corral(&["run", "nope", "hi"]);
+    // A model that is not here is pulled first, as with Ollama; here its registry is down.
+    let out = s.corral(&["run", "127.0.0.1:9/me/nope", "hi"]);
     assert!(!out.status.success());
-    assert_eq!(stderr(&out).trim(), "Error: model 'nope' not found");
+    let err = stderr(&out);
+    assert!(err.starts_with("pulling manifest\n"), "{err}");
+    let last = err.trim().lines().last().unwrap();
+    assert!(
+        last.starts_with("Error: pull model manifest: ") && last.contains("127.0.0.1:9"),
+        "{err}"
+    );
     let out = std::process::Command::new(corral_exe())
         .args(["list"])
         .env("CORRAL_HOST", "127.0.0.1:9")

@@ -2,6 +2,8 @@
 //! pointed at it, and the real models fetched by `scripts/fetch-models.sh`.
 #![allow(dead_code)]
 
+pub mod registry;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -67,6 +69,8 @@ impl TestServer {
             .env("CORRAL_HOST", format!("127.0.0.1:{port}"))
             .env("CORRAL_MODELS", dir.path().join("models"))
             .env("CORRAL_DEBUG", "1")
+            // Loopback registries in the tests are never reached through a proxy.
+            .env("NO_PROXY", "127.0.0.1,localhost")
             .stdout(Stdio::null())
             .stderr(log);
         for (k, v) in env {
