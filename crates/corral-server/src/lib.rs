@@ -41,6 +41,8 @@ pub struct Config {
     pub load_timeout: Duration,
     /// A request that gets no token for this long ends with an error; its runner is replaced.
     pub stall_timeout: Duration,
+    /// A registry transfer that receives nothing for this long is retried.
+    pub registry_stall_timeout: Duration,
     pub threads: u32,
     /// Requests each model serves at once.
     pub num_parallel: u32,

@@ -56,6 +56,7 @@ async fn transfer(st: AppState, req: TransferRequest, dir: Direction) -> Respons
     };
     let options = Options {
         insecure: req.insecure,
+        stall_timeout: st.config.registry_stall_timeout,
         ..Options::default()
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<Progress, RegistryError>>();

@@ -586,9 +586,33 @@ mod tests {
             s.prune(std::time::Duration::from_secs(3600)).is_empty(),
             "a fresh upload is kept"
         );
+        // An interrupted pull's download and record stay, so the pull can resume.
+        std::fs::write(s.download_path(&stray.digest), b"str").unwrap();
+        std::fs::write(s.download_state_path(&stray.digest), b"{}").unwrap();
         let removed = s.prune(std::time::Duration::ZERO);
         assert_eq!(removed, vec![s.blob_path(&stray.digest)]);
         assert!(s.has_blob(&used.digest));
+        assert!(s.download_path(&stray.digest).is_file());
+        assert!(s.download_state_path(&stray.digest).is_file());
+    }
+
+    #[test]
+    fn downloads_become_blobs_only_when_verified() {
+        let (_d, s) = store();
+        let good: Digest = Digest::from_bytes(&Sha256::digest(b"good"));
+        std::fs::write(s.download_path(&good), b"evil").unwrap();
+        std::fs::write(s.download_state_path(&good), b"{}").unwrap();
+        assert!(matches!(
+            s.verify_download(&good),
+            Err(StoreError::DigestMismatch { .. })
+        ));
+        assert!(!s.download_path(&good).exists() && !s.download_state_path(&good).exists());
+        assert!(!s.has_blob(&good));
+        std::fs::write(s.download_path(&good), b"good").unwrap();
+        assert_eq!(s.verify_download(&good).unwrap(), 4);
+        s.commit_download(&good).unwrap();
+        assert_eq!(s.read_blob(&good).unwrap(), b"good");
+        assert!(!s.download_path(&good).exists());
     }
 
     #[test]

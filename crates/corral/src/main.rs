@@ -82,6 +82,9 @@ struct ServeArgs {
     /// A request with no new token for this long fails and its runner is replaced [default: 60s].
     #[arg(long, env = "CORRAL_STALL_TIMEOUT")]
     stall_timeout: Option<String>,
+    /// A pull or push part that receives nothing for this long is retried [default: 30s].
+    #[arg(long, env = "CORRAL_REGISTRY_STALL_TIMEOUT")]
+    registry_stall_timeout: Option<String>,
     /// CPU threads per runner (default: physical cores).
     #[arg(long, env = "CORRAL_NUM_THREADS")]
     threads: Option<u32>,
@@ -169,6 +172,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "OLLAMA_STALL_TIMEOUT",
         60,
     )?;
+    let registry_stall_timeout = duration_setting(
+        args.registry_stall_timeout,
+        "CORRAL_REGISTRY_STALL_TIMEOUT",
+        "OLLAMA_REGISTRY_STALL_TIMEOUT",
+        30,
+    )?;
     let number = |v: Option<usize>, var: &str, default: usize| -> anyhow::Result<usize> {
         match v {
             Some(n) => Ok(n),
@@ -187,6 +196,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         keep_alive,
         load_timeout,
         stall_timeout,
+        registry_stall_timeout,
         threads: args
             .threads
             .unwrap_or_else(|| corral_os::default_threads() as u32),

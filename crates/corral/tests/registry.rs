@@ -228,7 +228,31 @@ fn interrupted_pulls_resume() {
     let kept = download_done(&s);
     assert!(kept < size);
 
-    // 3. The next pull resumes: it starts where the last left off and fetches only the rest.
+    // 3. The server itself is killed mid-pull and started again on the same store: the
+    //    download survives the crash and start-up pruning.
+    let mut cli = std::process::Command::new(corral_exe())
+        .args(["pull", &name, "--insecure"])
+        .env("CORRAL_HOST", format!("127.0.0.1:{}", s.port))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(30), || download_done(&s)
+        > kept + (8 << 20)));
+    let mut s = s;
+    let mut server = s.child.take().unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(!cli.wait().unwrap().success());
+    let dir = std::mem::replace(&mut s.dir, tempfile::tempdir().unwrap());
+    let s = TestServer::start_in(dir, &[]);
+    let kept_before = kept;
+    let kept = download_done(&s);
+    assert!(
+        kept > kept_before + (8 << 20) && kept < size,
+        "{kept_before} then {kept}"
+    );
+
+    // 4. The next pull resumes: it starts where the last left off and fetches only the rest.
     proxy.rate.store(0, Ordering::SeqCst);
     proxy.sent.store(0, Ordering::SeqCst);
     let lines = s.stream("/api/pull", json!({"model": name, "insecure": true}));
@@ -354,7 +378,7 @@ fn tampered_blobs_and_hostile_registries_leave_the_store_alone() {
     bytes[mid] ^= 0xff;
     std::fs::write(&data, bytes).unwrap();
 
-    let s = TestServer::start();
+    let s = TestServer::start_with(&[("CORRAL_REGISTRY_STALL_TIMEOUT", "1s")]);
     let out = s.corral(&["pull", &name, "--insecure"]);
     assert!(!out.status.success());
     let err = stderr(&out);
@@ -447,6 +471,21 @@ fn tampered_blobs_and_hostile_registries_leave_the_store_alone() {
         assert!(stderr(&out).contains(want), "{repo}: {}", stderr(&out));
         assert_eq!(blobs_and_manifests(&s), Vec::<String>::new(), "{repo}");
     }
-    // The server is still fine.
+    // The server is still fine, and a registry that stalls once is retried past the stall.
     assert_eq!(s.get("/api/tags"), json!({"models": []}));
+    let blob = b"slow bytes".repeat(1000);
+    let port = hostile_registry(vec![(
+        "stall",
+        Hostile::StallOnce {
+            blob: blob.clone(),
+            stalled: Default::default(),
+        },
+    )]);
+    let out = s.corral(&["pull", &format!("127.0.0.1:{port}/h/stall"), "--insecure"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(s.log().contains("nothing arrived for 1s"), "{}", s.log());
+    assert!(s
+        .store_files()
+        .iter()
+        .any(|f| f.ends_with(&sha256_hex(&blob))));
 }

@@ -210,6 +210,11 @@ pub enum Hostile {
     /// A well-behaved repository that wants a bearer token, which `/token` gives for basic
     /// auth as alice:s3cret.
     Bearer { blob: Vec<u8> },
+    /// A valid manifest for `blob`; the first blob answer sends half and then nothing more.
+    StallOnce {
+        blob: Vec<u8>,
+        stalled: Arc<AtomicBool>,
+    },
 }
 
 /// A manifest naming one config (`{}`) and one model layer with these bytes.
@@ -300,9 +305,10 @@ fn answer(conn: TcpStream, cases: &[(&str, Hostile)]) -> std::io::Result<()> {
     let is_manifest = parts.get(2) == Some(&"manifests");
     let manifest_text = match &case {
         Hostile::Manifest(m) => m.clone(),
-        Hostile::LongBlob { blob, .. } | Hostile::ShortBlob { blob } | Hostile::Bearer { blob } => {
-            manifest_for(blob)
-        }
+        Hostile::LongBlob { blob, .. }
+        | Hostile::ShortBlob { blob }
+        | Hostile::Bearer { blob }
+        | Hostile::StallOnce { blob, .. } => manifest_for(blob),
         Hostile::EndlessManifest => String::new(),
     };
     if is_manifest {
@@ -327,6 +333,23 @@ fn answer(conn: TcpStream, cases: &[(&str, Hostile)]) -> std::io::Result<()> {
         Hostile::LongBlob { blob, extra } => (blob.clone(), *extra, false),
         Hostile::ShortBlob { blob } => (blob.clone(), 0, true),
         Hostile::Bearer { blob } => (blob.clone(), 0, false),
+        Hostile::StallOnce { blob, stalled } => {
+            if !stalled.swap(true, Ordering::SeqCst) {
+                let half = &blob[..blob.len() / 2];
+                write!(
+                    out,
+                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-{}/{}\r\nContent-Length: {}\r\n\r\n",
+                    blob.len() - 1,
+                    blob.len(),
+                    blob.len()
+                )?;
+                out.write_all(half)?;
+                out.flush()?;
+                std::thread::sleep(Duration::from_secs(120));
+                return Ok(());
+            }
+            (blob.clone(), 0, false)
+        }
         _ => {
             return out.write_all(
                 b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
