@@ -18,6 +18,17 @@ pub enum RunnerRequest {
     Cancel { id: u64 },
     /// A health check: answered with `Pong` as soon as the runner reads it.
     Ping { id: u64 },
+    /// Embed each input: answered with `Embeddings` (or `Error`).
+    Embed(EmbedJob),
+}
+
+/// Inputs to embed in one runner pass.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmbedJob {
+    pub id: u64,
+    pub inputs: Vec<String>,
+    /// Cut inputs longer than the context instead of failing.
+    pub truncate: bool,
 }
 
 /// How the prompt is built from the request.
@@ -32,6 +43,12 @@ pub enum Prompt {
         /// A Modelfile `TEMPLATE` (Go text/template). `None`: the GGUF's own chat template.
         #[serde(default)]
         template: Option<String>,
+        /// Tools the template renders (`.Tools`, `tools`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tools: Option<Vec<serde_json::Value>>,
+        /// Thinking on or off, for templates that switch it (`.Think`, `enable_thinking`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        think: Option<bool>,
     },
 }
 
@@ -48,6 +65,13 @@ pub struct CompletionRequest {
     /// Return the token ids of prompt and answer in `done.context` (generate does).
     #[serde(default)]
     pub want_context: bool,
+    /// Structured output: `"json"` or a JSON schema, enforced by a grammar while sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<serde_json::Value>,
+    /// A tool call the answer must be: the JSON schema of the call, written as
+    /// `<tool_call>{...}</tool_call>` under a grammar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_grammar: Option<serde_json::Value>,
 }
 
 /// Why a completion ended.
@@ -87,6 +111,12 @@ pub enum RunnerEvent {
     Error { id: u64, message: String },
     /// The answer to a `Ping`.
     Pong { id: u64 },
+    /// The answer to an `Embed`: one pooled (not normalized) vector per input.
+    Embeddings {
+        id: u64,
+        embeddings: Vec<Vec<f32>>,
+        prompt_eval_count: u64,
+    },
 }
 
 /// Facts about the loaded model.

@@ -20,6 +20,9 @@ pub struct Message {
     pub tool_calls: Option<Vec<Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_name: Option<String>,
+    /// The OpenAI-style id of the tool call a `tool` message answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
@@ -79,6 +82,10 @@ pub struct ChatRequest {
     pub keep_alive: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<Value>>,
+    /// A Corral extension, as OpenAI's: `"auto"` (default), `"none"`, `"required"`, or
+    /// `{"type": "function", "function": {"name": ...}}`; a required call is enforced by a grammar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub think: Option<Value>,
 }
@@ -300,4 +307,56 @@ pub struct TransferRequest {
     pub insecure: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
+}
+
+/// `POST /api/embed`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EmbedRequest {
+    #[serde(default, alias = "name")]
+    pub model: String,
+    /// A string or a list of strings.
+    #[serde(default)]
+    pub input: Value,
+    /// Cut inputs longer than the context (default) instead of failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncate: Option<bool>,
+    /// Keep only the first `dimensions` values of each vector (then normalize again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<BTreeMap<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<Value>,
+}
+
+/// The answer of `POST /api/embed`: L2-normalized vectors.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EmbedResponse {
+    pub model: String,
+    pub embeddings: Vec<Vec<f32>>,
+    #[serde(default)]
+    pub total_duration: u64,
+    #[serde(default)]
+    pub load_duration: u64,
+    #[serde(default)]
+    pub prompt_eval_count: u64,
+}
+
+/// `POST /api/embeddings` (the older endpoint).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EmbeddingsRequest {
+    #[serde(default, alias = "name")]
+    pub model: String,
+    #[serde(default)]
+    pub prompt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<BTreeMap<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<Value>,
+}
+
+/// The answer of `POST /api/embeddings`: one vector, as the model pools it (not normalized).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EmbeddingsResponse {
+    pub embedding: Vec<f64>,
 }

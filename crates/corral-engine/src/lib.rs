@@ -38,6 +38,10 @@ pub enum EngineError {
     TooLong { tokens: usize, n_ctx: u32 },
     #[error("decode failed: {0}")]
     Decode(String),
+    #[error("invalid grammar: {0}")]
+    Grammar(String),
+    #[error("embedding failed: {0}")]
+    Embed(String),
 }
 
 /// How to load the model.
@@ -69,6 +73,8 @@ pub struct SamplingParams {
     pub seed: Option<u32>,
     /// `None`: until the end of the context.
     pub num_predict: Option<u32>,
+    /// A GBNF grammar (root rule `root`) every answer must follow: structured output.
+    pub grammar: Option<String>,
 }
 
 /// An event while generating.
@@ -188,6 +194,18 @@ pub struct Engine {
     n_ctx_slot: u32,
     /// Tokens whose keys and values are in the KV cache, per slot, in order.
     cached: Vec<Vec<LlamaToken>>,
+    n_threads: u32,
+    /// A second context in embedding mode, made on the first embedding request.
+    embedder: Option<Embedder>,
+}
+
+/// Sequences one embedding decode packs together.
+const EMBED_SEQS: u32 = 4;
+
+struct Embedder {
+    ctx: LlamaContext<'static>,
+    batch: LlamaBatch<'static>,
+    n_ctx: usize,
 }
 
 impl Engine {
@@ -260,7 +278,97 @@ impl Engine {
             n_batch,
             n_ctx_slot,
             cached: vec![Vec::new(); n_slots as usize],
+            n_threads: p.n_threads.max(1),
+            embedder: None,
         })
+    }
+
+    fn embedder(&mut self) -> Result<&mut Embedder, EngineError> {
+        if self.embedder.is_none() {
+            let backend = backend()?;
+            // The model's own pooling when its GGUF names one; mean pooling otherwise (a
+            // generative model has none, and llama.cpp would then give no sequence vector).
+            let arch = self.meta("general.architecture").unwrap_or_default();
+            let pooling = if self.meta(&format!("{arch}.pooling_type")).is_some() {
+                llama_cpp_2::context::params::LlamaPoolingType::Unspecified
+            } else {
+                llama_cpp_2::context::params::LlamaPoolingType::Mean
+            };
+            let n_ctx = self.n_ctx_slot.max(16);
+            let cparams = LlamaContextParams::default()
+                .with_embeddings(true)
+                .with_pooling_type(pooling)
+                .with_n_ctx(NonZeroU32::new(n_ctx))
+                .with_n_batch(n_ctx)
+                .with_n_ubatch(n_ctx)
+                .with_n_seq_max(EMBED_SEQS)
+                .with_kv_unified(true)
+                .with_n_threads(self.n_threads as i32)
+                .with_n_threads_batch(self.n_threads as i32);
+            let ctx = self
+                .model
+                .new_context(backend, cparams)
+                .map_err(|e| EngineError::Context(format!("embedding context: {e}")))?;
+            let n_ctx = ctx.n_ctx() as usize;
+            self.embedder = Some(Embedder {
+                ctx,
+                batch: LlamaBatch::new(n_ctx, EMBED_SEQS as i32),
+                n_ctx,
+            });
+        }
+        Ok(self.embedder.as_mut().expect("just made"))
+    }
+
+    /// The context window for embedding inputs, in tokens.
+    pub fn embed_n_ctx(&self) -> u32 {
+        self.n_ctx_slot
+    }
+
+    /// One pooled vector per tokenized input (not normalized). Inputs are packed several to
+    /// a decode while they fit; each must fit the context on its own.
+    pub fn embed(&mut self, inputs: &[Vec<i32>]) -> Result<Vec<Vec<f32>>, EngineError> {
+        let e = self.embedder()?;
+        let mut out = Vec::with_capacity(inputs.len());
+        let mut i = 0;
+        while i < inputs.len() {
+            e.batch.clear();
+            e.ctx.clear_kv_cache();
+            let (mut seqs, mut used) = (0usize, 0usize);
+            while i < inputs.len() && seqs < EMBED_SEQS as usize {
+                let input = &inputs[i];
+                if input.is_empty() {
+                    return Err(EngineError::EmptyPrompt);
+                }
+                if input.len() > e.n_ctx {
+                    return Err(EngineError::TooLong {
+                        tokens: input.len(),
+                        n_ctx: e.n_ctx as u32,
+                    });
+                }
+                if used + input.len() > e.n_ctx {
+                    break;
+                }
+                for (pos, &t) in input.iter().enumerate() {
+                    e.batch
+                        .add(LlamaToken(t), pos as i32, &[seqs as i32], true)
+                        .map_err(|err| EngineError::Embed(err.to_string()))?;
+                }
+                used += input.len();
+                seqs += 1;
+                i += 1;
+            }
+            e.ctx
+                .decode(&mut e.batch)
+                .map_err(|err| EngineError::Decode(err.to_string()))?;
+            for s in 0..seqs {
+                let v = e
+                    .ctx
+                    .embeddings_seq_ith(s as i32)
+                    .map_err(|err| EngineError::Embed(err.to_string()))?;
+                out.push(v.to_vec());
+            }
+        }
+        Ok(out)
     }
 
     /// The context window of one slot, in tokens.
@@ -358,15 +466,18 @@ impl Engine {
             keep = 0;
         }
         cached.truncate(keep);
-        let mut sampler = build_sampler(sp, self.model.n_vocab());
-        // Penalties look at recent history, prompt included, as llama.cpp's server does.
-        sampler.accept_many(
-            prompt
-                .iter()
-                .rev()
-                .take(sp.repeat_last_n.max(0) as usize)
-                .rev(),
-        );
+        let mut sampler = build_sampler(sp, self.model)?;
+        // Penalties look at recent history, prompt included, as llama.cpp's server does. A
+        // grammar must see only the answer, so with one the penalties start from the answer.
+        if sp.grammar.is_none() {
+            sampler.accept_many(
+                prompt
+                    .iter()
+                    .rev()
+                    .take(sp.repeat_last_n.max(0) as usize)
+                    .rev(),
+            );
+        }
         Ok(Sequence {
             slot,
             pending: prompt[keep..].to_vec(),
@@ -529,8 +640,16 @@ impl Engine {
     }
 }
 
-fn build_sampler(sp: &SamplingParams, n_vocab: i32) -> LlamaSampler {
+fn build_sampler(sp: &SamplingParams, model: &LlamaModel) -> Result<LlamaSampler, EngineError> {
+    let n_vocab = model.n_vocab();
     let mut chain = Vec::new();
+    if let Some(g) = &sp.grammar {
+        // First, so every later sampler only sees tokens the grammar allows.
+        chain.push(
+            LlamaSampler::grammar(model, g, "root")
+                .map_err(|e| EngineError::Grammar(format!("{e:?}")))?,
+        );
+    }
     if sp.repeat_last_n != 0
         && (sp.repeat_penalty != 1.0 || sp.frequency_penalty != 0.0 || sp.presence_penalty != 0.0)
     {
@@ -561,7 +680,12 @@ fn build_sampler(sp: &SamplingParams, n_vocab: i32) -> LlamaSampler {
         // llama.cpp's LLAMA_DEFAULT_SEED (u32::MAX) asks it to pick a random seed.
         chain.push(LlamaSampler::dist(sp.seed.unwrap_or(u32::MAX)));
     }
-    LlamaSampler::chain(chain, true)
+    Ok(LlamaSampler::chain(chain, true))
+}
+
+/// llama.cpp's conversion of a JSON schema into a GBNF grammar (root rule `root`).
+pub fn json_schema_grammar(schema: &str) -> Result<String, EngineError> {
+    llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| EngineError::Grammar(e.to_string()))
 }
 
 /// A device llama.cpp can run on.

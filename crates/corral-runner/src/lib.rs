@@ -17,7 +17,8 @@ use std::time::Instant;
 
 use corral_api::options::{self as opt, Options};
 use corral_api::runner::{
-    CompletionRequest, DoneInfo, DoneReason, Prompt, ReadyInfo, RunnerEvent, RunnerRequest,
+    CompletionRequest, DoneInfo, DoneReason, EmbedJob, Prompt, ReadyInfo, RunnerEvent,
+    RunnerRequest,
 };
 use corral_engine::{Engine, Finish, LoadParams, SamplingParams, Sequence, StepEvent};
 use corral_template::{ChatTemplate, RenderInput, SpecialTokens, DEFAULT_TEMPLATE};
@@ -87,6 +88,7 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
         gguf_template,
         active: Vec::new(),
         answered: 0,
+        embeds: VecDeque::new(),
     };
     send(&RunnerEvent::Ready(ReadyInfo {
         n_ctx: engine.n_ctx(),
@@ -160,6 +162,8 @@ struct Runner {
     active: Vec<Active>,
     /// Requests answered so far.
     answered: u64,
+    /// Embedding requests, served between two steps of the running completions.
+    embeds: VecDeque<EmbedJob>,
 }
 
 /// A request running in a slot.
@@ -178,7 +182,7 @@ impl Runner {
     /// token per llama.cpp decode (continuous batching), until stdin closes.
     fn serve(&mut self, engine: &mut Engine) {
         loop {
-            if self.active.is_empty() && self.queue.is_empty() {
+            if self.active.is_empty() && self.queue.is_empty() && self.embeds.is_empty() {
                 if self.answered > 0 {
                     fault::at(fault::Point::Idle);
                 }
@@ -189,6 +193,9 @@ impl Runner {
             }
             while let Ok(req) = self.rx.try_recv() {
                 self.take(req);
+            }
+            while let Some(job) = self.embeds.pop_front() {
+                embed(engine, job);
             }
             self.fill_slots(engine);
             if self.active.is_empty() {
@@ -210,6 +217,7 @@ impl Runner {
         match req {
             RunnerRequest::Completion(c) => self.queue.push_back(*c),
             RunnerRequest::Ping { id } => send(&RunnerEvent::Pong { id }),
+            RunnerRequest::Embed(job) => self.embeds.push_back(job),
             RunnerRequest::Cancel { id } => {
                 self.queue.retain(|q| q.id != id);
                 for a in self.active.iter_mut().filter(|a| a.id == id) {
@@ -245,7 +253,10 @@ impl Runner {
         match prompt {
             Prompt::Raw { text } => Ok(text.clone()),
             Prompt::Chat {
-                messages, template, ..
+                messages,
+                template,
+                tools,
+                think,
             } => {
                 let tmpl = match (template, &self.gguf_template) {
                     (Some(go), _) => ChatTemplate::go(go),
@@ -262,7 +273,8 @@ impl Runner {
                 tmpl.render(&RenderInput {
                     messages,
                     add_generation_prompt: true,
-                    tools: None,
+                    tools: tools.as_deref(),
+                    think: *think,
                 })
                 .map_err(|e| e.to_string())
             }
@@ -289,9 +301,16 @@ impl Runner {
             num_keep,
             o.num_predict,
         );
+        let mut sp = sampling(o);
+        if let Some(f) = &req.format {
+            sp.grammar = format_grammar(f)?;
+        }
+        if let Some(schema) = &req.tool_grammar {
+            sp.grammar = Some(tool_call_grammar(schema)?);
+        }
         let slot = engine.best_slot(free, &tokens).expect("a free slot");
         let seq = engine
-            .start(slot, &tokens, &sampling(o))
+            .start(slot, &tokens, &sp)
             .map_err(|e| e.to_string())?;
         Ok(Active {
             id: req.id,
@@ -385,6 +404,78 @@ impl Runner {
     }
 }
 
+/// The grammar for a request's `format`: `"json"` (any JSON object) or a JSON schema.
+fn format_grammar(format: &serde_json::Value) -> Result<Option<String>, String> {
+    let schema = match format {
+        serde_json::Value::Null => return Ok(None),
+        serde_json::Value::String(s) if s.is_empty() => return Ok(None),
+        serde_json::Value::String(s) if s == "json" => r#"{"type":"object"}"#.to_string(),
+        serde_json::Value::Object(_) => format.to_string(),
+        other => {
+            return Err(format!(
+                "invalid format: {other}; expected \"json\" or a JSON schema"
+            ))
+        }
+    };
+    corral_engine::json_schema_grammar(&schema)
+        .map(Some)
+        .map_err(|e| format!("invalid JSON schema in format: {e}"))
+}
+
+/// A grammar for one forced tool call: `<tool_call>`, a JSON call matching `schema`,
+/// `</tool_call>`. llama.cpp's converter names its top rule `root`; it becomes the call body.
+fn tool_call_grammar(schema: &serde_json::Value) -> Result<String, String> {
+    let json = corral_engine::json_schema_grammar(&schema.to_string())
+        .map_err(|e| format!("invalid tool parameters schema: {e}"))?;
+    let mut out = String::from("root ::= \"<tool_call>\\n\" call-body \"\\n</tool_call>\"\n");
+    for line in json.lines() {
+        match line.strip_prefix("root ::=") {
+            Some(rest) => out.push_str(&format!("call-body ::={rest}\n")),
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Embed every input of a job in as few decodes as fit, and answer with the vectors.
+fn embed(engine: &mut Engine, job: EmbedJob) {
+    let n_ctx = engine.embed_n_ctx() as usize;
+    let mut inputs = Vec::with_capacity(job.inputs.len());
+    let mut count = 0u64;
+    for text in &job.inputs {
+        let mut t = engine.tokenize(text, true);
+        if t.len() > n_ctx {
+            if !job.truncate {
+                let message = format!(
+                    "input length exceeds the context length: {} tokens, num_ctx {n_ctx}",
+                    t.len()
+                );
+                return send(&RunnerEvent::Error {
+                    id: job.id,
+                    message,
+                });
+            }
+            t.truncate(n_ctx);
+        }
+        count += t.len() as u64;
+        inputs.push(t);
+    }
+    match engine.embed(&inputs) {
+        Ok(embeddings) => send(&RunnerEvent::Embeddings {
+            id: job.id,
+            embeddings,
+            prompt_eval_count: count,
+        }),
+        Err(e) => send(&RunnerEvent::Error {
+            id: job.id,
+            message: e.to_string(),
+        }),
+    }
+}
+
 fn emit(id: u64, text: String) {
     if !text.is_empty() {
         send(&RunnerEvent::Token { id, text });
@@ -427,6 +518,7 @@ fn sampling(o: &Options) -> SamplingParams {
         frequency_penalty: o.frequency_penalty.unwrap_or(0.0) as f32,
         seed: o.seed.filter(|s| *s >= 0).map(|s| s as u32),
         num_predict: o.num_predict.filter(|n| *n >= 0).map(|n| n as u32),
+        grammar: None,
     }
 }
 

@@ -19,6 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::error::{ApiError, ApiResult};
 use crate::json::JsonBody;
 use crate::models::{self, Model};
+use crate::output::{OutputParser, Piece};
 use crate::runner::LoadSpec;
 use crate::scheduler::{AcquireError, Lease, ModelMeta};
 use crate::AppState;
@@ -40,6 +41,10 @@ struct Job {
     completion: Option<CompletionRequest>,
     stream: bool,
     started: Instant,
+    /// Split thinking off the answer.
+    think: bool,
+    /// Parse tool calls out of the answer.
+    tools: bool,
 }
 
 pub async fn generate(
@@ -63,7 +68,7 @@ pub async fn chat(State(st): State<AppState>, JsonBody(req): JsonBody<ChatReques
     run(st, job).await
 }
 
-fn options_and_keep_alive(
+pub(crate) fn options_and_keep_alive(
     st: &AppState,
     model: &Model,
     options: Option<&std::collections::BTreeMap<String, serde_json::Value>>,
@@ -93,6 +98,8 @@ fn prepare_generate(st: &AppState, req: GenerateRequest, started: Instant) -> Ap
     let model = models::load(&st.store, &req.model)?;
     let (options, keep_alive) =
         options_and_keep_alive(st, &model, req.options.as_ref(), req.keep_alive.as_ref())?;
+    let template = effective_template(st, &model, req.template.as_deref());
+    let think = check_think(&model, &template, req.think.as_ref())?;
     let completion = if req.prompt.is_empty() && req.context.as_ref().is_none_or(|c| c.is_empty()) {
         None
     } else {
@@ -109,6 +116,8 @@ fn prepare_generate(st: &AppState, req: GenerateRequest, started: Instant) -> Ap
             Prompt::Chat {
                 messages,
                 template: req.template.clone().or_else(|| model.template.clone()),
+                tools: None,
+                think,
             }
         };
         Some(CompletionRequest {
@@ -117,6 +126,8 @@ fn prepare_generate(st: &AppState, req: GenerateRequest, started: Instant) -> Ap
             context: req.context.clone().unwrap_or_default(),
             options: options.clone(),
             want_context: !req.raw,
+            format: check_format(req.format.as_ref())?,
+            tool_grammar: None,
         })
     };
     Ok(Job {
@@ -127,6 +138,8 @@ fn prepare_generate(st: &AppState, req: GenerateRequest, started: Instant) -> Ap
         completion,
         stream: req.stream.unwrap_or(true),
         started,
+        think: think == Some(true) && !req.raw,
+        tools: false,
     })
 }
 
@@ -141,6 +154,23 @@ fn prepare_chat(st: &AppState, req: ChatRequest, started: Instant) -> ApiResult<
                 m.role
             )));
         }
+    }
+    let template = effective_template(st, &model, None);
+    let think = check_think(&model, &template, req.think.as_ref())?;
+    // An empty list is what some clients send with every chat: no tools.
+    let mut tools = req.tools.clone().filter(|t| !t.is_empty());
+    if tools.is_some() && !models::supports_tools(&template) {
+        return Err(ApiError::bad_request(format!(
+            "{} does not support tools",
+            model.display_name()
+        )));
+    }
+    let tool_grammar = match (&tools, &req.tool_choice) {
+        (Some(t), Some(choice)) => forced_call_schema(t, choice)?,
+        _ => None,
+    };
+    if req.tool_choice.as_ref().and_then(|c| c.as_str()) == Some("none") {
+        tools = None;
     }
     let completion = if req.messages.is_empty() {
         None
@@ -162,10 +192,14 @@ fn prepare_chat(st: &AppState, req: ChatRequest, started: Instant) -> ApiResult<
             prompt: Prompt::Chat {
                 messages,
                 template: model.template.clone(),
+                tools: tools.clone(),
+                think,
             },
             context: Vec::new(),
             options: options.clone(),
             want_context: false,
+            format: check_format(req.format.as_ref())?,
+            tool_grammar,
         })
     };
     Ok(Job {
@@ -176,7 +210,104 @@ fn prepare_chat(st: &AppState, req: ChatRequest, started: Instant) -> ApiResult<
         completion,
         stream: req.stream.unwrap_or(true),
         started,
+        think: think == Some(true),
+        tools: tools.is_some(),
     })
+}
+
+/// The template a model's prompts are rendered with: the request's, the Modelfile's, the
+/// GGUF's own, or Ollama's default.
+fn effective_template(st: &AppState, model: &Model, request: Option<&str>) -> String {
+    request
+        .map(str::to_string)
+        .or_else(|| model.template.clone())
+        .or_else(|| gguf_info(st, model).and_then(|i| i.chat_template().map(str::to_string)))
+        .unwrap_or_else(|| corral_template::DEFAULT_TEMPLATE.to_string())
+}
+
+/// `think`: `true`/`false`, or a level (`"low"`, `"medium"`, `"high"`, which mean true). Asking
+/// a model whose template cannot think is a 400, as with Ollama.
+fn check_think(
+    model: &Model,
+    template: &str,
+    think: Option<&serde_json::Value>,
+) -> ApiResult<Option<bool>> {
+    let on = match think {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(s)) if ["low", "medium", "high"].contains(&s.as_str()) => {
+            true
+        }
+        Some(other) => return Err(ApiError::bad_request(format!(
+            "invalid think value: {other}; expected true, false, \"low\", \"medium\" or \"high\""
+        ))),
+    };
+    if on && !models::supports_thinking(template) {
+        return Err(ApiError::bad_request(format!(
+            "\"{}\" does not support thinking",
+            model.display_name()
+        )));
+    }
+    Ok(Some(on))
+}
+
+/// For `tool_choice` `"required"` or a named function: the JSON schema of a call to one of the
+/// allowed tools, which the runner enforces with a grammar. `"auto"`/`"none"`: nothing forced.
+fn forced_call_schema(
+    tools: &[serde_json::Value],
+    choice: &serde_json::Value,
+) -> ApiResult<Option<serde_json::Value>> {
+    let wanted: Option<&str> = match choice {
+        serde_json::Value::String(s) if s == "auto" || s == "none" => return Ok(None),
+        serde_json::Value::String(s) if s == "required" => None,
+        serde_json::Value::Object(_) => Some(choice["function"]["name"].as_str().ok_or_else(|| {
+            ApiError::bad_request("tool_choice must name a function: {\"type\": \"function\", \"function\": {\"name\": ...}}")
+        })?),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "invalid tool_choice: {other}; expected \"auto\", \"none\", \"required\" or a function"
+            )))
+        }
+    };
+    let options: Vec<serde_json::Value> = tools
+        .iter()
+        .filter_map(|t| {
+            let f = &t["function"];
+            let name = f["name"].as_str()?;
+            if wanted.is_some_and(|w| w != name) {
+                return None;
+            }
+            let params = match &f["parameters"] {
+                p @ serde_json::Value::Object(_) => p.clone(),
+                _ => serde_json::json!({"type": "object"}),
+            };
+            Some(serde_json::json!({
+                "type": "object",
+                "properties": {"name": {"const": name}, "arguments": params},
+                "required": ["name", "arguments"],
+            }))
+        })
+        .collect();
+    if options.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "tool_choice names a function that is not among the tools: {}",
+            wanted.unwrap_or_default()
+        )));
+    }
+    Ok(Some(serde_json::json!({ "anyOf": options })))
+}
+
+/// `format` must be `"json"` or a JSON schema (an object); empty means none.
+fn check_format(format: Option<&serde_json::Value>) -> ApiResult<Option<serde_json::Value>> {
+    match format {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.is_empty() => Ok(None),
+        Some(serde_json::Value::String(s)) if s == "json" => Ok(Some(serde_json::json!("json"))),
+        Some(v @ serde_json::Value::Object(_)) => Ok(Some(v.clone())),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "invalid format: {other}; expected \"json\" or a JSON schema"
+        ))),
+    }
 }
 
 fn load_spec(st: &AppState, model: &Model, o: &Options) -> ApiResult<LoadSpec> {
@@ -245,19 +376,34 @@ fn required_memory(st: &AppState, model: &Model, spec: &LoadSpec) -> u64 {
     weights + kv
 }
 
-async fn run(st: AppState, job: Job) -> Response {
-    let spec = match load_spec(&st, &job.model, &job.options) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
+/// Load (or find loaded) the runner for a model with these options: the one path from a
+/// validated request to a lease, shared by completions and embeddings.
+pub(crate) async fn acquire(
+    st: &AppState,
+    model: &Model,
+    options: &Options,
+    keep_alive: KeepAlive,
+) -> Result<Lease, ApiError> {
+    let spec = load_spec(st, model, options)?;
     let meta = ModelMeta {
-        name: job.model.display_name(),
-        digest: job.model.entry.digest.hex().to_string(),
-        details: job.model.details(),
-        required_memory: required_memory(&st, &job.model, &spec),
-        n_layers: gguf_info(&st, &job.model).map_or(0, |i| i.block_count() as u32),
+        name: model.display_name(),
+        digest: model.entry.digest.hex().to_string(),
+        details: model.details(),
+        required_memory: required_memory(st, model, &spec),
+        n_layers: gguf_info(st, model).map_or(0, |i| i.block_count() as u32),
     };
-    let name = meta.name.clone();
+    match st.scheduler.acquire(meta, spec, keep_alive).await {
+        Ok(l) => Ok(l),
+        Err(e @ AcquireError::Busy) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+        )),
+        Err(AcquireError::Failed(e)) => Err(ApiError::internal(e)),
+    }
+}
+
+async fn run(st: AppState, job: Job) -> Response {
+    let name = job.model.display_name();
     let unload = job.keep_alive == KeepAlive::For(std::time::Duration::ZERO);
     if job.completion.is_none() && unload {
         // An empty prompt with keep_alive 0 unloads the model without loading it first.
@@ -268,12 +414,9 @@ async fn run(st: AppState, job: Job) -> Response {
         };
         return json_ok(final_object(&job, "unload", metrics, None, String::new()));
     }
-    let lease = match st.scheduler.acquire(meta, spec, job.keep_alive).await {
+    let lease = match acquire(&st, &job.model, &job.options, job.keep_alive).await {
         Ok(l) => l,
-        Err(e @ AcquireError::Busy) => {
-            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
-        }
-        Err(AcquireError::Failed(e)) => return ApiError::internal(e).into_response(),
+        Err(e) => return e.into_response(),
     };
     let Some(completion) = job.completion.clone() else {
         // An empty prompt loads the model.
@@ -353,6 +496,7 @@ fn stream_response(
     mut watch: Watch,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    let mut parser = OutputParser::new(job.think, job.tools);
     tokio::spawn(async move {
         loop {
             let ev = match watch.next(&lease, &mut events).await {
@@ -372,19 +516,26 @@ fn stream_response(
                     return;
                 }
             };
-            let line = match ev {
-                RunnerEvent::Token { text, .. } => piece_object(&job, text),
+            let lines: Vec<serde_json::Value> = match ev {
+                RunnerEvent::Token { text, .. } if parser.active() => parser
+                    .push(&text)
+                    .into_iter()
+                    .map(|p| answer_object(&job, Out::from(p), None))
+                    .collect(),
+                RunnerEvent::Token { text, .. } => vec![piece_object(&job, text)],
                 RunnerEvent::Done(d) => {
+                    let mut lines: Vec<serde_json::Value> = parser
+                        .finish()
+                        .into_iter()
+                        .map(|p| answer_object(&job, Out::from(p), None))
+                        .collect();
                     let (reason, metrics, ctx) = done_parts(&job, &lease, &d);
-                    let _ = tx
-                        .send(Ok(ndjson(&final_object(
-                            &job,
-                            reason,
-                            metrics,
-                            ctx,
-                            String::new(),
-                        ))))
-                        .await;
+                    lines.push(final_object(&job, reason, metrics, ctx, String::new()));
+                    for line in lines {
+                        if tx.send(Ok(ndjson(&line))).await.is_err() {
+                            return;
+                        }
+                    }
                     return;
                 }
                 RunnerEvent::Error { message, .. } => {
@@ -396,12 +547,15 @@ fn stream_response(
                 RunnerEvent::Progress { .. }
                 | RunnerEvent::Ready(_)
                 | RunnerEvent::Loading { .. }
-                | RunnerEvent::Pong { .. } => continue,
+                | RunnerEvent::Pong { .. }
+                | RunnerEvent::Embeddings { .. } => continue,
             };
-            if tx.send(Ok(ndjson(&line))).await.is_err() {
-                // The client went away: free the runner at its next token.
-                lease.runner.cancel(id).await;
-                return;
+            for line in lines {
+                if tx.send(Ok(ndjson(&line))).await.is_err() {
+                    // The client went away: free the runner at its next token.
+                    lease.runner.cancel(id).await;
+                    return;
+                }
             }
         }
     });
@@ -419,7 +573,8 @@ async fn collect_response(
     mut events: mpsc::UnboundedReceiver<RunnerEvent>,
     mut watch: Watch,
 ) -> Response {
-    let mut text = String::new();
+    let mut parser = OutputParser::new(job.think, job.tools);
+    let mut out = Out::default();
     loop {
         let ev = match watch.next(&lease, &mut events).await {
             Ok(Some(ev)) => ev,
@@ -427,10 +582,18 @@ async fn collect_response(
             Err(message) => return ApiError::internal(message).into_response(),
         };
         match ev {
-            RunnerEvent::Token { text: t, .. } => text.push_str(&t),
+            RunnerEvent::Token { text: t, .. } if parser.active() => {
+                for p in parser.push(&t) {
+                    out.add(p);
+                }
+            }
+            RunnerEvent::Token { text: t, .. } => out.content.push_str(&t),
             RunnerEvent::Done(d) => {
+                for p in parser.finish() {
+                    out.add(p);
+                }
                 let (reason, metrics, ctx) = done_parts(&job, &lease, &d);
-                return json_ok(final_object(&job, reason, metrics, ctx, text));
+                return json_ok(answer_object(&job, out, Some((reason, metrics, ctx))));
             }
             RunnerEvent::Error { message, .. } => {
                 return ApiError::internal(message).into_response()
@@ -457,7 +620,7 @@ fn done_parts(job: &Job, lease: &Lease, d: &DoneInfo) -> (&'static str, Metrics,
 type Ending = (&'static str, Metrics, Option<Vec<i32>>);
 
 fn piece_object(job: &Job, text: String) -> serde_json::Value {
-    answer_object(job, text, None)
+    answer_object(job, Out::from(text), None)
 }
 
 fn final_object(
@@ -467,11 +630,46 @@ fn final_object(
     context: Option<Vec<i32>>,
     text: String,
 ) -> serde_json::Value {
-    answer_object(job, text, Some((reason, metrics, context)))
+    answer_object(job, Out::from(text), Some((reason, metrics, context)))
+}
+
+/// The parts of an answer object: text, thinking, tool calls.
+#[derive(Debug, Default)]
+struct Out {
+    content: String,
+    thinking: Option<String>,
+    tool_calls: Option<Vec<serde_json::Value>>,
+}
+
+impl Out {
+    fn add(&mut self, p: Piece) {
+        match p {
+            Piece::Content(t) => self.content.push_str(&t),
+            Piece::Thinking(t) => self.thinking.get_or_insert_with(String::new).push_str(&t),
+            Piece::ToolCalls(c) => self.tool_calls.get_or_insert_with(Vec::new).extend(c),
+        }
+    }
+}
+
+impl From<Piece> for Out {
+    fn from(p: Piece) -> Self {
+        let mut o = Out::default();
+        o.add(p);
+        o
+    }
+}
+
+impl From<String> for Out {
+    fn from(content: String) -> Self {
+        Out {
+            content,
+            ..Default::default()
+        }
+    }
 }
 
 /// One object of an answer, shaped for the endpoint: a piece, or the final one with `ending`.
-fn answer_object(job: &Job, text: String, ending: Option<Ending>) -> serde_json::Value {
+fn answer_object(job: &Job, out: Out, ending: Option<Ending>) -> serde_json::Value {
     let model = job.model.display_name();
     let done = ending.is_some();
     let (reason, metrics, context) = match ending {
@@ -482,17 +680,23 @@ fn answer_object(job: &Job, text: String, ending: Option<Ending>) -> serde_json:
         Kind::Generate => serde_json::to_value(GenerateResponse {
             model,
             created_at: Utc::now(),
-            response: text,
+            response: out.content,
+            thinking: out.thinking,
             done,
             done_reason: reason,
             context,
             metrics,
-            ..Default::default()
         }),
         Kind::Chat => serde_json::to_value(ChatResponse {
             model,
             created_at: Utc::now(),
-            message: Message::new("assistant", text),
+            message: Message {
+                role: "assistant".into(),
+                content: out.content,
+                thinking: out.thinking,
+                tool_calls: out.tool_calls,
+                ..Default::default()
+            },
             done,
             done_reason: reason,
             metrics,

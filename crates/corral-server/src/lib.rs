@@ -8,11 +8,14 @@
 //! and whatever happens to that process becomes an error message, never a dead server.
 
 mod create;
+mod embed;
 mod error;
 mod inference;
 mod json;
 mod manage;
 mod models;
+mod openai;
+mod output;
 mod runner;
 mod scheduler;
 mod transfer;
@@ -99,6 +102,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/push", post(transfer::push))
         .route("/api/generate", post(inference::generate))
         .route("/api/chat", post(inference::chat))
+        .route("/api/embed", post(embed::embed))
+        .route("/api/embeddings", post(embed::embeddings))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/models/{*model}", get(openai::model))
         // Blob uploads are model files: no body limit there beyond the disk.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)

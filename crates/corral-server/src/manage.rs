@@ -103,6 +103,7 @@ fn show_model(store: &corral_store::Store, req: &ShowRequest) -> ApiResult<ShowR
     }
     let parameters = parameters_text(&m.params);
     let modelfile = modelfile_text(&m);
+    let capabilities = models::capabilities(&template);
     Ok(ShowResponse {
         license: m.license.join("\n"),
         modelfile,
@@ -112,7 +113,7 @@ fn show_model(store: &corral_store::Store, req: &ShowRequest) -> ApiResult<ShowR
         details: m.details(),
         messages: m.messages.clone(),
         model_info,
-        capabilities: vec!["completion".to_string()],
+        capabilities,
         modified_at: m.entry.modified,
     })
 }

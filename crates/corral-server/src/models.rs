@@ -116,3 +116,29 @@ pub fn load(store: &Store, requested: &str) -> ApiResult<Model> {
         entry,
     })
 }
+
+/// Whether a template renders tools: a Go template that uses `.Tools`, a Jinja one that reads
+/// `tools`.
+pub fn supports_tools(template: &str) -> bool {
+    template.contains(".Tools") || (template.contains("{%") && template.contains("tools"))
+}
+
+/// Whether a template can switch thinking: a Go template that uses `.Think`, a Jinja one that
+/// reads `enable_thinking` or writes `<think>`.
+pub fn supports_thinking(template: &str) -> bool {
+    template.contains(".Think")
+        || (template.contains("{%")
+            && (template.contains("enable_thinking") || template.contains("<think>")))
+}
+
+/// `capabilities` as `show` lists them.
+pub fn capabilities(template: &str) -> Vec<String> {
+    let mut c = vec!["completion".to_string()];
+    if supports_tools(template) {
+        c.push("tools".into());
+    }
+    if supports_thinking(template) {
+        c.push("thinking".into());
+    }
+    c
+}

@@ -143,12 +143,16 @@ impl RunnerProcess {
                         RunnerEvent::Progress { id, .. }
                         | RunnerEvent::Token { id, .. }
                         | RunnerEvent::Pong { id }
-                        | RunnerEvent::Error { id, .. } => *id,
+                        | RunnerEvent::Error { id, .. }
+                        | RunnerEvent::Embeddings { id, .. } => *id,
                         RunnerEvent::Done(d) => d.id,
                     };
                     let last = matches!(
                         ev,
-                        RunnerEvent::Done(_) | RunnerEvent::Error { .. } | RunnerEvent::Pong { .. }
+                        RunnerEvent::Done(_)
+                            | RunnerEvent::Error { .. }
+                            | RunnerEvent::Pong { .. }
+                            | RunnerEvent::Embeddings { .. }
                     );
                     let mut p = pending.lock().unwrap();
                     if let Some(tx) = p.get(&id) {
@@ -264,6 +268,27 @@ impl RunnerProcess {
             return Err(e);
         }
         Ok((id, rx))
+    }
+
+    /// Embed inputs; the answer is one `Embeddings` (or `Error`) event.
+    pub async fn embed(
+        &self,
+        inputs: Vec<String>,
+        truncate: bool,
+    ) -> Result<mpsc::UnboundedReceiver<RunnerEvent>, String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.pending.lock().unwrap().insert(id, tx);
+        let job = corral_api::runner::EmbedJob {
+            id,
+            inputs,
+            truncate,
+        };
+        if let Err(e) = self.send(&RunnerRequest::Embed(job)).await {
+            self.pending.lock().unwrap().remove(&id);
+            return Err(e);
+        }
+        Ok(rx)
     }
 
     /// A health check: true if the runner answers a ping within `timeout`.

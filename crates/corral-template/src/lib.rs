@@ -49,6 +49,8 @@ pub struct RenderInput<'a> {
     /// Add the opening of the assistant's turn (always, for a completion).
     pub add_generation_prompt: bool,
     pub tools: Option<&'a [Value]>,
+    /// Thinking on or off (`.Think` in Go templates, `enable_thinking` in Jinja); `None`: unset.
+    pub think: Option<bool>,
 }
 
 impl ChatTemplate {
@@ -102,6 +104,7 @@ impl ChatTemplate {
                     messages => messages,
                     add_generation_prompt => input.add_generation_prompt,
                     tools => input.tools.map(|t| t.to_vec()),
+                    enable_thinking => input.think,
                 };
                 tmpl.render(ctx)
                     .map_err(|e| TemplateError::Render(format!("{e:#}")))
@@ -111,9 +114,12 @@ impl ChatTemplate {
                 uses_messages,
             } => {
                 if *uses_messages {
-                    render_go(source, &go_data(input.messages, None, "", input.tools))
+                    render_go(
+                        source,
+                        &go_data(input.messages, None, "", input.tools, input.think),
+                    )
                 } else {
-                    render_go_pairs(source, input.messages, input.tools)
+                    render_go_pairs(source, input.messages, input.tools, input.think)
                 }
             }
         }
@@ -167,6 +173,7 @@ fn render_go_pairs(
     source: &str,
     messages: &[Message],
     tools: Option<&[Value]>,
+    think: Option<bool>,
 ) -> Result<String, TemplateError> {
     let mut out = String::new();
     let mut system: Option<String> = None;
@@ -176,7 +183,10 @@ fn render_go_pairs(
             "system" => system = Some(m.content.clone()),
             "user" => {
                 if let Some(p) = prompt.take() {
-                    out += &render_go(source, &go_data(&[], Some((system.take(), p)), "", tools))?;
+                    out += &render_go(
+                        source,
+                        &go_data(&[], Some((system.take(), p)), "", tools, think),
+                    )?;
                 }
                 prompt = Some(m.content.clone());
             }
@@ -184,7 +194,7 @@ fn render_go_pairs(
                 let p = prompt.take().unwrap_or_default();
                 out += &render_go(
                     source,
-                    &go_data(&[], Some((system.take(), p)), &m.content, tools),
+                    &go_data(&[], Some((system.take(), p)), &m.content, tools, think),
                 )?;
             }
             _ => {}
@@ -193,7 +203,13 @@ fn render_go_pairs(
     if prompt.is_some() || system.is_some() || out.is_empty() {
         out += &render_go(
             source,
-            &go_data(&[], Some((system, prompt.unwrap_or_default())), "", tools),
+            &go_data(
+                &[],
+                Some((system, prompt.unwrap_or_default())),
+                "",
+                tools,
+                think,
+            ),
         )?;
     }
     Ok(out)
@@ -204,6 +220,7 @@ fn go_data(
     pair: Option<(Option<String>, String)>,
     response: &str,
     tools: Option<&[Value]>,
+    think: Option<bool>,
 ) -> GoValue {
     let (system, prompt) = match pair {
         Some((s, p)) => (s.unwrap_or_default(), p),
@@ -229,9 +246,18 @@ fn go_data(
             o.insert("Content".to_string(), GoValue::from(m.content.clone()));
             o.insert(
                 "ToolCalls".to_string(),
+                // An empty list, not nil: gtmpl cannot `range` over nil as Go can.
                 m.tool_calls
                     .as_ref()
-                    .map_or(GoValue::Nil, |c| json_to_go(&Value::from(c.clone()))),
+                    .map_or(GoValue::Array(Vec::new()), |c| go_struct(&Value::from(c.clone()))),
+            );
+            o.insert(
+                "ToolName".to_string(),
+                GoValue::from(m.tool_name.clone().unwrap_or_default()),
+            );
+            o.insert(
+                "Thinking".to_string(),
+                GoValue::from(m.thinking.clone().unwrap_or_default()),
             );
             GoValue::Object(o)
         })
@@ -241,13 +267,57 @@ fn go_data(
     o.insert("Prompt".to_string(), GoValue::from(prompt));
     o.insert("Response".to_string(), GoValue::from(response.to_string()));
     o.insert("Messages".to_string(), GoValue::Array(msgs));
+    o.insert("Think".to_string(), GoValue::Bool(think.unwrap_or(false)));
+    o.insert("IsThinkSet".to_string(), GoValue::Bool(think.is_some()));
     o.insert(
         "Tools".to_string(),
         tools
             .filter(|t| !t.is_empty())
-            .map_or(GoValue::Nil, |t| json_to_go(&Value::from(t.to_vec()))),
+            .map_or(GoValue::Array(Vec::new()), |t| go_struct(&Value::from(t.to_vec()))),
     );
     GoValue::Object(o)
+}
+
+/// Tools and tool calls as Ollama's Go structs present them to templates: fields with capital
+/// initials (`.Function.Name`, `.Function.Parameters.Properties`), while user data (the keys of
+/// `properties`, the `arguments` object) keeps its own keys. `json` prints them back with
+/// lower-case field names, as Go's JSON tags do.
+fn go_struct(v: &Value) -> GoValue {
+    match v {
+        Value::Array(a) => GoValue::Array(a.iter().map(go_struct).collect()),
+        Value::Object(o) => GoValue::Object(
+            o.iter()
+                .map(|(k, v)| {
+                    let value = match k.as_str() {
+                        "properties" => match v {
+                            Value::Object(p) => GoValue::Map(
+                                p.iter().map(|(name, s)| (name.clone(), go_struct(s))).collect(),
+                            ),
+                            other => json_to_go(other),
+                        },
+                        "arguments" => json_to_go(v),
+                        _ => go_struct(v),
+                    };
+                    (capitalize(k), value)
+                })
+                .collect(),
+        ),
+        other => json_to_go(other),
+    }
+}
+
+fn capitalize(k: &str) -> String {
+    let mut c = k.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+fn decapitalize(k: &str) -> String {
+    let mut c = k.chars();
+    c.next()
+        .map(|f| f.to_lowercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 fn json_to_go(v: &Value) -> GoValue {
@@ -276,7 +346,10 @@ fn go_to_json(v: &GoValue) -> Value {
             .or_else(|| n.as_f64().map(Value::from))
             .unwrap_or(Value::Null),
         GoValue::Array(a) => Value::Array(a.iter().map(go_to_json).collect()),
-        GoValue::Object(o) | GoValue::Map(o) => {
+        GoValue::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (decapitalize(k), go_to_json(v))).collect())
+        }
+        GoValue::Map(o) => {
             Value::Object(o.iter().map(|(k, v)| (k.clone(), go_to_json(v))).collect())
         }
     }
@@ -315,6 +388,7 @@ mod tests {
             messages: m,
             add_generation_prompt: true,
             tools: None,
+            think: None,
         }
     }
 
@@ -413,5 +487,41 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.starts_with("template error: "), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod tool_tests {
+    use super::*;
+
+    #[test]
+    fn go_templates_see_tools_and_calls_as_ollama_structs() {
+        let t = ChatTemplate::go(
+            "{{ range .Tools }}[{{ .Function.Name }}:{{ range .Function.Parameters.Required }}{{ . }}{{ end }}:{{ json .Function }}]{{ end }}\
+             {{ range .Messages }}{{ .Role }}={{ .Content }}{{ range .ToolCalls }}<{{ .Function.Name }} {{ json .Function.Arguments }}>{{ end }}{{ if .ToolName }}({{ .ToolName }}){{ end }};{{ end }}\
+             {{ if .Think }}think{{ end }}{{ if .IsThinkSet }}set{{ end }}",
+        )
+        .unwrap();
+        let tools = vec![serde_json::json!({"type": "function", "function": {
+            "name": "get_weather", "description": "Weather",
+            "parameters": {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}}})];
+        let mut call = Message::new("assistant", "");
+        call.tool_calls = Some(vec![serde_json::json!({"function": {"name": "get_weather", "arguments": {"City": "Paris"}}})]);
+        let mut result = Message::new("tool", "18C");
+        result.tool_name = Some("get_weather".into());
+        let msgs = vec![Message::new("user", "hi"), call, result];
+        let out = t
+            .render(&RenderInput {
+                messages: &msgs,
+                add_generation_prompt: true,
+                tools: Some(&tools),
+                think: Some(true),
+            })
+            .unwrap();
+        let json_fn = r#"{"description":"Weather","name":"get_weather","parameters":{"properties":{"city":{"type":"string"}},"required":["city"],"type":"object"}}"#;
+        assert_eq!(
+            out,
+            format!("[get_weather:city:{json_fn}]user=hi;assistant=<get_weather {{\"City\":\"Paris\"}}>;tool=18C(get_weather);thinkset")
+        );
     }
 }

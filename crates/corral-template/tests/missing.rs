@@ -11,6 +11,7 @@ fn unset_fields_are_empty_and_unknown_fields_are_named() {
         messages: &msgs,
         add_generation_prompt: true,
         tools: None,
+        think: None,
     };
     let t = ChatTemplate::go("[{{ .System }}][{{ .Response }}][{{ if .Tools }}tools{{ end }}][{{ range .Messages }}{{ .Role }}{{ if .ToolCalls }}!{{ end }}{{ end }}]").unwrap();
     assert_eq!(t.render(&input).unwrap(), "[][][][user]");
