@@ -8,6 +8,21 @@ cd "$(dirname "$0")/.."
 CORRAL_SETUP_EXTRA="docker-registry" source scripts/setup.sh
 
 scripts/fetch-models.sh >/dev/null
+
+# The real Python clients for the compatibility suite (crates/corral/tests/clients.rs), pinned,
+# in a virtual environment kept between runs and refreshed when the pins change.
+venv="${CORRAL_CLIENT_VENV:-$HOME/.cache/corral/client-venv}"
+if ! cmp -s tests/clients/requirements.txt "$venv/requirements.txt" 2>/dev/null; then
+  python3 -m venv "$venv" 2>/dev/null || {
+    need_venv="python3-venv"
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get install -y -qq "$need_venv" >&2
+    python3 -m venv "$venv"
+  }
+  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/clients/requirements.txt >&2
+  cp tests/clients/requirements.txt "$venv/requirements.txt"
+fi
+export CORRAL_CLIENT_VENV="$venv"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --cargo-profile release --locked --no-fail-fast
 else

@@ -238,9 +238,11 @@ fn check_think(
         Some(serde_json::Value::String(s)) if ["low", "medium", "high"].contains(&s.as_str()) => {
             true
         }
-        Some(other) => return Err(ApiError::bad_request(format!(
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
             "invalid think value: {other}; expected true, false, \"low\", \"medium\" or \"high\""
-        ))),
+        )))
+        }
     };
     if on && !models::supports_thinking(template) {
         return Err(ApiError::bad_request(format!(

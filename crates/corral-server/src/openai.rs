@@ -46,12 +46,26 @@ fn bad(message: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, message)
 }
 
-/// Parse a body, answering malformed JSON in OpenAI's shape.
-fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(bad("missing request body"));
+/// A 400 found while mapping a request; answered in OpenAI's shape.
+#[derive(Debug)]
+struct Invalid(String);
+
+impl IntoResponse for Invalid {
+    fn into_response(self) -> Response {
+        bad(self.0)
     }
-    serde_json::from_slice(body).map_err(|e| bad(format!("invalid request body: {e}")))
+}
+
+fn invalid(message: impl Into<String>) -> Invalid {
+    Invalid(message.into())
+}
+
+/// Parse a body, answering malformed JSON in OpenAI's shape.
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Invalid> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(invalid("missing request body"));
+    }
+    serde_json::from_slice(body).map_err(|e| invalid(format!("invalid request body: {e}")))
 }
 
 /// A native error answer (`{"error": "..."}` with its status) in OpenAI's shape.
@@ -102,7 +116,7 @@ struct Sampling {
 
 impl Sampling {
     /// The native options map: the `options` extension, then the OpenAI fields over it.
-    fn options(&self) -> Result<BTreeMap<String, Value>, Response> {
+    fn options(&self) -> Result<BTreeMap<String, Value>, Invalid> {
         let mut o = self.options.clone().unwrap_or_default();
         let mut set = |k: &str, v: Option<Value>| {
             if let Some(v) = v {
@@ -129,7 +143,7 @@ impl Sampling {
                 o.insert("stop".into(), Value::Array(a.clone()));
             }
             Some(other) => {
-                return Err(bad(format!(
+                return Err(invalid(format!(
                     "invalid stop: {other}; expected a string or a list of strings"
                 )))
             }
@@ -249,7 +263,7 @@ struct OaMessage {
 }
 
 /// Message content: a string, or a list of parts of which only text is supported.
-fn content_text(c: &Option<Value>) -> Result<String, Response> {
+fn content_text(c: &Option<Value>) -> Result<String, Invalid> {
     match c {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
@@ -259,19 +273,21 @@ fn content_text(c: &Option<Value>) -> Result<String, Response> {
                 match p["type"].as_str() {
                     Some("text") => out.push_str(p["text"].as_str().unwrap_or_default()),
                     Some(other) => {
-                        return Err(bad(format!("content part type '{other}' is not supported")))
+                        return Err(invalid(format!(
+                            "content part type '{other}' is not supported"
+                        )))
                     }
-                    None => return Err(bad("invalid content part: no type")),
+                    None => return Err(invalid("invalid content part: no type")),
                 }
             }
             Ok(out)
         }
-        Some(other) => Err(bad(format!("invalid message content: {other}"))),
+        Some(other) => Err(invalid(format!("invalid message content: {other}"))),
     }
 }
 
 /// `response_format` as a native `format`.
-fn format_from(rf: &Option<Value>) -> Result<Option<Value>, Response> {
+fn format_from(rf: &Option<Value>) -> Result<Option<Value>, Invalid> {
     let Some(rf) = rf.as_ref().filter(|v| !v.is_null()) else {
         return Ok(None);
     };
@@ -280,17 +296,17 @@ fn format_from(rf: &Option<Value>) -> Result<Option<Value>, Response> {
         Some("json_object") => Ok(Some(json!("json"))),
         Some("json_schema") => match rf["json_schema"].get("schema") {
             Some(s @ Value::Object(_)) => Ok(Some(s.clone())),
-            _ => Err(bad(
+            _ => Err(invalid(
                 "response_format json_schema needs a json_schema.schema object",
             )),
         },
-        _ => Err(bad(format!("invalid response_format: {rf}"))),
+        _ => Err(invalid(format!("invalid response_format: {rf}"))),
     }
 }
 
 /// OpenAI messages as native ones: content parts joined, tool calls with parsed arguments,
 /// tool results named after the call they answer.
-fn native_messages(msgs: &[OaMessage]) -> Result<Vec<corral_api::Message>, Response> {
+fn native_messages(msgs: &[OaMessage]) -> Result<Vec<corral_api::Message>, Invalid> {
     let mut out = Vec::new();
     let mut call_names: BTreeMap<String, String> = BTreeMap::new();
     for m in msgs {
@@ -353,12 +369,12 @@ fn openai_tool_calls(calls: &Value, with_index: bool) -> Vec<Value> {
 pub async fn chat_completions(State(st): State<AppState>, body: Bytes) -> Response {
     let req: ChatCompletionRequest = match parse(&body) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     if req.messages.is_empty() {
         return bad("messages is required");
     }
-    let build = || -> Result<corral_api::ChatRequest, Response> {
+    let build = || -> Result<corral_api::ChatRequest, Invalid> {
         Ok(corral_api::ChatRequest {
             model: req.model.clone(),
             messages: native_messages(&req.messages)?,
@@ -376,7 +392,7 @@ pub async fn chat_completions(State(st): State<AppState>, body: Bytes) -> Respon
     };
     let native = match build() {
         Ok(n) => n,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let resp = inference::chat(State(st), JsonBody(native)).await;
     if !resp.status().is_success() {
@@ -468,7 +484,7 @@ struct CompletionRequest {
 pub async fn completions(State(st): State<AppState>, body: Bytes) -> Response {
     let req: CompletionRequest = match parse(&body) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let prompt = match &req.prompt {
         Value::String(s) => s.clone(),
@@ -483,7 +499,7 @@ pub async fn completions(State(st): State<AppState>, body: Bytes) -> Response {
     };
     let options = match req.sampling.options() {
         Ok(o) => o,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let native = corral_api::GenerateRequest {
         model: req.model.clone(),
@@ -562,7 +578,7 @@ fn base64_f32(v: &[f32]) -> String {
 pub async fn embeddings(State(st): State<AppState>, body: Bytes) -> Response {
     let req: EmbeddingRequest = match parse(&body) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let base64 = match req.encoding_format.as_deref() {
         None | Some("float") => false,

@@ -250,7 +250,8 @@ impl Tools {
         }
         if end {
             let rest = std::mem::take(&mut self.buf);
-            if !(self.found && rest.trim().is_empty()) && !rest.is_empty() {
+            let only_space_after_calls = self.found && rest.trim().is_empty();
+            if !rest.is_empty() && !only_space_after_calls {
                 out.push(Piece::Content(rest));
             }
         }

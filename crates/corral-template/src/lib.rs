@@ -249,7 +249,9 @@ fn go_data(
                 // An empty list, not nil: gtmpl cannot `range` over nil as Go can.
                 m.tool_calls
                     .as_ref()
-                    .map_or(GoValue::Array(Vec::new()), |c| go_struct(&Value::from(c.clone()))),
+                    .map_or(GoValue::Array(Vec::new()), |c| {
+                        go_struct(&Value::from(c.clone()))
+                    }),
             );
             o.insert(
                 "ToolName".to_string(),
@@ -273,7 +275,9 @@ fn go_data(
         "Tools".to_string(),
         tools
             .filter(|t| !t.is_empty())
-            .map_or(GoValue::Array(Vec::new()), |t| go_struct(&Value::from(t.to_vec()))),
+            .map_or(GoValue::Array(Vec::new()), |t| {
+                go_struct(&Value::from(t.to_vec()))
+            }),
     );
     GoValue::Object(o)
 }
@@ -291,7 +295,9 @@ fn go_struct(v: &Value) -> GoValue {
                     let value = match k.as_str() {
                         "properties" => match v {
                             Value::Object(p) => GoValue::Map(
-                                p.iter().map(|(name, s)| (name.clone(), go_struct(s))).collect(),
+                                p.iter()
+                                    .map(|(name, s)| (name.clone(), go_struct(s)))
+                                    .collect(),
                             ),
                             other => json_to_go(other),
                         },
@@ -346,9 +352,11 @@ fn go_to_json(v: &GoValue) -> Value {
             .or_else(|| n.as_f64().map(Value::from))
             .unwrap_or(Value::Null),
         GoValue::Array(a) => Value::Array(a.iter().map(go_to_json).collect()),
-        GoValue::Object(o) => {
-            Value::Object(o.iter().map(|(k, v)| (decapitalize(k), go_to_json(v))).collect())
-        }
+        GoValue::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (decapitalize(k), go_to_json(v)))
+                .collect(),
+        ),
         GoValue::Map(o) => {
             Value::Object(o.iter().map(|(k, v)| (k.clone(), go_to_json(v))).collect())
         }
@@ -506,7 +514,9 @@ mod tool_tests {
             "name": "get_weather", "description": "Weather",
             "parameters": {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}}})];
         let mut call = Message::new("assistant", "");
-        call.tool_calls = Some(vec![serde_json::json!({"function": {"name": "get_weather", "arguments": {"City": "Paris"}}})]);
+        call.tool_calls = Some(vec![
+            serde_json::json!({"function": {"name": "get_weather", "arguments": {"City": "Paris"}}}),
+        ]);
         let mut result = Message::new("tool", "18C");
         result.tool_name = Some("get_weather".into());
         let msgs = vec![Message::new("user", "hi"), call, result];

@@ -1,0 +1,61 @@
+//! The official `ollama` and `openai` Python clients and LangChain's `langchain-ollama`, pinned
+//! in `tests/clients/requirements.txt`, against the real server (`tests/clients/test_clients.py`).
+//! `scripts/test.sh` makes their virtual environment; `CORRAL_CLIENT_VENV` names another.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::*;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The tools-and-thinking test model: the real SmolLM2 weights with the repository's template.
+pub fn tools_modelfile() -> String {
+    let text =
+        std::fs::read_to_string(repo_root().join("tests/models/smol-tools.Modelfile")).unwrap();
+    format!("FROM {}\n{text}", model_file(SMOL).display())
+}
+
+#[test]
+fn python_clients() {
+    let venv = std::env::var_os("CORRAL_CLIENT_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/corral/client-venv")
+        });
+    let python = venv.join("bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: scripts/test.sh creates it (python3 -m venv, pip install -r tests/clients/requirements.txt)",
+        python.display()
+    );
+    let s = TestServer::start();
+    s.create_smol();
+    s.create("smol-tools", &tools_modelfile());
+    let out = Command::new(python)
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/clients/test_clients.py",
+        ])
+        .current_dir(repo_root())
+        .env("CORRAL_TEST_URL", format!("http://127.0.0.1:{}", s.port))
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .output()
+        .unwrap();
+    let report = format!("{}{}", stdout(&out), stderr(&out));
+    println!("{report}");
+    assert!(
+        out.status.success(),
+        "the client suite failed:\n{report}\nserver log:\n{}",
+        s.log()
+    );
+    assert!(report.contains(" passed"), "{report}");
+}

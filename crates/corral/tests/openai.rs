@@ -1,0 +1,306 @@
+//! OpenAI-compatible endpoints, structured output, embeddings and tool calls, over raw HTTP
+//! against the real server and model (the client libraries are in `clients.rs`).
+
+mod common;
+
+use std::io::Read;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn tools_model(s: &TestServer) {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/models/smol-tools.Modelfile"),
+    )
+    .unwrap();
+    s.create(
+        "smol-tools",
+        &format!("FROM {}\n{text}", model_file(SMOL).display()),
+    );
+}
+
+fn weather_tool() -> Value {
+    json!({"type": "function", "function": {"name": "get_weather", "description": "Get the weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}})
+}
+
+/// POST and return the status, content type and raw body.
+fn post_raw_body(s: &TestServer, path: &str, body: Value) -> (u16, String, String) {
+    let mut resp = s.http.post(s.url(path)).json(&body).send().unwrap();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let mut text = String::new();
+    resp.read_to_string(&mut text).unwrap();
+    (resp.status().as_u16(), ct, text)
+}
+
+#[test]
+fn server_sent_events_are_framed_as_openai_sends_them() {
+    let s = TestServer::start();
+    s.create_smol();
+    for (path, body, object) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "smol", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 6, "stream": true, "stream_options": {"include_usage": true}}),
+            "chat.completion.chunk",
+        ),
+        (
+            "/v1/completions",
+            json!({"model": "smol", "prompt": "Once upon a time", "max_tokens": 6, "stream": true}),
+            "text_completion",
+        ),
+    ] {
+        let (status, ct, text) = post_raw_body(&s, path, body);
+        assert_eq!(status, 200, "{text}");
+        assert!(ct.starts_with("text/event-stream"), "{ct}");
+        assert!(text.ends_with("data: [DONE]\n\n"), "{text:?}");
+        let events: Vec<&str> = text.trim_end().split("\n\n").collect();
+        let chunks: Vec<Value> = events[..events.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e.strip_prefix("data: ").expect("data: prefix")).unwrap())
+            .collect();
+        assert!(chunks.len() >= 3, "{text}");
+        let id = chunks[0]["id"].clone();
+        for c in &chunks {
+            assert_eq!(c["object"], object);
+            assert_eq!(c["id"], id, "one id for the whole stream");
+            assert_eq!(c["model"], "smol:latest");
+        }
+        let finishes: Vec<&Value> = chunks
+            .iter()
+            .filter_map(|c| c["choices"].get(0).map(|ch| &ch["finish_reason"]))
+            .filter(|f| !f.is_null())
+            .collect();
+        assert_eq!(finishes, vec![&json!("length")], "{text}");
+        if path == "/v1/chat/completions" {
+            let last = chunks.last().unwrap();
+            assert_eq!(last["choices"], json!([]));
+            assert_eq!(last["usage"]["completion_tokens"], 6);
+            let text: String = chunks
+                .iter()
+                .filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str())
+                .collect();
+            assert!(!text.is_empty());
+        }
+    }
+    // Errors in OpenAI's shape, with the status that fits.
+    let (status, body) = s.post(
+        "/v1/chat/completions",
+        json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+    );
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(body["error"]["message"], "model 'nope' not found");
+    let (status, body) = s.post_raw("/v1/chat/completions", "{not json");
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid request body"),
+        "{body}"
+    );
+    let (status, body) = s.post(
+        "/v1/embeddings",
+        json!({"model": "smol", "input": [[1, 2, 3]]}),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("token arrays"),
+        "{body}"
+    );
+    let (status, body) = s.post("/v1/chat/completions", json!({"model": "smol", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}}));
+    assert_eq!(status, 400, "{body}");
+}
+
+#[test]
+fn structured_output_and_embeddings() {
+    let s = TestServer::start();
+    s.create_smol();
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}}, "required": ["city", "population"]});
+    for format in [json!("json"), schema.clone()] {
+        let (status, body) = s.post(
+            "/api/generate",
+            json!({"model": "smol", "prompt": "Name a big city and its population, as JSON.", "format": format, "stream": false, "options": {"temperature": 0, "num_predict": 120}}),
+        );
+        assert_eq!(status, 200, "{body}");
+        let v: Value =
+            serde_json::from_str(body["response"].as_str().unwrap()).expect("the answer is JSON");
+        assert!(v.is_object());
+        if format == schema {
+            assert!(v["city"].is_string() && v["population"].is_i64(), "{v}");
+        }
+    }
+    let (status, body) = s.post(
+        "/api/chat",
+        json!({"model": "smol", "messages": [{"role": "user", "content": "x"}], "format": "xml"}),
+    );
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (
+            400,
+            "invalid format: \"xml\"; expected \"json\" or a JSON schema"
+        )
+    );
+
+    let (status, body) = s.post(
+        "/api/embed",
+        json!({"model": "smol", "input": ["a cat", "a dog", "a car"], "dimensions": 64}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let e = body["embeddings"].as_array().unwrap();
+    assert_eq!(e.len(), 3);
+    for v in e {
+        let v: Vec<f64> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(v.len(), 64);
+        assert!((v.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-3);
+    }
+    assert!(body["prompt_eval_count"].as_u64().unwrap() >= 3);
+    // Inputs longer than the context: cut by default, an error when truncate is false.
+    let long = "word ".repeat(400);
+    let (status, body) = s.post(
+        "/api/embed",
+        json!({"model": "smol", "input": long, "options": {"num_ctx": 128}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    // llama.cpp rounds a context up to a multiple of 256 tokens.
+    let n = body["prompt_eval_count"].as_u64().unwrap();
+    assert!((128..=256).contains(&n), "{n}");
+    let (status, body) = s.post(
+        "/api/embed",
+        json!({"model": "smol", "input": long, "truncate": false, "options": {"num_ctx": 128}}),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("input length exceeds the context length"),
+        "{body}"
+    );
+    let (status, _) = s.post(
+        "/api/embed",
+        json!({"model": "smol", "input": "x", "dimensions": 0}),
+    );
+    assert_eq!(status, 400);
+    let (status, body) = s.post("/api/embed", json!({"model": "smol", "input": 5}));
+    assert_eq!(status, 400, "{body}");
+    // The older endpoint: one vector, not normalized.
+    let (status, body) = s.post(
+        "/api/embeddings",
+        json!({"model": "smol", "prompt": "a cat"}),
+    );
+    assert_eq!(status, 200);
+    let v: Vec<f64> = body["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert!((v.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() > 1e-3);
+    // The server keeps serving answers after all that.
+    let (status, _) = s.post(
+        "/api/generate",
+        json!({"model": "smol", "prompt": "hi", "stream": false, "options": {"num_predict": 2}}),
+    );
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn native_tool_call_round_trip() {
+    let s = TestServer::start();
+    s.create_smol();
+    tools_model(&s);
+    let (_, show) = s.post("/api/show", json!({"model": "smol-tools"}));
+    assert_eq!(
+        show["capabilities"],
+        json!(["completion", "tools", "thinking"])
+    );
+
+    let user = json!({"role": "user", "content": "What is the weather in Paris?"});
+    let (status, body) = s.post(
+        "/api/chat",
+        json!({"model": "smol-tools", "messages": [user], "tools": [weather_tool()], "tool_choice": "required", "stream": false, "options": {"temperature": 0}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let calls = body["message"]["tool_calls"]
+        .as_array()
+        .expect("tool calls")
+        .clone();
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    let city = calls[0]["function"]["arguments"]["city"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!city.is_empty());
+    assert_eq!(body["message"]["content"], "");
+
+    // Streaming: the call arrives as one chunk with tool_calls.
+    let lines = s.stream(
+        "/api/chat",
+        json!({"model": "smol-tools", "messages": [user], "tools": [weather_tool()], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}, "options": {"temperature": 0}}),
+    );
+    let streamed: Vec<&Value> = lines
+        .iter()
+        .filter_map(|(_, v)| v["message"].get("tool_calls"))
+        .collect();
+    assert_eq!(streamed.len(), 1, "{lines:?}");
+    assert_eq!(lines.last().unwrap().1["done"], true);
+
+    // The result goes back in; the model answers in words.
+    let mut result = json!({"role": "tool", "tool_name": "get_weather", "content": format!("{{\"city\": \"{city}\", \"temperature_c\": 18}}")});
+    result["tool_name"] = json!("get_weather");
+    let (status, body) = s.post(
+        "/api/chat",
+        json!({"model": "smol-tools", "messages": [user, {"role": "assistant", "content": "", "tool_calls": calls}, result],
+               "tools": [weather_tool()], "stream": false, "options": {"temperature": 0, "num_predict": 40}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body["message"]["content"]
+            .as_str()
+            .unwrap()
+            .trim()
+            .is_empty(),
+        "{body}"
+    );
+
+    // Errors: a model without tool support, a tool_choice naming no tool, thinking without support.
+    let (status, body) = s.post(
+        "/api/chat",
+        json!({"model": "smol", "messages": [user], "tools": [weather_tool()]}),
+    );
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (400, "smol:latest does not support tools")
+    );
+    let (status, body) = s.post("/api/chat", json!({"model": "smol-tools", "messages": [user], "tools": [weather_tool()], "tool_choice": {"type": "function", "function": {"name": "nope"}}}));
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = s.post(
+        "/api/generate",
+        json!({"model": "smol", "prompt": "hi", "think": true}),
+    );
+    assert_eq!(
+        (status, body["error"].as_str().unwrap()),
+        (400, "\"smol:latest\" does not support thinking")
+    );
+    // Thinking where the template supports it: the answer starts inside the thinking.
+    let (status, body) = s.post("/api/generate", json!({"model": "smol-tools", "prompt": "What is 2+2?", "think": true, "stream": false, "options": {"temperature": 0, "num_predict": 30}}));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body["thinking"].as_str().unwrap_or_default().is_empty(),
+        "{body}"
+    );
+}

@@ -1,0 +1,241 @@
+"""The real client libraries against a running Corral server.
+
+Run by `crates/corral/tests/clients.rs`, which starts the server, creates the models and sets
+CORRAL_TEST_URL. Models: `smol` (SmolLM2 from its GGUF) and `smol-tools` (the same weights
+with tests/models/smol-tools.Modelfile, whose template renders tools and can think).
+"""
+
+import json
+import math
+import os
+
+import jsonschema
+import ollama
+import openai
+import pytest
+from langchain_ollama import ChatOllama, OllamaEmbeddings
+
+URL = os.environ["CORRAL_TEST_URL"]
+SHORT = {"temperature": 0, "num_predict": 24}
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "The city"}},
+            "required": ["city"],
+        },
+    },
+}
+
+PERSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": "integer"},
+        "likes_cats": {"type": "boolean"},
+    },
+    "required": ["name", "age", "likes_cats"],
+}
+
+
+def cosine(a, b):
+    dot = sum(x * y for x, y in zip(a, b))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+@pytest.fixture(scope="module")
+def native():
+    return ollama.Client(host=URL)
+
+
+@pytest.fixture(scope="module")
+def oai():
+    return openai.OpenAI(base_url=URL + "/v1", api_key="corral")
+
+
+# ---- ollama --------------------------------------------------------------------------------
+
+
+def test_ollama_list_and_show(native):
+    names = [m.model for m in native.list().models]
+    assert "smol:latest" in names and "smol-tools:latest" in names
+    show = native.show("smol")
+    assert show.modelinfo["general.architecture"] == "llama"
+    assert "completion" in show.capabilities
+    assert "tools" in native.show("smol-tools").capabilities
+
+
+def test_ollama_chat_and_stream(native):
+    r = native.chat("smol", messages=[{"role": "user", "content": "Say hello."}], options=SHORT)
+    assert r.message.role == "assistant" and r.message.content.strip()
+    assert r.done and r.eval_count > 0
+    parts = list(native.chat("smol", messages=[{"role": "user", "content": "Count to five."}], options=SHORT, stream=True))
+    assert len(parts) > 2 and parts[-1].done
+    assert "".join(p.message.content for p in parts).strip()
+
+
+def test_ollama_generate_and_keep_alive_floats(native):
+    r = native.generate("smol", "The capital of France is", options=SHORT, keep_alive=-1.0)
+    assert r.response.strip() and r.done_reason in ("stop", "length")
+    r = native.generate("smol", "", keep_alive=0.0)
+    assert r.done_reason == "unload"
+
+
+def test_ollama_json_mode_and_schema(native):
+    r = native.chat(
+        "smol",
+        messages=[{"role": "user", "content": "Describe a person as JSON."}],
+        format="json",
+        options={"temperature": 0, "num_predict": 200},
+    )
+    assert isinstance(json.loads(r.message.content), dict)
+    r = native.chat(
+        "smol",
+        messages=[{"role": "user", "content": "Invent a person. Answer in JSON."}],
+        format=PERSON_SCHEMA,
+        options={"temperature": 0, "num_predict": 200},
+    )
+    jsonschema.validate(json.loads(r.message.content), PERSON_SCHEMA)
+
+
+def test_ollama_embeddings(native):
+    r = native.embed("smol", input=["The cat sits on the mat.", "A kitten rests on a rug.", "Stock markets fell sharply after the rate rise."])
+    a, b, c = r.embeddings
+    assert abs(sum(x * x for x in a) - 1) < 1e-3, "vectors are L2-normalized"
+    assert cosine(a, b) > cosine(a, c)
+    assert len(native.embed("smol", input="one", dimensions=32).embeddings[0]) == 32
+    legacy = native.embeddings("smol", prompt="The cat sits on the mat.")
+    assert len(legacy.embedding) == len(a)
+
+
+def test_ollama_tools_empty_list_and_unsupported(native):
+    # The client sends "tools": [] with every chat: that is no tools, not an error.
+    r = native.chat("smol", messages=[{"role": "user", "content": "hi"}], tools=[], options=SHORT)
+    assert r.message.content
+    with pytest.raises(ollama.ResponseError) as e:
+        native.chat("smol", messages=[{"role": "user", "content": "weather?"}], tools=[WEATHER_TOOL])
+    assert e.value.status_code == 400 and "does not support tools" in e.value.error
+
+
+def test_ollama_thinking(native):
+    r = native.chat("smol-tools", messages=[{"role": "user", "content": "What is 2+2?"}], think=True, options={"temperature": 0, "num_predict": 40})
+    assert r.message.thinking
+    with pytest.raises(ollama.ResponseError) as e:
+        native.chat("smol", messages=[{"role": "user", "content": "hi"}], think=True)
+    assert e.value.status_code == 400 and "does not support thinking" in e.value.error
+
+
+def test_ollama_unknown_model(native):
+    with pytest.raises(ollama.ResponseError) as e:
+        native.chat("nope", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.status_code == 404 and "not found" in e.value.error
+
+
+# ---- openai --------------------------------------------------------------------------------
+
+
+def test_openai_chat_and_stream(oai):
+    r = oai.chat.completions.create(model="smol", messages=[{"role": "user", "content": "Say hello."}], max_tokens=16, temperature=0)
+    assert r.object == "chat.completion"
+    assert r.choices[0].message.content.strip()
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.usage.completion_tokens > 0
+    chunks = list(
+        oai.chat.completions.create(
+            model="smol",
+            messages=[{"role": "user", "content": "Count to five."}],
+            max_tokens=16,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip()
+    assert chunks[-1].usage.completion_tokens > 0 and chunks[-1].choices == []
+    assert any(c.choices and c.choices[0].finish_reason for c in chunks)
+
+
+def test_openai_native_options_pass_through(oai):
+    r = oai.chat.completions.create(
+        model="smol",
+        messages=[{"role": "user", "content": "Say hello."}],
+        max_tokens=8,
+        extra_body={"options": {"num_ctx": 1024, "temperature": 0}},
+    )
+    assert r.choices[0].message.content
+
+
+def test_openai_completions(oai):
+    r = oai.completions.create(model="smol", prompt="The capital of France is", max_tokens=8, temperature=0)
+    assert r.choices[0].text.strip()
+
+
+def test_openai_json_schema(oai):
+    r = oai.chat.completions.create(
+        model="smol",
+        messages=[{"role": "user", "content": "Invent a person. Answer in JSON."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON_SCHEMA}},
+        max_tokens=200,
+        temperature=0,
+    )
+    jsonschema.validate(json.loads(r.choices[0].message.content), PERSON_SCHEMA)
+
+
+def test_openai_embeddings(oai):
+    # The client asks for base64 unless told otherwise, and decodes it.
+    r = oai.embeddings.create(model="smol", input=["The cat sits on the mat.", "A kitten rests on a rug.", "Stock markets fell sharply after the rate rise."])
+    a, b, c = (d.embedding for d in r.data)
+    assert cosine(a, b) > cosine(a, c)
+    f = oai.embeddings.create(model="smol", input="The cat sits on the mat.", encoding_format="float")
+    assert max(abs(x - y) for x, y in zip(f.data[0].embedding, a)) < 1e-5
+
+
+def test_openai_models(oai):
+    ids = [m.id for m in oai.models.list().data]
+    assert "smol:latest" in ids
+    assert oai.models.retrieve("smol:latest").id == "smol:latest"
+
+
+def test_openai_unknown_model(oai):
+    with pytest.raises(openai.NotFoundError) as e:
+        oai.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    assert "not found" in str(e.value)
+
+
+def test_openai_tool_round_trip(oai):
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    r = oai.chat.completions.create(model="smol-tools", messages=messages, tools=[WEATHER_TOOL], tool_choice="required", temperature=0)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    args = json.loads(call.function.arguments)
+    assert isinstance(args["city"], str) and args["city"]
+    # The result goes back; the model answers in words.
+    messages.append(choice.message.model_dump(exclude_none=True))
+    messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps({"city": args["city"], "temperature_c": 18, "sky": "sunny"})})
+    r = oai.chat.completions.create(model="smol-tools", messages=messages, tools=[WEATHER_TOOL], max_tokens=40, temperature=0)
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.choices[0].message.content.strip()
+    # Streaming a forced call delivers it as a tool_calls delta.
+    chunks = list(oai.chat.completions.create(model="smol-tools", messages=messages[:1], tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}}, stream=True))
+    calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert calls and calls[0].function.name == "get_weather"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+
+
+# ---- langchain-ollama ----------------------------------------------------------------------
+
+
+def test_langchain_chat_and_embeddings():
+    llm = ChatOllama(model="smol", base_url=URL, temperature=0, num_predict=16)
+    assert llm.invoke("Say hello.").content.strip()
+    assert "".join(c.content for c in llm.stream("Count to three.")).strip()
+    emb = OllamaEmbeddings(model="smol", base_url=URL)
+    docs = emb.embed_documents(["The cat sits on the mat.", "Stock markets fell."])
+    q = emb.embed_query("A kitten rests on a rug.")
+    assert cosine(q, docs[0]) > cosine(q, docs[1])
