@@ -75,6 +75,8 @@ pub struct SamplingParams {
     pub num_predict: Option<u32>,
     /// A GBNF grammar (root rule `root`) every answer must follow: structured output.
     pub grammar: Option<String>,
+    /// Tokens at the start that a context shift keeps.
+    pub num_keep: u32,
 }
 
 /// An event while generating.
@@ -134,6 +136,9 @@ pub struct Sequence {
     prompt_evaluated: usize,
     sampler: LlamaSampler,
     num_predict: Option<u32>,
+    num_keep: usize,
+    /// Context shifts so far.
+    shifts: u32,
     /// Index of this sequence's logits in the last batch, once it has some to sample.
     logits_idx: Option<i32>,
     /// The last sampled token, to be fed in the next step.
@@ -485,6 +490,8 @@ impl Engine {
             prompt_evaluated: 0,
             sampler,
             num_predict: sp.num_predict,
+            num_keep: sp.num_keep as usize,
+            shifts: 0,
             logits_idx: None,
             to_feed: None,
             generated: Vec::new(),
@@ -509,10 +516,10 @@ impl Engine {
             if s.finish.is_some() {
                 continue;
             }
-            if s.num_predict
-                .is_some_and(|n| s.generated.len() >= n as usize)
-                || self.cached[s.slot].len() >= self.n_ctx_slot as usize
-            {
+            let full = self.cached[s.slot].len() >= self.n_ctx_slot as usize;
+            // Without num_predict an answer may be one context long; with it, as long as asked.
+            let limit = s.num_predict.unwrap_or(self.n_ctx_slot) as usize;
+            if s.generated.len() >= limit || (full && s.num_predict.is_none() && s.shifts > 0) {
                 s.finish = Some(Finish::Length);
                 continue;
             }
@@ -522,10 +529,49 @@ impl Engine {
                 continue;
             }
             s.generated.push(tok.0);
-            s.to_feed = Some(tok);
             events[i].push(StepEvent::Piece(vocab.token_to_piece(tok, false, None)));
+            if full {
+                self.shift(s, tok);
+            } else {
+                s.to_feed = Some(tok);
+            }
         }
         Ok(events)
+    }
+
+    /// Context shift for a sequence whose slot is full: keep its first `num_keep` tokens, drop
+    /// the oldest half of the rest, and evaluate the kept tail again (followed by `next`, the
+    /// token just sampled) as if it were prompt. Re-evaluating instead of moving cache entries
+    /// works for every kind of KV cache (sliding-window and recurrent ones cannot be shifted).
+    fn shift(&mut self, s: &mut Sequence, next: LlamaToken) {
+        let cached = &mut self.cached[s.slot];
+        let len = cached.len();
+        let keep = s.num_keep.min(len / 2);
+        let discard = (len - keep) / 2;
+        tracing::warn!(
+            slot = s.slot,
+            n_ctx = self.n_ctx_slot,
+            keep,
+            discard,
+            "context full: shifting (dropping the oldest half after num_keep)"
+        );
+        let mut tail: Vec<LlamaToken> = cached[keep + discard..].to_vec();
+        tail.push(next);
+        let kept = if self
+            .ctx
+            .kv_cache_seq_rm(s.slot as i32, Some(keep as u32), None)
+            .is_ok()
+        {
+            keep
+        } else {
+            let _ = self.ctx.kv_cache_seq_rm(s.slot as i32, None, None);
+            0
+        };
+        let mut pending: Vec<LlamaToken> = cached[kept..keep].to_vec();
+        pending.extend(tail);
+        cached.truncate(kept);
+        s.pending = pending;
+        s.shifts += 1;
     }
 
     /// Feed the batch for the sequences still running: call after [`Engine::step`] has handed
@@ -580,7 +626,9 @@ impl Engine {
                 }
             }
             used += n;
-            s.prompt_evaluated += n;
+            if s.prompt_done.is_none() {
+                s.prompt_evaluated += n;
+            }
             events[i].push(StepEvent::Progress {
                 evaluated: s.prompt_evaluated,
                 total: s.prompt_evaluated + s.pending.len(),

@@ -519,6 +519,7 @@ fn sampling(o: &Options) -> SamplingParams {
         seed: o.seed.filter(|s| *s >= 0).map(|s| s as u32),
         num_predict: o.num_predict.filter(|n| *n >= 0).map(|n| n as u32),
         grammar: None,
+        num_keep: o.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as u32,
     }
 }
 

@@ -300,3 +300,39 @@ fn no_runner_is_left_after_the_server_stops() {
         "runner left behind"
     );
 }
+
+#[test]
+fn a_long_answer_shifts_the_context_instead_of_stopping() {
+    let s = TestServer::start();
+    s.create_smol();
+    s.create("gemma", &format!("FROM {}\n", model_file(GEMMA).display()));
+    for model in ["smol", "gemma"] {
+        // Counting goes on for ever; 400 tokens do not fit a 256-token context.
+        let (status, body) = s.post(
+            "/api/generate",
+            serde_json::json!({"model": model, "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", "raw": true, "stream": false,
+                               "options": {"num_ctx": 256, "num_predict": 400, "temperature": 0}}),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            (body["eval_count"].as_u64(), body["done_reason"].as_str()),
+            (Some(400), Some("length")),
+            "{model}: {body}"
+        );
+        // The count carries on across the shifts.
+        let text = body["response"].as_str().unwrap();
+        assert!(text.contains(" 60, 61, 62,"), "{model}: {text}");
+        // Without num_predict an answer is at most one context long.
+        let (_, body) = s.post(
+            "/api/generate",
+            serde_json::json!({"model": model, "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", "raw": true, "stream": false,
+                               "options": {"num_ctx": 256, "temperature": 0}}),
+        );
+        assert_eq!(
+            (body["eval_count"].as_u64(), body["done_reason"].as_str()),
+            (Some(256), Some("length")),
+            "{model}: {body}"
+        );
+    }
+    assert!(s.log().contains("context full: shifting"));
+}
