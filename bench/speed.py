@@ -89,17 +89,25 @@ def runner_pid(store):
 SAMPLING = {"temperature": 0, "top_k": 40, "top_p": 0.9, "repeat_penalty": 1.1, "repeat_last_n": 64, "seed": 0}
 
 
+# Gemma 3's GGUF has no chat template; without one only the last message would be rendered.
+TEMPLATES = {
+    "gemma": 'TEMPLATE """{{- range .Messages }}{{ if eq .Role "assistant" }}<start_of_turn>model\n{{ .Content }}<end_of_turn>\n'
+             '{{ else }}<start_of_turn>user\n{{ .Content }}<end_of_turn>\n{{ end }}{{ end }}<start_of_turn>model\n"""\n',
+}
+
+
+def engine_run(a, gguf, prompt_file):
+    """One in-process engine run (after its own warm-up run)."""
+    lines = subprocess.run([a.limit, gguf, prompt_file, str(a.threads), str(a.gen), "1"],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    return [json.loads(l) for l in lines if l.startswith("{")][0]
+
+
 def bench_model(a, name, gguf, prompt_text, work):
     med = statistics.median
     out = {}
-    # Engine limit, in-process.
     prompt_file = f"{work}/prompt.txt"
     open(prompt_file, "w").write(prompt_text)
-    lines = subprocess.run([a.limit, gguf, prompt_file, str(a.threads), str(a.gen), str(a.runs)],
-                           capture_output=True, text=True, check=True).stdout.splitlines()
-    eng = [json.loads(l) for l in lines if l.startswith("{")]
-    out["engine"] = {"prompt_tokens": eng[0]["prompt_tokens"], "prompt_tps": med(e["prompt_tps"] for e in eng),
-                     "decode_tps": med(e["decode_tps"] for e in eng), "gen_tokens": med(e["gen_tokens"] for e in eng)}
 
     # Corral over HTTP: a fresh server, so the first request is a cold load.
     s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
@@ -115,19 +123,23 @@ def bench_model(a, name, gguf, prompt_text, work):
             except OSError:
                 time.sleep(0.1)
         mf = f"{work}/Modelfile.{name}"
-        open(mf, "w").write(f"FROM {gguf}\n")
+        open(mf, "w").write(f"FROM {gguf}\n" + TEMPLATES.get(name, ""))
         subprocess.run([a.corral, "create", name, "-f", mf], env=env, check=True, stderr=subprocess.DEVNULL)
         short = {"temperature": 0, "num_predict": 4}
         cold, _, _ = timed_stream(base, "/api/chat", {"model": name, "messages": [{"role": "user", "content": "Hello!"}], "options": short})
         warm = [timed_stream(base, "/api/chat", {"model": name, "messages": [{"role": "user", "content": f"Hello number {i}!"}], "options": short})[0]
                 for i in range(a.runs)]
-        # The same raw prompts the engine saw, timed at the client.
-        e2e = []
+        # The same raw prompts the engine saw, timed at the client. Engine and Corral runs take
+        # turns, so a change in the machine's load touches both alike.
+        e2e, eng = [], []
         for run in range(a.runs + 1):
             first, last, final = timed_stream(base, "/api/generate", {"model": name, "prompt": f"Run {run}: {prompt_text}", "raw": True,
                                                                       "options": dict(SAMPLING, num_predict=a.gen)})
             if run:
                 e2e.append((final["prompt_eval_count"] / first, (final["eval_count"] - 1) / (last - first), final["eval_count"]))
+                eng.append(engine_run(a, gguf, prompt_file))
+        out["engine"] = {"prompt_tokens": eng[0]["prompt_tokens"], "prompt_tps": med(e["prompt_tps"] for e in eng),
+                         "decode_tps": med(e["decode_tps"] for e in eng), "gen_tokens": med(e["gen_tokens"] for e in eng)}
         out["corral"] = {"prompt_tps": med(x[0] for x in e2e), "decode_tps": med(x[1] for x in e2e), "gen_tokens": med(x[2] for x in e2e)}
         # A chat with a long history, then its second turn.
         turn1, turn2, hist_tokens = [], [], []

@@ -263,6 +263,10 @@ impl Engine {
             .with_n_seq_max(n_slots)
             .with_n_threads(p.n_threads.max(1) as i32)
             .with_n_threads_batch(p.n_threads.max(1) as i32)
+            // Keep the whole context for sliding-window layers too (Gemma 3), so a new
+            // prompt can reuse any cached prefix instead of starting over; it costs KV memory
+            // only on the sliding-window layers.
+            .with_swa_full(true)
             .with_no_perf(false);
         let mut ctx = model
             .new_context(backend, cparams)
