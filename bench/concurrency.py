@@ -38,6 +38,19 @@ def measure(base, model, streams, n):
     tokens = sum(o["eval_count"] for o in out)
     return tokens / wall
 
+def start_server(corral, store, log, **settings):
+    """A `corral serve` on a free loopback port with its own store; (process, base URL, env)."""
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    env = dict(os.environ, CORRAL_HOST=f"127.0.0.1:{port}", CORRAL_MODELS=store, CORRAL_KEEP_ALIVE="-1", **settings)
+    server = subprocess.Popen([corral, "serve"], env=env, stderr=open(log, "w"))
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(base + "/api/version"); break
+        except OSError:
+            time.sleep(0.1)
+    return server, base, env
+
 def cpu_model():
     try:
         for line in open("/proc/cpuinfo"):
@@ -57,16 +70,8 @@ def main():
     a = ap.parse_args()
 
     work = tempfile.mkdtemp()
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
-    env = dict(os.environ, CORRAL_HOST=f"127.0.0.1:{port}", CORRAL_MODELS=f"{work}/models", CORRAL_NUM_PARALLEL="8", CORRAL_KEEP_ALIVE="-1")
-    server = subprocess.Popen([a.corral, "serve"], env=env, stderr=open(f"{work}/server.log", "w"))
-    base = f"http://127.0.0.1:{port}"
+    server, base, env = start_server(a.corral, f"{work}/models", f"{work}/server.log", CORRAL_NUM_PARALLEL="8")
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(base + "/api/version"); break
-            except OSError:
-                time.sleep(0.1)
         models = {"smol": "SmolLM2-135M-Instruct.Q4_1.gguf", "gemma": "gemma-3-270m-q4_k_m.gguf"}
         for name, f in models.items():
             mf = f"{work}/Modelfile.{name}"

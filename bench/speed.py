@@ -15,10 +15,10 @@ Each figure is the median of --runs runs (after one warm-up). Prints a table, wr
 Standard library only. Usage: bench/run.sh, or
   python3 bench/speed.py --corral PATH --limit PATH --models DIR [--runs 3] [--threads N]
 """
-import argparse, json, os, socket, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, statistics, subprocess, sys, tempfile, time
 import urllib.request
 
-from concurrency import cpu_model
+from concurrency import cpu_model, start_server
 
 SENTENCES = [
     "The river bent slowly around the old mill, where the miller kept his ledgers in a tin box.",
@@ -110,18 +110,10 @@ def bench_model(a, name, gguf, prompt_text, work):
     open(prompt_file, "w").write(prompt_text)
 
     # Corral over HTTP: a fresh server, so the first request is a cold load.
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
     store = f"{work}/{name}-models"
-    env = dict(os.environ, CORRAL_HOST=f"127.0.0.1:{port}", CORRAL_MODELS=store, CORRAL_NUM_PARALLEL="1",
-               CORRAL_KEEP_ALIVE="-1", CORRAL_NUM_THREADS=str(a.threads))
-    server = subprocess.Popen([a.corral, "serve"], env=env, stderr=open(f"{work}/{name}-server.log", "w"))
-    base = f"http://127.0.0.1:{port}"
+    server, base, env = start_server(a.corral, store, f"{work}/{name}-server.log",
+                                     CORRAL_NUM_PARALLEL="1", CORRAL_NUM_THREADS=str(a.threads))
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(base + "/api/version"); break
-            except OSError:
-                time.sleep(0.1)
         mf = f"{work}/Modelfile.{name}"
         open(mf, "w").write(f"FROM {gguf}\n" + TEMPLATES.get(name, ""))
         subprocess.run([a.corral, "create", name, "-f", mf], env=env, check=True, stderr=subprocess.DEVNULL)

@@ -55,16 +55,7 @@ pub async fn pull(
         .map_err(|e| RegistryError::Invalid(format!("pull model manifest: {e}")))?;
     let manifest = parse_manifest(&bytes)?;
 
-    let mut blobs: Vec<&Layer> = Vec::new();
-    for l in manifest
-        .layers
-        .iter()
-        .chain(std::iter::once(&manifest.config))
-    {
-        if !blobs.iter().any(|b| b.digest == l.digest) {
-            blobs.push(l);
-        }
-    }
+    let blobs = manifest.unique_blobs();
     let mut fetched = Vec::new();
     // Held until the blobs are in place, so a concurrent pull cannot restart a download
     // that is being verified.

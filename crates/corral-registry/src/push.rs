@@ -39,16 +39,7 @@ pub async fn push(
         }
     }
 
-    let mut blobs: Vec<&Layer> = Vec::new();
-    for l in manifest
-        .layers
-        .iter()
-        .chain(std::iter::once(&manifest.config))
-    {
-        if !blobs.iter().any(|b| b.digest == l.digest) {
-            blobs.push(l);
-        }
-    }
+    let blobs = manifest.unique_blobs();
     for layer in blobs {
         push_blob(&repo, store, layer, siblings.get(&layer.digest), sink).await?;
     }

@@ -169,6 +169,23 @@ fn usage(v: &Value) -> Value {
     json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
 }
 
+/// The stream chunk carrying `choice`, followed after the last one by the usage chunk (no
+/// choices) when `stream_options.include_usage` asked for it.
+fn with_usage(
+    base: impl Fn(Value) -> Value,
+    choice: Value,
+    v: &Value,
+    include_usage: bool,
+) -> Vec<Value> {
+    let mut out = vec![base(json!([choice]))];
+    if include_usage && v["done"].as_bool().unwrap_or(false) {
+        let mut u = base(json!([]));
+        u["usage"] = usage(v);
+        out.push(u);
+    }
+    out
+}
+
 /// Read a native NDJSON answer, calling `on_line` for each object; `false` from it stops.
 async fn each_line(body: Body, mut on_line: impl FnMut(Value) -> bool) {
     let mut stream = body.into_data_stream();
@@ -448,15 +465,12 @@ pub async fn chat_completions(State(st): State<AppState>, body: Bytes) -> Respon
         }
         let done = v["done"].as_bool().unwrap_or(false);
         let finish = done.then(|| finish_reason(v["done_reason"].as_str(), saw_calls));
-        let mut out = vec![base(
-            json!([{"index": 0, "delta": delta, "finish_reason": finish}]),
-        )];
-        if done && include_usage {
-            let mut u = base(json!([]));
-            u["usage"] = usage(v);
-            out.push(u);
-        }
-        out
+        with_usage(
+            base,
+            json!({"index": 0, "delta": delta, "finish_reason": finish}),
+            v,
+            include_usage,
+        )
     })
 }
 
@@ -538,15 +552,12 @@ pub async fn completions(State(st): State<AppState>, body: Bytes) -> Response {
         };
         let done = v["done"].as_bool().unwrap_or(false);
         let finish = done.then(|| finish_reason(v["done_reason"].as_str(), false));
-        let mut out = vec![base(
-            json!([{"text": v["response"], "index": 0, "logprobs": null, "finish_reason": finish}]),
-        )];
-        if done && include_usage {
-            let mut u = base(json!([]));
-            u["usage"] = usage(v);
-            out.push(u);
-        }
-        out
+        with_usage(
+            base,
+            json!({"text": v["response"], "index": 0, "logprobs": null, "finish_reason": finish}),
+            v,
+            include_usage,
+        )
     })
 }
 

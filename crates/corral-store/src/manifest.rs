@@ -68,6 +68,17 @@ impl Manifest {
         self.layers.iter().map(|l| l.size).sum()
     }
 
+    /// Each blob once, layers first, then the config: what a pull fetches or a push sends.
+    pub fn unique_blobs(&self) -> Vec<&Layer> {
+        let mut out: Vec<&Layer> = Vec::new();
+        for l in self.layers.iter().chain(std::iter::once(&self.config)) {
+            if !out.iter().any(|b| b.digest == l.digest) {
+                out.push(l);
+            }
+        }
+        out
+    }
+
     /// Every blob this manifest references, config included.
     pub fn digests(&self) -> impl Iterator<Item = &Digest> {
         std::iter::once(&self.config.digest).chain(self.layers.iter().map(|l| &l.digest))

@@ -166,6 +166,16 @@ fn seed(reg: &Registry, name: &str, env: &[(&str, &str)]) -> u64 {
     std::fs::metadata(model_file(SMOL)).unwrap().len()
 }
 
+/// `corral pull --insecure` in the background.
+fn spawn_pull(s: &TestServer, name: &str) -> std::process::Child {
+    std::process::Command::new(corral_exe())
+        .args(["pull", name, "--insecure"])
+        .env("CORRAL_HOST", format!("127.0.0.1:{}", s.port))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn download_done(s: &TestServer) -> u64 {
     s.store_files()
         .iter()
@@ -208,12 +218,7 @@ fn interrupted_pulls_resume() {
     proxy.down.store(false, Ordering::SeqCst);
     proxy.cut_after.store(u64::MAX, Ordering::SeqCst);
     proxy.rate.store(4 << 20, Ordering::SeqCst);
-    let mut cli = std::process::Command::new(corral_exe())
-        .args(["pull", &name, "--insecure"])
-        .env("CORRAL_HOST", format!("127.0.0.1:{}", s.port))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cli = spawn_pull(&s, &name);
     assert!(wait_for(Duration::from_secs(30), || download_done(&s)
         > kept + (8 << 20)));
     cli.kill().unwrap();
@@ -230,12 +235,7 @@ fn interrupted_pulls_resume() {
 
     // 3. The server itself is killed mid-pull and started again on the same store: the
     //    download survives the crash and start-up pruning.
-    let mut cli = std::process::Command::new(corral_exe())
-        .args(["pull", &name, "--insecure"])
-        .env("CORRAL_HOST", format!("127.0.0.1:{}", s.port))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cli = spawn_pull(&s, &name);
     assert!(wait_for(Duration::from_secs(30), || download_done(&s)
         > kept + (8 << 20)));
     let mut s = s;
