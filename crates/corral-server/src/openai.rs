@@ -186,6 +186,14 @@ fn with_usage(
     out
 }
 
+/// A native `"stream": false` answer as JSON.
+async fn whole_answer(resp: Response) -> Value {
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    serde_json::from_slice(&body).unwrap_or_default()
+}
+
 /// Read a native NDJSON answer, calling `on_line` for each object; `false` from it stops.
 async fn each_line(body: Body, mut on_line: impl FnMut(Value) -> bool) {
     let mut stream = body.into_data_stream();
@@ -418,10 +426,7 @@ pub async fn chat_completions(State(st): State<AppState>, body: Bytes) -> Respon
     let id = new_id("chatcmpl");
     let created = now();
     if !req.stream {
-        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap_or_default();
-        let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let v = whole_answer(resp).await;
         let calls = openai_tool_calls(&v["message"]["tool_calls"], false);
         let mut message = json!({"role": "assistant", "content": v["message"]["content"]});
         if let Some(t) = v["message"]["thinking"].as_str() {
@@ -531,10 +536,7 @@ pub async fn completions(State(st): State<AppState>, body: Bytes) -> Response {
     let id = new_id("cmpl");
     let created = now();
     if !req.stream {
-        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap_or_default();
-        let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let v = whole_answer(resp).await;
         return Json(json!({
             "id": id, "object": "text_completion", "created": created, "model": v["model"],
             "system_fingerprint": "fp_corral",
