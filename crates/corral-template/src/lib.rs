@@ -134,6 +134,13 @@ fn jinja_message(m: &Message) -> Value {
     if let Some(name) = &m.tool_name {
         v["name"] = Value::from(name.clone());
     }
+    if let Some(id) = &m.tool_call_id {
+        v["tool_call_id"] = Value::from(id.clone());
+    }
+    if let Some(t) = &m.thinking {
+        // What Hugging Face templates call the thinking of an earlier assistant turn.
+        v["reasoning_content"] = Value::from(t.clone());
+    }
     v
 }
 
@@ -532,6 +539,46 @@ mod tool_tests {
         assert_eq!(
             out,
             format!("[get_weather:city:{json_fn}]user=hi;assistant=<get_weather {{\"City\":\"Paris\"}}>;tool=18C(get_weather);thinkset")
+        );
+    }
+}
+
+#[cfg(test)]
+mod jinja_tool_tests {
+    use super::*;
+
+    #[test]
+    fn jinja_templates_see_tools_calls_and_results() {
+        let t = ChatTemplate::jinja(
+            "{% if tools %}{% for t in tools %}[{{ t.function.name }}]{% endfor %}{% endif %}\
+             {% for m in messages %}{{ m.role }}:{{ m.content }}\
+             {% if m.tool_calls %}{% for c in m.tool_calls %}<{{ c.function.name }} {{ c.function.arguments | tojson }}>{% endfor %}{% endif %}\
+             {% if m.tool_call_id %}#{{ m.tool_call_id }}({{ m.name }}){% endif %};{% endfor %}\
+             {% if enable_thinking %}think{% endif %}",
+            SpecialTokens::default(),
+        )
+        .unwrap();
+        let tools =
+            vec![serde_json::json!({"type": "function", "function": {"name": "get_weather"}})];
+        let mut call = Message::new("assistant", "");
+        call.tool_calls = Some(vec![
+            serde_json::json!({"id": "c1", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}),
+        ]);
+        let mut result = Message::new("tool", "18C");
+        result.tool_name = Some("get_weather".into());
+        result.tool_call_id = Some("c1".into());
+        let msgs = vec![Message::new("user", "hi"), call, result];
+        let out = t
+            .render(&RenderInput {
+                messages: &msgs,
+                add_generation_prompt: true,
+                tools: Some(&tools),
+                think: Some(true),
+            })
+            .unwrap();
+        assert_eq!(
+            out,
+            r#"[get_weather]user:hi;assistant:<get_weather {"city":"Paris"}>;tool:18C#c1(get_weather);think"#
         );
     }
 }
