@@ -194,54 +194,42 @@ async fn whole_answer(resp: Response) -> Value {
     serde_json::from_slice(&body).unwrap_or_default()
 }
 
-/// Read a native NDJSON answer, calling `on_line` for each object; `false` from it stops.
-async fn each_line(body: Body, mut on_line: impl FnMut(Value) -> bool) {
-    let mut stream = body.into_data_stream();
-    let mut buf: Vec<u8> = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let Ok(chunk) = chunk else { return };
-        buf.extend_from_slice(&chunk);
-        while let Some(i) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=i).collect();
-            if let Ok(v) = serde_json::from_slice::<Value>(&line) {
-                if !on_line(v) {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Turn native answer objects into SSE events on a channel, ending with `[DONE]`.
+/// Turn native answer objects into SSE events on a channel, ending with `[DONE]`. Each event
+/// waits for room in the channel (a slow client slows the answer; nothing is dropped); if the
+/// client goes away, the native body is dropped, which cancels the request in the runner.
 fn sse_from(
     native: Body,
     mut chunk: impl FnMut(&Value) -> Vec<Value> + Send + 'static,
 ) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(64);
     tokio::spawn(async move {
-        let mut events = Vec::new();
-        let mut open = true;
-        each_line(native, |v| {
-            if let Some(e) = v.get("error").and_then(Value::as_str) {
-                events.push(json!({"error": {"message": e, "type": "api_error", "param": null, "code": null}}));
-            } else {
-                events.extend(chunk(&v));
-            }
-            // Send what is ready without holding the line reader.
-            for e in events.drain(..) {
-                if tx.try_send(Ok(Event::default().data(e.to_string()))).is_err() {
-                    open = !tx.is_closed();
-                    if !open {
-                        return false;
+        let mut stream = native.into_data_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(Ok(bytes)) = stream.next().await {
+            buf.extend_from_slice(&bytes);
+            while let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                let Ok(v) = serde_json::from_slice::<Value>(&line) else {
+                    continue;
+                };
+                let events = match v.get("error").and_then(Value::as_str) {
+                    Some(e) => vec![
+                        json!({"error": {"message": e, "type": "api_error", "param": null, "code": null}}),
+                    ],
+                    None => chunk(&v),
+                };
+                for e in events {
+                    if tx
+                        .send(Ok(Event::default().data(e.to_string())))
+                        .await
+                        .is_err()
+                    {
+                        return;
                     }
                 }
             }
-            true
-        })
-        .await;
-        if open {
-            let _ = tx.send(Ok(Event::default().data("[DONE]"))).await;
         }
+        let _ = tx.send(Ok(Event::default().data("[DONE]"))).await;
     });
     Sse::new(ReceiverStream::new(rx)).into_response()
 }
