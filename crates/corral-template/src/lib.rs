@@ -509,6 +509,28 @@ mod tests {
 mod tool_tests {
     use super::*;
 
+    /// A conversation with a tool, a call to it and its result, rendered by `t`.
+    fn render_weather_conversation(t: &ChatTemplate) -> String {
+        let tools = vec![serde_json::json!({"type": "function", "function": {
+            "name": "get_weather", "description": "Weather",
+            "parameters": {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}}})];
+        let mut call = Message::new("assistant", "");
+        call.tool_calls = Some(vec![serde_json::json!(
+            {"id": "c1", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+        )]);
+        let mut result = Message::new("tool", "18C");
+        result.tool_name = Some("get_weather".into());
+        result.tool_call_id = Some("c1".into());
+        let msgs = vec![Message::new("user", "hi"), call, result];
+        t.render(&RenderInput {
+            messages: &msgs,
+            add_generation_prompt: true,
+            tools: Some(&tools),
+            think: Some(true),
+        })
+        .unwrap()
+    }
+
     #[test]
     fn go_templates_see_tools_and_calls_as_ollama_structs() {
         let t = ChatTemplate::go(
@@ -517,35 +539,12 @@ mod tool_tests {
              {{ if .Think }}think{{ end }}{{ if .IsThinkSet }}set{{ end }}",
         )
         .unwrap();
-        let tools = vec![serde_json::json!({"type": "function", "function": {
-            "name": "get_weather", "description": "Weather",
-            "parameters": {"type": "object", "required": ["city"], "properties": {"city": {"type": "string"}}}}})];
-        let mut call = Message::new("assistant", "");
-        call.tool_calls = Some(vec![
-            serde_json::json!({"function": {"name": "get_weather", "arguments": {"City": "Paris"}}}),
-        ]);
-        let mut result = Message::new("tool", "18C");
-        result.tool_name = Some("get_weather".into());
-        let msgs = vec![Message::new("user", "hi"), call, result];
-        let out = t
-            .render(&RenderInput {
-                messages: &msgs,
-                add_generation_prompt: true,
-                tools: Some(&tools),
-                think: Some(true),
-            })
-            .unwrap();
         let json_fn = r#"{"description":"Weather","name":"get_weather","parameters":{"properties":{"city":{"type":"string"}},"required":["city"],"type":"object"}}"#;
         assert_eq!(
-            out,
-            format!("[get_weather:city:{json_fn}]user=hi;assistant=<get_weather {{\"City\":\"Paris\"}}>;tool=18C(get_weather);thinkset")
+            render_weather_conversation(&t),
+            format!("[get_weather:city:{json_fn}]user=hi;assistant=<get_weather {{\"city\":\"Paris\"}}>;tool=18C(get_weather);thinkset")
         );
     }
-}
-
-#[cfg(test)]
-mod jinja_tool_tests {
-    use super::*;
 
     #[test]
     fn jinja_templates_see_tools_calls_and_results() {
@@ -558,26 +557,8 @@ mod jinja_tool_tests {
             SpecialTokens::default(),
         )
         .unwrap();
-        let tools =
-            vec![serde_json::json!({"type": "function", "function": {"name": "get_weather"}})];
-        let mut call = Message::new("assistant", "");
-        call.tool_calls = Some(vec![
-            serde_json::json!({"id": "c1", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}),
-        ]);
-        let mut result = Message::new("tool", "18C");
-        result.tool_name = Some("get_weather".into());
-        result.tool_call_id = Some("c1".into());
-        let msgs = vec![Message::new("user", "hi"), call, result];
-        let out = t
-            .render(&RenderInput {
-                messages: &msgs,
-                add_generation_prompt: true,
-                tools: Some(&tools),
-                think: Some(true),
-            })
-            .unwrap();
         assert_eq!(
-            out,
+            render_weather_conversation(&t),
             r#"[get_weather]user:hi;assistant:<get_weather {"city":"Paris"}>;tool:18C#c1(get_weather);think"#
         );
     }
