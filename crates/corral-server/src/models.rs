@@ -61,6 +61,9 @@ pub fn parse_name(s: &str) -> ApiResult<Name> {
 
 /// Look a model up and read its layers. Unknown names answer 404 `model 'x' not found`.
 pub fn load(store: &Store, requested: &str) -> ApiResult<Model> {
+    if requested.trim().is_empty() {
+        return Err(ApiError::bad_request("model is required"));
+    }
     let name = parse_name(requested).map_err(|_| ApiError::model_not_found(requested))?;
     let entry = store.get(&name).map_err(|e| match e {
         corral_store::StoreError::NotFound(_) => ApiError::model_not_found(requested),

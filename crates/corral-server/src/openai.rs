@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::json::JsonBody;
-use crate::{embed, inference, manage, AppState};
+use crate::{embed, inference, AppState};
 
 /// An error in OpenAI's shape.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -644,42 +644,36 @@ pub async fn embeddings(State(st): State<AppState>, body: Bytes) -> Response {
 // ---------------------------------------------------------------------------------------
 // /v1/models
 
-fn model_object(m: &corral_api::ListModel) -> Value {
-    let owner = m
-        .name
-        .parse::<corral_store::Name>()
-        .map(|n| n.namespace)
-        .unwrap_or_else(|_| "library".into());
-    json!({"id": m.name, "object": "model", "created": m.modified_at.timestamp(), "owned_by": owner})
+fn model_object(e: &corral_store::ModelEntry) -> Value {
+    json!({"id": e.name.display_short(), "object": "model", "created": e.modified.timestamp(),
+           "owned_by": e.name.namespace})
 }
 
+/// `GET /v1/models`: the manifests alone say all OpenAI lists.
 pub async fn models(State(st): State<AppState>) -> Response {
-    match manage::tags(State(st)).await {
-        Ok(Json(list)) => Json(json!({
+    let store = st.store.clone();
+    match tokio::task::spawn_blocking(move || store.list()).await {
+        Ok(list) => Json(json!({
             "object": "list",
-            "data": list.models.iter().map(model_object).collect::<Vec<_>>(),
+            "data": list.iter().map(model_object).collect::<Vec<_>>(),
         }))
         .into_response(),
-        Err(e) => error(e.status, e.message),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
+/// `GET /v1/models/{model}`: one manifest, found as names are everywhere (case-insensitively).
 pub async fn model(State(st): State<AppState>, Path(name): Path<String>) -> Response {
+    let not_found = || error(StatusCode::NOT_FOUND, format!("model '{name}' not found"));
     let Ok(want) = name.parse::<corral_store::Name>() else {
-        return error(StatusCode::NOT_FOUND, format!("model '{name}' not found"));
+        return not_found();
     };
-    match manage::tags(State(st)).await {
-        Ok(Json(list)) => list
-            .models
-            .iter()
-            .find(|m| {
-                m.name
-                    .parse::<corral_store::Name>()
-                    .is_ok_and(|n| n.eq_fold(&want))
-            })
-            .map(|m| Json(model_object(m)).into_response())
-            .unwrap_or_else(|| error(StatusCode::NOT_FOUND, format!("model '{name}' not found"))),
-        Err(e) => error(e.status, e.message),
+    let store = st.store.clone();
+    match tokio::task::spawn_blocking(move || store.get(&want)).await {
+        Ok(Ok(entry)) => Json(model_object(&entry)).into_response(),
+        Ok(Err(corral_store::StoreError::NotFound(_))) => not_found(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

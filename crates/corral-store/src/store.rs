@@ -196,6 +196,17 @@ impl Store {
     }
 
     fn read_entry(name: Name, path: &Path) -> Result<ModelEntry, StoreError> {
+        let (bytes, manifest, modified) = Self::read_manifest_file(path)?;
+        Ok(ModelEntry {
+            name,
+            manifest,
+            digest: Digest::from_bytes(&Sha256::digest(&bytes)),
+            modified,
+        })
+    }
+
+    /// A manifest file's bytes (size-limited), parsed, and its modification time.
+    fn read_manifest_file(path: &Path) -> Result<(Vec<u8>, Manifest, DateTime<Utc>), StoreError> {
         let invalid = |reason: String| StoreError::InvalidManifest {
             path: path.to_path_buf(),
             reason,
@@ -214,12 +225,7 @@ impl Store {
         let manifest: Manifest =
             serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
         let modified: DateTime<Utc> = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH).into();
-        Ok(ModelEntry {
-            name,
-            manifest,
-            digest: Digest::from_bytes(&Sha256::digest(&bytes)),
-            modified,
-        })
+        Ok((bytes, manifest, modified))
     }
 
     /// Every model in the store, newest first. Unreadable manifests are skipped with a warning.
@@ -278,15 +284,7 @@ impl Store {
         let (found, path) = self
             .find_manifest(name)
             .ok_or_else(|| StoreError::NotFound(name.display_short()))?;
-        let entry = Self::read_entry(found.clone(), &path)?;
-        let bytes = fs::read(&path).map_err(io_err(format!("read {}", path.display())))?;
-        // Read twice (parse, then bytes) so a manifest replaced in between is caught.
-        if Digest::from_bytes(&Sha256::digest(&bytes)) != entry.digest {
-            return Err(StoreError::InvalidManifest {
-                path,
-                reason: "changed while being read".into(),
-            });
-        }
+        let (bytes, _, _) = Self::read_manifest_file(&path)?;
         Ok((found, bytes))
     }
 

@@ -95,6 +95,20 @@ fn server_sent_events_are_framed_as_openai_sends_them() {
     assert_eq!(status, 404);
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert_eq!(body["error"]["message"], "model 'nope' not found");
+    let (status, body) = s.post(
+        "/v1/chat/completions",
+        json!({"messages": [{"role": "user", "content": "x"}]}),
+    );
+    assert_eq!(
+        (status, body["error"]["message"].as_str()),
+        (400, Some("model is required"))
+    );
+    let (status, body) = s.post("/api/embed", json!({"model": " ", "input": "x"}));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("model is required"))
+    );
+    assert_eq!(s.get("/v1/models/SMOL")["id"], "smol:latest");
     let (status, body) = s.post_raw("/v1/chat/completions", "{not json");
     assert_eq!(status, 400);
     assert!(
