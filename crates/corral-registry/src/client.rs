@@ -199,7 +199,16 @@ impl Repo {
                     token: Option<String>,
                     access_token: Option<String>,
                 }
-                let t: Token = resp.json().await.map_err(|e| {
+                // Capped as manifests are: a hostile token server may send without end.
+                let body = read_limited(resp, corral_store::MAX_MANIFEST_BYTES)
+                    .await
+                    .map_err(|e| match e {
+                        RegistryError::Invalid(m) => {
+                            RegistryError::Invalid(format!("token server {realm}: {m}"))
+                        }
+                        other => other,
+                    })?;
+                let t: Token = serde_json::from_slice(&body).map_err(|e| {
                     RegistryError::Other(format!("token server {realm} sent no token: {e}"))
                 })?;
                 let token = t
@@ -221,7 +230,10 @@ impl Repo {
     /// An unexpected answer as an error, with the registry's own message when it sent one.
     pub async fn unexpected(&self, what: &str, resp: Response) -> RegistryError {
         let status = resp.status();
-        let body = read_limited(resp, 64 << 10).await.unwrap_or_default();
+        // Error bodies are read up to 64 KiB only: the message is in the first few bytes.
+        let body = read_limited(resp, MAX_ERROR_BYTES)
+            .await
+            .unwrap_or_default();
         let detail = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| {
@@ -242,6 +254,9 @@ impl Repo {
         RegistryError::Other(format!("{what}: {detail}"))
     }
 }
+
+/// The most of an error answer that is read.
+pub const MAX_ERROR_BYTES: u64 = 64 << 10;
 
 /// A whole body, refusing one over `limit` bytes (a hostile registry may send no end).
 pub async fn read_limited(resp: Response, limit: u64) -> Result<Vec<u8>, RegistryError> {

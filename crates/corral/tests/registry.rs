@@ -419,6 +419,8 @@ fn tampered_blobs_and_hostile_registries_leave_the_store_alone() {
             Hostile::Manifest(format!("{{\"pad\":\"{}\"}}", "x".repeat(5 << 20))),
         ),
         ("endless", Hostile::EndlessManifest),
+        ("endlesstoken", Hostile::EndlessToken),
+        ("endlesserror", Hostile::EndlessError),
         (
             "bigsize",
             Hostile::Manifest(manifest_for(&blob).replace(
@@ -457,6 +459,11 @@ fn tampered_blobs_and_hostile_registries_leave_the_store_alone() {
             "endless",
             "pull model manifest: the registry sent more than 4194304 bytes",
         ),
+        (
+            "endlesstoken",
+            "/endless-token: the registry sent more than 4194304 bytes",
+        ),
+        ("endlesserror", "500 Internal Server Error"),
         ("bigsize", "claims 99999999999999 bytes"),
         ("notjson", "the registry sent an invalid manifest"),
         (

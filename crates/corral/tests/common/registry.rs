@@ -210,6 +210,10 @@ pub enum Hostile {
     /// A well-behaved repository that wants a bearer token, which `/token` gives for basic
     /// auth as alice:s3cret.
     Bearer { blob: Vec<u8> },
+    /// Wants a bearer token from a token server whose answer never ends.
+    EndlessToken,
+    /// Every answer is a 500 whose body never ends.
+    EndlessError,
     /// A valid manifest for `blob`; the first blob answer sends half and then nothing more.
     StallOnce {
         blob: Vec<u8>,
@@ -269,6 +273,13 @@ fn answer(conn: TcpStream, cases: &[(&str, Hostile)]) -> std::io::Result<()> {
             range = Some((a.parse().unwrap(), b.parse().unwrap()));
         }
     }
+    if path.starts_with("/endless-token?") {
+        out.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n{\"token\":\"")?;
+        let chunk = "t".repeat(1 << 16);
+        loop {
+            out.write_all(chunk.as_bytes())?;
+        }
+    }
     if path.starts_with("/token?") {
         // base64 of alice:s3cret
         if authorization == "Basic YWxpY2U6czNjcmV0"
@@ -295,6 +306,23 @@ fn answer(conn: TcpStream, cases: &[(&str, Hostile)]) -> std::io::Result<()> {
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         );
     };
+    match case {
+        Hostile::EndlessToken => {
+            let port = out.local_addr()?.port();
+            return write!(
+                out,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/endless-token\",service=\"hostile\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+        Hostile::EndlessError => {
+            out.write_all(b"HTTP/1.1 500 Internal Server Error\r\nConnection: close\r\n\r\n")?;
+            let chunk = "error ".repeat(1 << 14);
+            loop {
+                out.write_all(chunk.as_bytes())?;
+            }
+        }
+        _ => {}
+    }
     if matches!(case, Hostile::Bearer { .. }) && authorization != "Bearer t0ken" {
         let port = out.local_addr()?.port();
         return write!(
@@ -309,7 +337,7 @@ fn answer(conn: TcpStream, cases: &[(&str, Hostile)]) -> std::io::Result<()> {
         | Hostile::ShortBlob { blob }
         | Hostile::Bearer { blob }
         | Hostile::StallOnce { blob, .. } => manifest_for(blob),
-        Hostile::EndlessManifest => String::new(),
+        Hostile::EndlessManifest | Hostile::EndlessToken | Hostile::EndlessError => String::new(),
     };
     if is_manifest {
         if let Hostile::EndlessManifest = case {
