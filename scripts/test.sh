@@ -3,9 +3,10 @@
 # build, and run every test (unit tests and black-box tests against the real binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# docker-registry: a real registry for the pull/push tests (started by the tests themselves,
+# docker-registry: a real registry for the pull/push tests; chromium: a real browser for the
+# cross-origin tests (both started by the tests themselves,
 # on loopback ports; the package's own service is not used).
-CORRAL_SETUP_EXTRA="docker-registry" source scripts/setup.sh
+CORRAL_SETUP_EXTRA="docker-registry chromium" source scripts/setup.sh
 
 scripts/fetch-models.sh >/dev/null
 

@@ -1,7 +1,8 @@
 """The real client libraries against a running Corral server.
 
 Run by `crates/corral/tests/clients.rs`, which starts the server, creates the models and sets
-CORRAL_TEST_URL. Models: `smol` (SmolLM2 from its GGUF) and `smol-tools` (the same weights
+CORRAL_TEST_URL and CORRAL_TEST_API_KEY (the server requires that key, so every test also shows
+the client sends it). Models: `smol` (SmolLM2 from its GGUF) and `smol-tools` (the same weights
 with tests/models/smol-tools.Modelfile, whose template renders tools and can think).
 """
 
@@ -16,6 +17,8 @@ import pytest
 from langchain_ollama import ChatOllama, OllamaEmbeddings
 
 URL = os.environ["CORRAL_TEST_URL"]
+KEY = os.environ["CORRAL_TEST_API_KEY"]
+AUTH = {"Authorization": f"Bearer {KEY}"}
 SHORT = {"temperature": 0, "num_predict": 24}
 
 WEATHER_TOOL = {
@@ -49,12 +52,12 @@ def cosine(a, b):
 
 @pytest.fixture(scope="module")
 def native():
-    return ollama.Client(host=URL)
+    return ollama.Client(host=URL, headers=AUTH)
 
 
 @pytest.fixture(scope="module")
 def oai():
-    return openai.OpenAI(base_url=URL + "/v1", api_key="corral")
+    return openai.OpenAI(base_url=URL + "/v1", api_key=KEY)
 
 
 # ---- ollama --------------------------------------------------------------------------------
@@ -207,8 +210,10 @@ def test_openai_unknown_model(oai):
 
 
 def test_openai_tool_round_trip(oai):
+    # Forced calls get a token limit: greedy decoding can differ with what the slot has cached,
+    # and a 135M model may then run on inside the city string; a call needs about 35 tokens.
     messages = [{"role": "user", "content": "What is the weather in Paris?"}]
-    r = oai.chat.completions.create(model="smol-tools", messages=messages, tools=[WEATHER_TOOL], tool_choice="required", temperature=0)
+    r = oai.chat.completions.create(model="smol-tools", messages=messages, tools=[WEATHER_TOOL], tool_choice="required", temperature=0, max_tokens=100)
     choice = r.choices[0]
     assert choice.finish_reason == "tool_calls"
     call = choice.message.tool_calls[0]
@@ -222,7 +227,7 @@ def test_openai_tool_round_trip(oai):
     assert r.choices[0].finish_reason in ("stop", "length")
     assert r.choices[0].message.content.strip()
     # Streaming a forced call delivers it as a tool_calls delta.
-    chunks = list(oai.chat.completions.create(model="smol-tools", messages=messages[:1], tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}}, stream=True))
+    chunks = list(oai.chat.completions.create(model="smol-tools", messages=messages[:1], tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}}, stream=True, max_tokens=100))
     calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
     assert calls and calls[0].function.name == "get_weather"
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
@@ -232,10 +237,26 @@ def test_openai_tool_round_trip(oai):
 
 
 def test_langchain_chat_and_embeddings():
-    llm = ChatOllama(model="smol", base_url=URL, temperature=0, num_predict=16)
+    llm = ChatOllama(
+        model="smol", base_url=URL, temperature=0, num_predict=16, client_kwargs={"headers": AUTH}
+    )
     assert llm.invoke("Say hello.").content.strip()
     assert "".join(c.content for c in llm.stream("Count to three.")).strip()
-    emb = OllamaEmbeddings(model="smol", base_url=URL)
+    emb = OllamaEmbeddings(model="smol", base_url=URL, client_kwargs={"headers": AUTH})
     docs = emb.embed_documents(["The cat sits on the mat.", "Stock markets fell."])
     q = emb.embed_query("A kitten rests on a rug.")
     assert cosine(q, docs[0]) > cosine(q, docs[1])
+
+
+# ---- API keys ------------------------------------------------------------------------------
+
+
+def test_a_missing_or_wrong_key_is_refused_by_both_clients():
+    for headers in [None, {"Authorization": "Bearer wrong"}]:
+        with pytest.raises(ollama.ResponseError) as e:
+            ollama.Client(host=URL, headers=headers).list()
+        assert e.value.status_code == 401
+    with pytest.raises(openai.AuthenticationError) as e:
+        openai.OpenAI(base_url=URL + "/v1", api_key="wrong").models.list()
+    assert e.value.status_code == 401
+    assert "invalid API key" in str(e.value)

@@ -7,6 +7,7 @@
 pub mod duration;
 pub mod options;
 pub mod runner;
+pub mod text;
 pub mod types;
 
 pub use options::{OptionError, Options};

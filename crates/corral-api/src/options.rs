@@ -107,6 +107,21 @@ pub struct Options {
 }
 
 /// Defaults, as Ollama's `DefaultOptions` (context 4096, as current Ollama).
+/// Parameters Ollama has dropped: Modelfiles and `/api/create` that name them get a warning and
+/// the parameter is ignored, as Ollama does, instead of an error.
+pub const DEPRECATED: &[&str] = &[
+    "penalize_newline",
+    "low_vram",
+    "f16_kv",
+    "logits_all",
+    "vocab_only",
+    "use_mlock",
+    "mirostat",
+    "mirostat_eta",
+    "mirostat_tau",
+    "tfs_z",
+];
+
 pub const DEFAULT_NUM_CTX: i64 = 4096;
 pub const DEFAULT_NUM_BATCH: i64 = 512;
 pub const DEFAULT_NUM_KEEP: i64 = 4;

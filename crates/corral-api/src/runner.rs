@@ -135,7 +135,11 @@ pub struct ReadyInfo {
 pub struct DoneInfo {
     pub id: u64,
     pub reason: DoneReason,
+    /// Prompt tokens evaluated for this request.
     pub prompt_eval_count: u64,
+    /// Prompt tokens taken from the slot's cache instead (not evaluated again).
+    #[serde(default)]
+    pub prompt_cached: u64,
     pub prompt_eval_duration_ns: u64,
     pub eval_count: u64,
     pub eval_duration_ns: u64,

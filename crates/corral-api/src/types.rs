@@ -99,6 +99,9 @@ pub struct Metrics {
     pub load_duration: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub prompt_eval_count: u64,
+    /// Beyond Ollama: prompt tokens reused from the cache, not counted in `prompt_eval_count`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prompt_cached_count: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub prompt_eval_duration: u64,
     #[serde(default, skip_serializing_if = "is_zero")]

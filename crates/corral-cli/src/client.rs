@@ -6,6 +6,40 @@ use serde::Serialize;
 
 use crate::host::Host;
 
+/// One API key from the environment: `CORRAL_API_KEY`, else the first key of the file named by
+/// `CORRAL_API_KEY_FILE` (one key a line; blank lines and `#` comments skipped).
+pub fn api_key_from_env() -> anyhow::Result<Option<String>> {
+    if let Some(k) = std::env::var("CORRAL_API_KEY")
+        .ok()
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+    {
+        return Ok(Some(k));
+    }
+    match std::env::var_os("CORRAL_API_KEY_FILE").filter(|v| !v.is_empty()) {
+        Some(path) => Ok(read_key_file(std::path::Path::new(&path))?
+            .into_iter()
+            .next()),
+        None => Ok(None),
+    }
+}
+
+/// The keys of a key file; a file with none is an error (it would turn the check off).
+pub fn read_key_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("CORRAL_API_KEY_FILE {}: {e}", path.display()))?;
+    let keys: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    if keys.is_empty() {
+        anyhow::bail!("CORRAL_API_KEY_FILE {}: no key in the file", path.display());
+    }
+    Ok(keys)
+}
+
 /// Talks to one server.
 pub struct Client {
     base: String,
@@ -13,6 +47,7 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client for `host` with no key and the system's roots of trust.
     pub fn new(host: &Host) -> Client {
         Client {
             base: host.url(),
@@ -20,12 +55,64 @@ impl Client {
         }
     }
 
+    /// A client for `host` with the settings the server uses too: the API key
+    /// (`CORRAL_API_KEY`, else the first key in `CORRAL_API_KEY_FILE`) and an extra CA
+    /// certificate for HTTPS (`CORRAL_TLS_CA`, PEM).
+    pub fn from_env(host: &Host) -> anyhow::Result<Client> {
+        let mut b = reqwest::Client::builder();
+        if let Some(key) = api_key_from_env()? {
+            let mut headers = reqwest::header::HeaderMap::new();
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| anyhow::anyhow!("CORRAL_API_KEY holds characters a header cannot"))?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+            b = b.default_headers(headers);
+        }
+        if let Some(ca) = std::env::var_os("CORRAL_TLS_CA").filter(|v| !v.is_empty()) {
+            let pem = std::fs::read(&ca).map_err(|e| {
+                anyhow::anyhow!("CORRAL_TLS_CA {}: {e}", std::path::Path::new(&ca).display())
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                anyhow::anyhow!(
+                    "CORRAL_TLS_CA {}: not a PEM certificate: {e}",
+                    std::path::Path::new(&ca).display()
+                )
+            })?;
+            if certs.is_empty() {
+                anyhow::bail!(
+                    "CORRAL_TLS_CA {}: no certificate in the file",
+                    std::path::Path::new(&ca).display()
+                );
+            }
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        Ok(Client {
+            base: host.url(),
+            http: b.build()?,
+        })
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 
     fn connect_error(&self, e: reqwest::Error) -> anyhow::Error {
-        if e.is_connect() {
+        if e.is_connect() && self.base.starts_with("https:") {
+            // A refused certificate is a connect error too: say what reqwest found.
+            let mut cause = String::new();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                cause = s.to_string();
+                src = s.source();
+            }
+            anyhow::anyhow!(
+                "could not connect to corral server at {}: {cause} (is `corral serve` running with \
+                 CORRAL_TLS_CERT? for a private CA set CORRAL_TLS_CA)",
+                self.base
+            )
+        } else if e.is_connect() {
             anyhow::anyhow!(
                 "could not connect to corral server at {}: is `corral serve` running?",
                 self.base

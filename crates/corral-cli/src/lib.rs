@@ -209,6 +209,9 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
         .map(Path::to_path_buf)
         .unwrap_or_default();
     let parameters = mf.parameters().map_err(|e| anyhow::anyhow!(e))?;
+    for name in mf.deprecated_parameters() {
+        eprintln!("warning: parameter '{name}' is no longer supported and was ignored");
+    }
     let mut req = CreateRequest {
         model: args.model.clone(),
         ..Default::default()

@@ -102,13 +102,28 @@ impl Modelfile {
                     let skip = from_value.len() - body.len();
                     let name_end = body.find(char::is_whitespace).unwrap_or(body.len());
                     let name = &body[..name_end];
+                    // As Ollama's parser: a PARAMETER or MESSAGE that stops before its value
+                    // is an unexpected end, named with its line.
+                    let eof = |what: &str| ParseError::Line {
+                        line: start_line,
+                        message: format!(
+                            "unexpected EOF: {} needs {what}",
+                            keyword.to_ascii_uppercase()
+                        ),
+                    };
                     if name.is_empty() {
-                        return Err(ParseError::Line {
-                            line: start_line,
-                            message: format!("missing value for {keyword}"),
-                        });
+                        return Err(eof(if keyword == "parameter" {
+                            "a name and a value"
+                        } else {
+                            "a role and a message"
+                        }));
                     }
-                    let (value, used) = read_value(&body[name_end..], start_line)?;
+                    let after_name = &body[name_end..];
+                    let (value, used) = read_value(after_name, start_line)?;
+                    let quoted = after_name.trim_start_matches([' ', '\t']).starts_with('"');
+                    if value.is_empty() && !quoted {
+                        return Err(eof(&format!("a value after {name:?}")));
+                    }
                     ((name.to_string(), value), skip + name_end + used)
                 }
                 _ => {
@@ -152,13 +167,29 @@ impl Modelfile {
             .unwrap_or("")
     }
 
-    /// PARAMETERs as typed JSON values; repeated `stop` lines accumulate.
+    /// PARAMETER names that Ollama no longer supports: they are dropped (with a warning from
+    /// the caller), as Ollama drops them, rather than refused.
+    pub fn deprecated_parameters(&self) -> Vec<&str> {
+        self.commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Parameter { name, .. } if is_deprecated(name) => Some(name.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// PARAMETERs as typed JSON values; repeated `stop` lines accumulate; deprecated ones are
+    /// left out.
     pub fn parameters(&self) -> Result<BTreeMap<String, Value>, String> {
         let mut out: BTreeMap<String, Value> = BTreeMap::new();
         for c in &self.commands {
             let Command::Parameter { name, value } = c else {
                 continue;
             };
+            if is_deprecated(name) {
+                continue;
+            }
             let kind = kind_of(name).ok_or_else(|| format!("unknown parameter '{name}'"))?;
             let invalid =
                 |t: &str| format!("invalid value for parameter '{name}': {value:?} is not {t}");
@@ -212,7 +243,13 @@ impl std::fmt::Display for Modelfile {
 /// the keyword is part of the value, not a comment), else in `"""` (which cannot hold `"""`
 /// or end in `"`), else in `"` (which cannot hold `"`). Every value the parser can produce
 /// fits one of the three.
-fn quote(v: &str) -> String {
+fn is_deprecated(name: &str) -> bool {
+    corral_api::options::DEPRECATED.contains(&name)
+}
+
+/// A value written so that the parser reads it back unchanged: bare when it can be, else in
+/// `"""` (which keeps newlines and quotes), else in `"`.
+pub fn quote(v: &str) -> String {
     let bare_ok = !v.is_empty()
         && v.trim() == v
         && !v.contains('\n')
@@ -402,8 +439,22 @@ mod tests {
             ("FROM llama3.2:1b", Ok(vec![from("llama3.2:1b")])),
             ("FROM \"./with space.gguf\"", Ok(vec![from("./with space.gguf")])),
             // errors, with their lines
-            ("FROM m\nPARAMETER", Err("(line 2): missing value for parameter".into())),
-            ("FROM m\nMESSAGE", Err("(line 2): missing value for message".into())),
+            (
+                "FROM m\nPARAMETER",
+                Err("(line 2): unexpected EOF: PARAMETER needs a name and a value".into()),
+            ),
+            (
+                "FROM m\nMESSAGE",
+                Err("(line 2): unexpected EOF: MESSAGE needs a role and a message".into()),
+            ),
+            (
+                "FROM m\n\nPARAMETER temperature\n",
+                Err("(line 3): unexpected EOF: PARAMETER needs a value after \"temperature\"".into()),
+            ),
+            (
+                "FROM m\nMESSAGE user   ",
+                Err("(line 2): unexpected EOF: MESSAGE needs a value after \"user\"".into()),
+            ),
             ("FROM m\n\nSYSTEM \"open", Err("unexpected end of file: unterminated \" starting on line 3".into())),
             ("FROM m\nTEMPLATE \"\"\"a\nb\nc", Err("unexpected end of file: unterminated \"\"\" starting on line 2".into())),
             ("FROM m\nSYSTEM \"x\" y", Err("(line 2): unexpected text after value: \"y\"".into())),
@@ -473,5 +524,36 @@ mod tests {
             bad.parameters().unwrap_err(),
             "invalid value for parameter 'num_ctx': \"big\" is not an integer"
         );
+    }
+
+    #[test]
+    fn deprecated_parameters_are_dropped_not_refused() {
+        let m = Modelfile::parse(
+            "FROM m\nPARAMETER mirostat 2\nPARAMETER penalize_newline true\nPARAMETER tfs_z 1\nPARAMETER top_k 3",
+        )
+        .unwrap();
+        assert_eq!(
+            m.deprecated_parameters(),
+            vec!["mirostat", "penalize_newline", "tfs_z"]
+        );
+        let p = m.parameters().unwrap();
+        assert_eq!(p.keys().collect::<Vec<_>>(), vec!["top_k"]);
+    }
+
+    #[test]
+    fn values_with_newlines_and_quotes_print_back_the_same() {
+        // (A value that ends with a quote cannot be written back: the format has no escapes.)
+        for v in ["### User:\n", "say \"hi\" now", "\"lead", "a\r\nb", " pad "] {
+            let m = Modelfile {
+                commands: vec![
+                    Command::From("m".into()),
+                    Command::Parameter {
+                        name: "stop".into(),
+                        value: v.into(),
+                    },
+                ],
+            };
+            assert_eq!(Modelfile::parse(&m.to_string()), Ok(m.clone()), "{v:?}");
+        }
     }
 }

@@ -133,3 +133,15 @@ pub fn default_threads() -> usize {
         .map_or(usize::MAX, |q| q.ceil().max(1.0) as usize);
     physical_cores().min(quota).max(1)
 }
+
+/// The machine's host name, lowercased (empty when the OS gives none).
+pub fn hostname() -> String {
+    imp::hostname().unwrap_or_default().to_ascii_lowercase()
+}
+
+/// The addresses of this machine's network interfaces (loopback included).
+pub fn interface_addrs() -> Vec<std::net::IpAddr> {
+    if_addrs::get_if_addrs()
+        .map(|list| list.into_iter().map(|i| i.ip()).collect())
+        .unwrap_or_default()
+}

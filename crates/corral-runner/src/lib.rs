@@ -288,13 +288,23 @@ impl Runner {
         req: CompletionRequest,
     ) -> Result<Active, String> {
         let o = &req.options;
-        let text = self.render(&req.prompt)?;
+        let mut text = self.render(&req.prompt)?;
+        let num_keep = o.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as usize;
+        // Tokenizing text far beyond the context costs memory in proportion to the text: cut it
+        // to what truncation would keep first (the server has bounded each message already;
+        // this bounds a conversation of many).
+        let cut = corral_api::text::bound_to_context(&mut text, engine.n_ctx() as usize, num_keep);
+        if cut > 0 {
+            tracing::warn!(
+                bytes = cut,
+                "cut the rendered prompt to the context before tokenizing"
+            );
+        }
         let mut tokens = req.context.clone();
         tokens.extend(engine.tokenize(&text, req.context.is_empty()));
         if tokens.is_empty() {
             return Err("the prompt is empty".to_string());
         }
-        let num_keep = o.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as usize;
         truncate_prompt(
             &mut tokens,
             engine.n_ctx() as usize,
@@ -395,6 +405,7 @@ impl Runner {
                 id: a.id,
                 reason,
                 prompt_eval_count: stats.prompt_evaluated as u64,
+                prompt_cached: stats.prompt_tokens.saturating_sub(stats.prompt_evaluated) as u64,
                 prompt_eval_duration_ns: stats.prompt_duration.as_nanos() as u64,
                 eval_count: stats.generated.len() as u64,
                 eval_duration_ns: stats.eval_duration.as_nanos() as u64,
@@ -445,18 +456,26 @@ fn embed(engine: &mut Engine, job: EmbedJob) {
     let n_ctx = engine.embed_n_ctx() as usize;
     let mut inputs = Vec::with_capacity(job.inputs.len());
     let mut count = 0u64;
+    let refuse = |length: String| {
+        let message = format!("input length exceeds the context length: {length}, num_ctx {n_ctx}");
+        send(&RunnerEvent::Error {
+            id: job.id,
+            message,
+        })
+    };
     for text in &job.inputs {
-        let mut t = engine.tokenize(text, true);
+        let mut text = text.clone();
+        // Far too long to fit: known without tokenizing (which costs memory by the byte).
+        if corral_api::text::certainly_exceeds(&text, n_ctx) {
+            if !job.truncate {
+                return refuse(format!("over {n_ctx} tokens ({} bytes)", text.len()));
+            }
+            corral_api::text::bound_to_context(&mut text, n_ctx, 0);
+        }
+        let mut t = engine.tokenize(&text, true);
         if t.len() > n_ctx {
             if !job.truncate {
-                let message = format!(
-                    "input length exceeds the context length: {} tokens, num_ctx {n_ctx}",
-                    t.len()
-                );
-                return send(&RunnerEvent::Error {
-                    id: job.id,
-                    message,
-                });
+                return refuse(format!("{} tokens", t.len()));
             }
             t.truncate(n_ctx);
         }

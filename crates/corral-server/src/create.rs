@@ -21,6 +21,14 @@ pub fn create(store: &Store, req: &CreateRequest) -> ApiResult<Vec<ProgressRespo
             ..Default::default()
         })
     };
+    for file in req
+        .files
+        .iter()
+        .chain(req.adapters.iter())
+        .flat_map(|m| m.keys())
+    {
+        check_file_name(file)?;
+    }
     if req.quantize.as_deref().is_some_and(|q| !q.is_empty()) {
         return Err(ApiError::bad_request("quantization is not supported"));
     }
@@ -78,8 +86,16 @@ pub fn create(store: &Store, req: &CreateRequest) -> ApiResult<Vec<ProgressRespo
         ChatTemplate::go(t).map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     if let Some(map) = &req.parameters {
+        let mut map = map.clone();
+        map.retain(|k, _| {
+            let deprecated = corral_api::options::DEPRECATED.contains(&k.as_str());
+            if deprecated {
+                tracing::warn!(parameter = %k, "parameter is no longer supported and was ignored");
+            }
+            !deprecated
+        });
         let (p, unknown) =
-            Options::from_map(map).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            Options::from_map(&map).map_err(|e| ApiError::bad_request(e.to_string()))?;
         if let Some(u) = unknown.first() {
             return Err(ApiError::bad_request(format!("unknown parameter '{u}'")));
         }
@@ -147,6 +163,30 @@ pub fn create(store: &Store, req: &CreateRequest) -> ApiResult<Vec<ProgressRespo
     Ok(progress)
 }
 
+/// A name in `files` or `adapters` must be a plain relative path: it names the file inside
+/// the model, and Ollama's clients and tools read it back as a path.
+fn check_file_name(name: &str) -> ApiResult<()> {
+    let bad = |why: &str| Err(ApiError::bad_request(format!("{why}: {name:?}")));
+    if name.is_empty() {
+        return bad("file name is empty");
+    }
+    if name.contains('\0') {
+        return bad("file name contains a NUL byte");
+    }
+    if name.contains('\\') {
+        return bad("file path must be relative, with '/' separators, and no backslash");
+    }
+    let drive =
+        name.len() >= 2 && name.as_bytes()[1] == b':' && name.as_bytes()[0].is_ascii_alphabetic();
+    if name.starts_with('/') || drive {
+        return bad("file path must be relative");
+    }
+    if name.split('/').any(|c| c == "..") {
+        return bad("file path must be relative and may not contain '..'");
+    }
+    Ok(())
+}
+
 /// The digest of a file the client says it uploaded, checked to be present.
 fn uploaded_blob(store: &Store, file: &str, digest: &str) -> ApiResult<Digest> {
     let digest: Digest = digest
@@ -199,5 +239,35 @@ fn license_texts(v: Option<&serde_json::Value>) -> Vec<String> {
             .filter_map(|x| x.as_str().map(str::to_string))
             .collect(),
         _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn file_names() {
+        for ok in [
+            "model.gguf",
+            "sub/dir/x.gguf",
+            "a..b.gguf",
+            "./x.gguf",
+            ".hidden",
+        ] {
+            assert!(super::check_file_name(ok).is_ok(), "{ok}");
+        }
+        for (bad, why) in [
+            ("../../../../outside/x.gguf", "'..'"),
+            ("a/../../b.gguf", "'..'"),
+            ("..", "'..'"),
+            ("/etc/passwd", "must be relative"),
+            ("C:/x.gguf", "must be relative"),
+            ("a\\..\\b.gguf", "backslash"),
+            ("x\0.gguf", "NUL"),
+            ("", "empty"),
+        ] {
+            let e = super::check_file_name(bad).unwrap_err();
+            assert_eq!(e.status, 400);
+            assert!(e.message.contains(why), "{bad:?}: {}", e.message);
+        }
     }
 }

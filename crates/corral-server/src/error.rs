@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use corral_api::ErrorResponse;
+use serde_json::json;
 
 /// An error with the status it answers with. Messages follow Ollama's wording.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -57,3 +58,29 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// An error in OpenAI's shape, with Ollama's types: 400 `invalid_request_error`, 404
+/// `not_found_error`, anything else `api_error`.
+pub fn openai_error(status: StatusCode, message: impl Into<String>) -> Response {
+    let (kind, code) = match status {
+        StatusCode::BAD_REQUEST => ("invalid_request_error", None),
+        StatusCode::NOT_FOUND => ("not_found_error", Some("model_not_found")),
+        StatusCode::UNAUTHORIZED => ("api_error", Some("invalid_api_key")),
+        _ => ("api_error", None),
+    };
+    (
+        status,
+        Json(json!({"error": {"message": message.into(), "type": kind, "param": null, "code": code}})),
+    )
+        .into_response()
+}
+
+/// An error in the shape of the route family a path belongs to: OpenAI's for `/v1/`, else
+/// Ollama's `{"error": "..."}`.
+pub fn family_error(path: &str, status: StatusCode, message: String) -> Response {
+    if path.starts_with("/v1/") {
+        openai_error(status, message)
+    } else {
+        ApiError::new(status, message).into_response()
+    }
+}

@@ -122,7 +122,7 @@ fn prepare_generate(st: &AppState, req: GenerateRequest, started: Instant) -> Ap
         };
         Some(CompletionRequest {
             id: 0,
-            prompt,
+            prompt: bounded(prompt, &options),
             context: req.context.clone().unwrap_or_default(),
             options: options.clone(),
             want_context: !req.raw,
@@ -189,12 +189,15 @@ fn prepare_chat(st: &AppState, req: ChatRequest, started: Instant) -> ApiResult<
         messages.extend(req.messages.iter().cloned());
         Some(CompletionRequest {
             id: 0,
-            prompt: Prompt::Chat {
-                messages,
-                template: model.template.clone(),
-                tools: tools.clone(),
-                think,
-            },
+            prompt: bounded(
+                Prompt::Chat {
+                    messages,
+                    template: model.template.clone(),
+                    tools: tools.clone(),
+                    think,
+                },
+                &options,
+            ),
             context: Vec::new(),
             options: options.clone(),
             want_context: false,
@@ -213,6 +216,31 @@ fn prepare_chat(st: &AppState, req: ChatRequest, started: Instant) -> ApiResult<
         think: think == Some(true),
         tools: tools.is_some(),
     })
+}
+
+/// Each text of a prompt cut to what could fit the context, before it is sent to the runner: a
+/// 30 MB prompt for a 4096-token context is then half a megabyte on its way, not 30 MB copied
+/// through every step (the runner truncates the tokens exactly afterwards).
+fn bounded(mut prompt: Prompt, options: &Options) -> Prompt {
+    let n_ctx = options.num_ctx_or_default().max(1) as usize;
+    let keep = options.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as usize;
+    let mut cut = 0;
+    match &mut prompt {
+        Prompt::Raw { text } => cut += corral_api::text::bound_to_context(text, n_ctx, keep),
+        Prompt::Chat { messages, .. } => {
+            for m in messages {
+                cut += corral_api::text::bound_to_context(&mut m.content, n_ctx, keep);
+            }
+        }
+    }
+    if cut > 0 {
+        tracing::warn!(
+            bytes = cut,
+            n_ctx,
+            "prompt far longer than the context: cut before it is sent to the runner"
+        );
+    }
+    prompt
 }
 
 /// The template a model's prompts are rendered with: the request's, the Modelfile's, the
@@ -386,6 +414,7 @@ pub(crate) async fn acquire(
     options: &Options,
     keep_alive: KeepAlive,
 ) -> Result<Lease, ApiError> {
+    let asked = Instant::now();
     let spec = load_spec(st, model, options)?;
     let meta = ModelMeta {
         name: model.display_name(),
@@ -395,7 +424,13 @@ pub(crate) async fn acquire(
         n_layers: gguf_info(st, model).map_or(0, |i| i.block_count() as u32),
     };
     match st.scheduler.acquire(meta, spec, keep_alive).await {
-        Ok(l) => Ok(l),
+        // As Ollama, load_duration is the time until the runner was ready for this request:
+        // the load when there was one, else the wait for the scheduler (never 0).
+        Ok(mut l) => {
+            let waited = asked.elapsed().max(std::time::Duration::from_nanos(1));
+            l.load_duration = Some(l.load_duration.map_or(waited, |d| d.max(waited)));
+            Ok(l)
+        }
         Err(e @ AcquireError::Busy) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             e.to_string(),
@@ -611,6 +646,7 @@ fn done_parts(job: &Job, lease: &Lease, d: &DoneInfo) -> (&'static str, Metrics,
         total_duration: job.started.elapsed().as_nanos() as u64,
         load_duration: lease.load_duration.unwrap_or_default().as_nanos() as u64,
         prompt_eval_count: d.prompt_eval_count,
+        prompt_cached_count: d.prompt_cached,
         prompt_eval_duration: d.prompt_eval_duration_ns,
         eval_count: d.eval_count,
         eval_duration: d.eval_duration_ns,

@@ -10,6 +10,7 @@
 mod create;
 mod embed;
 mod error;
+pub mod guard;
 mod inference;
 mod json;
 mod manage;
@@ -18,6 +19,7 @@ mod openai;
 mod output;
 mod runner;
 mod scheduler;
+mod tls;
 mod transfer;
 
 use std::net::SocketAddr;
@@ -26,14 +28,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use corral_api::duration::KeepAlive;
 use corral_store::Store;
 
 pub use error::ApiError;
+pub use guard::Security;
 pub use runner::RunnerCommand;
 use scheduler::Scheduler;
+pub use tls::TlsFiles;
 
 /// Server settings, already resolved from flags and environment.
 #[derive(Debug, Clone)]
@@ -55,6 +60,10 @@ pub struct Config {
     /// Keep unreferenced blobs at start-up (otherwise those older than an hour are removed).
     pub noprune: bool,
     pub runner: RunnerCommand,
+    /// Host, Origin, API key and body-size rules (`guard`).
+    pub security: Security,
+    /// Serve HTTPS with these PEM files.
+    pub tls: Option<TlsFiles>,
 }
 
 /// What every handler can reach.
@@ -83,8 +92,9 @@ pub struct DeviceState {
     pub gpus: Vec<corral_devices::ProbedDevice>,
 }
 
-/// The router with every endpoint.
+/// The router with every endpoint, behind the guard's checks.
 pub fn router(state: AppState) -> Router {
+    let guard = guard::Guard::new(state.config.addr, &state.config.security);
     Router::new()
         .route("/", get(manage::root).head(manage::root))
         .route("/api/version", get(manage::version))
@@ -109,8 +119,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{*model}", get(openai::model))
-        // Blob uploads are model files: no body limit there beyond the disk.
+        // The guard caps bodies itself (blob uploads, model files, are exempt), answering in
+        // each route family's error shape; axum's own limit would answer in plain text.
         .layer(DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(
+            guard.clone(),
+            guard::check_request,
+        ))
+        .layer(guard::cors())
+        .layer(middleware::from_fn_with_state(guard, guard::check_site))
         .with_state(state)
 }
 
@@ -153,6 +170,10 @@ pub async fn serve(config: Config) -> Result<(), String> {
         max_queue: config.max_queue,
         load_timeout: config.load_timeout,
     };
+    let tls = match &config.tls {
+        Some(files) => Some(tls::server_config(files)?),
+        None => None,
+    };
     let scheduler = Scheduler::new(config.runner.clone(), limits);
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
@@ -162,6 +183,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
         models = %config.models_dir.display(),
         threads = config.threads,
         parallel = config.num_parallel,
+        https = tls.is_some(),
+        api_key = !config.security.api_keys.is_empty(),
+        max_body = %guard::human_size(config.security.max_body),
         "Listening"
     );
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
@@ -173,14 +197,26 @@ pub async fn serve(config: Config) -> Result<(), String> {
         devices,
         shutdown: shutdown_rx,
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: ending open answers");
-            let _ = shutdown_tx.send(true);
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+    let app = router(state);
+    let stop = async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: ending open answers");
+        let _ = shutdown_tx.send(true);
+    };
+    match tls {
+        Some(tls) => {
+            let listener = tls::TlsListener::new(listener, tls).map_err(|e| e.to_string())?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
+    }
+    .map_err(|e| e.to_string())?;
     tracing::info!("stopping runners");
     scheduler.shutdown().await;
     Ok(())

@@ -27,19 +27,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::json::JsonBody;
 use crate::{embed, inference, AppState};
 
-/// An error in OpenAI's shape.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    let kind = if status.is_client_error() {
-        "invalid_request_error"
-    } else {
-        "api_error"
-    };
-    let code = (status == StatusCode::NOT_FOUND).then_some("model_not_found");
-    (
-        status,
-        Json(json!({"error": {"message": message.into(), "type": kind, "param": null, "code": code}})),
-    )
-        .into_response()
+    crate::error::openai_error(status, message)
 }
 
 fn bad(message: impl Into<String>) -> Response {
@@ -163,10 +152,17 @@ fn finish_reason(done_reason: Option<&str>, tool_calls: bool) -> &'static str {
     }
 }
 
+/// OpenAI's usage: the whole prompt, with the part reused from the cache named apart.
 fn usage(v: &Value) -> Value {
-    let p = v["prompt_eval_count"].as_u64().unwrap_or(0);
+    let cached = v["prompt_cached_count"].as_u64().unwrap_or(0);
+    let p = v["prompt_eval_count"].as_u64().unwrap_or(0) + cached;
     let c = v["eval_count"].as_u64().unwrap_or(0);
-    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
+    json!({
+        "prompt_tokens": p,
+        "completion_tokens": c,
+        "total_tokens": p + c,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    })
 }
 
 /// The stream chunk carrying `choice`, followed after the last one by the usage chunk (no

@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Start the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create a model from a Modelfile.
     Create(corral_cli::CreateArgs),
     /// Run a model.
@@ -100,6 +100,67 @@ struct ServeArgs {
     /// Keep unused blobs at start-up instead of removing those older than an hour (OLLAMA_NOPRUNE).
     #[arg(long, env = "CORRAL_NOPRUNE")]
     noprune: Option<String>,
+    /// Extra origins browser pages may call from, comma separated, `*` wildcards (OLLAMA_ORIGINS).
+    #[arg(long, env = "CORRAL_ORIGINS")]
+    origins: Option<String>,
+    /// Require this key as `Authorization: Bearer <key>` on every route but `/`.
+    #[arg(long, env = "CORRAL_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// A file of accepted API keys, one a line.
+    #[arg(long, env = "CORRAL_API_KEY_FILE")]
+    api_key_file: Option<std::path::PathBuf>,
+    /// Largest request body (blob uploads are exempt) [default: 32MiB].
+    #[arg(long, env = "CORRAL_MAX_BODY")]
+    max_body: Option<String>,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "CORRAL_TLS_CERT")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "CORRAL_TLS_KEY")]
+    tls_key: Option<std::path::PathBuf>,
+}
+
+/// The guard's settings: origins, API keys, body limit; TLS files.
+fn security(
+    args: &mut ServeArgs,
+) -> anyhow::Result<(corral_server::Security, Option<corral_server::TlsFiles>)> {
+    let origins = setting(args.origins.take(), "OLLAMA_ORIGINS")
+        .map(|s| s.split(',').map(|o| o.trim().to_string()).collect())
+        .unwrap_or_default();
+    let mut api_keys = Vec::new();
+    if let Some(k) = args.api_key.take().filter(|k| !k.trim().is_empty()) {
+        api_keys.push(k.trim().to_string());
+    }
+    if let Some(f) = args
+        .api_key_file
+        .take()
+        .filter(|f| !f.as_os_str().is_empty())
+    {
+        api_keys.extend(corral_cli::client::read_key_file(&f)?);
+    }
+    let max_body = match args.max_body.take().filter(|s| !s.trim().is_empty()) {
+        Some(s) => corral_server::guard::parse_size(&s)
+            .map_err(|e| anyhow::anyhow!("CORRAL_MAX_BODY: {e}"))?,
+        None => corral_server::guard::DEFAULT_MAX_BODY,
+    };
+    let nonempty = |p: Option<std::path::PathBuf>| p.filter(|p| !p.as_os_str().is_empty());
+    let tls = match (
+        nonempty(args.tls_cert.take()),
+        nonempty(args.tls_key.take()),
+    ) {
+        (Some(cert), Some(key)) => Some(corral_server::TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => anyhow::bail!("CORRAL_TLS_CERT is set but CORRAL_TLS_KEY is not"),
+        (None, Some(_)) => anyhow::bail!("CORRAL_TLS_KEY is set but CORRAL_TLS_CERT is not"),
+    };
+    Ok((
+        corral_server::Security {
+            origins,
+            api_keys,
+            max_body,
+        },
+        tls,
+    ))
 }
 
 /// A setting from its CORRAL_ value, else the OLLAMA_ one.
@@ -147,7 +208,8 @@ fn init_logging(runner: bool) {
         .init();
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
+    let (security, tls) = security(&mut args)?;
     let host = match setting(args.host, "OLLAMA_HOST") {
         Some(h) => Host::parse(&h)?,
         None => Host::parse("")?,
@@ -214,6 +276,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             prefix_args: vec!["runner".into()],
             env: Vec::new(),
         },
+        security,
+        tls,
     };
     corral_server::serve(config)
         .await
@@ -247,7 +311,7 @@ fn main() -> ExitCode {
         match cli.command {
             Commands::Serve(args) => {
                 init_logging(false);
-                serve(args).await
+                serve(*args).await
             }
             Commands::Create(args) => corral_cli::create(&client()?, args).await,
             Commands::Run(args) => corral_cli::run(&client()?, args).await,
@@ -278,5 +342,5 @@ fn main() -> ExitCode {
 }
 
 fn client() -> anyhow::Result<Client> {
-    Ok(Client::new(&Host::from_env()?))
+    Client::from_env(&Host::from_env()?)
 }

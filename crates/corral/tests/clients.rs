@@ -33,9 +33,20 @@ fn python_clients() {
         "{} is missing: scripts/test.sh creates it (python3 -m venv, pip install -r tests/clients/requirements.txt)",
         python.display()
     );
-    let s = TestServer::start();
-    s.create_smol();
-    s.create("smol-tools", &tools_modelfile());
+    let key = "client-suite-key";
+    let s = TestServer::start_with(&[("CORRAL_API_KEY", key)]);
+    for (name, text) in [
+        ("smol", format!("FROM {}\n", model_file(SMOL).display())),
+        ("smol-tools", tools_modelfile()),
+    ] {
+        let path = s.dir.path().join(format!("Modelfile.{name}"));
+        std::fs::write(&path, text).unwrap();
+        let out = s.corral_env(
+            &["create", name, "-f", path.to_str().unwrap()],
+            &[("CORRAL_API_KEY", key)],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
     let out = Command::new(python)
         .args([
             "-m",
@@ -47,6 +58,7 @@ fn python_clients() {
         ])
         .current_dir(repo_root())
         .env("CORRAL_TEST_URL", format!("http://127.0.0.1:{}", s.port))
+        .env("CORRAL_TEST_API_KEY", key)
         .env("NO_PROXY", "127.0.0.1,localhost")
         .output()
         .unwrap();

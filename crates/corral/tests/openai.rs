@@ -93,7 +93,7 @@ fn server_sent_events_are_framed_as_openai_sends_them() {
         json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
     );
     assert_eq!(status, 404);
-    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(body["error"]["type"], "not_found_error");
     assert_eq!(body["error"]["message"], "model 'nope' not found");
     let (status, body) = s.post(
         "/v1/chat/completions",

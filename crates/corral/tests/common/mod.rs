@@ -73,8 +73,9 @@ impl TestServer {
             .env("NO_PROXY", "127.0.0.1,localhost")
             .stdout(Stdio::null())
             .stderr(log);
+        // "{port}" in a value stands for the port chosen here (CORRAL_HOST=0.0.0.0:{port}).
         for (k, v) in env {
-            cmd.env(k, v);
+            cmd.env(k, v.replace("{port}", &port.to_string()));
         }
         let child = cmd.spawn().expect("start corral serve");
         let s = TestServer {
@@ -87,7 +88,8 @@ impl TestServer {
                 .unwrap(),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while s.http.get(s.url("/api/version")).send().is_err() {
+        // Any answer will do (an API key or TLS may refuse this plain request).
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "server did not start:\n{}",
@@ -115,7 +117,16 @@ impl TestServer {
         self.corral_stdin(args, None)
     }
 
+    /// Run the CLI with extra environment variables.
+    pub fn corral_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.corral_full(args, None, env)
+    }
+
     pub fn corral_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.corral_full(args, stdin, &[])
+    }
+
+    fn corral_full(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(corral_exe());
         cmd.args(args)
             .current_dir(self.dir.path())
@@ -127,6 +138,7 @@ impl TestServer {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        cmd.envs(env.iter().copied());
         let mut child = cmd.spawn().unwrap();
         if let Some(input) = stdin {
             use std::io::Write;
@@ -255,6 +267,71 @@ impl Drop for TestServer {
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Send one raw HTTP/1.1 request (headers exactly as given, `Connection: close` added) and
+/// return the status and the body, for requests a client library would not send as they are.
+pub fn raw_http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    for (k, v) in headers {
+        head += &format!("{k}: {v}\r\n");
+    }
+    if !headers.iter().any(|(k, _)| {
+        k.eq_ignore_ascii_case("content-length") || k.eq_ignore_ascii_case("transfer-encoding")
+    }) {
+        head += &format!("Content-Length: {}\r\n", body.len());
+    }
+    head += "Connection: close\r\n\r\n";
+    conn.write_all(head.as_bytes()).unwrap();
+    // The body goes from another thread while this one reads: the server may answer (and
+    // refuse) before it has read it all, and a failed write is fine then.
+    let mut writer = conn.try_clone().unwrap();
+    let body = body.to_vec();
+    let sender = std::thread::spawn(move || {
+        for chunk in body.chunks(1 << 16) {
+            if writer.write_all(chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1 << 16];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = conn.shutdown(std::net::Shutdown::Both);
+    let _ = sender.join();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    (status, head.to_string(), body.to_string())
+}
+
+/// A process's peak resident memory (VmHWM) in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 /// Send a signal to a process.

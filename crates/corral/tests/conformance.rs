@@ -1,0 +1,158 @@
+//! Details real clients and Ollama's own parser tests depend on: `load_duration` on every
+//! answer, OpenAI error types and cached-prompt usage, Modelfile errors and deprecated
+//! parameters, and `show --modelfile` values that read back the same.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+#[test]
+fn answers_and_errors_as_clients_expect() {
+    let s = TestServer::start();
+    s.create_smol();
+    let short = json!({"temperature": 0, "num_predict": 3});
+    // load_duration is there and above 0 on every final object, loaded model or not.
+    for round in 0..2 {
+        for (path, body) in [
+            (
+                "/api/generate",
+                json!({"model": "smol", "prompt": "Hi", "stream": false, "options": short}),
+            ),
+            (
+                "/api/chat",
+                json!({"model": "smol", "messages": [{"role": "user", "content": "Hi"}], "stream": false, "options": short}),
+            ),
+        ] {
+            let (status, v) = s.post(path, body.clone());
+            assert_eq!(status, 200, "{v}");
+            assert!(
+                v["load_duration"].as_u64().unwrap_or(0) > 0,
+                "round {round} {path}: {v}"
+            );
+            let mut streamed = body;
+            streamed["stream"] = json!(true);
+            let last = s.stream(path, streamed).pop().unwrap().1;
+            assert_eq!(last["done"], true);
+            assert!(
+                last["load_duration"].as_u64().unwrap_or(0) > 0,
+                "{path} streamed: {last}"
+            );
+        }
+    }
+
+    // OpenAI errors carry Ollama's types.
+    let (status, v) = s.post(
+        "/v1/chat/completions",
+        json!({"model": "nope", "messages": [{"role": "user", "content": "x"}]}),
+    );
+    assert_eq!(status, 404);
+    assert_eq!(v["error"]["type"], "not_found_error", "{v}");
+    let (status, v) = s.post(
+        "/v1/chat/completions",
+        json!({"model": "smol", "messages": "not a list"}),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+
+    // usage.prompt_tokens counts the whole prompt; the cached part is named apart.
+    let chat = json!({
+        "model": "smol",
+        "messages": [{"role": "user", "content": "Name three colours of the rainbow, please."}],
+        "max_tokens": 3, "temperature": 0,
+    });
+    let (_, first) = s.post("/v1/chat/completions", chat.clone());
+    let (_, second) = s.post("/v1/chat/completions", chat);
+    let (u1, u2) = (&first["usage"], &second["usage"]);
+    assert!(u1["prompt_tokens"].as_u64().unwrap() > 10, "{u1}");
+    assert_eq!(u2["prompt_tokens"], u1["prompt_tokens"], "{u1} {u2}");
+    let cached = u2["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(cached > 5, "the second request reused nothing: {u2}");
+    assert_eq!(
+        u2["total_tokens"].as_u64().unwrap(),
+        u2["prompt_tokens"].as_u64().unwrap() + u2["completion_tokens"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn modelfile_errors_deprecated_parameters_and_round_trips() {
+    let s = TestServer::start();
+    let from = format!("FROM {}\n", model_file(SMOL).display());
+    // A PARAMETER or MESSAGE with nothing after its name is an unexpected EOF on its line.
+    for (text, line) in [
+        (format!("{from}PARAMETER temperature\n"), 2),
+        (format!("{from}\nMESSAGE user\n"), 3),
+    ] {
+        let out = s.try_create("bad", &text);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("(line {line}): unexpected EOF")),
+            "{err}"
+        );
+    }
+    // Parameters Ollama dropped are ignored with a warning, in Modelfiles and in /api/create.
+    let out = s.try_create(
+        "old",
+        &format!("{from}PARAMETER mirostat 2\nPARAMETER tfs_z 1.0\nPARAMETER penalize_newline true\nPARAMETER top_k 7\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for p in ["mirostat", "tfs_z", "penalize_newline"] {
+        assert!(
+            stderr(&out).contains(&format!(
+                "warning: parameter '{p}' is no longer supported and was ignored"
+            )),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let (_, show) = s.post("/api/show", json!({"model": "old"}));
+    assert_eq!(
+        show["parameters"]
+            .as_str()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["top_k", "7"]
+    );
+    let (status, v) = s.post(
+        "/api/create",
+        json!({"model": "old2", "from": "old", "parameters": {"mirostat_eta": 0.1, "low_vram": true, "top_k": 9}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert!(s
+        .log()
+        .contains("parameter is no longer supported and was ignored"));
+
+    // Values with newlines and quotes survive show --modelfile and a second create.
+    s.create(
+        "quoting",
+        &format!(
+            "{from}PARAMETER stop \"\"\"### User:\n\"\"\"\nPARAMETER stop <end>\nSYSTEM \"\"\"Say \"yes\".\nThen stop.\"\"\"\nMESSAGE user \"\"\"line one\nline \"two\" end\"\"\"\n"
+        ),
+    );
+    let printed = stdout(&s.corral(&["show", "quoting", "--modelfile"]));
+    assert!(
+        printed.contains("PARAMETER stop \"\"\"### User:\n\"\"\"\n"),
+        "{printed}"
+    );
+    std::fs::write(s.dir.path().join("Modelfile.again"), &printed).unwrap();
+    let out = s.corral(&[
+        "create",
+        "again",
+        "-f",
+        s.dir.path().join("Modelfile.again").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}\n{printed}", stderr(&out));
+    let show = |m: &str| -> Value { s.post("/api/show", json!({"model": m})).1 };
+    let (a, b) = (show("quoting"), show("again"));
+    for field in ["parameters", "system", "messages"] {
+        assert_eq!(
+            a[field], b[field],
+            "{field} changed in the round trip:\n{printed}"
+        );
+    }
+    assert_eq!(a["system"], "Say \"yes\".\nThen stop.");
+}
