@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
 echo "building corral (release; the first build compiles llama.cpp and takes several minutes)" >&2
-cargo build --release --locked -q -p corral
-corral="$CARGO_TARGET_DIR/release/corral"
+bundle=$(scripts/build.sh | tail -1)
+corral="$bundle/bin/corral"
 models=$(scripts/fetch-models.sh)
 
 work=$(mktemp -d)

@@ -21,4 +21,4 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # One build folder outside the clone, kept between runs: llama.cpp takes minutes to build.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/corral/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/corral/cargo-target}"

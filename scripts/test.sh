@@ -4,9 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # docker-registry: a real registry for the pull/push tests; chromium: a real browser for the
-# cross-origin tests (both started by the tests themselves,
-# on loopback ports; the package's own service is not used).
-CORRAL_SETUP_EXTRA="docker-registry chromium" source scripts/setup.sh
+# cross-origin tests (both started by the tests themselves, on loopback ports; the package's
+# own service is not used); qemu-user: an older CPU for the portable bundle's test;
+# mesa-vulkan-drivers (lavapipe) and vulkan-tools: a real Vulkan device on the CPU; glslc and
+# libvulkan1: to build llama.cpp's Vulkan module.
+CORRAL_SETUP_EXTRA="docker-registry chromium qemu-user mesa-vulkan-drivers vulkan-tools glslc libvulkan1" \
+  source scripts/setup.sh
+
+# The portable bundle with the Vulkan module; the tests build with the same features, so
+# cargo reuses that build.
+bundle=$(scripts/build.sh --vulkan | tail -1)
+sdk=$(scripts/vulkan-sdk.sh)
+export VULKAN_SDK="$sdk/usr" CMAKE_PREFIX_PATH="$sdk/usr" CORRAL_TEST_BUNDLE="$bundle"
 
 scripts/fetch-models.sh >/dev/null
 
@@ -25,7 +34,7 @@ if ! cmp -s tests/clients/requirements.txt "$venv/requirements.txt" 2>/dev/null;
 fi
 export CORRAL_CLIENT_VENV="$venv"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --cargo-profile release --locked --no-fail-fast
+  cargo nextest run --workspace --features corral/vulkan --cargo-profile release --locked --no-fail-fast
 else
-  cargo test --workspace --release --locked --no-fail-fast
+  cargo test --workspace --features corral/vulkan --release --locked --no-fail-fast
 fi

@@ -614,6 +614,27 @@ pub fn device_text(r: &corral_devices::Report) -> String {
         "CPU:     {} ({} physical cores, {} threads, {}{quota})\nMemory:  {} total, {} available\n\n",
         r.cpu.model, r.cpu.physical_cores, r.cpu.logical_cores, r.cpu.simd, gib(r.memory_total), gib(r.memory_available)
     );
+    if let Some(m) = &r.modules {
+        out += &format!("Backends (from {}, {}):\n", m.dir, m.dir_from);
+        let rows: Vec<Vec<String>> = m
+            .modules
+            .iter()
+            .map(|x| {
+                vec![
+                    x.file.clone(),
+                    if x.loaded { "loaded" } else { "-" }.to_string(),
+                    x.note.clone(),
+                ]
+            })
+            .collect();
+        for line in table(&["MODULE", "STATE", "WHY"], &rows).lines() {
+            out += &format!("  {line}\n");
+        }
+        if let Some(v) = &m.cpu_variant {
+            out += &format!("CPU variant: {v}\n");
+        }
+        out += "\n";
+    }
     let rows: Vec<Vec<String>> = r
         .devices
         .iter()

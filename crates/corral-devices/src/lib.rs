@@ -111,11 +111,40 @@ mod tests {
 
 /// Run the probe (`<program> probe`) and read the devices it prints, at most `timeout`.
 /// A probe that hangs or crashes (a misbehaving driver) is killed and reported, never waited on.
+/// The backend modules a probe loaded (see `corral_engine::modules`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModuleReport {
+    /// The folder they were loaded from, and how it was found.
+    pub dir: String,
+    pub dir_from: String,
+    /// The CPU variant in use (`haswell`, `zen4`, ...).
+    pub cpu_variant: Option<String>,
+    pub modules: Vec<ModuleInfo>,
+}
+
+/// One module file: loaded or not, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModuleInfo {
+    pub file: String,
+    pub backend: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    pub loaded: bool,
+    pub note: String,
+}
+
+/// What a probe child prints: the modules it loaded and the devices they give.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    pub modules: Option<ModuleReport>,
+    pub devices: Vec<ProbedDevice>,
+}
+
 pub fn probe(
     program: &std::path::Path,
     env: &[(String, String)],
     timeout: std::time::Duration,
-) -> Result<Vec<ProbedDevice>, String> {
+) -> Result<Probe, String> {
     use std::io::Read;
     use std::process::{Command, Stdio};
     let mut child = Command::new(program)
@@ -228,6 +257,8 @@ pub struct Report {
     pub memory_total: u64,
     pub memory_available: u64,
     pub mode: crate::DeviceMode,
+    /// The backend modules (each CPU variant, each GPU backend): loaded or not, and why.
+    pub modules: Option<ModuleReport>,
     pub devices: Vec<crate::ProbedDevice>,
     pub probe_error: Option<String>,
     pub visibility: Vec<crate::visibility::Decision>,
@@ -241,7 +272,9 @@ pub fn report(program: &std::path::Path) -> Result<Report, String> {
     let mode = DeviceMode::parse(&std::env::var("CORRAL_DEVICE").unwrap_or_default())?;
     let visibility = crate::visibility::decide_all(|k| std::env::var(k).ok());
     let env = runner_env(&visibility);
-    let probed = crate::probe(program, &env, std::time::Duration::from_secs(10));
+    let probe = crate::probe(program, &env, std::time::Duration::from_secs(10));
+    let modules = probe.as_ref().ok().and_then(|p| p.modules.clone());
+    let probed = probe.map(|p| p.devices);
     let placement = crate::place(mode, &visibility, &probed);
     let (total, available) = corral_os::memory().unwrap_or((0, 0));
     Ok(Report {
@@ -250,6 +283,7 @@ pub fn report(program: &std::path::Path) -> Result<Report, String> {
         memory_available: available,
         mode,
         probe_error: probed.as_ref().err().cloned(),
+        modules,
         devices: probed.unwrap_or_default(),
         visibility,
         decision: placement.decision,

@@ -110,11 +110,17 @@ pub struct Stats {
     pub eval_duration: Duration,
 }
 
+pub mod modules;
+
 static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 
 fn backend() -> Result<&'static LlamaBackend, EngineError> {
     BACKEND
-        .get_or_init(|| LlamaBackend::init().map_err(|e| e.to_string()))
+        .get_or_init(|| {
+            // The modules first: llama.cpp would otherwise look in the build folder only.
+            modules::load()?;
+            LlamaBackend::init().map_err(|e| e.to_string())
+        })
         .as_ref()
         .map_err(|e| EngineError::Backend(e.clone()))
 }

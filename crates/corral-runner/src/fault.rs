@@ -7,8 +7,8 @@
 //! - `crash@token:N`: abort (SIGABRT) when the Nth token of this runner is produced;
 //! - `stall@token:N`: stop making progress at the Nth token (tests the stall timeout);
 //! - `stall@idle`: hang once idle after a first answer (tests the health check);
-//! - `fail@gpu-load`: the device probe reports a made-up 8 GiB GPU, and loading with any
-//!   layers offloaded fails (tests the fall-back to the CPU on a machine without a GPU).
+//! - `fail@gpu-load`: loading with any layers offloaded fails, as a driver that refuses the
+//!   load (tests the fall-back to the CPU on a real device: lavapipe in the test suite).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -21,13 +21,8 @@ pub enum Point {
     Token,
     /// Idle, after at least one answer.
     Idle,
-    /// Loading with layers offloaded (and the probe, which then reports a made-up GPU).
+    /// Loading with layers offloaded.
     GpuLoad,
-}
-
-/// Whether `fail@gpu-load` is set: the probe then reports a made-up GPU.
-pub fn fake_gpu() -> bool {
-    configured().is_some_and(|f| f.point == Point::GpuLoad)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

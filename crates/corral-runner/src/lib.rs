@@ -105,6 +105,7 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
 /// `corral probe`: print llama.cpp's devices as JSON and exit. Run as a short-lived child so
 /// that a GPU driver that hangs or crashes cannot take the server (or the CLI) with it.
 pub fn probe() -> anyhow::Result<()> {
+    let modules = corral_engine::modules::load().map_err(|e| anyhow::anyhow!(e))?;
     let devices: Vec<serde_json::Value> = corral_engine::devices()?
         .into_iter()
         .map(|d| {
@@ -113,14 +114,11 @@ pub fn probe() -> anyhow::Result<()> {
                 "kind": d.kind, "memory_total": d.memory_total, "memory_free": d.memory_free,
             })
         })
-        .chain(fault::fake_gpu().then(|| {
-            serde_json::json!({
-                "index": 99, "name": "FAKE0", "description": "made-up GPU (CORRAL_RUNNER_FAULT=fail@gpu-load)",
-                "backend": "CUDA", "kind": "gpu", "memory_total": 8u64 << 30, "memory_free": 8u64 << 30,
-            })
-        }))
         .collect();
-    println!("{}", serde_json::Value::Array(devices));
+    println!(
+        "{}",
+        serde_json::json!({"modules": modules, "devices": devices})
+    );
     Ok(())
 }
 

@@ -143,6 +143,12 @@ pub async fn serve(config: Config) -> Result<(), String> {
         cpu = %report.cpu.model, physical_cores = report.cpu.physical_cores, simd = %report.cpu.simd,
         memory_gib = format!("{:.1}", report.memory_total as f64 / (1u64 << 30) as f64), "system"
     );
+    if let Some(m) = &report.modules {
+        tracing::info!(dir = %m.dir, from = %m.dir_from, cpu_variant = ?m.cpu_variant, "backend modules");
+        for x in &m.modules {
+            tracing::info!(module = %x.file, loaded = x.loaded, "{}", x.note);
+        }
+    }
     for d in &report.visibility {
         tracing::info!(variable = %d.variable, ignored = ?d.ignored, "{}", d.reason);
     }

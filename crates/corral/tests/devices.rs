@@ -9,27 +9,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-fn devices_json(env: &[(&str, &str)]) -> Value {
-    let mut c = Command::new(corral_exe());
-    c.args(["devices", "--json"]);
-    for v in [
-        "CUDA_VISIBLE_DEVICES",
-        "HIP_VISIBLE_DEVICES",
-        "ROCR_VISIBLE_DEVICES",
-        "GPU_DEVICE_ORDINAL",
-        "GGML_VK_VISIBLE_DEVICES",
-        "CORRAL_DEVICE",
-    ] {
-        c.env_remove(v);
-    }
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_slice(&out.stdout).expect("devices --json prints valid JSON")
-}
-
 #[test]
 fn devices_json_explains_the_decision() {
     let r = devices_json(&[]);
@@ -218,42 +197,4 @@ fn corral_device_gpu_without_a_gpu_fails_clearly_and_bad_modes_stop_the_server()
         "{}",
         stderr(&out)
     );
-}
-
-#[test]
-fn a_failed_gpu_load_falls_back_to_the_cpu_with_a_warning() {
-    // The fault makes the probe report a made-up GPU and makes offloaded loads fail.
-    let s = TestServer::start_with(&[("CORRAL_RUNNER_FAULT", "fail@gpu-load")]);
-    s.create_smol();
-    let (status, body) = s.post(
-        "/api/generate",
-        json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 3}}),
-    );
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["eval_count"], 3);
-    let ps = s.get("/api/ps");
-    let m = &ps["models"][0];
-    let warning = m["warning"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no warning in {ps}"));
-    assert!(warning.starts_with("loading on the GPU failed, running on the CPU instead: runner process has terminated: exit status 1"), "{warning}");
-    assert_eq!(m["size_vram"], 0);
-    let out = stdout(&s.corral(&["ps"]));
-    assert!(
-        out.contains("100% CPU") && out.contains("warning: smol:latest: loading on the GPU failed"),
-        "{out}"
-    );
-    assert!(s.log().contains("loading on the GPU failed"));
-    // The same request again reuses the CPU runner rather than retrying the GPU each time.
-    let pids = s.runner_pids();
-    let (status, _) = s.post(
-        "/api/generate",
-        json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 3}}),
-    );
-    assert_eq!(status, 200);
-    assert_eq!(s.runner_pids(), pids);
-    // num_gpu 0 asks for the CPU directly: a new runner, and no warning.
-    let (status, _) = s.post("/api/generate", json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 3, "num_gpu": 0}}));
-    assert_eq!(status, 200);
-    assert!(s.get("/api/ps")["models"][0].get("warning").is_none());
 }

@@ -334,6 +334,26 @@ pub fn peak_rss(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// `corral devices --json` with the device variables cleared, then `env` set.
+pub fn devices_json(env: &[(&str, &str)]) -> Value {
+    let mut c = Command::new(corral_exe());
+    c.args(["devices", "--json"]);
+    for v in [
+        "CUDA_VISIBLE_DEVICES",
+        "HIP_VISIBLE_DEVICES",
+        "ROCR_VISIBLE_DEVICES",
+        "GPU_DEVICE_ORDINAL",
+        "GGML_VK_VISIBLE_DEVICES",
+        "CORRAL_DEVICE",
+    ] {
+        c.env_remove(v);
+    }
+    c.envs(env.iter().copied());
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("devices --json prints valid JSON")
+}
+
 /// Send a signal to a process.
 pub fn signal(pid: u32, sig: i32) {
     unsafe { libc_kill(pid as i32, sig) };
