@@ -123,18 +123,33 @@ fn loader_error(e: &libloading::Error) -> String {
     }
 }
 
-fn registered_backends() -> Vec<String> {
+/// The backends ggml registered (lowercase names), each with its device count.
+fn registered_backends() -> Vec<(String, usize)> {
     // SAFETY: plain queries of ggml's backend registry.
     unsafe {
         (0..llama_cpp_sys_2::ggml_backend_reg_count())
             .map(|i| {
                 let reg = llama_cpp_sys_2::ggml_backend_reg_get(i);
                 let name = llama_cpp_sys_2::ggml_backend_reg_name(reg);
-                std::ffi::CStr::from_ptr(name)
+                let name = std::ffi::CStr::from_ptr(name)
                     .to_string_lossy()
-                    .to_ascii_lowercase()
+                    .to_ascii_lowercase();
+                (name, llama_cpp_sys_2::ggml_backend_reg_dev_count(reg))
             })
             .collect()
+    }
+}
+
+/// Why a loaded GPU backend shows no device, where that can be told.
+fn no_device_note(backend: &str) -> String {
+    match backend {
+        "vulkan" if std::env::var_os("GGML_VK_VISIBLE_DEVICES").is_none() => {
+            "loaded, no device: ggml counts only GPU-type Vulkan devices unless \
+             GGML_VK_VISIBLE_DEVICES names one (a software device such as llvmpipe needs \
+             GGML_VK_VISIBLE_DEVICES=0)"
+                .to_string()
+        }
+        _ => "loaded, no device found (or none visible)".to_string(),
     }
 }
 
@@ -159,6 +174,7 @@ fn load_now() -> Result<Modules, String> {
     // SAFETY: the path is a valid C string; ggml loads the best module of each backend.
     unsafe { llama_cpp_sys_2::ggml_backend_load_all_from_path(c.as_ptr()) };
     let registered = registered_backends();
+    let devices_of = |b: &str| registered.iter().find(|(n, _)| n == b).map(|(_, d)| *d);
 
     let files = module_files(&dir);
     let scores: Vec<(String, Result<i32, String>)> = files
@@ -172,7 +188,7 @@ fn load_now() -> Result<Modules, String> {
         .filter_map(|(f, s)| s.as_ref().ok().filter(|&&s| s > 0).map(|s| (*s, f)))
         .max_by_key(|(s, _)| *s)
         .and_then(|(_, f)| split_name(f).1);
-    let cpu_loaded = registered.iter().any(|r| r == "cpu");
+    let cpu_loaded = devices_of("cpu").is_some();
     let modules = scores
         .into_iter()
         .map(|(file, s)| {
@@ -190,8 +206,12 @@ fn load_now() -> Result<Modules, String> {
                         format!("runs here, but a better variant does (score {n})"),
                     ),
                 }
-            } else if registered.contains(&backend) {
-                (true, "loaded".to_string())
+            } else if let Some(n) = devices_of(&backend) {
+                match n {
+                    0 => (true, no_device_note(&backend)),
+                    1 => (true, "loaded, 1 device".to_string()),
+                    n => (true, format!("loaded, {n} devices")),
+                }
             } else {
                 match s {
                     Err(e) => (false, format!("not loaded: {e}")),

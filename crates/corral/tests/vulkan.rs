@@ -68,6 +68,14 @@ fn the_software_device_is_visible_only_when_named() {
     );
     assert_eq!(r["decision"], "cpu");
     let named = devices_json(&[("GGML_VK_VISIBLE_DEVICES", "0")]);
+    let module = named["modules"]["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["backend"] == "vulkan")
+        .cloned()
+        .unwrap();
+    assert_eq!(module["note"], "loaded, 1 device");
     let vk = vulkan_devices(&named);
     assert_eq!(vk.len(), 1, "{named}");
     assert!(
