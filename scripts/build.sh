@@ -19,6 +19,10 @@ for arg in "$@"; do
     *) echo "build.sh: unknown option $arg (use --vulkan, --cuda)" >&2; exit 2 ;;
   esac
 done
+# The Vulkan module needs Debian's shader compiler and the Vulkan loader.
+case " ${features[*]} " in
+  *" corral/vulkan "*) CORRAL_SETUP_EXTRA="${CORRAL_SETUP_EXTRA:-} glslc libvulkan1" ;;
+esac
 # shellcheck source=setup.sh
 source scripts/setup.sh
 for f in "${features[@]}"; do

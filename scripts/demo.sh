@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
 echo "building corral (release; the first build compiles llama.cpp and takes several minutes)" >&2
-bundle=$(scripts/build.sh | tail -1)
+# The same bundle as the test command's (CPU variants and the Vulkan module): one build serves
+# both, and the Vulkan module is simply not loaded where there is no Vulkan driver.
+bundle=$(scripts/build.sh --vulkan | tail -1)
 corral="$bundle/bin/corral"
 models=$(scripts/fetch-models.sh)
 
