@@ -47,14 +47,6 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `host` with no key and the system's roots of trust.
-    pub fn new(host: &Host) -> Client {
-        Client {
-            base: host.url(),
-            http: reqwest::Client::new(),
-        }
-    }
-
     /// A client for `host` with the settings the server uses too: the API key
     /// (`CORRAL_API_KEY`, else the first key in `CORRAL_API_KEY_FILE`) and an extra CA
     /// certificate for HTTPS (`CORRAL_TLS_CA`, PEM).

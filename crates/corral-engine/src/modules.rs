@@ -39,11 +39,14 @@ pub struct Modules {
     pub cpu_variant: Option<String>,
 }
 
-static MODULES: OnceLock<Result<Modules, String>> = OnceLock::new();
+/// The folder the modules were loaded from, and how it was found.
+static LOADED: OnceLock<Result<(PathBuf, String), String>> = OnceLock::new();
 
-/// Load the backend modules once per process (before llama.cpp initializes) and report.
-pub fn load() -> Result<&'static Modules, String> {
-    MODULES.get_or_init(load_now).as_ref().map_err(Clone::clone)
+/// Load the backend modules once per process, before llama.cpp initializes. Runners call only
+/// this: ggml opens each module once to pick the best; explaining every file is `report`'s.
+/// Returns the folder and how it was found.
+pub fn load() -> Result<&'static (PathBuf, String), String> {
+    LOADED.get_or_init(load_now).as_ref().map_err(Clone::clone)
 }
 
 /// Candidate folders, in order, each with how it was found.
@@ -153,7 +156,7 @@ fn no_device_note(backend: &str) -> String {
     }
 }
 
-fn load_now() -> Result<Modules, String> {
+fn load_now() -> Result<(PathBuf, String), String> {
     let tried = candidates()?;
     let (dir, dir_from) = tried
         .iter()
@@ -173,6 +176,19 @@ fn load_now() -> Result<Modules, String> {
         .map_err(|_| format!("{}: a folder name with a NUL byte", dir.display()))?;
     // SAFETY: the path is a valid C string; ggml loads the best module of each backend.
     unsafe { llama_cpp_sys_2::ggml_backend_load_all_from_path(c.as_ptr()) };
+    if !registered_backends().iter().any(|(n, _)| n == "cpu") {
+        return Err(format!(
+            "no CPU backend could be loaded from {}: no variant there runs on this CPU",
+            dir.display()
+        ));
+    }
+    Ok((dir, dir_from))
+}
+
+/// Load (if not yet) and say, for each module file, whether it loaded and why: each file's
+/// own score for this machine, or the loader's error. For `corral probe`, not for runners.
+pub fn report() -> Result<Modules, String> {
+    let (dir, dir_from) = load()?.clone();
     let registered = registered_backends();
     let devices_of = |b: &str| registered.iter().find(|(n, _)| n == b).map(|(_, d)| *d);
 
@@ -188,7 +204,6 @@ fn load_now() -> Result<Modules, String> {
         .filter_map(|(f, s)| s.as_ref().ok().filter(|&&s| s > 0).map(|s| (*s, f)))
         .max_by_key(|(s, _)| *s)
         .and_then(|(_, f)| split_name(f).1);
-    let cpu_loaded = devices_of("cpu").is_some();
     let modules = scores
         .into_iter()
         .map(|(file, s)| {
@@ -197,7 +212,7 @@ fn load_now() -> Result<Modules, String> {
                 match s {
                     Err(e) => (false, format!("cannot be opened: {e}")),
                     Ok(0) => (false, "this CPU lacks its instructions".to_string()),
-                    Ok(n) if cpu_loaded && variant == cpu_variant => (
+                    Ok(n) if variant == cpu_variant => (
                         true,
                         format!("the best of the CPU variants this CPU can run (score {n})"),
                     ),
@@ -231,12 +246,6 @@ fn load_now() -> Result<Modules, String> {
             }
         })
         .collect();
-    if !cpu_loaded {
-        return Err(format!(
-            "no CPU backend could be loaded from {}: no variant there runs on this CPU",
-            dir.display()
-        ));
-    }
     Ok(Modules {
         dir,
         dir_from,

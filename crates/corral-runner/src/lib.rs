@@ -105,7 +105,7 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
 /// `corral probe`: print llama.cpp's devices as JSON and exit. Run as a short-lived child so
 /// that a GPU driver that hangs or crashes cannot take the server (or the CLI) with it.
 pub fn probe() -> anyhow::Result<()> {
-    let modules = corral_engine::modules::load().map_err(|e| anyhow::anyhow!(e))?;
+    let modules = corral_engine::modules::report().map_err(|e| anyhow::anyhow!(e))?;
     let devices: Vec<serde_json::Value> = corral_engine::devices()?
         .into_iter()
         .map(|d| {
