@@ -11,27 +11,39 @@ cd "$(dirname "$0")/.."
 CORRAL_SETUP_EXTRA="docker-registry chromium qemu-user mesa-vulkan-drivers vulkan-tools glslc libvulkan1" \
   source scripts/setup.sh
 
+# The real Python clients for the compatibility suite (crates/corral/tests/clients.rs), pinned,
+# in a virtual environment kept between runs and refreshed when the pins change.
+venv="${CORRAL_CLIENT_VENV:-$HOME/.cache/corral/client-venv}"
+# Debian's python3 makes virtual environments only with python3-venv (ensurepip).
+python3 -c "import ensurepip" 2>/dev/null || {
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get install -y -qq python3-venv >&2
+}
+client_venv() {
+  if ! cmp -s tests/clients/requirements.txt "$venv/requirements.txt" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r tests/clients/requirements.txt
+    cp tests/clients/requirements.txt "$venv/requirements.txt"
+  fi
+}
+
+# The test models and the client packages come over the network while llama.cpp builds;
+# their logs are printed only if they fail.
+fetch_log=$(mktemp) venv_log=$(mktemp) fetch_pid="" venv_pid=""
+trap 'kill "$fetch_pid" "$venv_pid" 2>/dev/null; rm -f "$fetch_log" "$venv_log"' EXIT
+scripts/fetch-models.sh >"$fetch_log" 2>&1 &
+fetch_pid=$!
+client_venv >"$venv_log" 2>&1 &
+venv_pid=$!
+
 # The portable bundle with the Vulkan module; the tests build with the same features, so
 # cargo reuses that build.
 bundle=$(scripts/build.sh --vulkan | tail -1)
 sdk=$(scripts/vulkan-sdk.sh)
 export VULKAN_SDK="$sdk/usr" CMAKE_PREFIX_PATH="$sdk/usr" CORRAL_TEST_BUNDLE="$bundle"
 
-scripts/fetch-models.sh >/dev/null
-
-# The real Python clients for the compatibility suite (crates/corral/tests/clients.rs), pinned,
-# in a virtual environment kept between runs and refreshed when the pins change.
-venv="${CORRAL_CLIENT_VENV:-$HOME/.cache/corral/client-venv}"
-if ! cmp -s tests/clients/requirements.txt "$venv/requirements.txt" 2>/dev/null; then
-  python3 -m venv "$venv" 2>/dev/null || {
-    need_venv="python3-venv"
-    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get install -y -qq "$need_venv" >&2
-    python3 -m venv "$venv"
-  }
-  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/clients/requirements.txt >&2
-  cp tests/clients/requirements.txt "$venv/requirements.txt"
-fi
+wait "$fetch_pid" || { cat "$fetch_log" >&2; echo "test.sh: fetching the test models failed" >&2; exit 1; }
+wait "$venv_pid" || { cat "$venv_log" >&2; echo "test.sh: installing the Python clients failed" >&2; exit 1; }
 export CORRAL_CLIENT_VENV="$venv"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --features corral/vulkan --cargo-profile release --locked --no-fail-fast
