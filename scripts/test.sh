@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 CORRAL_SETUP_EXTRA="docker-registry chromium qemu-user mesa-vulkan-drivers vulkan-tools glslc libvulkan1" \
   source scripts/setup.sh
 
-# The real Python clients for the compatibility suite (crates/corral/tests/clients.rs), pinned,
+# The real Python clients for the compatibility suite (crates/corral/tests/it/clients.rs), pinned,
 # in a virtual environment kept between runs and refreshed when the pins change.
 venv="${CORRAL_CLIENT_VENV:-$HOME/.cache/corral/client-venv}"
 # Debian's python3 makes virtual environments only with python3-venv (ensurepip).
@@ -30,7 +30,7 @@ client_venv() {
 # The test models and the client packages come over the network while llama.cpp builds;
 # their logs are printed only if they fail.
 fetch_log=$(mktemp) venv_log=$(mktemp) fetch_pid="" venv_pid=""
-trap 'kill "$fetch_pid" "$venv_pid" 2>/dev/null; rm -f "$fetch_log" "$venv_log"' EXIT
+trap 'kill "$fetch_pid" "$venv_pid" 2>/dev/null || true; rm -f "$fetch_log" "$venv_log"' EXIT
 scripts/fetch-models.sh >"$fetch_log" 2>&1 &
 fetch_pid=$!
 client_venv >"$venv_log" 2>&1 &

@@ -1,6 +1,6 @@
 """The real client libraries against a running Corral server.
 
-Run by `crates/corral/tests/clients.rs`, which starts the server, creates the models and sets
+Run by `crates/corral/tests/it/clients.rs`, which starts the server, creates the models and sets
 CORRAL_TEST_URL and CORRAL_TEST_API_KEY (the server requires that key, so every test also shows
 the client sends it). Models: `smol` (SmolLM2 from its GGUF) and `smol-tools` (the same weights
 with tests/models/smol-tools.Modelfile, whose template renders tools and can think).

@@ -1,6 +1,6 @@
 //! Managing models as Ollama users do: show, cp, rm, and what `list`, `ps` and `show` print.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::json;

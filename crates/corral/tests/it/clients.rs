@@ -2,7 +2,7 @@
 //! in `tests/clients/requirements.txt`, against the real server (`tests/clients/test_clients.py`).
 //! `scripts/test.sh` makes their virtual environment; `CORRAL_CLIENT_VENV` names another.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,13 +11,6 @@ use common::*;
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The tools-and-thinking test model: the real SmolLM2 weights with the repository's template.
-pub fn tools_modelfile() -> String {
-    let text =
-        std::fs::read_to_string(repo_root().join("tests/models/smol-tools.Modelfile")).unwrap();
-    format!("FROM {}\n{text}", model_file(SMOL).display())
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Loadable backends: the CPU variant ggml picks and why, modules that cannot load, a bundle
 //! that finds its modules beside itself, and the same bundle on an older CPU (qemu-user).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

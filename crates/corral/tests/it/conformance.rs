@@ -2,7 +2,7 @@
 //! answer, OpenAI error types and cached-prompt usage, Modelfile errors and deprecated
 //! parameters, and `show --modelfile` values that read back the same.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::{json, Value};

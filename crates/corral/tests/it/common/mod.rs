@@ -31,6 +31,15 @@ pub fn model_file(name: &str) -> PathBuf {
     p
 }
 
+/// The Modelfile of `smol-tools`.
+pub fn tools_modelfile() -> String {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/models/smol-tools.Modelfile"),
+    )
+    .unwrap();
+    format!("FROM {}\n{text}", model_file(SMOL).display())
+}
+
 pub fn corral_exe() -> &'static str {
     env!("CARGO_BIN_EXE_corral")
 }
@@ -170,6 +179,12 @@ impl TestServer {
 
     pub fn create_smol(&self) {
         self.create("smol", &format!("FROM {}\n", model_file(SMOL).display()));
+    }
+
+    /// `smol-tools`: the real SmolLM2 weights with `tests/models/smol-tools.Modelfile`, a
+    /// template that renders tools and can think.
+    pub fn create_smol_tools(&self) {
+        self.create("smol-tools", &tools_modelfile());
     }
 
     /// POST JSON; returns the status and the parsed body.

@@ -1,24 +1,12 @@
 //! OpenAI-compatible endpoints, structured output, embeddings and tool calls, over raw HTTP
 //! against the real server and model (the client libraries are in `clients.rs`).
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 
 use common::*;
 use serde_json::{json, Value};
-
-fn tools_model(s: &TestServer) {
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/models/smol-tools.Modelfile"),
-    )
-    .unwrap();
-    s.create(
-        "smol-tools",
-        &format!("FROM {}\n{text}", model_file(SMOL).display()),
-    );
-}
 
 fn weather_tool() -> Value {
     json!({"type": "function", "function": {"name": "get_weather", "description": "Get the weather in a city",
@@ -236,7 +224,7 @@ fn structured_output_and_embeddings() {
 fn native_tool_call_round_trip() {
     let s = TestServer::start();
     s.create_smol();
-    tools_model(&s);
+    s.create_smol_tools();
     let (_, show) = s.post("/api/show", json!({"model": "smol-tools"}));
     assert_eq!(
         show["capabilities"],

@@ -2,7 +2,7 @@
 //! from other web sites (Origin), DNS rebinding (Host), bodies meant to exhaust memory,
 //! path-like file names, missing API keys; and HTTPS with a certificate the test makes.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! loopback origin cannot read from Corral or change its store; a page from an allowed
 //! origin gets answers.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;

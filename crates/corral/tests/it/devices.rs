@@ -1,6 +1,6 @@
 //! Device discovery and selection: CPU mode never hangs, whatever hides the GPUs.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::Command;

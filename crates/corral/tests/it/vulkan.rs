@@ -5,7 +5,7 @@
 //!
 //! llvmpipe evaluates about 6 tokens/s here, so each answer asks for a few tokens only.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! The end-to-end path a new user takes: create, list, run, chat, generate, stream.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

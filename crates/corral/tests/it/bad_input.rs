@@ -1,7 +1,7 @@
 //! Every bad input gets a clear error with Ollama's status code, the server keeps serving,
 //! and the store is unchanged.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 

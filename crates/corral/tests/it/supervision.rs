@@ -1,7 +1,7 @@
 //! Supervised runners and the scheduler: crashes become error messages, nothing hangs,
 //! nothing is left behind, and many clients share a model.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};

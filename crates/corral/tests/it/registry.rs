@@ -2,7 +2,7 @@
 //! trip, resuming an interrupted pull, authentication, and refusing what a broken or hostile
 //! registry sends.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

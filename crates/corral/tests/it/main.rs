@@ -1,0 +1,18 @@
+//! The black-box tests: the real `corral` binary, server and models. One test binary (a module
+//! per area) so that the suite links once.
+
+mod common;
+
+mod backends;
+mod bad_input;
+mod browser;
+mod clients;
+mod conformance;
+mod devices;
+mod end_to_end;
+mod management;
+mod openai;
+mod registry;
+mod security;
+mod supervision;
+mod vulkan;
