@@ -4,36 +4,25 @@
 pub mod client;
 pub mod format;
 pub mod host;
+pub mod repl;
+pub mod run;
 pub mod transfer;
 
-use std::io::{BufRead, IsTerminal, Read, Write};
+pub use run::{run, RunArgs};
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use corral_api::{
-    ChatRequest, ChatResponse, CreateRequest, GenerateRequest, GenerateResponse, ListResponse,
-    Message, Metrics, ProcessResponse, ProgressResponse,
+    CreateRequest, GenerateRequest, GenerateResponse, ListResponse, Message, Metrics,
+    ProcessResponse, ProgressResponse,
 };
 use corral_modelfile::{Command, Modelfile};
 use sha2::Digest as _;
 
 use crate::client::Client;
 use crate::format::{go_duration, human_bytes, human_time, table};
-
-/// `corral run` options.
-#[derive(Debug, Clone, clap::Args)]
-pub struct RunArgs {
-    /// Model to run.
-    pub model: String,
-    /// Prompt; read from stdin when stdin is not a terminal.
-    pub prompt: Vec<String>,
-    /// Print timings and token counts after the answer.
-    #[arg(long)]
-    pub verbose: bool,
-    /// How long to keep the model loaded (e.g. 5m, 0, -1).
-    #[arg(long)]
-    pub keepalive: Option<String>,
-}
 
 /// `corral create` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -45,156 +34,43 @@ pub struct CreateArgs {
     pub file: PathBuf,
 }
 
-/// `corral run`.
-pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
-    // As with Ollama, a model that is not here yet is pulled first.
-    let show = serde_json::json!({ "model": args.model });
-    if let Err(e) = client
-        .post::<_, serde_json::Value>("/api/show", &show)
-        .await
-    {
-        if !e.to_string().ends_with("not found") {
-            return Err(e);
-        }
-        let pull = transfer::TransferArgs {
-            model: args.model.clone(),
-            insecure: false,
-        };
-        transfer::pull(client, &pull).await?;
-    }
-    let mut parts = Vec::new();
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        let mut s = String::new();
-        stdin.lock().read_to_string(&mut s).context("read stdin")?;
-        if !s.trim().is_empty() {
-            parts.push(s);
-        }
-    }
-    parts.extend(args.prompt.iter().cloned());
-    let keep_alive = args
-        .keepalive
-        .as_ref()
-        .map(|k| serde_json::Value::String(k.clone()));
-    if parts.is_empty() {
-        if std::io::stdin().is_terminal() {
-            return chat_loop(client, &args, keep_alive).await;
-        }
-        anyhow::bail!("no prompt given");
-    }
-    let req = GenerateRequest {
-        model: args.model.clone(),
-        prompt: parts.join(" "),
-        keep_alive,
-        ..Default::default()
-    };
-    let mut out = std::io::stdout();
-    let mut metrics = Metrics::default();
-    client
-        .stream("/api/generate", &req, |r: GenerateResponse| {
-            out.write_all(r.response.as_bytes())?;
-            out.flush()?;
-            if r.done {
-                metrics = r.metrics;
-            }
-            Ok(())
-        })
-        .await?;
-    println!();
-    if args.verbose {
-        eprint!("{}", stats_block(&metrics));
-    }
-    Ok(())
-}
-
-/// A simple chat loop for a terminal: each line is a turn, `/bye` or end of input leaves.
-async fn chat_loop(
-    client: &Client,
-    args: &RunArgs,
-    keep_alive: Option<serde_json::Value>,
-) -> anyhow::Result<()> {
-    let mut history: Vec<Message> = Vec::new();
-    let stdin = std::io::stdin();
-    loop {
-        print!(">>> ");
-        std::io::stdout().flush()?;
-        let mut line = String::new();
-        if stdin.lock().read_line(&mut line)? == 0 {
-            println!();
-            return Ok(());
-        }
-        let line = line.trim();
-        match line {
-            "" => continue,
-            "/bye" | "/exit" => return Ok(()),
-            _ => {}
-        }
-        history.push(Message::new("user", line));
-        let req = ChatRequest {
-            model: args.model.clone(),
-            messages: history.clone(),
-            keep_alive: keep_alive.clone(),
-            ..Default::default()
-        };
-        let mut answer = String::new();
-        let mut metrics = Metrics::default();
-        let mut out = std::io::stdout();
-        let result = client
-            .stream("/api/chat", &req, |r: ChatResponse| {
-                out.write_all(r.message.content.as_bytes())?;
-                out.flush()?;
-                answer.push_str(&r.message.content);
-                if r.done {
-                    metrics = r.metrics;
-                }
-                Ok(())
-            })
-            .await;
-        println!("\n");
-        match result {
-            Ok(()) => history.push(Message::new("assistant", answer)),
-            Err(e) => {
-                history.pop();
-                eprintln!("Error: {e}");
-            }
-        }
-        if args.verbose {
-            eprint!("{}", stats_block(&metrics));
-        }
-    }
-}
-
-/// Ollama's `--verbose` statistics, labels padded to one column.
+/// Ollama's `--verbose` statistics, labels padded to one column; a line only for what is
+/// above zero.
 pub fn stats_block(m: &Metrics) -> String {
-    let rate = |count: u64, ns: u64| {
-        if ns == 0 {
-            0.0
-        } else {
-            count as f64 / (ns as f64 / 1e9)
-        }
-    };
-    let rows = [
-        ("total duration:", go_duration(m.total_duration)),
-        ("load duration:", go_duration(m.load_duration)),
-        (
+    let rate = |count: u64, ns: u64| count as f64 / (ns as f64 / 1e9);
+    let mut rows: Vec<(&str, String)> = Vec::new();
+    if m.total_duration > 0 {
+        rows.push(("total duration:", go_duration(m.total_duration)));
+    }
+    if m.load_duration > 0 {
+        rows.push(("load duration:", go_duration(m.load_duration)));
+    }
+    if m.prompt_eval_count > 0 {
+        rows.push((
             "prompt eval count:",
             format!("{} token(s)", m.prompt_eval_count),
-        ),
-        ("prompt eval duration:", go_duration(m.prompt_eval_duration)),
-        (
+        ));
+    }
+    if m.prompt_eval_duration > 0 {
+        rows.push(("prompt eval duration:", go_duration(m.prompt_eval_duration)));
+        rows.push((
             "prompt eval rate:",
             format!(
                 "{:.2} tokens/s",
                 rate(m.prompt_eval_count, m.prompt_eval_duration)
             ),
-        ),
-        ("eval count:", format!("{} token(s)", m.eval_count)),
-        ("eval duration:", go_duration(m.eval_duration)),
-        (
+        ));
+    }
+    if m.eval_count > 0 {
+        rows.push(("eval count:", format!("{} token(s)", m.eval_count)));
+    }
+    if m.eval_duration > 0 {
+        rows.push(("eval duration:", go_duration(m.eval_duration)));
+        rows.push((
             "eval rate:",
             format!("{:.2} tokens/s", rate(m.eval_count, m.eval_duration)),
-        ),
-    ];
+        ));
+    }
     rows.iter().map(|(k, v)| format!("{k:<22}{v}\n")).collect()
 }
 

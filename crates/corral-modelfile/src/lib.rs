@@ -190,30 +190,40 @@ impl Modelfile {
             if is_deprecated(name) {
                 continue;
             }
-            let kind = kind_of(name).ok_or_else(|| format!("unknown parameter '{name}'"))?;
-            let invalid =
-                |t: &str| format!("invalid value for parameter '{name}': {value:?} is not {t}");
-            let v = match kind {
-                Kind::Int => Value::from(value.parse::<i64>().map_err(|_| invalid("an integer"))?),
-                Kind::Float => Value::from(value.parse::<f64>().map_err(|_| invalid("a number"))?),
-                Kind::Bool => Value::from(
-                    value
-                        .parse::<bool>()
-                        .map_err(|_| invalid("true or false"))?,
-                ),
-                Kind::StringList => {
-                    let mut list = match out.remove(name) {
-                        Some(Value::Array(a)) => a,
-                        _ => Vec::new(),
-                    };
+            let v = match (kind_of(name), out.remove(name)) {
+                (Some(Kind::StringList), Some(Value::Array(mut list))) => {
                     list.push(Value::from(value.clone()));
                     Value::Array(list)
                 }
+                _ => parse_parameter(name, std::slice::from_ref(value))?,
             };
             out.insert(name.clone(), v);
         }
         Ok(out)
     }
+}
+
+/// One parameter's value from its text: the first word for a number or a flag, every word for
+/// a list (`stop`). The errors name the parameter and the value.
+pub fn parse_parameter(name: &str, values: &[String]) -> Result<Value, String> {
+    if is_deprecated(name) {
+        return Err(format!("parameter '{name}' is no longer supported"));
+    }
+    let kind = kind_of(name).ok_or_else(|| format!("unknown parameter '{name}'"))?;
+    let Some(value) = values.first() else {
+        return Err(format!("parameter '{name}' needs a value"));
+    };
+    let invalid = |t: &str| format!("invalid value for parameter '{name}': {value:?} is not {t}");
+    Ok(match kind {
+        Kind::Int => Value::from(value.parse::<i64>().map_err(|_| invalid("an integer"))?),
+        Kind::Float => Value::from(value.parse::<f64>().map_err(|_| invalid("a number"))?),
+        Kind::Bool => Value::from(
+            value
+                .parse::<bool>()
+                .map_err(|_| invalid("true or false"))?,
+        ),
+        Kind::StringList => Value::Array(values.iter().cloned().map(Value::from).collect()),
+    })
 }
 
 impl std::fmt::Display for Modelfile {

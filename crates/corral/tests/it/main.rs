@@ -13,6 +13,7 @@ mod end_to_end;
 mod management;
 mod openai;
 mod registry;
+mod repl;
 mod security;
 mod supervision;
 mod vulkan;

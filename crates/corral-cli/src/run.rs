@@ -1,0 +1,144 @@
+//! `corral run MODEL [PROMPT]`: one answer when a prompt is given or piped in, else the
+//! interactive session (`repl`).
+
+use std::io::{IsTerminal, Read};
+
+use anyhow::Context;
+use corral_api::{GenerateRequest, GenerateResponse, Metrics};
+use serde_json::Value;
+
+use crate::client::Client;
+use crate::repl::display::{Answer, Spinner, Style};
+
+/// `corral run` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Model to run.
+    pub model: String,
+    /// Prompt; read from stdin when stdin is not a terminal.
+    pub prompt: Vec<String>,
+    /// Print timings and token counts after each answer.
+    #[arg(long)]
+    pub verbose: bool,
+    /// How long to keep the model loaded (e.g. 5m, 0, -1).
+    #[arg(long)]
+    pub keepalive: Option<String>,
+    /// Response format (e.g. json).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Enable thinking mode: true/false or high/medium/low for supported models.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub think: Option<String>,
+    /// Hide thinking output (if provided).
+    #[arg(long)]
+    pub hidethinking: bool,
+    /// Don't wrap words to the next line automatically.
+    #[arg(long)]
+    pub nowordwrap: bool,
+}
+
+/// `--think`'s value as the API takes it.
+fn think_value(flag: Option<&str>) -> anyhow::Result<Option<Value>> {
+    Ok(match flag {
+        None => None,
+        Some("" | "true") => Some(Value::Bool(true)),
+        Some("false") => Some(Value::Bool(false)),
+        Some(l @ ("high" | "medium" | "low")) => Some(Value::String(l.into())),
+        Some(other) => anyhow::bail!(
+            "invalid value for --think: {other:?} (must be true, false, high, medium, or low)"
+        ),
+    })
+}
+
+/// `corral run`.
+pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
+    let think = think_value(args.think.as_deref())?;
+    // As with Ollama, a model that is not here yet is pulled first.
+    let show = serde_json::json!({ "model": args.model });
+    if let Err(e) = client
+        .post::<_, serde_json::Value>("/api/show", &show)
+        .await
+    {
+        if !e.to_string().ends_with("not found") {
+            return Err(e);
+        }
+        let pull = crate::transfer::TransferArgs {
+            model: args.model.clone(),
+            insecure: false,
+        };
+        crate::transfer::pull(client, &pull).await?;
+    }
+    let mut parts = Vec::new();
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut s = String::new();
+        stdin.lock().read_to_string(&mut s).context("read stdin")?;
+        if !s.trim().is_empty() {
+            parts.push(s);
+        }
+    }
+    parts.extend(args.prompt.iter().cloned());
+    let keep_alive = args.keepalive.clone().map(Value::String);
+    if parts.is_empty() {
+        if std::io::stdin().is_terminal() {
+            let start = crate::repl::Start {
+                model: args.model.clone(),
+                keep_alive,
+                format: args.format.clone(),
+                think,
+                hide_thinking: args.hidethinking,
+                wordwrap: !args.nowordwrap,
+                verbose: args.verbose,
+            };
+            return crate::repl::interactive(client, start).await;
+        }
+        anyhow::bail!("no prompt given");
+    }
+    let req = GenerateRequest {
+        model: args.model.clone(),
+        prompt: parts.join(" "),
+        keep_alive,
+        format: args.format.clone().map(Value::String),
+        think,
+        ..Default::default()
+    };
+    // One answer: plain text (no colours, no spinner), wrapped only on a terminal.
+    let style = Style {
+        wrap: crate::repl::display::wrap_width(!args.nowordwrap),
+        colour: false,
+        hide_thinking: args.hidethinking,
+    };
+    let mut answer = Answer::new(style, Spinner::none());
+    let mut metrics = Metrics::default();
+    client
+        .stream("/api/generate", &req, |r: GenerateResponse| {
+            answer.push(r.thinking.as_deref().unwrap_or(""), &r.response)?;
+            if r.done {
+                metrics = r.metrics;
+            }
+            Ok(())
+        })
+        .await?;
+    answer.finish()?;
+    println!();
+    if args.verbose {
+        eprint!("{}", crate::stats_block(&metrics));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn think_flag_values() {
+        assert_eq!(think_value(Some("true")).unwrap(), Some(Value::Bool(true)));
+        assert_eq!(think_value(Some("low")).unwrap(), Some(Value::from("low")));
+        assert_eq!(think_value(None).unwrap(), None);
+        assert_eq!(
+            think_value(Some("loud")).unwrap_err().to_string(),
+            "invalid value for --think: \"loud\" (must be true, false, high, medium, or low)"
+        );
+    }
+}
