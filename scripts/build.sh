@@ -12,10 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 features=()
 name=cpu
+cuda=0
 for arg in "$@"; do
   case "$arg" in
     --vulkan) features+=(corral/vulkan); name="$name-vulkan" ;;
-    --cuda) features+=(corral/cuda); name="$name-cuda" ;;
+    --cuda) cuda=1; name="$name-cuda" ;;
     *) echo "build.sh: unknown option $arg (use --vulkan, --cuda)" >&2; exit 2 ;;
   esac
 done
@@ -70,6 +71,12 @@ cp -a "$out_dir"/backends/*.so "$bundle.tmp/lib/corral/"
 find "$bundle.tmp/lib/corral" -maxdepth 1 -type l -name 'lib*.so' ! -name 'libggml-*' -delete
 find "$bundle.tmp/lib/corral" -maxdepth 1 -type l -name 'libggml.so' -delete
 find "$bundle.tmp/lib/corral" -maxdepth 1 -type l -name 'libggml-base.so' -delete
+# The CUDA module is built on its own from the same ggml sources (scripts/cuda-module.sh, with
+# the CUDA 13.0 toolkit from PyPI unless CUDACXX names another nvcc), so asking for it does not
+# rebuild llama.cpp; its CUDA runtime libraries go beside it in lib/corral/cuda/.
+if [ "$cuda" = 1 ]; then
+  scripts/cuda-module.sh "$bundle.tmp/lib/corral" --runtime >&2
+fi
 rm -rf "$bundle"
 mv "$bundle.tmp" "$bundle"
 echo "$bundle"

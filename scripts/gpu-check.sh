@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# The device matrix on a real NVIDIA GPU, as one command for a lent machine (an H200 here:
+# no Rust, no network, nvcc and CMake present). Writes a report of every case.
+#
+# Here (the build machine), once:
+#   scripts/gpu-check.sh --prepare
+# makes .gpucheck/ (git-ignored) in three parts, each under the 64 MiB a device call carries:
+#   .gpucheck/a, .gpucheck/b  the SmolLM2 test model, cut in two halves;
+#   .gpucheck/c               the portable CPU bundle (stripped) and ggml's sources.
+# Then three device calls one after another (the machine keeps what earlier calls carried):
+#   carry [.gpucheck/a] `true`;  carry [.gpucheck/b] `true`;
+#   carry [.gpucheck/c] `scripts/gpu-check.sh` (timeout 600 s)
+# There the script builds ggml's CUDA module for the GPU it finds (scripts/cuda-module.sh
+# with the machine's nvcc), then runs the matrix and writes $OUT/gpu-check.md (else
+# ./gpu-check.md).
+#
+# CORRAL_BUNDLE names a bundle already built (else scripts/build.sh --vulkan makes it).
+# It also runs here, without a GPU: the CUDA module is then reported as not built or not
+# loaded, and every case must still answer to the end on the CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+work=.gpucheck
+
+if [ "${1:-}" = "--prepare" ]; then
+  bundle=${CORRAL_BUNDLE:-$(scripts/build.sh --vulkan | tail -1)}
+  model=$(scripts/fetch-models.sh)/SmolLM2-135M-Instruct.Q4_1.gguf
+  manifest=$(cargo metadata --format-version 1 --locked | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    if p["name"] == "llama-cpp-sys-2":
+        print(p["manifest_path"])')
+  src="$(dirname "$manifest")/llama.cpp"
+  grep -qx '/.gpucheck/' .git/info/exclude 2>/dev/null || echo '/.gpucheck/' >>.git/info/exclude
+  rm -rf "$work"
+  mkdir -p "$work/a" "$work/b" "$work/c/llama.cpp"
+  half=$(( ($(stat -c %s "$model") + 1) / 2 ))
+  head -c "$half" "$model" >"$work/a/smol.part1"
+  tail -c +$((half + 1)) "$model" >"$work/b/smol.part2"
+  sha256sum "$model" | cut -d' ' -f1 >"$work/c/smol.sha256"
+  cp -a "$bundle" "$work/c/bundle"
+  strip --strip-unneeded "$work/c/bundle/bin/corral" "$work/c/bundle/lib/corral/"*.so* 2>/dev/null || true
+  rm -f "$work/c/bundle/lib/corral/libggml-vulkan.so"
+  # ggml's sources for the CUDA module: its CMake files, headers, base and CUDA backend.
+  (cd "$src" && tar cf - ggml/CMakeLists.txt ggml/cmake ggml/include ggml/src/*.c ggml/src/*.cpp ggml/src/*.in \
+     ggml/src/*.h ggml/src/CMakeLists.txt ggml/src/ggml-cuda ggml/src/ggml-cpu/CMakeLists.txt) |
+    tar xf - -C "$work/c/llama.cpp"
+  du -sh "$work"/*
+  exit 0
+fi
+
+out="${OUT:-$root}"
+report="$out/gpu-check.md"
+tmp=$(mktemp -d)
+server_pid=""
+cleanup() {
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+log() { echo "$*" | tee -a "$report"; }
+: >"$report"
+
+# The bundle and the model: carried (.gpucheck), else built here.
+if [ -d "$work/c/bundle" ]; then
+  cp -a "$work/c/bundle" "$tmp/bundle"
+  cat "$work/a/smol.part1" "$work/b/smol.part2" >"$tmp/smol.gguf"
+  echo "$(cat "$work/c/smol.sha256")  $tmp/smol.gguf" | sha256sum --check --status ||
+    { log "the model's halves do not join into the test model (sha256 differs)"; exit 1; }
+  src="$work/c/llama.cpp"
+else
+  cp -a "${CORRAL_BUNDLE:-$(scripts/build.sh --vulkan | tail -1)}" "$tmp/bundle"
+  cp "$(scripts/fetch-models.sh)/SmolLM2-135M-Instruct.Q4_1.gguf" "$tmp/smol.gguf"
+  src=""
+fi
+corral="$tmp/bundle/bin/corral"
+
+log "# Corral GPU check ($(date -u +%Y-%m-%dT%H:%MZ))"
+log ""
+gpu_name=$(nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader 2>/dev/null | head -1 || true)
+log "GPU: ${gpu_name:-none found (nvidia-smi missing or no device)}"
+
+# The CUDA module, for the compute capability present (or the default list).
+nvcc=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)
+if [ -n "$nvcc" ]; then
+  cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .)
+  archs=${cap:+${cap}-real}
+  started=$(date +%s)
+  if scripts/cuda-module.sh "$tmp/bundle/lib/corral" ${src:+--src "$src"} --nvcc "$nvcc" \
+       ${archs:+--archs "$archs"} >"$tmp/cuda-build.log" 2>&1; then
+    log "CUDA module: built with $("$nvcc" --version | tail -1) for ${archs:-the default list} in $(( $(date +%s) - started )) s"
+  else
+    log "CUDA module: build failed; the end of its log:"
+    tail -n 30 "$tmp/cuda-build.log" | sed 's/^/    /' | tee -a "$report"
+  fi
+  export LD_LIBRARY_PATH="$(dirname "$(dirname "$nvcc")")/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+else
+  log "CUDA module: not built (no nvcc on this machine)"
+fi
+uuid=$(nvidia-smi -L 2>/dev/null | sed -n 's/.*(UUID: \(GPU-[^)]*\)).*/\1/p' | head -1 || true)
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+export CORRAL_HOST="127.0.0.1:$port"
+
+start_server() { # env assignments...
+  env "$@" CORRAL_MODELS="$tmp/models" "$corral" serve >>"$tmp/server.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 100); do
+    curl -sf "http://$CORRAL_HOST/" >/dev/null && return 0
+    sleep 0.1
+  done
+  log "the server did not start"; tail -n 20 "$tmp/server.log" | tee -a "$report"; return 1
+}
+stop_server() {
+  kill "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=""
+  if pgrep -f "$tmp/bundle/bin/corral runner" >/dev/null; then
+    log "    LEFT BEHIND: $(pgrep -af "$tmp/bundle/bin/corral runner")"
+  fi
+}
+
+printf 'FROM %s\n' "$tmp/smol.gguf" >"$tmp/Modelfile"
+start_server
+"$corral" create smol -f "$tmp/Modelfile" >/dev/null 2>&1
+stop_server
+
+# answer NAME OPTIONS_JSON: 64 greedy tokens; one line of the report.
+answer() {
+  local name=$1 options=$2
+  local body
+  body=$(curl -s -m 120 "http://$CORRAL_HOST/api/generate" -d "{\"model\":\"smol\",\"prompt\":\"Write a short story about a lighthouse.\",\"stream\":false,\"options\":$options}" || true)
+  local ps
+  ps=$(curl -s "http://$CORRAL_HOST/api/ps" || true)
+  python3 - "$name" "$body" "$ps" <<'PY' | tee -a "$report"
+import json, sys
+name, body, ps = sys.argv[1:4]
+try:
+    b = json.loads(body)
+except ValueError:
+    print(f"| {name} | no answer: {body[:200]!r} | | | |"); sys.exit()
+if "error" in b:
+    print(f"| {name} | error: {b['error']} | | | |"); sys.exit()
+rate = b.get("eval_count", 0) / max(b.get("eval_duration", 1), 1) * 1e9
+m = (json.loads(ps).get("models") or [{}])[0] if ps else {}
+size, vram = m.get("size", 0), m.get("size_vram", 0)
+where = "100% CPU" if vram == 0 else ("100% GPU" if vram >= size else f"{100-round(vram/size*100)}%/{round(vram/size*100)}% CPU/GPU")
+done = "done" if b.get("done") else "NOT DONE"
+print(f"| {name} | {done} ({b.get('done_reason')}), {b.get('eval_count')} tokens | {rate:.1f} tok/s | {where} | {m.get('warning','') or ''} | {b.get('response','')[:40]!r} |")
+PY
+}
+
+log ""
+log "| case | answer | decode | PROCESSOR | fall-back | first words |"
+log "|---|---|---|---|---|---|"
+greedy='{"temperature":0,"num_predict":64,"seed":1}'
+run_case() { # name options env...
+  local name=$1 options=$2; shift 2
+  start_server "$@" || return 0
+  answer "$name" "$options"
+  stop_server
+}
+run_case "CUDA_VISIBLE_DEVICES unset" "$greedy" -u CUDA_VISIBLE_DEVICES
+run_case 'CUDA_VISIBLE_DEVICES=""' "$greedy" CUDA_VISIBLE_DEVICES=
+run_case "CUDA_VISIBLE_DEVICES=-1" "$greedy" CUDA_VISIBLE_DEVICES=-1
+run_case "CUDA_VISIBLE_DEVICES=0" "$greedy" CUDA_VISIBLE_DEVICES=0
+[ -n "$uuid" ] && run_case "CUDA_VISIBLE_DEVICES=$uuid" "$greedy" CUDA_VISIBLE_DEVICES="$uuid"
+run_case "CUDA_VISIBLE_DEVICES=abc" "$greedy" CUDA_VISIBLE_DEVICES=abc
+run_case "num_gpu 0 (device visible)" '{"temperature":0,"num_predict":64,"seed":1,"num_gpu":0}' -u CUDA_VISIBLE_DEVICES
+run_case "CORRAL_DEVICE=cpu" "$greedy" CORRAL_DEVICE=cpu
+run_case "num_gpu 10 (split)" '{"temperature":0,"num_predict":64,"seed":1,"num_gpu":10}' -u CUDA_VISIBLE_DEVICES
+
+log ""
+log "Devices as corral reports them (CUDA_VISIBLE_DEVICES unset):"
+"$corral" devices 2>&1 | sed 's/^/    /' | tee -a "$report"
+log ""
+log "Runner processes left after the last stop: $(pgrep -fc "$tmp/bundle/bin/corral runner" || true)"
