@@ -41,7 +41,6 @@ impl Repl {
         cmd.envs(env.iter().copied());
         let mut session = Session::spawn(cmd).expect("spawn corral run in a pty");
         session.get_process_mut().set_window_size(cols, 60).unwrap();
-        session.set_expect_timeout(Some(Duration::from_secs(180)));
         let mut r = Repl {
             session,
             transcript: Vec::new(),
@@ -52,22 +51,31 @@ impl Repl {
         r
     }
 
+    /// Wait for `needle`, polling (expectrl's own `expect` spins on a core, which would
+    /// starve the tests running beside this one).
+    fn wait<N: expectrl::Needle>(&mut self, needle: N, what: &str) -> expectrl::Captures {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            match self.session.check(&needle) {
+                Ok(c) if !c.is_empty() => {
+                    self.transcript.extend_from_slice(c.as_bytes());
+                    return c;
+                }
+                Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                Ok(_) => panic!("timed out waiting for {what}\n{}", self.screen_text()),
+                Err(e) => panic!("waiting for {what}: {e}\n{}", self.screen_text()),
+            }
+        }
+    }
+
     /// Wait for `text`; returns what came before it.
     fn expect(&mut self, text: &str) -> String {
-        let c = self
-            .session
-            .expect(text)
-            .unwrap_or_else(|e| panic!("waiting for {text:?}: {e}\n{}", self.screen_text()));
-        self.transcript.extend_from_slice(c.as_bytes());
+        let c = self.wait(text, &format!("{text:?}"));
         String::from_utf8_lossy(c.before()).into_owned()
     }
 
     fn expect_regex(&mut self, re: &str) -> String {
-        let c = self
-            .session
-            .expect(Regex(re))
-            .unwrap_or_else(|e| panic!("waiting for /{re}/: {e}\n{}", self.screen_text()));
-        self.transcript.extend_from_slice(c.as_bytes());
+        let c = self.wait(Regex(re), &format!("/{re}/"));
         String::from_utf8_lossy(c.as_bytes()).into_owned()
     }
 
@@ -119,7 +127,7 @@ impl Repl {
 
     /// Wait for the program to end; returns whether it exited with status 0.
     fn exited_ok(&mut self) -> bool {
-        let _ = self.session.expect(expectrl::Eof);
+        let _ = self.wait(expectrl::Eof, "the end");
         matches!(
             self.session.get_process_mut().wait(),
             Ok(expectrl::process::unix::WaitStatus::Exited(_, 0))
@@ -333,8 +341,10 @@ fn ctrl_c_stops_the_answer_and_keeps_the_session() {
     r.prompt();
     // History: the Up key brings back the last line sent; Ctrl-U clears it again.
     r.keys("\x1b[A");
+    r.expect("\"\"\"a block");
+    r.keys("\x1b[A");
     r.expect("/save stopped");
-    r.keys("\x1b[A\x1b[A");
+    r.keys("\x1b[A");
     r.expect("Tell me a very long story about a dragon.");
     r.keys("\x15");
     // Ctrl-D on the empty line leaves.
