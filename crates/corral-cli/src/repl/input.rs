@@ -116,10 +116,6 @@ impl LineEditor {
         self.save_history = true;
         self.save();
     }
-
-    pub fn clear_screen(&mut self) -> anyhow::Result<()> {
-        Ok(self.editor.clear_screen()?)
-    }
 }
 
 /// Notes whether the line was empty when Ctrl-C was pressed, then interrupts as usual.

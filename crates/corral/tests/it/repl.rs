@@ -421,7 +421,19 @@ fn answers_wrap_between_words_at_the_terminal_width() {
     let full_rows = rows.iter().filter(|l| l.chars().count() == 40).count();
     assert!(full_rows >= 1, "{}", rows.join("\n"));
     assert!(joined.replace(' ', "").len() > 100, "{joined}");
-    r.line("/bye");
+
+    // A pasted text (bracketed paste) is one message, newlines and all.
+    r.command("/clear", "Cleared session context");
+    r.command("/set parameter num_predict 4", "Set parameter");
+    r.keys("\x1b[200~Two lines\nof pasted text.\x1b[201~\r");
+    r.prompt();
+    r.command("/save pasted", "Created new model 'pasted'");
+    let messages = model_messages(&s, "pasted");
+    assert_eq!(
+        messages[0]["content"], "Two lines\nof pasted text.",
+        "{messages:?}"
+    );
+    r.line("/exit");
     assert!(r.exited_ok());
 }
 
