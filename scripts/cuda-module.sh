@@ -3,6 +3,7 @@
 # llama-cpp-sys-2 crate ships, and put it into a bundle's module folder.
 #
 #   scripts/cuda-module.sh DEST [--src LLAMA_CPP_DIR] [--nvcc PATH] [--archs LIST] [--runtime]
+#   scripts/cuda-module.sh --print-src     # the sys crate's llama.cpp folder, nothing built
 #
 # DEST: the folder that gets libggml-cuda.so (a bundle's lib/corral). --src: the llama.cpp
 # source folder (default: the sys crate's, found with cargo). --nvcc: the compiler (default
@@ -18,18 +19,19 @@
 # second run only relinks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dest="" src="" nvcc="${CUDACXX:-}" archs="86-real;90-real;90-virtual" runtime=0
+dest="" src="" nvcc="${CUDACXX:-}" archs="86-real;90-real;90-virtual" runtime=0 print_src=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --src) src=$2; shift 2 ;;
     --nvcc) nvcc=$2; shift 2 ;;
     --archs) archs=$2; shift 2 ;;
     --runtime) runtime=1; shift ;;
+    --print-src) print_src=1; shift ;;
     -*) echo "cuda-module.sh: unknown option $1" >&2; exit 2 ;;
     *) dest=$1; shift ;;
   esac
 done
-[ -n "$dest" ] || { echo "usage: scripts/cuda-module.sh DEST [--src DIR] [--nvcc PATH] [--archs LIST] [--runtime]" >&2; exit 2; }
+[ -n "$dest" ] || [ "$print_src" = 1 ] || { echo "usage: scripts/cuda-module.sh DEST [--src DIR] [--nvcc PATH] [--archs LIST] [--runtime]" >&2; exit 2; }
 if [ -z "$src" ]; then
   manifest=$(cargo metadata --format-version 1 --locked 2>/dev/null | python3 -c '
 import json, sys
@@ -39,6 +41,10 @@ for p in json.load(sys.stdin)["packages"]:
   src="$(dirname "$manifest")/llama.cpp"
 fi
 [ -f "$src/ggml/CMakeLists.txt" ] || { echo "cuda-module.sh: no ggml sources in $src" >&2; exit 1; }
+if [ "$print_src" = 1 ]; then
+  echo "$src"
+  exit 0
+fi
 if [ -z "$nvcc" ]; then
   nvcc="$(scripts/cuda-toolkit.sh)/bin/nvcc"
 fi

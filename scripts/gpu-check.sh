@@ -25,12 +25,7 @@ work=.gpucheck
 if [ "${1:-}" = "--prepare" ]; then
   bundle=${CORRAL_BUNDLE:-$(scripts/build.sh --vulkan | tail -1)}
   model=$(scripts/fetch-models.sh)/SmolLM2-135M-Instruct.Q4_1.gguf
-  manifest=$(cargo metadata --format-version 1 --locked | python3 -c '
-import json, sys
-for p in json.load(sys.stdin)["packages"]:
-    if p["name"] == "llama-cpp-sys-2":
-        print(p["manifest_path"])')
-  src="$(dirname "$manifest")/llama.cpp"
+  src=$(scripts/cuda-module.sh --print-src)
   grep -qx '/.gpucheck/' .git/info/exclude 2>/dev/null || echo '/.gpucheck/' >>.git/info/exclude
   rm -rf "$work"
   mkdir -p "$work/a" "$work/b" "$work/c/llama.cpp"

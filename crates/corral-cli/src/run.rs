@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Read};
 
 use anyhow::Context;
-use corral_api::{GenerateRequest, GenerateResponse, Metrics};
+use corral_api::{GenerateRequest, GenerateResponse, Metrics, ShowResponse};
 use serde_json::Value;
 
 use crate::client::Client;
@@ -37,37 +37,57 @@ pub struct RunArgs {
     pub nowordwrap: bool,
 }
 
+/// `/api/show` for one model.
+pub(crate) async fn describe(client: &Client, model: &str) -> anyhow::Result<ShowResponse> {
+    client
+        .post("/api/show", &serde_json::json!({ "model": model }))
+        .await
+}
+
+/// The server's answer for a model it does not have.
+pub(crate) fn is_not_found(e: &anyhow::Error) -> bool {
+    e.to_string().ends_with("not found")
+}
+
+/// A think setting as the API takes it: `true` (or nothing), `false`, or a level; None for
+/// anything else.
+pub(crate) fn think_setting(text: &str) -> Option<Value> {
+    match text {
+        "" | "true" => Some(Value::Bool(true)),
+        "false" => Some(Value::Bool(false)),
+        "high" | "medium" | "low" => Some(Value::String(text.into())),
+        _ => None,
+    }
+}
+
 /// `--think`'s value as the API takes it.
 fn think_value(flag: Option<&str>) -> anyhow::Result<Option<Value>> {
-    Ok(match flag {
-        None => None,
-        Some("" | "true") => Some(Value::Bool(true)),
-        Some("false") => Some(Value::Bool(false)),
-        Some(l @ ("high" | "medium" | "low")) => Some(Value::String(l.into())),
-        Some(other) => anyhow::bail!(
-            "invalid value for --think: {other:?} (must be true, false, high, medium, or low)"
-        ),
-    })
+    match flag {
+        None => Ok(None),
+        Some(text) => think_setting(text).map(Some).ok_or_else(|| {
+            anyhow::anyhow!(
+                "invalid value for --think: {text:?} (must be true, false, high, medium, or low)"
+            )
+        }),
+    }
 }
 
 /// `corral run`.
 pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
     let think = think_value(args.think.as_deref())?;
     // As with Ollama, a model that is not here yet is pulled first.
-    let show = serde_json::json!({ "model": args.model });
-    if let Err(e) = client
-        .post::<_, serde_json::Value>("/api/show", &show)
-        .await
-    {
-        if !e.to_string().ends_with("not found") {
-            return Err(e);
+    let shown = match describe(client, &args.model).await {
+        Ok(r) => Some(r),
+        Err(e) if is_not_found(&e) => {
+            let pull = crate::transfer::TransferArgs {
+                model: args.model.clone(),
+                insecure: false,
+            };
+            crate::transfer::pull(client, &pull).await?;
+            None
         }
-        let pull = crate::transfer::TransferArgs {
-            model: args.model.clone(),
-            insecure: false,
-        };
-        crate::transfer::pull(client, &pull).await?;
-    }
+        Err(e) => return Err(e),
+    };
     let mut parts = Vec::new();
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
@@ -90,7 +110,11 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
                 wordwrap: !args.nowordwrap,
                 verbose: args.verbose,
             };
-            return crate::repl::interactive(client, start).await;
+            let shown = match shown {
+                Some(r) => r,
+                None => describe(client, &args.model).await?,
+            };
+            return crate::repl::interactive(client, start, shown).await;
         }
         anyhow::bail!("no prompt given");
     }

@@ -18,6 +18,7 @@ use corral_api::{ChatRequest, ChatResponse, CreateRequest, Message, Metrics, Sho
 use serde_json::Value;
 
 use crate::client::Client;
+use crate::run::{describe, is_not_found, think_setting};
 use display::{Answer, Spinner, Style};
 use input::{Block, BlockKind, LineEditor, Read};
 
@@ -58,7 +59,8 @@ enum Flow {
 }
 
 /// The interactive session, until `/bye`, `/exit` or Ctrl-D.
-pub async fn interactive(client: &Client, start: Start) -> anyhow::Result<()> {
+/// `shown` is the model's `/api/show`, which `corral run` already asked for.
+pub async fn interactive(client: &Client, start: Start, shown: ShowResponse) -> anyhow::Result<()> {
     let mut s = Session {
         client,
         model: start.model.clone(),
@@ -73,10 +75,6 @@ pub async fn interactive(client: &Client, start: Start) -> anyhow::Result<()> {
         wordwrap: start.wordwrap,
         verbose: start.verbose,
         keep_alive: start.keep_alive.clone(),
-    };
-    let shown = match s.describe(&s.model.clone()).await {
-        Ok(r) => r,
-        Err(e) => anyhow::bail!(e),
     };
     s.adopt(&shown);
     // Load the model before the first prompt, with the spinner; Ctrl-C here leaves.
@@ -153,15 +151,9 @@ fn plain_value(v: &Value) -> String {
     }
 }
 
-fn is_not_found(e: &anyhow::Error) -> bool {
-    e.to_string().ends_with("not found")
-}
-
 impl Session<'_> {
     async fn describe(&self, model: &str) -> anyhow::Result<ShowResponse> {
-        self.client
-            .post("/api/show", &serde_json::json!({ "model": model }))
-            .await
+        describe(self.client, model).await
     }
 
     /// Take on a model's capabilities: thinking is on by default where the model can think,
@@ -284,10 +276,7 @@ impl Session<'_> {
             "/load" => self.load(&args).await?,
             "/save" => self.save(&args).await,
             "/clear" => {
-                self.messages.clear();
-                if let Some(sys) = &self.system {
-                    self.messages.push(Message::new("system", sys.clone()));
-                }
+                self.reset_conversation();
                 println!("Cleared session context");
             }
             other => println!("Unknown command '{other}'. Type /? for help"),
@@ -359,17 +348,13 @@ impl Session<'_> {
             }
             "think" => {
                 let level = args.get(2).copied();
-                let value = match level {
-                    None | Some("true") => Value::Bool(true),
-                    Some("false") => Value::Bool(false),
-                    Some(l @ ("high" | "medium" | "low")) => Value::String(l.into()),
-                    Some(other) => {
-                        println!(
-                            "Couldn't set think mode: invalid think value {other:?} (must be \
-                             true, false, high, medium, or low)"
-                        );
-                        return;
-                    }
+                let Some(value) = think_setting(level.unwrap_or("true")) else {
+                    println!(
+                        "Couldn't set think mode: invalid think value {:?} (must be true, \
+                         false, high, medium, or low)",
+                        level.unwrap_or_default()
+                    );
+                    return;
                 };
                 self.warn_no_thinking();
                 self.think = Some(value);
@@ -395,6 +380,14 @@ impl Session<'_> {
                 "warning: model {:?} does not support thinking output",
                 self.model
             );
+        }
+    }
+
+    /// No turns left; the session's system message, if set, starts the conversation again.
+    fn reset_conversation(&mut self) {
+        self.messages.clear();
+        if let Some(sys) = &self.system {
+            self.messages.push(Message::new("system", sys.clone()));
         }
     }
 
@@ -495,10 +488,7 @@ impl Session<'_> {
             }
         }
         self.adopt(&shown);
-        self.messages.clear();
-        if let Some(sys) = &self.system {
-            self.messages.push(Message::new("system", sys.clone()));
-        }
+        self.reset_conversation();
         self.replay(&shown);
         Ok(())
     }
