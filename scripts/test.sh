@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # cross-origin tests (both started by the tests themselves, on loopback ports; the package's
 # own service is not used); qemu-user: an older CPU for the portable bundle's test;
 # mesa-vulkan-drivers (lavapipe) and vulkan-tools: a real Vulkan device on the CPU; glslc and
-# libvulkan1: to build llama.cpp's Vulkan module.
-CORRAL_SETUP_EXTRA="docker-registry chromium qemu-user mesa-vulkan-drivers vulkan-tools glslc libvulkan1" \
+# libvulkan1: to build llama.cpp's Vulkan module; prometheus: a real server scraping /metrics
+# (started by the metrics tests on loopback; the package's own service is not used).
+CORRAL_SETUP_EXTRA="docker-registry chromium qemu-user mesa-vulkan-drivers vulkan-tools glslc libvulkan1 prometheus" \
   source scripts/setup.sh
 
 # The real Python clients for the compatibility suite (crates/corral/tests/it/clients.rs), pinned,

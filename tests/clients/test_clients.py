@@ -227,7 +227,7 @@ def test_openai_tool_round_trip(oai):
     assert r.choices[0].finish_reason in ("stop", "length")
     assert r.choices[0].message.content.strip()
     # Streaming a forced call delivers it as a tool_calls delta.
-    chunks = list(oai.chat.completions.create(model="smol-tools", messages=messages[:1], tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}}, stream=True, max_tokens=100))
+    chunks = list(oai.chat.completions.create(model="smol-tools", messages=messages[:1], tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}}, stream=True, max_tokens=100, temperature=0))
     calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
     assert calls and calls[0].function.name == "get_weather"
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]

@@ -56,6 +56,8 @@ pub const KNOWN: &[(&str, Kind)] = &[
     ("main_gpu", Kind::Int),
     ("use_mmap", Kind::Bool),
     ("num_thread", Kind::Int),
+    // Beyond Ollama: a model's own number of slots (requests decoded together).
+    ("num_parallel", Kind::Int),
 ];
 
 /// Look up an option's type by its exact (case-sensitive) name.
@@ -104,6 +106,8 @@ pub struct Options {
     pub use_mmap: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub num_thread: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_parallel: Option<i64>,
 }
 
 /// Defaults, as Ollama's `DefaultOptions` (context 4096, as current Ollama).
@@ -123,6 +127,8 @@ pub const DEPRECATED: &[&str] = &[
 ];
 
 pub const DEFAULT_NUM_CTX: i64 = 4096;
+/// Most slots one model may have (each holds a context of its own in memory).
+pub const MAX_NUM_PARALLEL: i64 = 64;
 pub const DEFAULT_NUM_BATCH: i64 = 512;
 pub const DEFAULT_NUM_KEEP: i64 = 4;
 pub const DEFAULT_TEMPERATURE: f64 = 0.8;
@@ -178,6 +184,7 @@ impl Options {
                     "num_gpu" => &mut self.num_gpu,
                     "main_gpu" => &mut self.main_gpu,
                     "num_thread" => &mut self.num_thread,
+                    "num_parallel" => &mut self.num_parallel,
                     _ => unreachable!("KNOWN lists {name} as an integer"),
                 };
                 *slot = Some(v);
@@ -298,6 +305,12 @@ impl Options {
         )?;
         check("num_gpu", self.num_gpu, |n| n >= -1, "must be >= -1")?;
         check("main_gpu", self.main_gpu, |n| n >= 0, "must be >= 0")?;
+        check(
+            "num_parallel",
+            self.num_parallel,
+            |n| (1..=MAX_NUM_PARALLEL).contains(&n),
+            "must be >= 1 and <= 64",
+        )?;
         Ok(())
     }
 
@@ -325,7 +338,8 @@ impl Options {
             num_gpu,
             main_gpu,
             use_mmap,
-            num_thread
+            num_thread,
+            num_parallel
         )
     }
 
@@ -379,6 +393,10 @@ mod tests {
             (
                 json!({"num_ctx": 0}),
                 "option \"num_ctx\" must be >= 1 and <= 1048576, got 0",
+            ),
+            (
+                json!({"num_parallel": 0}),
+                "option \"num_parallel\" must be >= 1 and <= 64, got 0",
             ),
         ];
         for (input, want) in cases {

@@ -72,6 +72,28 @@ pub struct CompletionRequest {
     /// `<tool_call>{...}</tool_call>` under a grammar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_grammar: Option<serde_json::Value>,
+    /// Cut a prompt longer than the context (keeping its start and its end); `false` refuses
+    /// it instead.
+    #[serde(default = "yes")]
+    pub truncate: bool,
+    /// Shift the context when the answer fills it; `false` ends the answer there.
+    #[serde(default = "yes")]
+    pub shift: bool,
+    /// Bytes the server already cut from the prompt's texts (far beyond the context), for the
+    /// count of dropped tokens.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cut_bytes: u64,
+    /// Log probabilities with each token, and this many alternatives (`None`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Why a completion ended.
@@ -101,14 +123,39 @@ pub enum RunnerEvent {
     Loading { progress: f32 },
     /// The model is loaded and the runner takes requests.
     Ready(ReadyInfo),
+    /// The request is valid and queued for a slot: its prompt is rendered and tokenized.
+    Accepted {
+        id: u64,
+        /// Prompt tokens after truncation.
+        prompt_tokens: u64,
+        /// Prompt tokens dropped to fit the context (estimated for text the server cut).
+        truncated: u64,
+    },
+    /// The request has a slot and is being evaluated.
+    Started { id: u64 },
+    /// KV cache cells held by running requests, of all the runner's cells; sent as it changes
+    /// (at most a few times a second).
+    Usage { kv_used: u64, kv_total: u64 },
     /// Prompt evaluation is under way (also a sign of life for stall detection).
     Progress { id: u64, evaluated: u64, total: u64 },
-    /// A piece of the answer.
-    Token { id: u64, text: String },
+    /// A piece of the answer, with the log probabilities of the tokens it completes (when
+    /// asked for).
+    Token {
+        id: u64,
+        text: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        logprobs: Vec<crate::Logprob>,
+    },
     /// The answer is complete.
     Done(DoneInfo),
-    /// The request failed; the runner goes on serving.
-    Error { id: u64, message: String },
+    /// The request failed; the runner goes on serving. `invalid`: the request itself is at
+    /// fault (a 400), not the runner.
+    Error {
+        id: u64,
+        message: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        invalid: bool,
+    },
     /// The answer to a `Ping`.
     Pong { id: u64 },
     /// The answer to an `Embed`: one pooled (not normalized) vector per input.
@@ -143,6 +190,9 @@ pub struct DoneInfo {
     pub prompt_eval_duration_ns: u64,
     pub eval_count: u64,
     pub eval_duration_ns: u64,
+    /// Prompt tokens dropped to fit the context.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prompt_truncated: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Vec<i32>>,
 }

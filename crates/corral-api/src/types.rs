@@ -64,6 +64,9 @@ pub struct GenerateRequest {
     pub keep_alive: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub think: Option<Value>,
+    /// `truncate`, `shift`, `logprobs`, `top_logprobs`.
+    #[serde(flatten)]
+    pub answer: AnswerOptions,
 }
 
 /// `POST /api/chat`.
@@ -88,6 +91,46 @@ pub struct ChatRequest {
     pub tool_choice: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub think: Option<Value>,
+    /// `truncate`, `shift`, `logprobs`, `top_logprobs`.
+    #[serde(flatten)]
+    pub answer: AnswerOptions,
+}
+
+/// Fields of generate and chat that shape the answer beyond sampling.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AnswerOptions {
+    /// `false`: a prompt longer than the context is refused instead of cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncate: Option<bool>,
+    /// `false`: an answer that fills the context ends (`done_reason: "length"`) instead of
+    /// shifting it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift: Option<bool>,
+    /// Return each generated token's log probability.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<bool>,
+    /// With `logprobs`, this many most likely tokens at each position (0 to 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<i64>,
+}
+
+/// A token and its log probability, as Ollama 0.12.11 sends them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f64,
+    /// The token's own bytes (its text may be part of a UTF-8 character).
+    #[serde(default)]
+    pub bytes: Vec<u8>,
+}
+
+/// A generated token's log probability and the most likely tokens at its position.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Logprob {
+    #[serde(flatten)]
+    pub token: TokenLogprob,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_logprobs: Vec<TokenLogprob>,
 }
 
 /// Timing and token counts carried by the final object of a generate or chat stream.
@@ -108,6 +151,9 @@ pub struct Metrics {
     pub eval_count: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub eval_duration: u64,
+    /// Beyond Ollama: prompt tokens dropped to fit the context (present only when some were).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prompt_truncated_tokens: u64,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -128,6 +174,8 @@ pub struct GenerateResponse {
     pub done_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Vec<i32>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<Logprob>>,
     #[serde(flatten)]
     pub metrics: Metrics,
 }
@@ -141,6 +189,8 @@ pub struct ChatResponse {
     pub done: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub done_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<Logprob>>,
     #[serde(flatten)]
     pub metrics: Metrics,
 }

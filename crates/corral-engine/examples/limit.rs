@@ -45,6 +45,8 @@ fn main() {
         num_predict: Some(gen),
         grammar: None,
         num_keep: 4,
+        shift: true,
+        logprobs: None,
     };
     // One warm-up run, not reported: the first decode pays for page faults and allocations.
     for run in 0..=runs {

@@ -77,6 +77,29 @@ pub struct SamplingParams {
     pub grammar: Option<String>,
     /// Tokens at the start that a context shift keeps.
     pub num_keep: u32,
+    /// Shift the context when an answer fills it; `false` ends the answer there instead
+    /// (`Finish::Length`).
+    pub shift: bool,
+    /// Report each generated token's log probability and this many most likely alternatives
+    /// (`None`: no log probabilities).
+    pub logprobs: Option<u32>,
+}
+
+/// One token and its log probability under the logits it was sampled from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenProb {
+    pub token: i32,
+    /// The token's own text, as bytes (may be part of a UTF-8 character).
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+/// The log probability of a sampled token and of the most likely tokens at its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    pub chosen: TokenProb,
+    /// Most likely first.
+    pub top: Vec<TokenProb>,
 }
 
 /// An event while generating.
@@ -143,6 +166,10 @@ pub struct Sequence {
     sampler: LlamaSampler,
     num_predict: Option<u32>,
     num_keep: usize,
+    /// Whether a full context is shifted (else the answer ends).
+    shift: bool,
+    /// Alternatives to report with each token's log probability; `None`: none reported.
+    logprobs: Option<usize>,
     /// Context shifts so far.
     shifts: u32,
     /// Index of this sequence's logits in the last batch, once it has some to sample.
@@ -193,6 +220,8 @@ pub enum StepEvent {
     Progress { evaluated: usize, total: usize },
     /// The bytes of one generated token (may be part of a UTF-8 character).
     Piece(Vec<u8>),
+    /// The log probabilities of the token whose `Piece` follows, when asked for.
+    Logprobs(TokenLogprobs),
 }
 
 /// One loaded model and its context, serving up to `n_slots` sequences in one batch per step.
@@ -391,6 +420,11 @@ impl Engine {
         self.n_ctx_slot
     }
 
+    /// Tokens a slot holds in the KV cache (its cells in use).
+    pub fn slot_tokens(&self, slot: SlotId) -> usize {
+        self.cached[slot].len()
+    }
+
     /// How many sequences can run at once.
     pub fn n_slots(&self) -> usize {
         self.cached.len()
@@ -501,6 +535,8 @@ impl Engine {
             sampler,
             num_predict: sp.num_predict,
             num_keep: sp.num_keep as usize,
+            shift: sp.shift,
+            logprobs: sp.logprobs.map(|n| n as usize),
             shifts: 0,
             logits_idx: None,
             to_feed: None,
@@ -529,7 +565,9 @@ impl Engine {
             let full = self.cached[s.slot].len() >= self.n_ctx_slot as usize;
             // Without num_predict an answer may be one context long; with it, as long as asked.
             let limit = s.num_predict.unwrap_or(self.n_ctx_slot) as usize;
-            if s.generated.len() >= limit || (full && s.num_predict.is_none() && s.shifts > 0) {
+            if s.generated.len() >= limit
+                || (full && (!s.shift || (s.num_predict.is_none() && s.shifts > 0)))
+            {
                 s.finish = Some(Finish::Length);
                 continue;
             }
@@ -539,6 +577,12 @@ impl Engine {
                 continue;
             }
             s.generated.push(tok.0);
+            if let Some(n) = s.logprobs {
+                let logits = self.ctx.get_logits_ith(idx);
+                events[i].push(StepEvent::Logprobs(token_logprobs(logits, tok.0, n, |t| {
+                    vocab.token_to_piece(LlamaToken(t), false, None)
+                })));
+            }
             events[i].push(StepEvent::Piece(vocab.token_to_piece(tok, false, None)));
             if full {
                 self.shift(s, tok);
@@ -698,6 +742,40 @@ impl Engine {
     }
 }
 
+/// Log-softmax of the raw logits the sampler was given, for the chosen token and the `n` most
+/// likely ones (what llama-server reports as `n_probs`).
+fn token_logprobs(
+    logits: &[f32],
+    chosen: i32,
+    n: usize,
+    piece: impl Fn(i32) -> Vec<u8>,
+) -> TokenLogprobs {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
+    let lse = f64::from(max) + sum.ln();
+    let prob = |t: i32| TokenProb {
+        token: t,
+        bytes: piece(t),
+        logprob: (f64::from(logits[t as usize]) - lse) as f32,
+    };
+    let mut top: Vec<i32> = Vec::new();
+    if n > 0 {
+        // The n largest in one pass, kept sorted (n is at most 20).
+        for (t, &l) in logits.iter().enumerate() {
+            if top.len() == n && l <= logits[top[n - 1] as usize] {
+                continue;
+            }
+            let at = top.partition_point(|&x| logits[x as usize] >= l);
+            top.insert(at, t as i32);
+            top.truncate(n);
+        }
+    }
+    TokenLogprobs {
+        chosen: prob(chosen),
+        top: top.into_iter().map(prob).collect(),
+    }
+}
+
 fn build_sampler(sp: &SamplingParams, model: &LlamaModel) -> Result<LlamaSampler, EngineError> {
     let n_vocab = model.n_vocab();
     let mut chain = Vec::new();
@@ -781,4 +859,30 @@ pub fn devices() -> Result<Vec<Device>, EngineError> {
             memory_free: d.memory_free as u64,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logprobs_are_a_log_softmax_with_the_top_tokens_first() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0, -1.0];
+        let lp = token_logprobs(&logits, 2, 3, |t| vec![b'a' + t as u8]);
+        let total: f64 = logits.iter().map(|&l| f64::from(l).exp()).sum();
+        let want = (2.0f64.exp() / total).ln() as f32;
+        assert!((lp.chosen.logprob - want).abs() < 1e-6);
+        assert_eq!(lp.chosen.bytes, b"c");
+        let top: Vec<i32> = lp.top.iter().map(|t| t.token).collect();
+        assert_eq!(
+            top,
+            vec![1, 3, 2],
+            "largest first, ties in vocabulary order"
+        );
+        let probs: f64 = (0..5)
+            .map(|t| f64::from(token_logprobs(&logits, t, 0, |_| vec![]).chosen.logprob).exp())
+            .sum();
+        assert!((probs - 1.0).abs() < 1e-5);
+        assert!(token_logprobs(&logits, 0, 0, |_| vec![]).top.is_empty());
+    }
 }

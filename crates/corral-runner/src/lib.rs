@@ -89,6 +89,7 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
         active: Vec::new(),
         answered: 0,
         embeds: VecDeque::new(),
+        usage_sent: (0, Instant::now()),
     };
     send(&RunnerEvent::Ready(ReadyInfo {
         n_ctx: engine.n_ctx(),
@@ -152,8 +153,8 @@ fn send(ev: &RunnerEvent) {
 
 struct Runner {
     rx: Receiver<RunnerRequest>,
-    /// Requests waiting for a free slot, in arrival order.
-    queue: VecDeque<CompletionRequest>,
+    /// Requests waiting for a free slot, in arrival order, already tokenized.
+    queue: VecDeque<Prepared>,
     bos: String,
     eos: String,
     gguf_template: Option<String>,
@@ -162,7 +163,37 @@ struct Runner {
     answered: u64,
     /// Embedding requests, served between two steps of the running completions.
     embeds: VecDeque<EmbedJob>,
+    /// The KV usage last reported, and when.
+    usage_sent: (u64, Instant),
 }
+
+/// A request checked and tokenized on arrival, waiting for a slot.
+struct Prepared {
+    id: u64,
+    tokens: Vec<i32>,
+    sampling: SamplingParams,
+    stop: Vec<String>,
+    want_context: bool,
+    truncated: u64,
+}
+
+/// Why a request could not be prepared: its own fault (`invalid`), or the runner's.
+struct Refusal {
+    message: String,
+    invalid: bool,
+}
+
+impl Refusal {
+    fn invalid(message: impl Into<String>) -> Self {
+        Refusal {
+            message: message.into(),
+            invalid: true,
+        }
+    }
+}
+
+/// How often KV usage is reported at most while it changes.
+const USAGE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A request running in a slot.
 struct Active {
@@ -173,6 +204,10 @@ struct Active {
     tokens: Vec<i32>,
     want_context: bool,
     cancelled: bool,
+    /// Prompt tokens dropped to fit the context.
+    truncated: u64,
+    /// Log probabilities of tokens whose text has not been sent yet.
+    logprobs: Vec<corral_api::Logprob>,
 }
 
 impl Runner {
@@ -185,12 +220,12 @@ impl Runner {
                     fault::at(fault::Point::Idle);
                 }
                 match self.rx.recv() {
-                    Ok(req) => self.take(req),
+                    Ok(req) => self.take(engine, req),
                     Err(_) => return,
                 }
             }
             while let Ok(req) = self.rx.try_recv() {
-                self.take(req);
+                self.take(engine, req);
             }
             while let Some(job) = self.embeds.pop_front() {
                 embed(engine, job);
@@ -205,15 +240,56 @@ impl Runner {
                     send(&RunnerEvent::Error {
                         id: a.id,
                         message: e.to_string(),
+                        invalid: false,
                     });
                 }
             }
+            self.report_usage(engine);
         }
     }
 
-    fn take(&mut self, req: RunnerRequest) {
+    /// Send the KV cells held by running requests when they changed, at most every
+    /// `USAGE_INTERVAL` (and at once when the last request ends, so an idle runner reads 0).
+    fn report_usage(&mut self, engine: &Engine) {
+        let used: u64 = self
+            .active
+            .iter()
+            .map(|a| engine.slot_tokens(a.seq.slot()) as u64)
+            .sum();
+        let (last, at) = self.usage_sent;
+        if used == last || (used != 0 && at.elapsed() < USAGE_INTERVAL) {
+            return;
+        }
+        self.usage_sent = (used, Instant::now());
+        send(&RunnerEvent::Usage {
+            kv_used: used,
+            kv_total: u64::from(engine.n_ctx()) * engine.n_slots() as u64,
+        });
+    }
+
+    fn take(&mut self, engine: &Engine, req: RunnerRequest) {
         match req {
-            RunnerRequest::Completion(c) => self.queue.push_back(*c),
+            RunnerRequest::Completion(c) => {
+                let id = c.id;
+                match self.prepare(engine, *c) {
+                    Ok(p) => {
+                        send(&RunnerEvent::Accepted {
+                            id,
+                            prompt_tokens: p.tokens.len() as u64,
+                            truncated: p.truncated,
+                        });
+                        self.queue.push_back(p);
+                    }
+                    Err(r) => {
+                        tracing::warn!(id, "request refused: {}", r.message);
+                        send(&RunnerEvent::Error {
+                            id,
+                            message: r.message,
+                            invalid: r.invalid,
+                        });
+                    }
+                }
+            }
             RunnerRequest::Ping { id } => send(&RunnerEvent::Pong { id }),
             RunnerRequest::Embed(job) => self.embeds.push_back(job),
             RunnerRequest::Cancel { id } => {
@@ -237,11 +313,18 @@ impl Runner {
             }
             let req = self.queue.pop_front().expect("not empty");
             let id = req.id;
-            match self.begin(engine, &free, req) {
-                Ok(a) => self.active.push(a),
+            match begin(engine, &free, req) {
+                Ok(a) => {
+                    send(&RunnerEvent::Started { id });
+                    self.active.push(a);
+                }
                 Err(message) => {
                     tracing::warn!(id, "request failed: {message}");
-                    send(&RunnerEvent::Error { id, message });
+                    send(&RunnerEvent::Error {
+                        id,
+                        message,
+                        invalid: false,
+                    });
                 }
             }
         }
@@ -279,19 +362,25 @@ impl Runner {
         }
     }
 
-    fn begin(
-        &self,
-        engine: &mut Engine,
-        free: &[usize],
-        req: CompletionRequest,
-    ) -> Result<Active, String> {
+    /// Render and tokenize a request, fit it to the context (or refuse it), and build its
+    /// sampler settings: everything that can fail because of the request, done on arrival so
+    /// that a bad request is answered at once even while every slot is busy.
+    fn prepare(&self, engine: &Engine, req: CompletionRequest) -> Result<Prepared, Refusal> {
         let o = &req.options;
-        let mut text = self.render(&req.prompt)?;
+        let n_ctx = engine.n_ctx() as usize;
+        let mut text = self.render(&req.prompt).map_err(|message| Refusal {
+            message,
+            invalid: false,
+        })?;
         let num_keep = o.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as usize;
+        if !req.truncate && (req.cut_bytes > 0 || corral_api::text::certainly_exceeds(&text, n_ctx))
+        {
+            return Err(Refusal::invalid(too_long(None, n_ctx)));
+        }
         // Tokenizing text far beyond the context costs memory in proportion to the text: cut it
         // to what truncation would keep first (the server has bounded each message already;
         // this bounds a conversation of many).
-        let cut = corral_api::text::bound_to_context(&mut text, engine.n_ctx() as usize, num_keep);
+        let cut = corral_api::text::bound_to_context(&mut text, n_ctx, num_keep);
         if cut > 0 {
             tracing::warn!(
                 bytes = cut,
@@ -301,33 +390,46 @@ impl Runner {
         let mut tokens = req.context.clone();
         tokens.extend(engine.tokenize(&text, req.context.is_empty()));
         if tokens.is_empty() {
-            return Err("the prompt is empty".to_string());
+            return Err(Refusal::invalid("the prompt is empty"));
         }
-        truncate_prompt(
-            &mut tokens,
-            engine.n_ctx() as usize,
-            num_keep,
-            o.num_predict,
-        );
-        let mut sp = sampling(o);
+        if !req.truncate && tokens.len() >= n_ctx {
+            return Err(Refusal::invalid(too_long(Some(tokens.len()), n_ctx)));
+        }
+        // Text cut by bytes was never tokenized: count it at the kept text's tokens per byte.
+        let cut_bytes = req.cut_bytes + cut as u64;
+        let estimated = if cut_bytes > 0 && !text.is_empty() {
+            (cut_bytes as f64 * tokens.len() as f64 / text.len() as f64).round() as u64
+        } else {
+            0
+        };
+        let dropped = truncate_prompt(&mut tokens, n_ctx, num_keep, o.num_predict);
+        let truncated = dropped as u64 + estimated;
+        if truncated > 0 {
+            tracing::warn!(
+                id = req.id,
+                dropped,
+                estimated,
+                kept = tokens.len(),
+                n_ctx,
+                "prompt longer than the context: truncated"
+            );
+        }
+        let mut sampling = sampling(o);
+        sampling.shift = req.shift;
+        sampling.logprobs = req.logprobs;
         if let Some(f) = &req.format {
-            sp.grammar = format_grammar(f)?;
+            sampling.grammar = format_grammar(f).map_err(Refusal::invalid)?;
         }
         if let Some(schema) = &req.tool_grammar {
-            sp.grammar = Some(tool_call_grammar(schema)?);
+            sampling.grammar = Some(tool_call_grammar(schema).map_err(Refusal::invalid)?);
         }
-        let slot = engine.best_slot(free, &tokens).expect("a free slot");
-        let seq = engine
-            .start(slot, &tokens, &sp)
-            .map_err(|e| e.to_string())?;
-        Ok(Active {
+        Ok(Prepared {
             id: req.id,
-            seq,
-            utf8: Utf8Assembler::default(),
-            stops: StopMatcher::new(o.stop.clone().unwrap_or_default()),
             tokens,
+            sampling,
+            stop: o.stop.clone().unwrap_or_default(),
             want_context: req.want_context,
-            cancelled: false,
+            truncated,
         })
     }
 
@@ -338,16 +440,20 @@ impl Runner {
         };
         for (a, evs) in self.active.iter_mut().zip(events) {
             for ev in evs {
-                if let StepEvent::Piece(bytes) = ev {
-                    fault::at(fault::Point::Token);
-                    let text = a.utf8.push(&bytes);
-                    match a.stops.push(&text) {
-                        StopResult::Emit(t) => emit(a.id, t),
-                        StopResult::Stop(t) => {
-                            emit(a.id, t);
-                            a.seq.stop();
+                match ev {
+                    StepEvent::Logprobs(lp) => a.logprobs.push(logprob(lp)),
+                    StepEvent::Piece(bytes) => {
+                        fault::at(fault::Point::Token);
+                        let text = a.utf8.push(&bytes);
+                        match a.stops.push(&text) {
+                            StopResult::Emit(t) => emit(a, t, false),
+                            StopResult::Stop(t) => {
+                                emit(a, t, false);
+                                a.seq.stop();
+                            }
                         }
                     }
+                    StepEvent::Progress { .. } => {}
                 }
             }
         }
@@ -385,10 +491,15 @@ impl Runner {
             if !stopped_by_word && !a.cancelled {
                 let rest = a.utf8.finish();
                 match a.stops.push(&rest) {
-                    StopResult::Emit(t) => emit(a.id, t + &a.stops.finish()),
-                    StopResult::Stop(t) => emit(a.id, t),
+                    StopResult::Emit(t) => {
+                        let t = t + &a.stops.finish();
+                        emit(&mut a, t, true)
+                    }
+                    StopResult::Stop(t) => emit(&mut a, t, true),
                 }
             }
+            // Tokens whose text was held back (a stop sequence) still have their numbers.
+            emit(&mut a, String::new(), true);
             let reason = match stats.finish {
                 _ if a.cancelled => DoneReason::Cancelled,
                 Finish::Length => DoneReason::Length,
@@ -407,9 +518,41 @@ impl Runner {
                 prompt_eval_duration_ns: stats.prompt_duration.as_nanos() as u64,
                 eval_count: stats.generated.len() as u64,
                 eval_duration_ns: stats.eval_duration.as_nanos() as u64,
+                prompt_truncated: a.truncated,
                 context,
             }));
         }
+    }
+}
+
+/// Start a prepared request in the free slot whose cache shares the most of its prompt.
+fn begin(engine: &mut Engine, free: &[usize], req: Prepared) -> Result<Active, String> {
+    let slot = engine.best_slot(free, &req.tokens).expect("a free slot");
+    let seq = engine
+        .start(slot, &req.tokens, &req.sampling)
+        .map_err(|e| e.to_string())?;
+    Ok(Active {
+        id: req.id,
+        seq,
+        utf8: Utf8Assembler::default(),
+        stops: StopMatcher::new(req.stop),
+        tokens: req.tokens,
+        want_context: req.want_context,
+        cancelled: false,
+        truncated: req.truncated,
+        logprobs: Vec::new(),
+    })
+}
+
+/// Ollama's message for a prompt that does not fit, with the numbers.
+fn too_long(tokens: Option<usize>, n_ctx: usize) -> String {
+    match tokens {
+        Some(t) => {
+            format!("the input length exceeds the context length: {t} tokens, num_ctx {n_ctx}")
+        }
+        None => format!(
+            "the input length exceeds the context length: far over {n_ctx} tokens, num_ctx {n_ctx}"
+        ),
     }
 }
 
@@ -459,6 +602,7 @@ fn embed(engine: &mut Engine, job: EmbedJob) {
         send(&RunnerEvent::Error {
             id: job.id,
             message,
+            invalid: true,
         })
     };
     for text in &job.inputs {
@@ -489,19 +633,45 @@ fn embed(engine: &mut Engine, job: EmbedJob) {
         Err(e) => send(&RunnerEvent::Error {
             id: job.id,
             message: e.to_string(),
+            invalid: false,
         }),
     }
 }
 
-fn emit(id: u64, text: String) {
-    if !text.is_empty() {
-        send(&RunnerEvent::Token { id, text });
+/// Send a piece of an answer with the log probabilities of the tokens behind it; empty text
+/// is sent only to carry the last ones (`last`).
+fn emit(a: &mut Active, text: String, last: bool) {
+    if !text.is_empty() || (last && !a.logprobs.is_empty()) {
+        send(&RunnerEvent::Token {
+            id: a.id,
+            text,
+            logprobs: std::mem::take(&mut a.logprobs),
+        });
+    }
+}
+
+/// The engine's numbers in the API's shape: the token's text (lossy for a part of a UTF-8
+/// character) and its own bytes.
+fn logprob(lp: corral_engine::TokenLogprobs) -> corral_api::Logprob {
+    let token = |t: corral_engine::TokenProb| corral_api::TokenLogprob {
+        token: String::from_utf8_lossy(&t.bytes).into_owned(),
+        logprob: f64::from(t.logprob),
+        bytes: t.bytes,
+    };
+    corral_api::Logprob {
+        token: token(lp.chosen),
+        top_logprobs: lp.top.into_iter().map(token).collect(),
     }
 }
 
 /// A prompt too long for the context keeps its first `num_keep` tokens and its most recent
 /// ones, leaving room to answer (as Ollama truncates), instead of failing the request.
-fn truncate_prompt(tokens: &mut Vec<i32>, n_ctx: usize, num_keep: usize, num_predict: Option<i64>) {
+fn truncate_prompt(
+    tokens: &mut Vec<i32>,
+    n_ctx: usize,
+    num_keep: usize,
+    num_predict: Option<i64>,
+) -> usize {
     let room = match num_predict {
         Some(n) if n > 0 => (n as usize).min(n_ctx / 4),
         _ => n_ctx / 4,
@@ -509,17 +679,12 @@ fn truncate_prompt(tokens: &mut Vec<i32>, n_ctx: usize, num_keep: usize, num_pre
     .max(1);
     let limit = n_ctx.saturating_sub(room).max(1);
     if tokens.len() <= limit {
-        return;
+        return 0;
     }
     let keep = num_keep.min(limit / 2);
     let drop = tokens.len() - limit;
-    tracing::warn!(
-        tokens = tokens.len(),
-        limit,
-        keep,
-        "truncating input prompt"
-    );
     tokens.drain(keep..keep + drop);
+    drop
 }
 
 fn sampling(o: &Options) -> SamplingParams {
@@ -537,6 +702,8 @@ fn sampling(o: &Options) -> SamplingParams {
         num_predict: o.num_predict.filter(|n| *n >= 0).map(|n| n as u32),
         grammar: None,
         num_keep: o.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as u32,
+        shift: true,
+        logprobs: None,
     }
 }
 
@@ -547,12 +714,12 @@ mod tests {
     #[test]
     fn long_prompts_keep_the_head_and_the_tail() {
         let mut t: Vec<i32> = (0..100).collect();
-        truncate_prompt(&mut t, 40, 4, None);
+        assert_eq!(truncate_prompt(&mut t, 40, 4, None), 70);
         assert_eq!(t.len(), 30);
         assert_eq!(&t[..4], &[0, 1, 2, 3]);
         assert_eq!(*t.last().unwrap(), 99);
         let mut short: Vec<i32> = (0..10).collect();
-        truncate_prompt(&mut short, 40, 4, None);
+        assert_eq!(truncate_prompt(&mut short, 40, 4, None), 0);
         assert_eq!(short.len(), 10);
     }
 }

@@ -59,14 +59,18 @@ pub(crate) async fn embed_raw(
     truncate: bool,
     options: Option<&std::collections::BTreeMap<String, serde_json::Value>>,
     keep_alive: Option<&serde_json::Value>,
+    endpoint: &'static str,
 ) -> ApiResult<(String, Vec<Vec<f32>>, u64, Duration)> {
     let model = models::load(&st.store, model_name)?;
     let (options, keep_alive) = options_and_keep_alive(st, &model, options, keep_alive)?;
+    let mut tracker =
+        (!inputs.is_empty()).then(|| st.metrics.track(&model.display_name(), endpoint));
     let lease = acquire(st, &model, &options, keep_alive).await?;
     let load = lease.load_duration.unwrap_or_default();
-    if inputs.is_empty() {
+    let Some(tracker) = tracker.as_mut() else {
         return Ok((model.display_name(), Vec::new(), 0, load));
-    }
+    };
+    tracker.started();
     let n = inputs.len();
     let mut rx = lease
         .runner
@@ -81,10 +85,13 @@ pub(crate) async fn embed_raw(
             prompt_eval_count,
             ..
         })) if embeddings.len() == n => {
+            tracker.finished(prompt_eval_count, 0, 0, 0);
             Ok((model.display_name(), embeddings, prompt_eval_count, load))
         }
-        Ok(Some(RunnerEvent::Error { message, .. })) => {
-            if message.starts_with("input length exceeds") {
+        Ok(Some(RunnerEvent::Error {
+            message, invalid, ..
+        })) => {
+            if invalid {
                 Err(ApiError::bad_request(message))
             } else {
                 Err(ApiError::internal(message))
@@ -120,6 +127,7 @@ pub async fn embed(
         req.truncate.unwrap_or(true),
         req.options.as_ref(),
         req.keep_alive.as_ref(),
+        "/api/embed",
     )
     .await?;
     Ok(Json(EmbedResponse {
@@ -152,6 +160,7 @@ pub async fn embeddings(
         true,
         req.options.as_ref(),
         req.keep_alive.as_ref(),
+        "/api/embeddings",
     )
     .await?;
     Ok(Json(EmbeddingsResponse {

@@ -12,12 +12,15 @@ use chrono::Utc;
 use corral_api::duration::KeepAlive;
 use corral_api::options::{self as opt, Options};
 use corral_api::runner::{CompletionRequest, DoneInfo, Prompt, RunnerEvent};
-use corral_api::{ChatRequest, ChatResponse, GenerateRequest, GenerateResponse, Message, Metrics};
+use corral_api::{
+    ChatRequest, ChatResponse, GenerateRequest, GenerateResponse, Logprob, Message, Metrics,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::{ApiError, ApiResult};
 use crate::json::JsonBody;
+use crate::metrics::Tracker;
 use crate::models::{self, Model};
 use crate::output::{OutputParser, Piece};
 use crate::runner::LoadSpec;
@@ -34,6 +37,8 @@ enum Kind {
 /// A validated request, ready for a runner.
 struct Job {
     kind: Kind,
+    /// The route asked, for the metrics.
+    endpoint: &'static str,
     model: Model,
     options: Options,
     keep_alive: KeepAlive,
@@ -51,21 +56,35 @@ pub async fn generate(
     State(st): State<AppState>,
     JsonBody(req): JsonBody<GenerateRequest>,
 ) -> Response {
+    generate_at(st, req, "/api/generate").await
+}
+
+pub async fn chat(State(st): State<AppState>, JsonBody(req): JsonBody<ChatRequest>) -> Response {
+    chat_at(st, req, "/api/chat").await
+}
+
+/// `/api/generate`'s work for a request that came to `endpoint` (OpenAI's routes map onto it).
+pub(crate) async fn generate_at(
+    st: AppState,
+    req: GenerateRequest,
+    endpoint: &'static str,
+) -> Response {
     let started = Instant::now();
     let job = match prepare_generate(&st, req, started) {
         Ok(j) => j,
         Err(e) => return e.into_response(),
     };
-    run(st, job).await
+    run(st, Job { endpoint, ..job }).await
 }
 
-pub async fn chat(State(st): State<AppState>, JsonBody(req): JsonBody<ChatRequest>) -> Response {
+/// `/api/chat`'s work for a request that came to `endpoint`.
+pub(crate) async fn chat_at(st: AppState, req: ChatRequest, endpoint: &'static str) -> Response {
     let started = Instant::now();
     let job = match prepare_chat(&st, req, started) {
         Ok(j) => j,
         Err(e) => return e.into_response(),
     };
-    run(st, job).await
+    run(st, Job { endpoint, ..job }).await
 }
 
 pub(crate) fn options_and_keep_alive(
@@ -91,7 +110,34 @@ pub(crate) fn options_and_keep_alive(
         }
         _ => st.config.keep_alive,
     };
-    Ok((model.params.merged(&req_opts), keep_alive))
+    let mut options = model.params.merged(&req_opts);
+    options.num_ctx = Some(context_length(st, model, &options));
+    Ok((options, keep_alive))
+}
+
+/// A model's context length: the options' `num_ctx`, else the server's default
+/// (`CORRAL_CONTEXT_LENGTH`), else 4096; never more than the model was trained with.
+fn context_length(st: &AppState, model: &Model, o: &Options) -> i64 {
+    let wanted = o.num_ctx.unwrap_or_else(|| {
+        st.config
+            .context_length
+            .map_or(opt::DEFAULT_NUM_CTX, i64::from)
+    });
+    let trained = gguf_info(st, model)
+        .and_then(|i| i.context_length())
+        .filter(|&t| t > 0);
+    match trained {
+        Some(t) if wanted as u64 > t => {
+            tracing::warn!(
+                model = %model.display_name(),
+                requested = wanted,
+                trained = t,
+                "context length over the model's training length: using the training length"
+            );
+            t as i64
+        }
+        _ => wanted,
+    }
 }
 
 fn prepare_generate(st: &AppState, req: GenerateRequest, started: Instant) -> ApiResult<Job> {
@@ -120,18 +166,25 @@ fn prepare_generate(st: &AppState, req: GenerateRequest, started: Instant) -> Ap
                 think,
             }
         };
+        let truncate = req.answer.truncate.unwrap_or(true);
+        let (prompt, cut_bytes) = bounded(prompt, &options, truncate)?;
         Some(CompletionRequest {
             id: 0,
-            prompt: bounded(prompt, &options),
+            prompt,
             context: req.context.clone().unwrap_or_default(),
             options: options.clone(),
             want_context: !req.raw,
             format: check_format(req.format.as_ref())?,
             tool_grammar: None,
+            truncate,
+            shift: req.answer.shift.unwrap_or(true),
+            cut_bytes,
+            logprobs: check_logprobs(req.answer.logprobs, req.answer.top_logprobs)?,
         })
     };
     Ok(Job {
         kind: Kind::Generate,
+        endpoint: "/api/generate",
         model,
         options,
         keep_alive,
@@ -187,26 +240,34 @@ fn prepare_chat(st: &AppState, req: ChatRequest, started: Instant) -> ApiResult<
         }
         messages.extend(model.messages.iter().cloned());
         messages.extend(req.messages.iter().cloned());
+        let truncate = req.answer.truncate.unwrap_or(true);
+        let (prompt, cut_bytes) = bounded(
+            Prompt::Chat {
+                messages,
+                template: model.template.clone(),
+                tools: tools.clone(),
+                think,
+            },
+            &options,
+            truncate,
+        )?;
         Some(CompletionRequest {
             id: 0,
-            prompt: bounded(
-                Prompt::Chat {
-                    messages,
-                    template: model.template.clone(),
-                    tools: tools.clone(),
-                    think,
-                },
-                &options,
-            ),
+            prompt,
             context: Vec::new(),
             options: options.clone(),
             want_context: false,
             format: check_format(req.format.as_ref())?,
             tool_grammar,
+            truncate,
+            shift: req.answer.shift.unwrap_or(true),
+            cut_bytes,
+            logprobs: check_logprobs(req.answer.logprobs, req.answer.top_logprobs)?,
         })
     };
     Ok(Job {
         kind: Kind::Chat,
+        endpoint: "/api/chat",
         model,
         options,
         keep_alive,
@@ -220,18 +281,24 @@ fn prepare_chat(st: &AppState, req: ChatRequest, started: Instant) -> ApiResult<
 
 /// Each text of a prompt cut to what could fit the context, before it is sent to the runner: a
 /// 30 MB prompt for a 4096-token context is then half a megabyte on its way, not 30 MB copied
-/// through every step (the runner truncates the tokens exactly afterwards).
-fn bounded(mut prompt: Prompt, options: &Options) -> Prompt {
+/// through every step (the runner truncates the tokens exactly afterwards). Returns the prompt
+/// and the bytes cut; with `truncate: false` a text that certainly cannot fit is refused.
+fn bounded(mut prompt: Prompt, options: &Options, truncate: bool) -> ApiResult<(Prompt, u64)> {
     let n_ctx = options.num_ctx_or_default().max(1) as usize;
     let keep = options.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as usize;
+    let texts: Vec<&mut String> = match &mut prompt {
+        Prompt::Raw { text } => vec![text],
+        Prompt::Chat { messages, .. } => messages.iter_mut().map(|m| &mut m.content).collect(),
+    };
     let mut cut = 0;
-    match &mut prompt {
-        Prompt::Raw { text } => cut += corral_api::text::bound_to_context(text, n_ctx, keep),
-        Prompt::Chat { messages, .. } => {
-            for m in messages {
-                cut += corral_api::text::bound_to_context(&mut m.content, n_ctx, keep);
-            }
+    for text in texts {
+        if !truncate && corral_api::text::certainly_exceeds(text, n_ctx) {
+            return Err(ApiError::bad_request(format!(
+                "the input length exceeds the context length: far over {n_ctx} tokens ({} bytes), num_ctx {n_ctx}",
+                text.len()
+            )));
         }
+        cut += corral_api::text::bound_to_context(text, n_ctx, keep);
     }
     if cut > 0 {
         tracing::warn!(
@@ -240,7 +307,7 @@ fn bounded(mut prompt: Prompt, options: &Options) -> Prompt {
             "prompt far longer than the context: cut before it is sent to the runner"
         );
     }
-    prompt
+    Ok((prompt, cut as u64))
 }
 
 /// The template a model's prompts are rendered with: the request's, the Modelfile's, the
@@ -327,6 +394,18 @@ fn forced_call_schema(
     Ok(Some(serde_json::json!({ "anyOf": options })))
 }
 
+/// `logprobs` and `top_logprobs` (0 to 20, as Ollama): how many alternatives to report with
+/// each token, or `None` for no log probabilities. `top_logprobs` alone asks for them too.
+fn check_logprobs(logprobs: Option<bool>, top: Option<i64>) -> ApiResult<Option<u32>> {
+    let top = top.unwrap_or(0);
+    if !(0..=20).contains(&top) {
+        return Err(ApiError::bad_request(
+            "top_logprobs must be between 0 and 20",
+        ));
+    }
+    Ok((logprobs == Some(true) || top > 0).then_some(top as u32))
+}
+
 /// `format` must be `"json"` or a JSON schema (an object); empty means none.
 fn check_format(format: Option<&serde_json::Value>) -> ApiResult<Option<serde_json::Value>> {
     match format {
@@ -341,8 +420,12 @@ fn check_format(format: Option<&serde_json::Value>) -> ApiResult<Option<serde_js
 }
 
 fn load_spec(st: &AppState, model: &Model, o: &Options) -> ApiResult<LoadSpec> {
-    let num_ctx =
-        o.num_ctx.unwrap_or(opt::DEFAULT_NUM_CTX) as u64 * st.config.num_parallel.max(1) as u64;
+    // A model's own num_parallel (Modelfile or request) before the server's.
+    let parallel = o
+        .num_parallel
+        .map_or(st.config.num_parallel, |n| n as u32)
+        .max(1);
+    let num_ctx = o.num_ctx.unwrap_or(opt::DEFAULT_NUM_CTX) as u64 * parallel as u64;
     let num_gpu = corral_devices::gpu_layers(
         st.devices.mode,
         o.num_gpu,
@@ -381,7 +464,7 @@ fn load_spec(st: &AppState, model: &Model, o: &Options) -> ApiResult<LoadSpec> {
             .map_or(st.config.threads, |n| n as u32),
         num_gpu,
         use_mmap: o.use_mmap.unwrap_or(true),
-        parallel: st.config.num_parallel.max(1),
+        parallel,
         adapter: model.adapter_path.clone(),
     })
 }
@@ -451,11 +534,16 @@ async fn run(st: AppState, job: Job) -> Response {
         };
         return json_ok(final_object(&job, "unload", metrics, None, String::new()));
     }
+    // Counted as waiting from here: the load, if any, then the queue for a slot.
+    let mut tracker = job
+        .completion
+        .is_some()
+        .then(|| st.metrics.track(&name, job.endpoint));
     let lease = match acquire(&st, &job.model, &job.options, job.keep_alive).await {
         Ok(l) => l,
         Err(e) => return e.into_response(),
     };
-    let Some(completion) = job.completion.clone() else {
+    let (Some(completion), Some(tracker)) = (job.completion.clone(), tracker.take()) else {
         // An empty prompt loads the model.
         let load_duration = lease.load_duration.unwrap_or_default().as_nanos() as u64;
         let metrics = Metrics {
@@ -465,20 +553,60 @@ async fn run(st: AppState, job: Job) -> Response {
         };
         return json_ok(final_object(&job, "load", metrics, None, String::new()));
     };
-    let (id, events) = match lease.runner.completion(completion).await {
+    let (id, mut events) = match lease.runner.completion(completion).await {
         Ok(x) => x,
         Err(e) => return ApiError::internal(e).into_response(),
     };
-    let watch = Watch {
+    let mut watch = Watch {
         stall: st.config.stall_timeout,
         shutdown: st.shutdown.clone(),
         started: false,
     };
-    if job.stream {
-        stream_response(job, lease, id, events, watch)
-    } else {
-        collect_response(job, lease, events, watch).await
+    // The runner checks and tokenizes the prompt on arrival: a prompt it refuses (too long
+    // with `truncate: false`, a bad schema) is an HTTP error, not a line inside a 200 stream.
+    match watch.next(&lease, &mut events).await {
+        Ok(Some(RunnerEvent::Accepted { .. })) => {}
+        Ok(Some(RunnerEvent::Error {
+            message, invalid, ..
+        })) => {
+            return if invalid {
+                ApiError::bad_request(message)
+            } else {
+                ApiError::internal(message)
+            }
+            .into_response()
+        }
+        Ok(other) => {
+            tracing::warn!(id, "unexpected first runner event: {other:?}");
+            return ApiError::internal("the runner ended the request without an answer")
+                .into_response();
+        }
+        Err(message) => {
+            lease.runner.cancel(id).await;
+            return ApiError::internal(message).into_response();
+        }
     }
+    let answer = Answer {
+        job,
+        lease,
+        events,
+        watch,
+        tracker,
+    };
+    if answer.job.stream {
+        stream_response(answer, id)
+    } else {
+        collect_response(answer).await
+    }
+}
+
+/// A request the runner has accepted, and what follows its answer.
+struct Answer {
+    job: Job,
+    lease: Lease,
+    events: mpsc::UnboundedReceiver<RunnerEvent>,
+    watch: Watch,
+    tracker: Tracker,
 }
 
 /// Watches one request for stalls and for server shutdown.
@@ -508,7 +636,10 @@ impl Watch {
         };
         tokio::select! {
             ev = events.recv() => {
-                self.started = true;
+                // Accepted means queued, not yet running: no stall clock for it.
+                if !matches!(ev, Some(RunnerEvent::Accepted { .. })) {
+                    self.started = true;
+                }
                 Ok(ev)
             }
             _ = stall => {
@@ -525,15 +656,19 @@ impl Watch {
 }
 
 /// The answer as NDJSON, one object per piece, produced as the runner writes.
-fn stream_response(
-    job: Job,
-    lease: Lease,
-    id: u64,
-    mut events: mpsc::UnboundedReceiver<RunnerEvent>,
-    mut watch: Watch,
-) -> Response {
+fn stream_response(answer: Answer, id: u64) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    let Answer {
+        job,
+        lease,
+        mut events,
+        mut watch,
+        mut tracker,
+    } = answer;
     let mut parser = OutputParser::new(job.think, job.tools);
+    // Log probabilities wait for the next object that carries text (the parsers may hold a
+    // token's text back), or the final one.
+    let mut logprobs: Vec<Logprob> = Vec::new();
     tokio::spawn(async move {
         loop {
             let ev = match watch.next(&lease, &mut events).await {
@@ -554,20 +689,42 @@ fn stream_response(
                 }
             };
             let lines: Vec<serde_json::Value> = match ev {
-                RunnerEvent::Token { text, .. } if parser.active() => parser
-                    .push(&text)
-                    .into_iter()
-                    .map(|p| answer_object(&job, Out::from(p), None))
-                    .collect(),
-                RunnerEvent::Token { text, .. } => vec![piece_object(&job, text)],
+                RunnerEvent::Token {
+                    text, logprobs: lp, ..
+                } => {
+                    tracker.token();
+                    logprobs.extend(lp);
+                    let pieces: Vec<Out> = if parser.active() {
+                        parser.push(&text).into_iter().map(Out::from).collect()
+                    } else if text.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![Out::from(text)]
+                    };
+                    pieces
+                        .into_iter()
+                        .map(|mut o| {
+                            o.logprobs = std::mem::take(&mut logprobs);
+                            answer_object(&job, o, None)
+                        })
+                        .collect()
+                }
                 RunnerEvent::Done(d) => {
                     let mut lines: Vec<serde_json::Value> = parser
                         .finish()
                         .into_iter()
-                        .map(|p| answer_object(&job, Out::from(p), None))
+                        .map(|p| {
+                            let mut o = Out::from(p);
+                            o.logprobs = std::mem::take(&mut logprobs);
+                            answer_object(&job, o, None)
+                        })
                         .collect();
-                    let (reason, metrics, ctx) = done_parts(&job, &lease, &d);
-                    lines.push(final_object(&job, reason, metrics, ctx, String::new()));
+                    let (reason, metrics, ctx) = done_parts(&job, &lease, &d, &mut tracker);
+                    let last = Out {
+                        logprobs: std::mem::take(&mut logprobs),
+                        ..Out::default()
+                    };
+                    lines.push(answer_object(&job, last, Some((reason, metrics, ctx))));
                     for line in lines {
                         if tx.send(Ok(ndjson(&line))).await.is_err() {
                             return;
@@ -581,7 +738,13 @@ fn stream_response(
                         .await;
                     return;
                 }
+                RunnerEvent::Started { .. } => {
+                    tracker.started();
+                    continue;
+                }
                 RunnerEvent::Progress { .. }
+                | RunnerEvent::Accepted { .. }
+                | RunnerEvent::Usage { .. }
                 | RunnerEvent::Ready(_)
                 | RunnerEvent::Loading { .. }
                 | RunnerEvent::Pong { .. }
@@ -604,12 +767,14 @@ fn stream_response(
 }
 
 /// The answer as one object (`"stream": false`).
-async fn collect_response(
-    job: Job,
-    lease: Lease,
-    mut events: mpsc::UnboundedReceiver<RunnerEvent>,
-    mut watch: Watch,
-) -> Response {
+async fn collect_response(answer: Answer) -> Response {
+    let Answer {
+        job,
+        lease,
+        mut events,
+        mut watch,
+        mut tracker,
+    } = answer;
     let mut parser = OutputParser::new(job.think, job.tools);
     let mut out = Out::default();
     loop {
@@ -619,17 +784,25 @@ async fn collect_response(
             Err(message) => return ApiError::internal(message).into_response(),
         };
         match ev {
-            RunnerEvent::Token { text: t, .. } if parser.active() => {
-                for p in parser.push(&t) {
-                    out.add(p);
+            RunnerEvent::Token {
+                text: t, logprobs, ..
+            } => {
+                tracker.token();
+                out.logprobs.extend(logprobs);
+                if parser.active() {
+                    for p in parser.push(&t) {
+                        out.add(p);
+                    }
+                } else {
+                    out.content.push_str(&t);
                 }
             }
-            RunnerEvent::Token { text: t, .. } => out.content.push_str(&t),
+            RunnerEvent::Started { .. } => tracker.started(),
             RunnerEvent::Done(d) => {
                 for p in parser.finish() {
                     out.add(p);
                 }
-                let (reason, metrics, ctx) = done_parts(&job, &lease, &d);
+                let (reason, metrics, ctx) = done_parts(&job, &lease, &d, &mut tracker);
                 return json_ok(answer_object(&job, out, Some((reason, metrics, ctx))));
             }
             RunnerEvent::Error { message, .. } => {
@@ -641,7 +814,18 @@ async fn collect_response(
     ApiError::internal("runner closed the request without an answer").into_response()
 }
 
-fn done_parts(job: &Job, lease: &Lease, d: &DoneInfo) -> (&'static str, Metrics, Option<Vec<i32>>) {
+fn done_parts(
+    job: &Job,
+    lease: &Lease,
+    d: &DoneInfo,
+    tracker: &mut Tracker,
+) -> (&'static str, Metrics, Option<Vec<i32>>) {
+    tracker.finished(
+        d.prompt_eval_count,
+        d.prompt_cached,
+        d.eval_count,
+        d.prompt_truncated,
+    );
     let metrics = Metrics {
         total_duration: job.started.elapsed().as_nanos() as u64,
         load_duration: lease.load_duration.unwrap_or_default().as_nanos() as u64,
@@ -650,16 +834,13 @@ fn done_parts(job: &Job, lease: &Lease, d: &DoneInfo) -> (&'static str, Metrics,
         prompt_eval_duration: d.prompt_eval_duration_ns,
         eval_count: d.eval_count,
         eval_duration: d.eval_duration_ns,
+        prompt_truncated_tokens: d.prompt_truncated,
     };
     (d.reason.as_str(), metrics, d.context.clone())
 }
 
 /// What ends an answer: its reason, counts and timings, and generate's `context`.
 type Ending = (&'static str, Metrics, Option<Vec<i32>>);
-
-fn piece_object(job: &Job, text: String) -> serde_json::Value {
-    answer_object(job, Out::from(text), None)
-}
 
 fn final_object(
     job: &Job,
@@ -677,6 +858,7 @@ struct Out {
     content: String,
     thinking: Option<String>,
     tool_calls: Option<Vec<serde_json::Value>>,
+    logprobs: Vec<Logprob>,
 }
 
 impl Out {
@@ -714,6 +896,7 @@ fn answer_object(job: &Job, out: Out, ending: Option<Ending>) -> serde_json::Val
         Some((r, m, c)) => (Some(r.to_string()), m, c),
         None => (None, Metrics::default(), None),
     };
+    let logprobs = (!out.logprobs.is_empty()).then_some(out.logprobs);
     let v = match job.kind {
         Kind::Generate => serde_json::to_value(GenerateResponse {
             model,
@@ -723,6 +906,7 @@ fn answer_object(job: &Job, out: Out, ending: Option<Ending>) -> serde_json::Val
             done,
             done_reason: reason,
             context,
+            logprobs,
             metrics,
         }),
         Kind::Chat => serde_json::to_value(ChatResponse {
@@ -737,6 +921,7 @@ fn answer_object(job: &Job, out: Out, ending: Option<Ending>) -> serde_json::Val
             },
             done,
             done_reason: reason,
+            logprobs,
             metrics,
         }),
     };

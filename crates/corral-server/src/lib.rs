@@ -14,6 +14,7 @@ pub mod guard;
 mod inference;
 mod json;
 mod manage;
+mod metrics;
 mod models;
 mod openai;
 mod output;
@@ -52,8 +53,13 @@ pub struct Config {
     /// A registry transfer that receives nothing for this long is retried.
     pub registry_stall_timeout: Duration,
     pub threads: u32,
-    /// Requests each model serves at once.
+    /// Requests each model serves at once (a model's `num_parallel` overrides it).
     pub num_parallel: u32,
+    /// The default context length (`CORRAL_CONTEXT_LENGTH`); `None`: 4096. Clamped to each
+    /// model's training length.
+    pub context_length: Option<u32>,
+    /// Serve `GET /metrics`.
+    pub metrics: bool,
     /// Requests a model may have waiting beyond its parallel slots before 503.
     pub max_queue: usize,
     pub max_loaded_models: usize,
@@ -82,6 +88,8 @@ pub struct AppState {
     devices: Arc<DeviceState>,
     /// Becomes true when the server starts shutting down; open streams end with an error line.
     shutdown: tokio::sync::watch::Receiver<bool>,
+    /// What `/metrics` reports.
+    metrics: Arc<metrics::Metrics>,
 }
 
 /// The device decision made at start.
@@ -95,7 +103,11 @@ pub struct DeviceState {
 /// The router with every endpoint, behind the guard's checks.
 pub fn router(state: AppState) -> Router {
     let guard = guard::Guard::new(state.config.addr, &state.config.security);
-    Router::new()
+    let mut router = Router::new();
+    if state.config.metrics {
+        router = router.route("/metrics", get(metrics::metrics));
+    }
+    router
         .route("/", get(manage::root).head(manage::root))
         .route("/api/version", get(manage::version))
         .route("/api/tags", get(manage::tags))
@@ -180,7 +192,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
         Some(files) => Some(tls::server_config(files)?),
         None => None,
     };
-    let scheduler = Scheduler::new(config.runner.clone(), limits);
+    let metrics = Arc::new(metrics::Metrics::new());
+    let scheduler = Scheduler::new(config.runner.clone(), limits, metrics.clone());
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| format!("listen on {}: {e}", config.addr))?;
@@ -189,6 +202,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
         models = %config.models_dir.display(),
         threads = config.threads,
         parallel = config.num_parallel,
+        context_length = ?config.context_length,
+        metrics = config.metrics,
         https = tls.is_some(),
         api_key = !config.security.api_keys.is_empty(),
         max_body = %guard::human_size(config.security.max_body),
@@ -202,6 +217,7 @@ pub async fn serve(config: Config) -> Result<(), String> {
         gguf: Default::default(),
         devices,
         shutdown: shutdown_rx,
+        metrics,
     };
     let app = router(state);
     let stop = async move {

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +44,10 @@ pub struct RunnerProcess {
     pending: Arc<Mutex<HashMap<u64, mpsc::UnboundedSender<RunnerEvent>>>>,
     exited: watch::Receiver<Option<String>>,
     next_id: AtomicU64,
+    /// KV cells held by running requests, and all cells, as the runner last reported.
+    kv: Arc<(AtomicU64, AtomicU64)>,
+    /// Set when the server killed it for hanging.
+    killed: AtomicBool,
 }
 
 /// Where to find the program that runs `corral runner`.
@@ -98,6 +102,7 @@ impl RunnerProcess {
         let (ready_tx, ready_rx) = oneshot::channel::<ReadyInfo>();
         let (loading_tx, mut loading_rx) = watch::channel(0f32);
         let (exit_tx, exit_rx) = watch::channel::<Option<String>>(None);
+        let kv: Arc<(AtomicU64, AtomicU64)> = Default::default();
 
         // Log lines: keep the last few for error messages, pass all on to our log.
         let stderr_done = {
@@ -118,6 +123,7 @@ impl RunnerProcess {
         // Events: route each to the request it belongs to.
         let stdout_done = {
             let pending = pending.clone();
+            let kv = kv.clone();
             tokio::spawn(async move {
                 let mut ready_tx = Some(ready_tx);
                 let mut lines = BufReader::new(stdout).lines();
@@ -140,7 +146,14 @@ impl RunnerProcess {
                             }
                             continue;
                         }
-                        RunnerEvent::Progress { id, .. }
+                        RunnerEvent::Usage { kv_used, kv_total } => {
+                            kv.0.store(*kv_used, Ordering::Relaxed);
+                            kv.1.store(*kv_total, Ordering::Relaxed);
+                            continue;
+                        }
+                        RunnerEvent::Accepted { id, .. }
+                        | RunnerEvent::Started { id }
+                        | RunnerEvent::Progress { id, .. }
                         | RunnerEvent::Token { id, .. }
                         | RunnerEvent::Pong { id }
                         | RunnerEvent::Error { id, .. }
@@ -196,6 +209,7 @@ impl RunnerProcess {
                     let _ = tx.send(RunnerEvent::Error {
                         id,
                         message: cause.clone(),
+                        invalid: false,
                     });
                 }
             });
@@ -237,16 +251,32 @@ impl RunnerProcess {
             pending,
             exited: exit_rx,
             next_id: AtomicU64::new(1),
+            kv,
+            killed: AtomicBool::new(false),
         }))
     }
 
     /// Stop the process at once (a stalled runner) and wait until it is gone, so the next
     /// request cannot be given to it.
     pub async fn kill(&self) {
+        self.killed.store(true, Ordering::Relaxed);
         corral_os::kill(self.pid);
         let mut exited = self.exited.clone();
         let _ =
             tokio::time::timeout(Duration::from_secs(5), exited.wait_for(|c| c.is_some())).await;
+    }
+
+    /// Whether the server killed it for hanging.
+    pub fn was_killed(&self) -> bool {
+        self.killed.load(Ordering::Relaxed)
+    }
+
+    /// KV cells held by running requests, and the runner's cells in all.
+    pub fn kv_usage(&self) -> (u64, u64) {
+        (
+            self.kv.0.load(Ordering::Relaxed),
+            self.kv.1.load(Ordering::Relaxed),
+        )
     }
 
     /// Whether the process has ended.

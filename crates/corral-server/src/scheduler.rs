@@ -17,6 +17,7 @@ use corral_api::duration::KeepAlive;
 use corral_api::{ModelDetails, ProcessModel};
 use tokio::sync::Mutex;
 
+use crate::metrics::{ExitReason, LoadedModel, Metrics};
 use crate::runner::{LoadSpec, RunnerCommand, RunnerProcess};
 
 /// How often idle runners are checked, and how long they have to answer.
@@ -72,6 +73,7 @@ pub struct Scheduler {
     state: Mutex<HashMap<String, Loaded>>,
     cmd: RunnerCommand,
     limits: Limits,
+    metrics: Arc<Metrics>,
 }
 
 /// A request's hold on a loaded model.
@@ -94,11 +96,12 @@ impl Drop for Lease {
 
 impl Scheduler {
     /// A scheduler that starts runners with `cmd`; its reaper runs until the scheduler is dropped.
-    pub fn new(cmd: RunnerCommand, limits: Limits) -> Arc<Scheduler> {
+    pub fn new(cmd: RunnerCommand, limits: Limits, metrics: Arc<Metrics>) -> Arc<Scheduler> {
         let s = Arc::new(Scheduler {
             state: Mutex::new(HashMap::new()),
             cmd,
             limits,
+            metrics,
         });
         let weak = Arc::downgrade(&s);
         tokio::spawn(async move {
@@ -176,6 +179,7 @@ impl Scheduler {
                 }
                 let old = state.remove(&key).expect("present");
                 tracing::info!(model = %key, "reloading with new settings");
+                self.gone(&key, &old.runner, ExitReason::Unloaded);
                 old.runner.stop().await;
             }
             match self.make_room(&mut state, &meta) {
@@ -183,6 +187,7 @@ impl Scheduler {
                 Room::Evict(k) => {
                     let l = state.remove(&k).expect("present");
                     tracing::info!(model = %k, "unloading to make room for {key}");
+                    self.gone(&k, &l.runner, ExitReason::Evicted);
                     drop(state);
                     l.runner.stop().await;
                     continue;
@@ -200,6 +205,7 @@ impl Scheduler {
                 {
                     Ok(r) => (r, None),
                     Err(cause) if spec.num_gpu > 0 => {
+                        self.metrics.runner_exit(&key, ExitReason::LoadFailed);
                         // A GPU that fails to load the model is not the end: load it on the CPU.
                         let warning = format!(
                             "loading on the GPU failed, running on the CPU instead: {cause}"
@@ -211,12 +217,20 @@ impl Scheduler {
                         };
                         let r = RunnerProcess::start(&self.cmd, cpu, self.limits.load_timeout)
                             .await
-                            .map_err(AcquireError::Failed)?;
+                            .map_err(|cause| {
+                                self.metrics.runner_exit(&key, ExitReason::LoadFailed);
+                                AcquireError::Failed(cause)
+                            })?;
                         (r, Some(warning))
                     }
-                    Err(cause) => return Err(AcquireError::Failed(cause)),
+                    Err(cause) => {
+                        self.metrics.runner_exit(&key, ExitReason::LoadFailed);
+                        return Err(AcquireError::Failed(cause));
+                    }
                 };
             let load_duration = Some(started.elapsed());
+            self.metrics
+                .model_loaded(&key, started.elapsed().as_secs_f64());
             let now = Instant::now();
             state.insert(
                 key.clone(),
@@ -284,6 +298,7 @@ impl Scheduler {
             };
             if l.keep_alive == KeepAlive::For(Duration::ZERO) {
                 let l = state.remove(key).expect("present");
+                self.gone(key, &l.runner, ExitReason::Unloaded);
                 drop(state);
                 l.runner.stop().await;
             }
@@ -301,9 +316,41 @@ impl Scheduler {
             return true;
         }
         let l = state.remove(key).expect("present");
+        self.gone(key, &l.runner, ExitReason::Unloaded);
         drop(state);
         l.runner.stop().await;
         true
+    }
+
+    /// Count a runner's end: the reason given, unless it had already died (a crash) or been
+    /// killed for hanging (a stall).
+    fn gone(&self, key: &str, runner: &RunnerProcess, reason: ExitReason) {
+        let reason = if runner.was_killed() {
+            ExitReason::Stall
+        } else if runner.has_exited() {
+            ExitReason::Crash
+        } else {
+            reason
+        };
+        self.metrics.runner_exit(key, reason);
+    }
+
+    /// The loaded models' runner-side numbers, for a scrape of `/metrics`.
+    pub async fn metrics_snapshot(&self) -> Vec<LoadedModel> {
+        let state = self.state.lock().await;
+        state
+            .values()
+            .filter(|l| !l.runner.has_exited())
+            .map(|l| {
+                let (kv_used, kv_total) = l.runner.kv_usage();
+                LoadedModel {
+                    name: l.meta.name.clone(),
+                    kv_used,
+                    kv_total,
+                    gpu_layers: l.runner.spec.num_gpu.min(l.meta.n_layers + 1),
+                }
+            })
+            .collect()
     }
 
     async fn reap(&self) {
@@ -318,8 +365,11 @@ impl Scheduler {
             .collect();
         let stopping: Vec<Arc<RunnerProcess>> = expired
             .iter()
-            .filter_map(|k| state.remove(k))
-            .map(|l| l.runner)
+            .filter_map(|k| state.remove(k).map(|l| (k, l)))
+            .map(|(k, l)| {
+                self.gone(k, &l.runner, ExitReason::Idle);
+                l.runner
+            })
             .collect();
         drop(state);
         for r in stopping {

@@ -91,6 +91,13 @@ struct ServeArgs {
     /// Requests each model serves at once, decoded in one batch (OLLAMA_NUM_PARALLEL) [default: 1].
     #[arg(long, env = "CORRAL_NUM_PARALLEL")]
     num_parallel: Option<u32>,
+    /// Default context length in tokens, clamped to each model's training length
+    /// (OLLAMA_CONTEXT_LENGTH) [default: 4096].
+    #[arg(long, env = "CORRAL_CONTEXT_LENGTH")]
+    context_length: Option<u32>,
+    /// Serve Prometheus metrics at /metrics; 0 or false turns them off [default: on].
+    #[arg(long, env = "CORRAL_METRICS")]
+    metrics: Option<String>,
     /// Requests that may wait for a model beyond its parallel slots (OLLAMA_MAX_QUEUE) [default: 512].
     #[arg(long, env = "CORRAL_MAX_QUEUE")]
     max_queue: Option<usize>,
@@ -268,6 +275,19 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
             1,
         )?
         .max(1) as u32,
+        context_length: match number(
+            args.context_length.map(|n| n as usize),
+            "OLLAMA_CONTEXT_LENGTH",
+            0,
+        )? {
+            0 => None,
+            n if n > 1 << 20 => anyhow::bail!("context length {n} is over the most, 1048576"),
+            n => Some(n as u32),
+        },
+        metrics: args
+            .metrics
+            .as_deref()
+            .is_none_or(|v| !matches!(v.trim(), "0" | "false" | "off")),
         max_queue: number(args.max_queue, "OLLAMA_MAX_QUEUE", 512)?,
         max_loaded_models: number(args.max_loaded_models, "OLLAMA_MAX_LOADED_MODELS", 3)?.max(1),
         noprune: setting(args.noprune, "OLLAMA_NOPRUNE").is_some_and(|v| v != "0" && v != "false"),

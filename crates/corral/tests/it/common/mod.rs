@@ -222,6 +222,16 @@ impl TestServer {
             .unwrap()
     }
 
+    /// GET a text body (`/metrics`).
+    pub fn get_text(&self, path: &str) -> String {
+        self.http
+            .get(self.url(path))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
     /// POST and read an NDJSON stream, noting when each line arrived.
     pub fn stream(&self, path: &str, body: Value) -> Vec<(Instant, Value)> {
         let resp = self.http.post(self.url(path)).json(&body).send().unwrap();
