@@ -1,5 +1,6 @@
 """The real client libraries against a running Corral server.
 
+Clients: `ollama`, `openai`, `anthropic` and `langchain-ollama`, pinned in requirements.txt.
 Run by `crates/corral/tests/it/clients.rs`, which starts the server, creates the models and sets
 CORRAL_TEST_URL and CORRAL_TEST_API_KEY (the server requires that key, so every test also shows
 the client sends it). Models: `smol` (SmolLM2 from its GGUF) and `smol-tools` (the same weights
@@ -10,6 +11,7 @@ import json
 import math
 import os
 
+import anthropic
 import jsonschema
 import ollama
 import openai
@@ -58,6 +60,19 @@ def native():
 @pytest.fixture(scope="module")
 def oai():
     return openai.OpenAI(base_url=URL + "/v1", api_key=KEY)
+
+
+@pytest.fixture(scope="module")
+def claude():
+    # The client sends its key as x-api-key.
+    return anthropic.Anthropic(base_url=URL, api_key=KEY)
+
+
+CLAUDE_WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Get the current weather in a city",
+    "input_schema": WEATHER_TOOL["function"]["parameters"],
+}
 
 
 # ---- ollama --------------------------------------------------------------------------------
@@ -233,6 +248,87 @@ def test_openai_tool_round_trip(oai):
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
 
 
+# ---- anthropic -----------------------------------------------------------------------------
+
+
+# This client version has no sampling parameters of its own; older ones sent `temperature`,
+# which the server still takes.
+GREEDY = {"extra_body": {"temperature": 0}}
+
+
+def test_anthropic_message_and_stream(claude):
+    r = claude.messages.create(
+        model="smol", max_tokens=24, **GREEDY, system="Answer briefly.",
+        messages=[{"role": "user", "content": "Say hello."}],
+    )
+    assert r.type == "message" and r.role == "assistant" and r.id.startswith("msg_")
+    assert r.content[0].type == "text" and r.content[0].text.strip()
+    assert r.stop_reason in ("end_turn", "max_tokens")
+    assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0
+    with claude.messages.stream(
+        model="smol", max_tokens=24, **GREEDY,
+        messages=[{"role": "user", "content": "Count to five."}],
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text.strip() and final.content[0].text == text
+    assert final.usage.output_tokens > 0
+    events = [e.type for e in claude.messages.create(
+        model="smol", max_tokens=8, messages=[{"role": "user", "content": "Hi"}], stream=True)]
+    assert events[0] == "message_start" and events[-1] == "message_stop"
+    assert "content_block_start" in events and "content_block_delta" in events
+    assert events[-2] == "message_delta"
+    # A limit reached is max_tokens.
+    r = claude.messages.create(
+        model="smol", max_tokens=2, messages=[{"role": "user", "content": "Tell me a long story."}])
+    assert r.stop_reason == "max_tokens" and r.usage.output_tokens == 2
+
+
+def test_anthropic_tool_round_trip(claude):
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    forced = {"type": "tool", "name": "get_weather"}
+    r = claude.messages.create(
+        model="smol-tools", max_tokens=100, **GREEDY, messages=messages,
+        tools=[CLAUDE_WEATHER_TOOL], tool_choice=forced,
+    )
+    assert r.stop_reason == "tool_use"
+    call = next(b for b in r.content if b.type == "tool_use")
+    assert call.name == "get_weather" and call.id
+    assert isinstance(call.input["city"], str) and call.input["city"]
+    messages.append({"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in r.content]})
+    messages.append({"role": "user", "content": [{
+        "type": "tool_result", "tool_use_id": call.id,
+        "content": json.dumps({"city": call.input["city"], "temperature_c": 18, "sky": "sunny"}),
+    }]})
+    r = claude.messages.create(
+        model="smol-tools", max_tokens=40, **GREEDY, messages=messages, tools=[CLAUDE_WEATHER_TOOL])
+    assert r.stop_reason in ("end_turn", "max_tokens")
+    assert any(b.type == "text" and b.text.strip() for b in r.content)
+    # Streamed, the call's input arrives as input_json_delta and the client rebuilds it.
+    with claude.messages.stream(
+        model="smol-tools", max_tokens=100, **GREEDY, messages=messages[:1],
+        tools=[CLAUDE_WEATHER_TOOL], tool_choice=forced,
+    ) as stream:
+        final = stream.get_final_message()
+    call = next(b for b in final.content if b.type == "tool_use")
+    assert call.name == "get_weather" and isinstance(call.input["city"], str)
+    assert final.stop_reason == "tool_use"
+
+
+def test_anthropic_count_tokens_and_errors(claude):
+    short = claude.messages.count_tokens(model="smol", messages=[{"role": "user", "content": "Hi"}])
+    long = claude.messages.count_tokens(
+        model="smol", messages=[{"role": "user", "content": "Hi " * 200}], system="Be brief.")
+    assert 0 < short.input_tokens < long.input_tokens
+    with pytest.raises(anthropic.NotFoundError) as e:
+        claude.messages.create(model="no-such-model", max_tokens=8, messages=[{"role": "user", "content": "Hi"}])
+    assert e.value.status_code == 404 and "not found" in str(e.value)
+    assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "not_found_error"
+    with pytest.raises(anthropic.BadRequestError):
+        claude.messages.create(model="smol", max_tokens=8, messages=[
+            {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}]}])
+
+
 # ---- langchain-ollama ----------------------------------------------------------------------
 
 
@@ -251,7 +347,7 @@ def test_langchain_chat_and_embeddings():
 # ---- API keys ------------------------------------------------------------------------------
 
 
-def test_a_missing_or_wrong_key_is_refused_by_both_clients():
+def test_a_missing_or_wrong_key_is_refused_by_the_clients():
     for headers in [None, {"Authorization": "Bearer wrong"}]:
         with pytest.raises(ollama.ResponseError) as e:
             ollama.Client(host=URL, headers=headers).list()
@@ -260,3 +356,7 @@ def test_a_missing_or_wrong_key_is_refused_by_both_clients():
         openai.OpenAI(base_url=URL + "/v1", api_key="wrong").models.list()
     assert e.value.status_code == 401
     assert "invalid API key" in str(e.value)
+    with pytest.raises(anthropic.AuthenticationError) as e:
+        anthropic.Anthropic(base_url=URL, api_key="wrong").messages.create(
+            model="smol", max_tokens=8, messages=[{"role": "user", "content": "Hi"}])
+    assert e.value.body["error"]["type"] == "authentication_error"

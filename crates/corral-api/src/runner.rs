@@ -86,6 +86,9 @@ pub struct CompletionRequest {
     /// Log probabilities with each token, and this many alternatives (`None`: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<u32>,
+    /// Only count the prompt's tokens: `Accepted` (with the count), then an empty `Done`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub count_only: bool,
 }
 
 fn yes() -> bool {

@@ -270,7 +270,7 @@ impl Runner {
     fn take(&mut self, engine: &Engine, req: RunnerRequest) {
         match req {
             RunnerRequest::Completion(c) => {
-                let id = c.id;
+                let (id, count_only) = (c.id, c.count_only);
                 match self.prepare(engine, *c) {
                     Ok(p) => {
                         send(&RunnerEvent::Accepted {
@@ -278,7 +278,21 @@ impl Runner {
                             prompt_tokens: p.tokens.len() as u64,
                             truncated: p.truncated,
                         });
-                        self.queue.push_back(p);
+                        if count_only {
+                            send(&RunnerEvent::Done(DoneInfo {
+                                id,
+                                reason: DoneReason::Stop,
+                                prompt_eval_count: 0,
+                                prompt_cached: 0,
+                                prompt_eval_duration_ns: 0,
+                                eval_count: 0,
+                                eval_duration_ns: 0,
+                                prompt_truncated: p.truncated,
+                                context: None,
+                            }));
+                        } else {
+                            self.queue.push_back(p);
+                        }
                     }
                     Err(r) => {
                         tracing::warn!(id, "request refused: {}", r.message);

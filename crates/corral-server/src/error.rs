@@ -75,10 +75,44 @@ pub fn openai_error(status: StatusCode, message: impl Into<String>) -> Response 
         .into_response()
 }
 
-/// An error in the shape of the route family a path belongs to: OpenAI's for `/v1/`, else
-/// Ollama's `{"error": "..."}`.
+/// A native error answer (`{"error": "..."}` with its status) as its status and message, for
+/// the routes that answer in another family's shape.
+pub async fn native_error(resp: Response) -> (StatusCode, String) {
+    let status = resp.status();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+    (status, message)
+}
+
+/// Anthropic's error shape: `{"type": "error", "error": {"type", "message"}}`.
+pub fn anthropic_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(anthropic_error_body(status, message))).into_response()
+}
+
+/// The body of an Anthropic error (also sent as a stream's `error` event).
+pub fn anthropic_error_body(status: StatusCode, message: impl Into<String>) -> serde_json::Value {
+    let kind = match status {
+        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => "invalid_request_error",
+        StatusCode::UNAUTHORIZED => "authentication_error",
+        StatusCode::FORBIDDEN => "permission_error",
+        StatusCode::NOT_FOUND => "not_found_error",
+        StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
+        _ => "api_error",
+    };
+    json!({"type": "error", "error": {"type": kind, "message": message.into()}})
+}
+
+/// An error in the shape of the route family a path belongs to: Anthropic's for
+/// `/v1/messages`, OpenAI's for the rest of `/v1/`, else Ollama's `{"error": "..."}`.
 pub fn family_error(path: &str, status: StatusCode, message: String) -> Response {
-    if path.starts_with("/v1/") {
+    if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+        anthropic_error(status, message)
+    } else if path.starts_with("/v1/") {
         openai_error(status, message)
     } else {
         ApiError::new(status, message).into_response()

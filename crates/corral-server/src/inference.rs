@@ -180,6 +180,7 @@ fn prepare_generate(st: &AppState, req: GenerateRequest, started: Instant) -> Ap
             shift: req.answer.shift.unwrap_or(true),
             cut_bytes,
             logprobs: check_logprobs(req.answer.logprobs, req.answer.top_logprobs)?,
+            count_only: false,
         })
     };
     Ok(Job {
@@ -263,6 +264,7 @@ fn prepare_chat(st: &AppState, req: ChatRequest, started: Instant) -> ApiResult<
             shift: req.answer.shift.unwrap_or(true),
             cut_bytes,
             logprobs: check_logprobs(req.answer.logprobs, req.answer.top_logprobs)?,
+            count_only: false,
         })
     };
     Ok(Job {
@@ -277,6 +279,37 @@ fn prepare_chat(st: &AppState, req: ChatRequest, started: Instant) -> ApiResult<
         think: think == Some(true),
         tools: tools.is_some(),
     })
+}
+
+/// How many tokens a chat's prompt takes for its model, as its template renders it. A prompt
+/// longer than the context is counted whole: the tokens kept and those truncation drops.
+pub(crate) async fn count_chat_tokens(st: &AppState, mut req: ChatRequest) -> ApiResult<u64> {
+    req.answer.truncate = Some(true);
+    let job = prepare_chat(st, req, Instant::now())?;
+    let Some(mut completion) = job.completion.clone() else {
+        return Ok(0);
+    };
+    completion.count_only = true;
+    let lease = acquire(st, &job.model, &job.options, job.keep_alive).await?;
+    let (_, mut events) = lease
+        .runner
+        .completion(completion)
+        .await
+        .map_err(ApiError::internal)?;
+    match events.recv().await {
+        Some(RunnerEvent::Accepted {
+            prompt_tokens,
+            truncated,
+            ..
+        }) => Ok(prompt_tokens + truncated),
+        Some(RunnerEvent::Error {
+            message, invalid, ..
+        }) if invalid => Err(ApiError::bad_request(message)),
+        Some(RunnerEvent::Error { message, .. }) => Err(ApiError::internal(message)),
+        _ => Err(ApiError::internal(
+            "the runner ended the request without an answer",
+        )),
+    }
 }
 
 /// Each text of a prompt cut to what could fit the context, before it is sent to the runner: a

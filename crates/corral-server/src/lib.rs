@@ -7,6 +7,7 @@
 //! Architecture Invariant: this crate never links llama.cpp. A model runs in a child process,
 //! and whatever happens to that process becomes an error message, never a dead server.
 
+mod anthropic;
 mod create;
 mod embed;
 mod error;
@@ -20,6 +21,7 @@ mod openai;
 mod output;
 mod runner;
 mod scheduler;
+mod sse;
 mod tls;
 mod transfer;
 
@@ -129,6 +131,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{*model}", get(openai::model))
         // The guard caps bodies itself (blob uploads, model files, are exempt), answering in

@@ -23,20 +23,17 @@ pub use embeddings::embeddings;
 pub use models::{model, models};
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::sse::{Event, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
-use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{embed, inference, AppState};
 
@@ -72,14 +69,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Invalid> {
 
 /// A native error answer (`{"error": "..."}` with its status) in OpenAI's shape.
 async fn from_native_error(resp: Response) -> Response {
-    let status = resp.status();
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap_or_default();
-    let message = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+    let (status, message) = crate::error::native_error(resp).await;
     error(status, message)
 }
 
@@ -203,44 +193,27 @@ async fn whole_answer(resp: Response) -> Value {
     serde_json::from_slice(&body).unwrap_or_default()
 }
 
-/// Turn native answer objects into SSE events on a channel, ending with `[DONE]`. Each event
-/// waits for room in the channel (a slow client slows the answer; nothing is dropped); if the
-/// client goes away, the native body is dropped, which cancels the request in the runner.
+/// Native answer objects as OpenAI's SSE events (`chunk` makes each object's), an error line
+/// as an error event, ending with `[DONE]`.
 fn sse_from(
     native: Body,
     mut chunk: impl FnMut(&Value) -> Vec<Value> + Send + 'static,
 ) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(64);
-    tokio::spawn(async move {
-        let mut stream = native.into_data_stream();
-        let mut buf: Vec<u8> = Vec::new();
-        while let Some(Ok(bytes)) = stream.next().await {
-            buf.extend_from_slice(&bytes);
-            while let Some(i) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=i).collect();
-                let Ok(v) = serde_json::from_slice::<Value>(&line) else {
-                    continue;
-                };
-                let events = match v.get("error").and_then(Value::as_str) {
-                    Some(e) => vec![
-                        json!({"error": {"message": e, "type": "api_error", "param": null, "code": null}}),
-                    ],
-                    None => chunk(&v),
-                };
-                for e in events {
-                    if tx
-                        .send(Ok(Event::default().data(e.to_string())))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-        }
-        let _ = tx.send(Ok(Event::default().data("[DONE]"))).await;
-    });
-    Sse::new(ReceiverStream::new(rx)).into_response()
+    crate::sse::from_ndjson(native, move |v| {
+        let Some(v) = v else {
+            return vec![Event::default().data("[DONE]")];
+        };
+        let events = match v.get("error").and_then(Value::as_str) {
+            Some(e) => vec![
+                json!({"error": {"message": e, "type": "api_error", "param": null, "code": null}}),
+            ],
+            None => chunk(v),
+        };
+        events
+            .into_iter()
+            .map(|e| Event::default().data(e.to_string()))
+            .collect()
+    })
 }
 
 #[cfg(test)]

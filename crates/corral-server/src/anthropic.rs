@@ -1,0 +1,578 @@
+//! Anthropic's Messages API (`POST /v1/messages`, `/v1/messages/count_tokens`), as Ollama
+//! 0.14 added it for Claude Code and other Anthropic clients. A request is mapped onto a
+//! native chat and answered by the same code; the answer comes back as a `message` or as
+//! Anthropic's stream events (`message_start`, `content_block_*`, `message_delta`,
+//! `message_stop`, `ping`). Errors have Anthropic's shape.
+//!
+//! Mapping: `system` (a string or text blocks) -> a system message; text blocks -> content;
+//! `tool_use` blocks -> tool calls, `tool_result` blocks -> `tool` messages named after the
+//! call; `thinking` blocks -> the message's thinking; `max_tokens` -> `num_predict`,
+//! `stop_sequences` -> `stop`, `temperature`, `top_p`, `top_k`; `tools` (`input_schema`) ->
+//! function tools; `tool_choice` `auto`/`any`/`tool`/`none` -> `auto`/`required`/a named
+//! function/`none`; `thinking.type` `enabled`/`disabled` -> `think`.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::{anthropic_error, anthropic_error_body};
+use crate::{inference, AppState};
+
+fn bad(message: impl Into<String>) -> Response {
+    anthropic_error(StatusCode::BAD_REQUEST, message)
+}
+
+#[derive(Debug, Deserialize)]
+struct MessagesRequest {
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    max_tokens: Option<i64>,
+    #[serde(default)]
+    system: Option<Value>,
+    #[serde(default)]
+    messages: Vec<InMessage>,
+    #[serde(default)]
+    stop_sequences: Option<Vec<String>>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    top_k: Option<i64>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    tools: Option<Vec<Value>>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    thinking: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InMessage {
+    role: String,
+    content: Value,
+}
+
+/// The text of a string or a list of text blocks (`system`, a tool result's content).
+fn text_of(v: &Value, what: &str) -> Result<String, String> {
+    match v {
+        Value::Null => Ok(String::new()),
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(blocks) => {
+            let mut out = Vec::new();
+            for b in blocks {
+                match b["type"].as_str() {
+                    Some("text") => out.push(b["text"].as_str().unwrap_or_default().to_string()),
+                    Some(other) => {
+                        return Err(format!(
+                            "{what}: content block type '{other}' is not supported here"
+                        ))
+                    }
+                    None => return Err(format!("{what}: a content block has no type")),
+                }
+            }
+            Ok(out.join("\n"))
+        }
+        other => Err(format!(
+            "{what}: expected a string or content blocks, got {other}"
+        )),
+    }
+}
+
+/// Anthropic messages as native ones: a user message's `tool_result` blocks become `tool`
+/// messages (named after the `tool_use` they answer), an assistant's `tool_use` blocks its
+/// tool calls and its `thinking` blocks its thinking.
+fn native_messages(
+    system: &Option<Value>,
+    msgs: &[InMessage],
+) -> Result<Vec<corral_api::Message>, String> {
+    let mut out = Vec::new();
+    if let Some(sys) = system {
+        let text = text_of(sys, "system")?;
+        if !text.is_empty() {
+            out.push(corral_api::Message::new("system", text));
+        }
+    }
+    let mut call_names: BTreeMap<String, String> = BTreeMap::new();
+    for (i, m) in msgs.iter().enumerate() {
+        if m.role != "user" && m.role != "assistant" {
+            return Err(format!(
+                "messages.{i}.role: '{}' is not one of \"user\" or \"assistant\"",
+                m.role
+            ));
+        }
+        let blocks = match &m.content {
+            Value::String(s) => vec![json!({"type": "text", "text": s})],
+            Value::Array(b) => b.clone(),
+            other => return Err(format!("messages.{i}.content: invalid content {other}")),
+        };
+        let mut msg = corral_api::Message::new(m.role.clone(), String::new());
+        let mut texts = Vec::new();
+        let mut calls = Vec::new();
+        let mut results = Vec::new();
+        for b in &blocks {
+            match b["type"].as_str() {
+                Some("text") => texts.push(b["text"].as_str().unwrap_or_default().to_string()),
+                Some("thinking") if m.role == "assistant" => {
+                    msg.thinking = b["thinking"].as_str().map(str::to_string)
+                }
+                Some("redacted_thinking") => {}
+                Some("tool_use") if m.role == "assistant" => {
+                    let id = b["id"].as_str().unwrap_or_default().to_string();
+                    let name = b["name"].as_str().unwrap_or_default().to_string();
+                    call_names.insert(id.clone(), name.clone());
+                    calls.push(
+                        json!({"id": id, "function": {"name": name, "arguments": b["input"]}}),
+                    );
+                }
+                Some("tool_result") if m.role == "user" => {
+                    let id = b["tool_use_id"].as_str().unwrap_or_default().to_string();
+                    let mut r = corral_api::Message::new(
+                        "tool",
+                        text_of(&b["content"], &format!("messages.{i}.tool_result"))?,
+                    );
+                    r.tool_name = call_names.get(&id).cloned();
+                    r.tool_call_id = Some(id);
+                    results.push(r);
+                }
+                Some(other) => return Err(format!(
+                    "messages.{i}: content block type '{other}' is not supported in a {} message",
+                    m.role
+                )),
+                None => return Err(format!("messages.{i}: a content block has no type")),
+            }
+        }
+        // Tool results answer the previous turn's calls: they come first, then any text.
+        out.extend(results);
+        msg.content = texts.join("\n");
+        if !calls.is_empty() {
+            msg.tool_calls = Some(calls);
+        }
+        if !msg.content.is_empty() || msg.tool_calls.is_some() || msg.thinking.is_some() {
+            out.push(msg);
+        }
+    }
+    Ok(out)
+}
+
+/// Anthropic tools (`name`, `description`, `input_schema`) as native function tools.
+fn native_tools(tools: &Option<Vec<Value>>) -> Option<Vec<Value>> {
+    let tools = tools.as_ref()?;
+    Some(
+        tools
+            .iter()
+            .map(|t| {
+                json!({"type": "function", "function": {
+                    "name": t["name"], "description": t["description"],
+                    "parameters": t.get("input_schema").cloned().unwrap_or_else(|| json!({"type": "object"})),
+                }})
+            })
+            .collect(),
+    )
+}
+
+fn native_tool_choice(choice: &Option<Value>) -> Result<Option<Value>, String> {
+    let Some(c) = choice.as_ref().filter(|c| !c.is_null()) else {
+        return Ok(None);
+    };
+    Ok(Some(match c["type"].as_str() {
+        Some("auto") => json!("auto"),
+        Some("any") => json!("required"),
+        Some("none") => json!("none"),
+        Some("tool") => match c["name"].as_str() {
+            Some(name) => json!({"type": "function", "function": {"name": name}}),
+            None => return Err("tool_choice of type \"tool\" needs a name".into()),
+        },
+        _ => return Err(format!("invalid tool_choice: {c}")),
+    }))
+}
+
+/// The native chat request for an Anthropic one.
+fn native_request(req: &MessagesRequest, stream: bool) -> Result<corral_api::ChatRequest, String> {
+    let mut options = BTreeMap::new();
+    let mut set = |k: &str, v: Option<Value>| {
+        if let Some(v) = v {
+            options.insert(k.to_string(), v);
+        }
+    };
+    set("num_predict", req.max_tokens.map(Value::from));
+    set("temperature", req.temperature.map(Value::from));
+    set("top_p", req.top_p.map(Value::from));
+    set("top_k", req.top_k.map(Value::from));
+    set("stop", req.stop_sequences.clone().map(Value::from));
+    let think = match req.thinking.as_ref().and_then(|t| t["type"].as_str()) {
+        Some("enabled") => Some(json!(true)),
+        Some("disabled") => Some(json!(false)),
+        Some(other) => return Err(format!("invalid thinking type '{other}'")),
+        None => None,
+    };
+    Ok(corral_api::ChatRequest {
+        model: req.model.clone(),
+        messages: native_messages(&req.system, &req.messages)?,
+        stream: Some(stream),
+        options: Some(options),
+        tools: native_tools(&req.tools),
+        tool_choice: native_tool_choice(&req.tool_choice)?,
+        think,
+        ..Default::default()
+    })
+}
+
+fn message_id() -> String {
+    format!("msg_{:024x}", rand_u128())
+}
+
+fn tool_use_id() -> String {
+    format!("toolu_{:024x}", rand_u128())
+}
+
+/// An id's random part: the clock and a counter mixed (ids only need to be unique here).
+fn rand_u128() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as u128;
+    let n = N.fetch_add(1, Ordering::Relaxed) as u128;
+    ((t << 20) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15) & ((1u128 << 96) - 1)
+}
+
+fn stop_reason(done_reason: Option<&str>, tool_calls: bool) -> &'static str {
+    match done_reason {
+        _ if tool_calls => "tool_use",
+        Some("length") => "max_tokens",
+        _ => "end_turn",
+    }
+}
+
+fn usage(v: &Value) -> Value {
+    let cached = v["prompt_cached_count"].as_u64().unwrap_or(0);
+    json!({
+        "input_tokens": v["prompt_eval_count"].as_u64().unwrap_or(0) + cached,
+        "output_tokens": v["eval_count"].as_u64().unwrap_or(0),
+        "cache_read_input_tokens": cached,
+    })
+}
+
+/// A native tool call as a `tool_use` block.
+fn tool_use(call: &Value) -> Value {
+    json!({
+        "type": "tool_use",
+        "id": call.get("id").and_then(Value::as_str).map_or_else(tool_use_id, str::to_string),
+        "name": call["function"]["name"],
+        "input": call["function"]["arguments"],
+    })
+}
+
+/// Parse a body, answering malformed JSON in Anthropic's shape.
+fn parse(body: &Bytes) -> Result<MessagesRequest, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err("missing request body".into());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("invalid request body: {e}"))
+}
+
+/// A native error answer in Anthropic's shape.
+async fn from_native_error(resp: Response) -> Response {
+    let (status, message) = crate::error::native_error(resp).await;
+    anthropic_error(status, message)
+}
+
+/// `POST /v1/messages`.
+pub async fn messages(State(st): State<AppState>, body: Bytes) -> Response {
+    let req = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return bad(e),
+    };
+    if req.max_tokens.is_none() {
+        return bad("max_tokens: Field required");
+    }
+    if req.messages.is_empty() {
+        return bad("messages: at least one message is required");
+    }
+    let native = match native_request(&req, req.stream) {
+        Ok(n) => n,
+        Err(e) => return bad(e),
+    };
+    let resp = inference::chat_at(st, native, "/v1/messages").await;
+    if !resp.status().is_success() {
+        return from_native_error(resp).await;
+    }
+    let id = message_id();
+    if !req.stream {
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default();
+        let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let m = &v["message"];
+        let mut content = Vec::new();
+        if let Some(t) = m["thinking"].as_str().filter(|t| !t.is_empty()) {
+            content.push(json!({"type": "thinking", "thinking": t, "signature": ""}));
+        }
+        if let Some(t) = m["content"].as_str().filter(|t| !t.is_empty()) {
+            content.push(json!({"type": "text", "text": t}));
+        }
+        let calls = m["tool_calls"].as_array().cloned().unwrap_or_default();
+        content.extend(calls.iter().map(tool_use));
+        return Json(json!({
+            "id": id, "type": "message", "role": "assistant", "model": v["model"],
+            "content": content,
+            "stop_reason": stop_reason(v["done_reason"].as_str(), !calls.is_empty()),
+            "stop_sequence": null,
+            "usage": usage(&v),
+        }))
+        .into_response();
+    }
+    let mut stream = StreamState::new(id, req.model.clone());
+    crate::sse::from_ndjson(resp.into_body(), move |v| stream.events(v))
+}
+
+/// Which content block a stream has open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    None,
+    Thinking,
+    Text,
+}
+
+/// Turns native answer objects into Anthropic's stream events.
+struct StreamState {
+    id: String,
+    model: String,
+    started: bool,
+    open: Open,
+    /// Index of the next content block.
+    next: usize,
+    tool_calls: bool,
+    ended: bool,
+}
+
+fn event(name: &str, data: Value) -> Event {
+    Event::default().event(name).data(data.to_string())
+}
+
+impl StreamState {
+    fn new(id: String, model: String) -> Self {
+        StreamState {
+            id,
+            model,
+            started: false,
+            open: Open::None,
+            next: 0,
+            tool_calls: false,
+            ended: false,
+        }
+    }
+
+    fn close(&mut self, out: &mut Vec<Event>) {
+        if self.open != Open::None {
+            out.push(event(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": self.next - 1}),
+            ));
+            self.open = Open::None;
+        }
+    }
+
+    /// Open a block of this kind unless it is the one open.
+    fn open(&mut self, kind: Open, out: &mut Vec<Event>) {
+        if self.open == kind {
+            return;
+        }
+        self.close(out);
+        let block = match kind {
+            Open::Thinking => json!({"type": "thinking", "thinking": "", "signature": ""}),
+            _ => json!({"type": "text", "text": ""}),
+        };
+        out.push(event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": self.next, "content_block": block}),
+        ));
+        self.next += 1;
+        self.open = kind;
+    }
+
+    fn events(&mut self, v: Option<&Value>) -> Vec<Event> {
+        let mut out = Vec::new();
+        if !self.started {
+            self.started = true;
+            out.push(event(
+                "message_start",
+                json!({"type": "message_start", "message": {
+                    "id": self.id, "type": "message", "role": "assistant", "model": self.model,
+                    "content": [], "stop_reason": null, "stop_sequence": null,
+                    "usage": {"input_tokens": 0, "output_tokens": 0},
+                }}),
+            ));
+            out.push(event("ping", json!({"type": "ping"})));
+        }
+        let Some(v) = v else {
+            return out;
+        };
+        if self.ended {
+            return out;
+        }
+        if let Some(e) = v["error"].as_str() {
+            self.ended = true;
+            out.push(event(
+                "error",
+                anthropic_error_body(StatusCode::INTERNAL_SERVER_ERROR, e),
+            ));
+            return out;
+        }
+        let m = &v["message"];
+        if let Some(t) = m["thinking"].as_str().filter(|t| !t.is_empty()) {
+            self.open(Open::Thinking, &mut out);
+            out.push(event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": self.next - 1,
+                       "delta": {"type": "thinking_delta", "thinking": t}}),
+            ));
+        }
+        if let Some(t) = m["content"].as_str().filter(|t| !t.is_empty()) {
+            self.open(Open::Text, &mut out);
+            out.push(event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": self.next - 1,
+                       "delta": {"type": "text_delta", "text": t}}),
+            ));
+        }
+        for call in m["tool_calls"].as_array().into_iter().flatten() {
+            self.close(&mut out);
+            self.tool_calls = true;
+            let mut block = tool_use(call);
+            let input = block["input"].take();
+            block["input"] = json!({});
+            let index = self.next;
+            self.next += 1;
+            out.push(event(
+                "content_block_start",
+                json!({"type": "content_block_start", "index": index, "content_block": block}),
+            ));
+            out.push(event(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index,
+                       "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}),
+            ));
+            out.push(event(
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": index}),
+            ));
+        }
+        if v["done"].as_bool().unwrap_or(false) {
+            self.ended = true;
+            self.close(&mut out);
+            out.push(event(
+                "message_delta",
+                json!({"type": "message_delta",
+                       "delta": {"stop_reason": stop_reason(v["done_reason"].as_str(), self.tool_calls),
+                                 "stop_sequence": null},
+                       "usage": usage(v)}),
+            ));
+            out.push(event("message_stop", json!({"type": "message_stop"})));
+        }
+        out
+    }
+}
+
+/// `POST /v1/messages/count_tokens`: the prompt's tokens as the model's template renders the
+/// messages, system and tools.
+pub async fn count_tokens(State(st): State<AppState>, body: Bytes) -> Response {
+    let req = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return bad(e),
+    };
+    if req.messages.is_empty() {
+        return bad("messages: at least one message is required");
+    }
+    let mut native = match native_request(&req, false) {
+        Ok(n) => n,
+        Err(e) => return bad(e),
+    };
+    // Counting renders the tools; it forces nothing.
+    native.tool_choice = None;
+    match inference::count_chat_tokens(&st, native).await {
+        Ok(n) => Json(json!({"input_tokens": n})).into_response(),
+        Err(e) => anthropic_error(e.status, e.message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_map_onto_native_messages() {
+        let msgs: Vec<InMessage> = serde_json::from_value(json!([
+            {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "call the tool", "signature": ""},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "18C"}]}]}
+        ]))
+        .unwrap();
+        let n =
+            native_messages(&Some(json!([{"type": "text", "text": "Be brief."}])), &msgs).unwrap();
+        assert_eq!(n[0].role, "system");
+        assert_eq!(n[0].content, "Be brief.");
+        assert_eq!(n[1].content, "Weather in Paris?");
+        assert_eq!(n[2].thinking.as_deref(), Some("call the tool"));
+        assert_eq!(
+            n[2].tool_calls.as_ref().unwrap()[0]["function"]["arguments"],
+            json!({"city": "Paris"})
+        );
+        assert_eq!(n[3].role, "tool");
+        assert_eq!(n[3].content, "18C");
+        assert_eq!(n[3].tool_name.as_deref(), Some("get_weather"));
+        let image: Vec<InMessage> = serde_json::from_value(
+            json!([{"role": "user", "content": [{"type": "image", "source": {}}]}]),
+        )
+        .unwrap();
+        assert!(native_messages(&None, &image)
+            .unwrap_err()
+            .contains("'image' is not supported"));
+    }
+
+    #[test]
+    fn tool_choices_and_stop_reasons() {
+        assert_eq!(
+            native_tool_choice(&Some(json!({"type": "any"}))).unwrap(),
+            Some(json!("required"))
+        );
+        assert_eq!(
+            native_tool_choice(&Some(json!({"type": "tool", "name": "f"}))).unwrap(),
+            Some(json!({"type": "function", "function": {"name": "f"}}))
+        );
+        assert!(native_tool_choice(&Some(json!({"type": "tool"}))).is_err());
+        assert_eq!(stop_reason(Some("length"), false), "max_tokens");
+        assert_eq!(stop_reason(Some("stop"), true), "tool_use");
+        assert_eq!(stop_reason(Some("stop"), false), "end_turn");
+    }
+
+    #[test]
+    fn a_stream_opens_and_closes_its_blocks_in_order() {
+        let mut s = StreamState::new("msg_1".into(), "smol".into());
+        let mut counts = Vec::new();
+        for v in [
+            json!({"message": {"thinking": "hm"}, "done": false}),
+            json!({"message": {"content": "Hi"}, "done": false}),
+            json!({"message": {"content": "!"}, "done": false}),
+            json!({"message": {"content": ""}, "done": true, "done_reason": "stop", "eval_count": 3}),
+        ] {
+            counts.push(s.events(Some(&v)).len());
+        }
+        // message_start + ping + start/delta (thinking), stop/start/delta (text), delta,
+        // stop + message_delta + message_stop.
+        assert_eq!(counts, vec![4, 3, 1, 3]);
+        assert_eq!(s.next, 2);
+        assert!(s.events(None).is_empty());
+    }
+}
