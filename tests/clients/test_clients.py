@@ -315,6 +315,25 @@ def test_anthropic_tool_round_trip(claude):
     assert final.stop_reason == "tool_use"
 
 
+def test_anthropic_thinking(claude):
+    r = claude.messages.create(
+        model="smol-tools", max_tokens=40, **GREEDY, thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[{"role": "user", "content": "What is 2+2?"}],
+    )
+    assert r.content[0].type == "thinking" and r.content[0].thinking.strip()
+    with claude.messages.stream(
+        model="smol-tools", max_tokens=40, **GREEDY, thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=[{"role": "user", "content": "What is 2+2?"}],
+    ) as stream:
+        kinds = [e.delta.type for e in stream if e.type == "content_block_delta"]
+    assert "thinking_delta" in kinds
+    with pytest.raises(anthropic.BadRequestError) as e:
+        claude.messages.create(
+            model="smol", max_tokens=8, thinking={"type": "enabled", "budget_tokens": 1024},
+            messages=[{"role": "user", "content": "Hi"}])
+    assert "does not support thinking" in str(e.value)
+
+
 def test_anthropic_count_tokens_and_errors(claude):
     short = claude.messages.count_tokens(model="smol", messages=[{"role": "user", "content": "Hi"}])
     long = claude.messages.count_tokens(
