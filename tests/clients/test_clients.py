@@ -248,6 +248,59 @@ def test_openai_tool_round_trip(oai):
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
 
 
+def test_openai_responses(oai):
+    r = oai.responses.create(model="smol", input="Say hello.", instructions="Answer briefly.", max_output_tokens=24, temperature=0)
+    assert r.object == "response" and r.id.startswith("resp")
+    assert r.status in ("completed", "incomplete") and r.output_text.strip()
+    assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0
+    r = oai.responses.create(
+        model="smol", input=[{"role": "user", "content": [{"type": "input_text", "text": "Count to three."}]}],
+        max_output_tokens=16, temperature=0)
+    assert r.output_text.strip()
+    r = oai.responses.create(model="smol", input="Tell me a long story.", max_output_tokens=2)
+    assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
+    events = list(oai.responses.create(model="smol", input="Say hello.", max_output_tokens=16, temperature=0, stream=True))
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"]
+    assert kinds[-1] in ("response.completed", "response.incomplete")
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text.strip() and text == events[-1].response.output_text
+    r = oai.responses.create(
+        model="smol", input="Invent a person. Answer in JSON.", max_output_tokens=200, temperature=0,
+        text={"format": {"type": "json_schema", "name": "person", "schema": PERSON_SCHEMA, "strict": True}})
+    jsonschema.validate(json.loads(r.output_text), PERSON_SCHEMA)
+    with pytest.raises(openai.NotFoundError):
+        oai.responses.create(model="no-such-model", input="Hi")
+    with pytest.raises(openai.BadRequestError) as e:
+        oai.responses.create(model="smol", input="Hi", previous_response_id="resp_1")
+    assert "not stored" in str(e.value)
+
+
+def test_openai_responses_tool_round_trip(oai):
+    tool = {"type": "function", **WEATHER_TOOL["function"]}
+    question = {"role": "user", "content": "What is the weather in Paris?"}
+    r = oai.responses.create(model="smol-tools", input=[question], tools=[tool], tool_choice="required", max_output_tokens=100, temperature=0)
+    call = next(o for o in r.output if o.type == "function_call")
+    assert call.name == "get_weather" and call.call_id
+    args = json.loads(call.arguments)
+    assert isinstance(args["city"], str) and args["city"]
+    followup = [
+        question,
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id,
+         "output": json.dumps({"city": args["city"], "temperature_c": 18, "sky": "sunny"})},
+    ]
+    r = oai.responses.create(model="smol-tools", input=followup, tools=[tool], max_output_tokens=40, temperature=0)
+    assert r.output_text.strip()
+    events = list(oai.responses.create(
+        model="smol-tools", input=[question], tools=[tool], tool_choice={"type": "function", "name": "get_weather"},
+        max_output_tokens=100, temperature=0, stream=True))
+    done = [e for e in events if e.type == "response.function_call_arguments.done"]
+    assert done and json.loads(done[0].arguments)["city"]
+    assert any(o.type == "function_call" for o in events[-1].response.output)
+
+
 # ---- anthropic -----------------------------------------------------------------------------
 
 

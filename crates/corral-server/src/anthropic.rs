@@ -145,10 +145,12 @@ fn native_messages(
                     r.tool_call_id = Some(id);
                     results.push(r);
                 }
-                Some(other) => return Err(format!(
+                Some(other) => {
+                    return Err(format!(
                     "messages.{i}: content block type '{other}' is not supported in a {} message",
                     m.role
-                )),
+                ))
+                }
                 None => return Err(format!("messages.{i}: a content block has no type")),
             }
         }

@@ -4,7 +4,8 @@
 //! become `{"error": {"message", "type", "param", "code"}}`.
 //!
 //! One file per route family: `chat` (`/v1/chat/completions`), `completions`
-//! (`/v1/completions`), `embeddings` (`/v1/embeddings`), `models` (`/v1/models`); this one
+//! (`/v1/completions`), `embeddings` (`/v1/embeddings`), `models` (`/v1/models`),
+//! `responses` (`/v1/responses`); this one
 //! holds what they share (errors, ids, sampling fields, usage, the SSE stream).
 //!
 //! Field mapping follows Ollama's: `max_tokens`/`max_completion_tokens` -> `num_predict`,
@@ -16,11 +17,13 @@ mod chat;
 mod completions;
 mod embeddings;
 mod models;
+mod responses;
 
 pub use chat::chat_completions;
 pub use completions::completions;
 pub use embeddings::embeddings;
 pub use models::{model, models};
+pub use responses::responses;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
