@@ -37,6 +37,16 @@ pub struct EmbedJob {
 pub enum Prompt {
     /// Text used as it is (`raw: true`).
     Raw { text: String },
+    /// Fill in the middle between `prefix` and `suffix`: through a Go template that uses
+    /// `.Suffix` when there is one, else from the vocabulary's FIM tokens.
+    Infill {
+        prefix: String,
+        suffix: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        system: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template: Option<String>,
+    },
     /// Messages rendered through the model's template.
     Chat {
         messages: Vec<Message>,

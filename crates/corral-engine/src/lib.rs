@@ -420,6 +420,13 @@ impl Engine {
         self.n_ctx_slot
     }
 
+    /// The vocabulary's fill-in-the-middle tokens (prefix, suffix, middle), if it has all three.
+    pub fn fim_tokens(&self) -> Option<[i32; 3]> {
+        let v = self.model.vocab();
+        let ids = [v.fim_pre().0, v.fim_suf().0, v.fim_mid().0];
+        ids.iter().all(|&t| t >= 0).then_some(ids)
+    }
+
     /// Tokens a slot holds in the KV cache (its cells in use).
     pub fn slot_tokens(&self, slot: SlotId) -> usize {
         self.cached[slot].len()

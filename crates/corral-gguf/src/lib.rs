@@ -40,7 +40,45 @@ pub struct GgufInfo {
     pub metadata: BTreeMap<String, Value>,
     pub tensor_count: u64,
     pub parameter_count: u64,
+    /// Ids of the vocabulary's fill-in-the-middle tokens (prefix, suffix, middle) found by
+    /// their text, as llama.cpp finds them when the metadata names none.
+    pub fim_by_text: [Option<u64>; 3],
 }
+
+/// Token texts llama.cpp takes as the FIM prefix, suffix and middle tokens (its
+/// `llama_vocab::load`), so that the server knows without loading a model what llama.cpp will.
+const FIM_TEXTS: [&[&str]; 3] = [
+    &[
+        "<|fim_prefix|>",
+        "<fim-prefix>",
+        "<fim_prefix>",
+        "<｜fim▁begin｜>",
+        "<PRE>",
+        "▁<PRE>",
+        "<|code_prefix|>",
+        "<|prefix|>",
+    ],
+    &[
+        "<|fim_suffix|>",
+        "<fim-suffix>",
+        "<fim_suffix>",
+        "<｜fim▁hole｜>",
+        "<SUF>",
+        "▁<SUF>",
+        "<|code_suffix|>",
+        "<|suffix|>",
+    ],
+    &[
+        "<|fim_middle|>",
+        "<fim-middle>",
+        "<fim_middle>",
+        "<｜fim▁end｜>",
+        "<MID>",
+        "▁<MID>",
+        "<|code_middle|>",
+        "<|middle|>",
+    ],
+];
 
 impl GgufInfo {
     /// `general.architecture`, e.g. `llama` or `gemma3`.
@@ -267,6 +305,29 @@ impl<R: Read> Reader<R> {
     }
 }
 
+impl<R: Read> Reader<R> {
+    /// The token list (an array of strings): kept as its length, with the ids of the FIM
+    /// tokens among it noted.
+    fn vocabulary(&mut self, fim: &mut [Option<u64>; 3]) -> Result<Value, GgufError> {
+        let item_type = self.u32()?;
+        let n = self.u64()?;
+        if n > MAX_ITEMS {
+            return Err(GgufError::Invalid(format!("array of {n} items")));
+        }
+        for id in 0..n {
+            let v = self.value(item_type, 1)?;
+            if let Some(text) = v.as_str() {
+                for (slot, texts) in fim.iter_mut().zip(FIM_TEXTS) {
+                    if slot.is_none() && texts.contains(&text) {
+                        *slot = Some(id);
+                    }
+                }
+            }
+        }
+        Ok(serde_json::json!({ "array_length": n }))
+    }
+}
+
 fn float(f: f64) -> Value {
     serde_json::Number::from_f64(f)
         .map(Value::Number)
@@ -304,10 +365,15 @@ pub fn read(path: &Path) -> Result<GgufInfo, GgufError> {
         )));
     }
     let mut metadata = BTreeMap::new();
+    let mut fim_by_text = [None; 3];
     for _ in 0..kv_count {
         let key = r.string()?;
         let t = r.u32()?;
-        let v = r.value(t, 0)?;
+        let v = if key == "tokenizer.ggml.tokens" && t == 9 {
+            r.vocabulary(&mut fim_by_text)?
+        } else {
+            r.value(t, 0)?
+        };
         metadata.insert(key, v);
     }
     let alignment = metadata
@@ -353,6 +419,7 @@ pub fn read(path: &Path) -> Result<GgufInfo, GgufError> {
         metadata,
         tensor_count,
         parameter_count,
+        fim_by_text,
     })
 }
 
@@ -361,6 +428,22 @@ impl GgufInfo {
         self.metadata
             .get(&format!("{}.{key}", self.architecture()))
             .and_then(Value::as_u64)
+    }
+
+    /// The fill-in-the-middle tokens (prefix, suffix, middle) llama.cpp will use: named in
+    /// the metadata, else found by their text. `None` unless all three are there.
+    pub fn fim_tokens(&self) -> Option<[u64; 3]> {
+        let key = |k: &str| {
+            self.metadata
+                .get(&format!("tokenizer.ggml.fim_{k}_token_id"))
+                .and_then(Value::as_u64)
+        };
+        let ids = [
+            key("pre").or(self.fim_by_text[0])?,
+            key("suf").or(self.fim_by_text[1])?,
+            key("mid").or(self.fim_by_text[2])?,
+        ];
+        Some(ids)
     }
 
     /// `<arch>.block_count`: the number of repeating layers.
@@ -423,6 +506,52 @@ mod tests {
         }
         b.extend_from_slice(&[0u8; 16]);
         b
+    }
+
+    /// A file with a vocabulary of `tokens` and no tensors, for the FIM lookups.
+    fn gguf_with_tokens(tokens: &[&str]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(b"GGUF");
+        b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes()); // tensors
+        b.extend_from_slice(&1u64.to_le_bytes()); // kv
+        let key = b"tokenizer.ggml.tokens";
+        b.extend_from_slice(&(key.len() as u64).to_le_bytes());
+        b.extend_from_slice(key);
+        b.extend_from_slice(&9u32.to_le_bytes()); // array
+        b.extend_from_slice(&8u32.to_le_bytes()); // of strings
+        b.extend_from_slice(&(tokens.len() as u64).to_le_bytes());
+        for t in tokens {
+            b.extend_from_slice(&(t.len() as u64).to_le_bytes());
+            b.extend_from_slice(t.as_bytes());
+        }
+        while b.len() % 32 != 0 {
+            b.push(0);
+        }
+        b
+    }
+
+    #[test]
+    fn fim_tokens_are_found_by_their_text_as_llama_cpp_finds_them() {
+        let f = write(&gguf_with_tokens(&[
+            "a",
+            "<|fim_prefix|>",
+            "b",
+            "<|fim_middle|>",
+            "<|fim_suffix|>",
+        ]));
+        let info = read(f.path()).unwrap();
+        assert_eq!(info.fim_tokens(), Some([1, 4, 3]));
+        assert_eq!(
+            info.metadata["tokenizer.ggml.tokens"],
+            serde_json::json!({"array_length": 5})
+        );
+        let f = write(&gguf_with_tokens(&["<PRE>", "<SUF>"]));
+        assert_eq!(
+            read(f.path()).unwrap().fim_tokens(),
+            None,
+            "no middle token"
+        );
     }
 
     #[test]

@@ -347,6 +347,20 @@ impl Runner {
     fn render(&self, prompt: &Prompt) -> Result<String, String> {
         match prompt {
             Prompt::Raw { text } => Ok(text.clone()),
+            Prompt::Infill {
+                prefix,
+                suffix,
+                system,
+                template: Some(go),
+            } => corral_template::render_go_infill(go, system.as_deref(), prefix, suffix)
+                .map_err(|e| e.to_string()),
+            // Built from FIM tokens in `prepare`; the text only measures it.
+            Prompt::Infill {
+                prefix,
+                suffix,
+                template: None,
+                ..
+            } => Ok(format!("{prefix}{suffix}")),
             Prompt::Chat {
                 messages,
                 template,
@@ -402,7 +416,15 @@ impl Runner {
             );
         }
         let mut tokens = req.context.clone();
-        tokens.extend(engine.tokenize(&text, req.context.is_empty()));
+        match &req.prompt {
+            Prompt::Infill {
+                prefix,
+                suffix,
+                template: None,
+                ..
+            } => tokens.extend(fim_prompt(engine, prefix, suffix)?),
+            _ => tokens.extend(engine.tokenize(&text, req.context.is_empty())),
+        }
         if tokens.is_empty() {
             return Err(Refusal::invalid("the prompt is empty"));
         }
@@ -556,6 +578,22 @@ fn begin(engine: &mut Engine, free: &[usize], req: Prepared) -> Result<Active, S
         truncated: req.truncated,
         logprobs: Vec::new(),
     })
+}
+
+/// A fill-in-the-middle prompt from the vocabulary's FIM tokens, prefix first as llama-server's
+/// infill builds it: `[BOS] <pre> prefix <suf> suffix <mid>`; the answer is the middle.
+fn fim_prompt(engine: &Engine, prefix: &str, suffix: &str) -> Result<Vec<i32>, Refusal> {
+    let [pre, suf, mid] = engine
+        .fim_tokens()
+        .ok_or_else(|| Refusal::invalid("the model has no fill-in-the-middle tokens"))?;
+    // Tokenizing nothing with special tokens on gives the BOS the model wants, if any.
+    let mut tokens = engine.tokenize("", true);
+    tokens.push(pre);
+    tokens.extend(engine.tokenize(prefix, false));
+    tokens.push(suf);
+    tokens.extend(engine.tokenize(suffix, false));
+    tokens.push(mid);
+    Ok(tokens)
 }
 
 /// Ollama's message for a prompt that does not fit, with the numbers.

@@ -146,10 +146,28 @@ fn prepare_generate(st: &AppState, req: GenerateRequest, started: Instant) -> Ap
         options_and_keep_alive(st, &model, req.options.as_ref(), req.keep_alive.as_ref())?;
     let template = effective_template(st, &model, req.template.as_deref());
     let think = check_think(&model, &template, req.think.as_ref())?;
-    let completion = if req.prompt.is_empty() && req.context.as_ref().is_none_or(|c| c.is_empty()) {
+    let suffix = req.suffix.clone().filter(|s| !s.is_empty());
+    let infill = match &suffix {
+        Some(_) if req.raw => {
+            return Err(ApiError::bad_request("raw mode does not support suffix"))
+        }
+        Some(_) => Some(check_insert(st, &model, &template)?),
+        None => None,
+    };
+    let completion = if req.prompt.is_empty()
+        && suffix.is_none()
+        && req.context.as_ref().is_none_or(|c| c.is_empty())
+    {
         None
     } else {
-        let prompt = if req.raw {
+        let prompt = if let (Some(suffix), Some(go)) = (&suffix, infill) {
+            Prompt::Infill {
+                prefix: req.prompt.clone(),
+                suffix: suffix.clone(),
+                system: req.system.clone().or_else(|| model.system.clone()),
+                template: go,
+            }
+        } else if req.raw {
             Prompt::Raw {
                 text: req.prompt.clone(),
             }
@@ -321,6 +339,7 @@ fn bounded(mut prompt: Prompt, options: &Options, truncate: bool) -> ApiResult<(
     let keep = options.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as usize;
     let texts: Vec<&mut String> = match &mut prompt {
         Prompt::Raw { text } => vec![text],
+        Prompt::Infill { prefix, suffix, .. } => vec![prefix, suffix],
         Prompt::Chat { messages, .. } => messages.iter_mut().map(|m| &mut m.content).collect(),
     };
     let mut cut = 0;
@@ -351,6 +370,22 @@ fn effective_template(st: &AppState, model: &Model, request: Option<&str>) -> St
         .or_else(|| model.template.clone())
         .or_else(|| gguf_info(st, model).and_then(|i| i.chat_template().map(str::to_string)))
         .unwrap_or_else(|| corral_template::DEFAULT_TEMPLATE.to_string())
+}
+
+/// How a model fills in the middle: through its Go template when that uses `.Suffix`
+/// (`Some(template)`), else from its vocabulary's FIM tokens (`None`); a model with neither
+/// answers 400 `<model> does not support insert`, as Ollama's does.
+fn check_insert(st: &AppState, model: &Model, template: &str) -> ApiResult<Option<String>> {
+    if models::supports_insert(template) {
+        return Ok(Some(template.to_string()));
+    }
+    if gguf_info(st, model).is_some_and(|i| i.fim_tokens().is_some()) {
+        return Ok(None);
+    }
+    Err(ApiError::bad_request(format!(
+        "{} does not support insert",
+        model.display_name()
+    )))
 }
 
 /// `think`: `true`/`false`, or a level (`"low"`, `"medium"`, `"high"`, which mean true). Asking

@@ -103,7 +103,8 @@ fn show_model(store: &corral_store::Store, req: &ShowRequest) -> ApiResult<ShowR
     }
     let parameters = parameters_text(&m.params);
     let modelfile = modelfile_text(&m);
-    let capabilities = models::capabilities(&template);
+    let fim = info.as_ref().is_some_and(|i| i.fim_tokens().is_some());
+    let capabilities = models::capabilities(&template, fim);
     Ok(ShowResponse {
         license: m.license.join("\n"),
         modelfile,

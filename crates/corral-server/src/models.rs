@@ -134,11 +134,19 @@ pub fn supports_thinking(template: &str) -> bool {
             && (template.contains("enable_thinking") || template.contains("<think>")))
 }
 
-/// `capabilities` as `show` lists them.
-pub fn capabilities(template: &str) -> Vec<String> {
+/// Whether a Go template fills in the middle (`.Suffix`, as Ollama checks).
+pub fn supports_insert(template: &str) -> bool {
+    template.contains(".Suffix")
+}
+
+/// `capabilities` as `show` lists them; `fim_tokens`: the GGUF has fill-in-the-middle tokens.
+pub fn capabilities(template: &str, fim_tokens: bool) -> Vec<String> {
     let mut c = vec!["completion".to_string()];
     if supports_tools(template) {
         c.push("tools".into());
+    }
+    if supports_insert(template) || fim_tokens {
+        c.push("insert".into());
     }
     if supports_thinking(template) {
         c.push("thinking".into());

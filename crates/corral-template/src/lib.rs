@@ -174,6 +174,28 @@ fn render_go(source: &str, data: &GoValue) -> Result<String, TemplateError> {
         .map_err(|e| TemplateError::Render(e.to_string()))
 }
 
+/// Fill-in-the-middle with a Go template that uses `.Suffix` (generate with `suffix`): the
+/// template gets `.System`, `.Prompt` and `.Suffix`, as Ollama renders it.
+pub fn render_go_infill(
+    source: &str,
+    system: Option<&str>,
+    prompt: &str,
+    suffix: &str,
+) -> Result<String, TemplateError> {
+    check_unclosed_action(source)?;
+    let mut data = go_data(
+        &[],
+        Some((system.map(str::to_string), prompt.to_string())),
+        "",
+        None,
+        None,
+    );
+    if let GoValue::Object(o) = &mut data {
+        o.insert("Suffix".to_string(), GoValue::from(suffix.to_string()));
+    }
+    render_go(source, &data)
+}
+
 /// Templates that know only `.System`, `.Prompt` and `.Response` are rendered once per
 /// user turn and concatenated, as Ollama does; the last turn gets an empty `.Response`.
 fn render_go_pairs(

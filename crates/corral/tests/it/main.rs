@@ -11,6 +11,7 @@ mod conformance;
 mod context;
 mod devices;
 mod end_to_end;
+mod infill;
 mod logprobs;
 mod management;
 mod metrics;
