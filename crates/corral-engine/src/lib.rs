@@ -57,51 +57,6 @@ pub struct LoadParams {
     pub lora: Option<PathBuf>,
 }
 
-/// How to sample one completion.
-#[derive(Debug, Clone)]
-pub struct SamplingParams {
-    pub temperature: f32,
-    pub top_k: i32,
-    pub top_p: f32,
-    pub min_p: f32,
-    pub typical_p: f32,
-    pub repeat_last_n: i32,
-    pub repeat_penalty: f32,
-    pub presence_penalty: f32,
-    pub frequency_penalty: f32,
-    /// `None`: a random seed.
-    pub seed: Option<u32>,
-    /// `None`: until the end of the context.
-    pub num_predict: Option<u32>,
-    /// A GBNF grammar (root rule `root`) every answer must follow: structured output.
-    pub grammar: Option<String>,
-    /// Tokens at the start that a context shift keeps.
-    pub num_keep: u32,
-    /// Shift the context when an answer fills it; `false` ends the answer there instead
-    /// (`Finish::Length`).
-    pub shift: bool,
-    /// Report each generated token's log probability and this many most likely alternatives
-    /// (`None`: no log probabilities).
-    pub logprobs: Option<u32>,
-}
-
-/// One token and its log probability under the logits it was sampled from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TokenProb {
-    pub token: i32,
-    /// The token's own text, as bytes (may be part of a UTF-8 character).
-    pub bytes: Vec<u8>,
-    pub logprob: f32,
-}
-
-/// The log probability of a sampled token and of the most likely tokens at its position.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TokenLogprobs {
-    pub chosen: TokenProb,
-    /// Most likely first.
-    pub top: Vec<TokenProb>,
-}
-
 /// An event while generating.
 pub enum Event<'a> {
     /// Prompt tokens evaluated so far, of the total to evaluate.
@@ -134,6 +89,10 @@ pub struct Stats {
 }
 
 pub mod modules;
+mod sampling;
+
+use sampling::{build_sampler, token_logprobs};
+pub use sampling::{json_schema_grammar, SamplingParams, TokenLogprobs, TokenProb};
 
 static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
 
@@ -749,88 +708,6 @@ impl Engine {
     }
 }
 
-/// Log-softmax of the raw logits the sampler was given, for the chosen token and the `n` most
-/// likely ones (what llama-server reports as `n_probs`).
-fn token_logprobs(
-    logits: &[f32],
-    chosen: i32,
-    n: usize,
-    piece: impl Fn(i32) -> Vec<u8>,
-) -> TokenLogprobs {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
-    let lse = f64::from(max) + sum.ln();
-    let prob = |t: i32| TokenProb {
-        token: t,
-        bytes: piece(t),
-        logprob: (f64::from(logits[t as usize]) - lse) as f32,
-    };
-    let mut top: Vec<i32> = Vec::new();
-    if n > 0 {
-        // The n largest in one pass, kept sorted (n is at most 20).
-        for (t, &l) in logits.iter().enumerate() {
-            if top.len() == n && l <= logits[top[n - 1] as usize] {
-                continue;
-            }
-            let at = top.partition_point(|&x| logits[x as usize] >= l);
-            top.insert(at, t as i32);
-            top.truncate(n);
-        }
-    }
-    TokenLogprobs {
-        chosen: prob(chosen),
-        top: top.into_iter().map(prob).collect(),
-    }
-}
-
-fn build_sampler(sp: &SamplingParams, model: &LlamaModel) -> Result<LlamaSampler, EngineError> {
-    let n_vocab = model.n_vocab();
-    let mut chain = Vec::new();
-    if let Some(g) = &sp.grammar {
-        // First, so every later sampler only sees tokens the grammar allows.
-        chain.push(
-            LlamaSampler::grammar(model, g, "root")
-                .map_err(|e| EngineError::Grammar(format!("{e:?}")))?,
-        );
-    }
-    if sp.repeat_last_n != 0
-        && (sp.repeat_penalty != 1.0 || sp.frequency_penalty != 0.0 || sp.presence_penalty != 0.0)
-    {
-        chain.push(LlamaSampler::penalties(
-            n_vocab,
-            sp.repeat_last_n,
-            sp.repeat_penalty,
-            sp.frequency_penalty,
-            sp.presence_penalty,
-        ));
-    }
-    if sp.temperature <= 0.0 {
-        chain.push(LlamaSampler::greedy());
-    } else {
-        if sp.top_k > 0 {
-            chain.push(LlamaSampler::top_k(sp.top_k));
-        }
-        if sp.typical_p < 1.0 {
-            chain.push(LlamaSampler::typical(sp.typical_p, 1));
-        }
-        if sp.top_p < 1.0 {
-            chain.push(LlamaSampler::top_p(sp.top_p, 1));
-        }
-        if sp.min_p > 0.0 {
-            chain.push(LlamaSampler::min_p(sp.min_p, 1));
-        }
-        chain.push(LlamaSampler::temp(sp.temperature));
-        // llama.cpp's LLAMA_DEFAULT_SEED (u32::MAX) asks it to pick a random seed.
-        chain.push(LlamaSampler::dist(sp.seed.unwrap_or(u32::MAX)));
-    }
-    Ok(LlamaSampler::chain(chain, true))
-}
-
-/// llama.cpp's conversion of a JSON schema into a GBNF grammar (root rule `root`).
-pub fn json_schema_grammar(schema: &str) -> Result<String, EngineError> {
-    llama_cpp_2::json_schema_to_grammar(schema).map_err(|e| EngineError::Grammar(e.to_string()))
-}
-
 /// A device llama.cpp can run on.
 #[derive(Debug, Clone)]
 pub struct Device {
@@ -866,30 +743,4 @@ pub fn devices() -> Result<Vec<Device>, EngineError> {
             memory_free: d.memory_free as u64,
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn logprobs_are_a_log_softmax_with_the_top_tokens_first() {
-        let logits = [1.0f32, 3.0, 2.0, 3.0, -1.0];
-        let lp = token_logprobs(&logits, 2, 3, |t| vec![b'a' + t as u8]);
-        let total: f64 = logits.iter().map(|&l| f64::from(l).exp()).sum();
-        let want = (2.0f64.exp() / total).ln() as f32;
-        assert!((lp.chosen.logprob - want).abs() < 1e-6);
-        assert_eq!(lp.chosen.bytes, b"c");
-        let top: Vec<i32> = lp.top.iter().map(|t| t.token).collect();
-        assert_eq!(
-            top,
-            vec![1, 3, 2],
-            "largest first, ties in vocabulary order"
-        );
-        let probs: f64 = (0..5)
-            .map(|t| f64::from(token_logprobs(&logits, t, 0, |_| vec![]).chosen.logprob).exp())
-            .sum();
-        assert!((probs - 1.0).abs() < 1e-5);
-        assert!(token_logprobs(&logits, 0, 0, |_| vec![]).top.is_empty());
-    }
 }

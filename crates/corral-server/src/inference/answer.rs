@@ -1,0 +1,333 @@
+//! What the runner writes for a request, streamed as NDJSON or collected into one object,
+//! watched for stalls and shutdown, and shaped for the endpoint.
+
+use super::*;
+
+/// Watches one request for stalls and for server shutdown.
+pub(super) struct Watch {
+    pub(super) stall: std::time::Duration,
+    pub(super) shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Set once the runner has begun the request; queued requests wait without a stall clock.
+    pub(super) started: bool,
+}
+
+impl Watch {
+    /// The next event, or an error message if the runner stalled or the server is stopping.
+    pub(super) async fn next(
+        &mut self,
+        lease: &Lease,
+        events: &mut mpsc::UnboundedReceiver<RunnerEvent>,
+    ) -> Result<Option<RunnerEvent>, String> {
+        if *self.shutdown.borrow() {
+            return Err("the server is shutting down".into());
+        }
+        let stall = async {
+            if self.started {
+                tokio::time::sleep(self.stall).await
+            } else {
+                std::future::pending::<()>().await
+            }
+        };
+        tokio::select! {
+            ev = events.recv() => {
+                // Accepted means queued, not yet running: no stall clock for it.
+                if !matches!(ev, Some(RunnerEvent::Accepted { .. })) {
+                    self.started = true;
+                }
+                Ok(ev)
+            }
+            _ = stall => {
+                // A runner that makes no progress is stuck: replace it rather than wait forever.
+                lease.runner.kill().await;
+                Err(format!(
+                    "the model stopped making progress: no token for {}s; its runner was stopped and will be restarted",
+                    self.stall.as_secs_f32()
+                ))
+            }
+            _ = self.shutdown.changed() => Err("the server is shutting down".into()),
+        }
+    }
+}
+
+/// The answer as NDJSON, one object per piece, produced as the runner writes.
+pub(super) fn stream_response(answer: Answer, id: u64) -> Response {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    let Answer {
+        job,
+        lease,
+        mut events,
+        mut watch,
+        mut tracker,
+    } = answer;
+    let mut parser = OutputParser::new(job.think, job.tools);
+    // Log probabilities wait for the next object that carries text (the parsers may hold a
+    // token's text back), or the final one.
+    let mut logprobs: Vec<Logprob> = Vec::new();
+    tokio::spawn(async move {
+        loop {
+            let ev = match watch.next(&lease, &mut events).await {
+                Ok(Some(ev)) => ev,
+                Ok(None) => {
+                    let message = "the runner ended the request without an answer";
+                    let _ = tx
+                        .send(Ok(ndjson(&serde_json::json!({ "error": message }))))
+                        .await;
+                    return;
+                }
+                Err(message) => {
+                    lease.runner.cancel(id).await;
+                    let _ = tx
+                        .send(Ok(ndjson(&serde_json::json!({ "error": message }))))
+                        .await;
+                    return;
+                }
+            };
+            let lines: Vec<serde_json::Value> = match ev {
+                RunnerEvent::Token {
+                    text, logprobs: lp, ..
+                } => {
+                    tracker.token();
+                    logprobs.extend(lp);
+                    let pieces: Vec<Out> = if parser.active() {
+                        parser.push(&text).into_iter().map(Out::from).collect()
+                    } else if text.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![Out::from(text)]
+                    };
+                    pieces
+                        .into_iter()
+                        .map(|mut o| {
+                            o.logprobs = std::mem::take(&mut logprobs);
+                            answer_object(&job, o, None)
+                        })
+                        .collect()
+                }
+                RunnerEvent::Done(d) => {
+                    let mut lines: Vec<serde_json::Value> = parser
+                        .finish()
+                        .into_iter()
+                        .map(|p| {
+                            let mut o = Out::from(p);
+                            o.logprobs = std::mem::take(&mut logprobs);
+                            answer_object(&job, o, None)
+                        })
+                        .collect();
+                    let (reason, metrics, ctx) = done_parts(&job, &lease, &d, &mut tracker);
+                    let last = Out {
+                        logprobs: std::mem::take(&mut logprobs),
+                        ..Out::default()
+                    };
+                    lines.push(answer_object(&job, last, Some((reason, metrics, ctx))));
+                    for line in lines {
+                        if tx.send(Ok(ndjson(&line))).await.is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                }
+                RunnerEvent::Error { message, .. } => {
+                    let _ = tx
+                        .send(Ok(ndjson(&serde_json::json!({ "error": message }))))
+                        .await;
+                    return;
+                }
+                RunnerEvent::Started { .. } => {
+                    tracker.started();
+                    continue;
+                }
+                RunnerEvent::Progress { .. }
+                | RunnerEvent::Accepted { .. }
+                | RunnerEvent::Usage { .. }
+                | RunnerEvent::Ready(_)
+                | RunnerEvent::Loading { .. }
+                | RunnerEvent::Pong { .. }
+                | RunnerEvent::Embeddings { .. } => continue,
+            };
+            for line in lines {
+                if tx.send(Ok(ndjson(&line))).await.is_err() {
+                    // The client went away: free the runner at its next token.
+                    lease.runner.cancel(id).await;
+                    return;
+                }
+            }
+        }
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(ReceiverStream::new(rx)))
+        .expect("valid response")
+}
+
+/// The answer as one object (`"stream": false`).
+pub(super) async fn collect_response(answer: Answer) -> Response {
+    let Answer {
+        job,
+        lease,
+        mut events,
+        mut watch,
+        mut tracker,
+    } = answer;
+    let mut parser = OutputParser::new(job.think, job.tools);
+    let mut out = Out::default();
+    loop {
+        let ev = match watch.next(&lease, &mut events).await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => break,
+            Err(message) => return ApiError::internal(message).into_response(),
+        };
+        match ev {
+            RunnerEvent::Token {
+                text: t, logprobs, ..
+            } => {
+                tracker.token();
+                out.logprobs.extend(logprobs);
+                if parser.active() {
+                    for p in parser.push(&t) {
+                        out.add(p);
+                    }
+                } else {
+                    out.content.push_str(&t);
+                }
+            }
+            RunnerEvent::Started { .. } => tracker.started(),
+            RunnerEvent::Done(d) => {
+                for p in parser.finish() {
+                    out.add(p);
+                }
+                let (reason, metrics, ctx) = done_parts(&job, &lease, &d, &mut tracker);
+                return json_ok(answer_object(&job, out, Some((reason, metrics, ctx))));
+            }
+            RunnerEvent::Error { message, .. } => {
+                return ApiError::internal(message).into_response()
+            }
+            _ => {}
+        }
+    }
+    ApiError::internal("runner closed the request without an answer").into_response()
+}
+
+pub(super) fn done_parts(
+    job: &Job,
+    lease: &Lease,
+    d: &DoneInfo,
+    tracker: &mut Tracker,
+) -> (&'static str, Metrics, Option<Vec<i32>>) {
+    tracker.finished(
+        d.prompt_eval_count,
+        d.prompt_cached,
+        d.eval_count,
+        d.prompt_truncated,
+    );
+    let metrics = Metrics {
+        total_duration: job.started.elapsed().as_nanos() as u64,
+        load_duration: lease.load_duration.unwrap_or_default().as_nanos() as u64,
+        prompt_eval_count: d.prompt_eval_count,
+        prompt_cached_count: d.prompt_cached,
+        prompt_eval_duration: d.prompt_eval_duration_ns,
+        eval_count: d.eval_count,
+        eval_duration: d.eval_duration_ns,
+        prompt_truncated_tokens: d.prompt_truncated,
+    };
+    (d.reason.as_str(), metrics, d.context.clone())
+}
+
+/// What ends an answer: its reason, counts and timings, and generate's `context`.
+pub(super) type Ending = (&'static str, Metrics, Option<Vec<i32>>);
+
+pub(super) fn final_object(
+    job: &Job,
+    reason: &'static str,
+    metrics: Metrics,
+    context: Option<Vec<i32>>,
+    text: String,
+) -> serde_json::Value {
+    answer_object(job, Out::from(text), Some((reason, metrics, context)))
+}
+
+/// The parts of an answer object: text, thinking, tool calls.
+#[derive(Debug, Default)]
+pub(super) struct Out {
+    content: String,
+    thinking: Option<String>,
+    tool_calls: Option<Vec<serde_json::Value>>,
+    logprobs: Vec<Logprob>,
+}
+
+impl Out {
+    fn add(&mut self, p: Piece) {
+        match p {
+            Piece::Content(t) => self.content.push_str(&t),
+            Piece::Thinking(t) => self.thinking.get_or_insert_with(String::new).push_str(&t),
+            Piece::ToolCalls(c) => self.tool_calls.get_or_insert_with(Vec::new).extend(c),
+        }
+    }
+}
+
+impl From<Piece> for Out {
+    fn from(p: Piece) -> Self {
+        let mut o = Out::default();
+        o.add(p);
+        o
+    }
+}
+
+impl From<String> for Out {
+    fn from(content: String) -> Self {
+        Out {
+            content,
+            ..Default::default()
+        }
+    }
+}
+
+/// One object of an answer, shaped for the endpoint: a piece, or the final one with `ending`.
+pub(super) fn answer_object(job: &Job, out: Out, ending: Option<Ending>) -> serde_json::Value {
+    let model = job.model.display_name();
+    let done = ending.is_some();
+    let (reason, metrics, context) = match ending {
+        Some((r, m, c)) => (Some(r.to_string()), m, c),
+        None => (None, Metrics::default(), None),
+    };
+    let logprobs = (!out.logprobs.is_empty()).then_some(out.logprobs);
+    let v = match job.kind {
+        Kind::Generate => serde_json::to_value(GenerateResponse {
+            model,
+            created_at: Utc::now(),
+            response: out.content,
+            thinking: out.thinking,
+            done,
+            done_reason: reason,
+            context,
+            logprobs,
+            metrics,
+        }),
+        Kind::Chat => serde_json::to_value(ChatResponse {
+            model,
+            created_at: Utc::now(),
+            message: Message {
+                role: "assistant".into(),
+                content: out.content,
+                thinking: out.thinking,
+                tool_calls: out.tool_calls,
+                ..Default::default()
+            },
+            done,
+            done_reason: reason,
+            logprobs,
+            metrics,
+        }),
+    };
+    v.expect("responses serialize")
+}
+
+pub(super) fn json_ok(v: serde_json::Value) -> Response {
+    (StatusCode::OK, axum::Json(v)).into_response()
+}
+
+pub(super) fn ndjson(v: &impl serde::Serialize) -> Bytes {
+    let mut line = serde_json::to_vec(v).expect("responses serialize");
+    line.push(b'\n');
+    Bytes::from(line)
+}

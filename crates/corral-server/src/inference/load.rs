@@ -1,0 +1,110 @@
+//! The runner a request needs: its load settings (context, slots, GPU layers), the memory
+//! it takes, and the lease on it.
+
+use super::*;
+
+pub(super) fn load_spec(st: &AppState, model: &Model, o: &Options) -> ApiResult<LoadSpec> {
+    // A model's own num_parallel (Modelfile or request) before the server's.
+    let parallel = o
+        .num_parallel
+        .map_or(st.config.num_parallel, |n| n as u32)
+        .max(1);
+    let num_ctx = o.num_ctx.unwrap_or(opt::DEFAULT_NUM_CTX) as u64 * parallel as u64;
+    let num_gpu = corral_devices::gpu_layers(
+        st.devices.mode,
+        o.num_gpu,
+        !st.devices.gpus.is_empty(),
+        || {
+            let Some(info) = gguf_info(st, model) else {
+                return 0;
+            };
+            let n_layers = info.block_count().max(1) as u32;
+            let weights = model.entry.manifest.layer("model").map_or(0, |l| l.size);
+            let cost = corral_devices::fit::ModelCost {
+                n_layers,
+                layer_bytes: weights / (n_layers as u64 + 1),
+                kv_bytes_per_layer: info.kv_cache_bytes(num_ctx) / n_layers as u64,
+                output_bytes: weights / (n_layers as u64 + 1),
+            };
+            let free: Vec<corral_devices::fit::GpuFree> = st
+                .devices
+                .gpus
+                .iter()
+                .map(|g| corral_devices::fit::GpuFree {
+                    free: g.memory_free,
+                })
+                .collect();
+            corral_devices::fit::fit_layers(&free, &cost)
+        },
+    )
+    .map_err(ApiError::internal)?;
+    Ok(LoadSpec {
+        model_path: model.model_path.clone(),
+        num_ctx: o.num_ctx.unwrap_or(opt::DEFAULT_NUM_CTX) as u32,
+        num_batch: o.num_batch.unwrap_or(opt::DEFAULT_NUM_BATCH) as u32,
+        num_thread: o
+            .num_thread
+            .filter(|n| *n > 0)
+            .map_or(st.config.threads, |n| n as u32),
+        num_gpu,
+        use_mmap: o.use_mmap.unwrap_or(true),
+        parallel,
+        adapter: model.adapter_path.clone(),
+    })
+}
+
+/// GGUF metadata of a model, read once per blob.
+pub(super) fn gguf_info(
+    st: &AppState,
+    model: &Model,
+) -> Option<std::sync::Arc<corral_gguf::GgufInfo>> {
+    let digest = model.entry.manifest.layer("model")?.digest.clone();
+    if let Some(i) = st.gguf.lock().unwrap().get(&digest) {
+        return Some(i.clone());
+    }
+    let info = std::sync::Arc::new(corral_gguf::read(&model.model_path).ok()?);
+    st.gguf.lock().unwrap().insert(digest, info.clone());
+    Some(info)
+}
+
+/// Memory a model needs loaded as `spec` says: its weights and its KV cache.
+pub(super) fn required_memory(st: &AppState, model: &Model, spec: &LoadSpec) -> u64 {
+    let weights = model.entry.manifest.layer("model").map_or(0, |l| l.size);
+    let kv = gguf_info(st, model).map_or(0, |i| {
+        i.kv_cache_bytes(spec.num_ctx as u64 * spec.parallel as u64)
+    });
+    weights + kv
+}
+
+/// Load (or find loaded) the runner for a model with these options: the one path from a
+/// validated request to a lease, shared by completions and embeddings.
+pub(crate) async fn acquire(
+    st: &AppState,
+    model: &Model,
+    options: &Options,
+    keep_alive: KeepAlive,
+) -> Result<Lease, ApiError> {
+    let asked = Instant::now();
+    let spec = load_spec(st, model, options)?;
+    let meta = ModelMeta {
+        name: model.display_name(),
+        digest: model.entry.digest.hex().to_string(),
+        details: model.details(),
+        required_memory: required_memory(st, model, &spec),
+        n_layers: gguf_info(st, model).map_or(0, |i| i.block_count() as u32),
+    };
+    match st.scheduler.acquire(meta, spec, keep_alive).await {
+        // As Ollama, load_duration is the time until the runner was ready for this request:
+        // the load when there was one, else the wait for the scheduler (never 0).
+        Ok(mut l) => {
+            let waited = asked.elapsed().max(std::time::Duration::from_nanos(1));
+            l.load_duration = Some(l.load_duration.map_or(waited, |d| d.max(waited)));
+            Ok(l)
+        }
+        Err(e @ AcquireError::Busy) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            e.to_string(),
+        )),
+        Err(AcquireError::Failed(e)) => Err(ApiError::internal(e)),
+    }
+}

@@ -1,0 +1,222 @@
+//! `/api/generate` and `/api/chat`: validate, pick the runner, stream its answer as NDJSON.
+//!
+//! The path of a request, a file each: `prepare` (the request checked and turned into a
+//! runner job: options, context length, template, prompt bounds, format, tools, thinking,
+//! insert), `load` (the runner it needs: load settings, memory, the lease), this file (send it
+//! and wait for the runner to accept it), `answer` (stream or collect what the runner writes,
+//! watched for stalls, shaped for the endpoint).
+
+mod answer;
+mod load;
+mod prepare;
+
+use answer::{collect_response, final_object, json_ok, stream_response, Watch};
+pub(crate) use load::acquire;
+use load::gguf_info;
+pub(crate) use prepare::options_and_keep_alive;
+use prepare::{prepare_chat, prepare_generate};
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::Utc;
+use corral_api::duration::KeepAlive;
+use corral_api::options::{self as opt, Options};
+use corral_api::runner::{CompletionRequest, DoneInfo, Prompt, RunnerEvent};
+use corral_api::{
+    ChatRequest, ChatResponse, GenerateRequest, GenerateResponse, Logprob, Message, Metrics,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::{ApiError, ApiResult};
+use crate::json::JsonBody;
+use crate::metrics::Tracker;
+use crate::models::{self, Model};
+use crate::output::{OutputParser, Piece};
+use crate::runner::LoadSpec;
+use crate::scheduler::{AcquireError, Lease, ModelMeta};
+use crate::AppState;
+
+/// Which endpoint is answering, to shape each object.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Generate,
+    Chat,
+}
+
+/// A validated request, ready for a runner.
+struct Job {
+    kind: Kind,
+    /// The route asked, for the metrics.
+    endpoint: &'static str,
+    model: Model,
+    options: Options,
+    keep_alive: KeepAlive,
+    /// `None`: only load (or unload) the model.
+    completion: Option<CompletionRequest>,
+    stream: bool,
+    started: Instant,
+    /// Split thinking off the answer.
+    think: bool,
+    /// Parse tool calls out of the answer.
+    tools: bool,
+}
+
+pub async fn generate(
+    State(st): State<AppState>,
+    JsonBody(req): JsonBody<GenerateRequest>,
+) -> Response {
+    generate_at(st, req, "/api/generate").await
+}
+
+pub async fn chat(State(st): State<AppState>, JsonBody(req): JsonBody<ChatRequest>) -> Response {
+    chat_at(st, req, "/api/chat").await
+}
+
+/// `/api/generate`'s work for a request that came to `endpoint` (OpenAI's routes map onto it).
+pub(crate) async fn generate_at(
+    st: AppState,
+    req: GenerateRequest,
+    endpoint: &'static str,
+) -> Response {
+    let started = Instant::now();
+    let job = match prepare_generate(&st, req, started) {
+        Ok(j) => j,
+        Err(e) => return e.into_response(),
+    };
+    run(st, Job { endpoint, ..job }).await
+}
+
+/// `/api/chat`'s work for a request that came to `endpoint`.
+pub(crate) async fn chat_at(st: AppState, req: ChatRequest, endpoint: &'static str) -> Response {
+    let started = Instant::now();
+    let job = match prepare_chat(&st, req, started) {
+        Ok(j) => j,
+        Err(e) => return e.into_response(),
+    };
+    run(st, Job { endpoint, ..job }).await
+}
+
+/// How many tokens a chat's prompt takes for its model, as its template renders it. A prompt
+/// longer than the context is counted whole: the tokens kept and those truncation drops.
+pub(crate) async fn count_chat_tokens(st: &AppState, mut req: ChatRequest) -> ApiResult<u64> {
+    req.answer.truncate = Some(true);
+    let job = prepare_chat(st, req, Instant::now())?;
+    let Some(mut completion) = job.completion.clone() else {
+        return Ok(0);
+    };
+    completion.count_only = true;
+    let lease = acquire(st, &job.model, &job.options, job.keep_alive).await?;
+    let (_, mut events) = lease
+        .runner
+        .completion(completion)
+        .await
+        .map_err(ApiError::internal)?;
+    match events.recv().await {
+        Some(RunnerEvent::Accepted {
+            prompt_tokens,
+            truncated,
+            ..
+        }) => Ok(prompt_tokens + truncated),
+        Some(RunnerEvent::Error {
+            message, invalid, ..
+        }) if invalid => Err(ApiError::bad_request(message)),
+        Some(RunnerEvent::Error { message, .. }) => Err(ApiError::internal(message)),
+        _ => Err(ApiError::internal(
+            "the runner ended the request without an answer",
+        )),
+    }
+}
+
+async fn run(st: AppState, job: Job) -> Response {
+    let name = job.model.display_name();
+    let unload = job.keep_alive == KeepAlive::For(std::time::Duration::ZERO);
+    if job.completion.is_none() && unload {
+        // An empty prompt with keep_alive 0 unloads the model without loading it first.
+        st.scheduler.unload(&name).await;
+        let metrics = Metrics {
+            total_duration: job.started.elapsed().as_nanos() as u64,
+            ..Default::default()
+        };
+        return json_ok(final_object(&job, "unload", metrics, None, String::new()));
+    }
+    // Counted as waiting from here: the load, if any, then the queue for a slot.
+    let mut tracker = job
+        .completion
+        .is_some()
+        .then(|| st.metrics.track(&name, job.endpoint));
+    let lease = match acquire(&st, &job.model, &job.options, job.keep_alive).await {
+        Ok(l) => l,
+        Err(e) => return e.into_response(),
+    };
+    let (Some(completion), Some(tracker)) = (job.completion.clone(), tracker.take()) else {
+        // An empty prompt loads the model.
+        let load_duration = lease.load_duration.unwrap_or_default().as_nanos() as u64;
+        let metrics = Metrics {
+            load_duration,
+            total_duration: job.started.elapsed().as_nanos() as u64,
+            ..Default::default()
+        };
+        return json_ok(final_object(&job, "load", metrics, None, String::new()));
+    };
+    let (id, mut events) = match lease.runner.completion(completion).await {
+        Ok(x) => x,
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    let mut watch = Watch {
+        stall: st.config.stall_timeout,
+        shutdown: st.shutdown.clone(),
+        started: false,
+    };
+    // The runner checks and tokenizes the prompt on arrival: a prompt it refuses (too long
+    // with `truncate: false`, a bad schema) is an HTTP error, not a line inside a 200 stream.
+    match watch.next(&lease, &mut events).await {
+        Ok(Some(RunnerEvent::Accepted { .. })) => {}
+        Ok(Some(RunnerEvent::Error {
+            message, invalid, ..
+        })) => {
+            return if invalid {
+                ApiError::bad_request(message)
+            } else {
+                ApiError::internal(message)
+            }
+            .into_response()
+        }
+        Ok(other) => {
+            tracing::warn!(id, "unexpected first runner event: {other:?}");
+            return ApiError::internal("the runner ended the request without an answer")
+                .into_response();
+        }
+        Err(message) => {
+            lease.runner.cancel(id).await;
+            return ApiError::internal(message).into_response();
+        }
+    }
+    let answer = Answer {
+        job,
+        lease,
+        events,
+        watch,
+        tracker,
+    };
+    if answer.job.stream {
+        stream_response(answer, id)
+    } else {
+        collect_response(answer).await
+    }
+}
+
+/// A request the runner has accepted, and what follows its answer.
+struct Answer {
+    job: Job,
+    lease: Lease,
+    events: mpsc::UnboundedReceiver<RunnerEvent>,
+    watch: Watch,
+    tracker: Tracker,
+}

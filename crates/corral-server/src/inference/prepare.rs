@@ -1,0 +1,388 @@
+//! A request checked and turned into a runner job: options and the context length, the
+//! template, the prompt bounded to the context, format, tools, thinking, insert, log
+//! probabilities.
+
+use super::*;
+
+pub(crate) fn options_and_keep_alive(
+    st: &AppState,
+    model: &Model,
+    options: Option<&std::collections::BTreeMap<String, serde_json::Value>>,
+    keep_alive: Option<&serde_json::Value>,
+) -> ApiResult<(Options, KeepAlive)> {
+    let req_opts = match options {
+        Some(map) => {
+            let (o, unknown) =
+                Options::from_map(map).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            for name in unknown {
+                tracing::warn!(option = %name, "invalid option provided");
+            }
+            o
+        }
+        None => Options::default(),
+    };
+    let keep_alive = match keep_alive {
+        Some(v) if !v.is_null() => {
+            KeepAlive::from_json(v).map_err(|e| ApiError::bad_request(e.to_string()))?
+        }
+        _ => st.config.keep_alive,
+    };
+    let mut options = model.params.merged(&req_opts);
+    options.num_ctx = Some(context_length(st, model, &options));
+    Ok((options, keep_alive))
+}
+
+/// A model's context length: the options' `num_ctx`, else the server's default
+/// (`CORRAL_CONTEXT_LENGTH`), else 4096; never more than the model was trained with.
+pub(super) fn context_length(st: &AppState, model: &Model, o: &Options) -> i64 {
+    let wanted = o.num_ctx.unwrap_or_else(|| {
+        st.config
+            .context_length
+            .map_or(opt::DEFAULT_NUM_CTX, i64::from)
+    });
+    let trained = gguf_info(st, model)
+        .and_then(|i| i.context_length())
+        .filter(|&t| t > 0);
+    match trained {
+        Some(t) if wanted as u64 > t => {
+            tracing::warn!(
+                model = %model.display_name(),
+                requested = wanted,
+                trained = t,
+                "context length over the model's training length: using the training length"
+            );
+            t as i64
+        }
+        _ => wanted,
+    }
+}
+
+pub(super) fn prepare_generate(
+    st: &AppState,
+    req: GenerateRequest,
+    started: Instant,
+) -> ApiResult<Job> {
+    let model = models::load(&st.store, &req.model)?;
+    let (options, keep_alive) =
+        options_and_keep_alive(st, &model, req.options.as_ref(), req.keep_alive.as_ref())?;
+    let template = effective_template(st, &model, req.template.as_deref());
+    let think = check_think(&model, &template, req.think.as_ref())?;
+    let suffix = req.suffix.clone().filter(|s| !s.is_empty());
+    let infill = match &suffix {
+        Some(_) if req.raw => {
+            return Err(ApiError::bad_request("raw mode does not support suffix"))
+        }
+        Some(_) => Some(check_insert(st, &model, &template)?),
+        None => None,
+    };
+    let completion = if req.prompt.is_empty()
+        && suffix.is_none()
+        && req.context.as_ref().is_none_or(|c| c.is_empty())
+    {
+        None
+    } else {
+        let prompt = if let (Some(suffix), Some(go)) = (&suffix, infill) {
+            Prompt::Infill {
+                prefix: req.prompt.clone(),
+                suffix: suffix.clone(),
+                system: req.system.clone().or_else(|| model.system.clone()),
+                template: go,
+            }
+        } else if req.raw {
+            Prompt::Raw {
+                text: req.prompt.clone(),
+            }
+        } else {
+            let mut messages = Vec::new();
+            if let Some(sys) = req.system.clone().or_else(|| model.system.clone()) {
+                messages.push(Message::new("system", sys));
+            }
+            messages.push(Message::new("user", req.prompt.clone()));
+            Prompt::Chat {
+                messages,
+                template: req.template.clone().or_else(|| model.template.clone()),
+                tools: None,
+                think,
+            }
+        };
+        let truncate = req.answer.truncate.unwrap_or(true);
+        let (prompt, cut_bytes) = bounded(prompt, &options, truncate)?;
+        Some(CompletionRequest {
+            id: 0,
+            prompt,
+            context: req.context.clone().unwrap_or_default(),
+            options: options.clone(),
+            want_context: !req.raw,
+            format: check_format(req.format.as_ref())?,
+            tool_grammar: None,
+            truncate,
+            shift: req.answer.shift.unwrap_or(true),
+            cut_bytes,
+            logprobs: check_logprobs(req.answer.logprobs, req.answer.top_logprobs)?,
+            count_only: false,
+        })
+    };
+    Ok(Job {
+        kind: Kind::Generate,
+        endpoint: "/api/generate",
+        model,
+        options,
+        keep_alive,
+        completion,
+        stream: req.stream.unwrap_or(true),
+        started,
+        think: think == Some(true) && !req.raw,
+        tools: false,
+    })
+}
+
+pub(super) fn prepare_chat(st: &AppState, req: ChatRequest, started: Instant) -> ApiResult<Job> {
+    let model = models::load(&st.store, &req.model)?;
+    let (options, keep_alive) =
+        options_and_keep_alive(st, &model, req.options.as_ref(), req.keep_alive.as_ref())?;
+    for m in &req.messages {
+        if !["system", "user", "assistant", "tool"].contains(&m.role.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "invalid message role '{}': must be one of \"system\", \"user\", \"assistant\" or \"tool\"",
+                m.role
+            )));
+        }
+    }
+    let template = effective_template(st, &model, None);
+    let think = check_think(&model, &template, req.think.as_ref())?;
+    // An empty list is what some clients send with every chat: no tools.
+    let mut tools = req.tools.clone().filter(|t| !t.is_empty());
+    if tools.is_some() && !models::supports_tools(&template) {
+        return Err(ApiError::bad_request(format!(
+            "{} does not support tools",
+            model.display_name()
+        )));
+    }
+    let tool_grammar = match (&tools, &req.tool_choice) {
+        (Some(t), Some(choice)) => forced_call_schema(t, choice)?,
+        _ => None,
+    };
+    if req.tool_choice.as_ref().and_then(|c| c.as_str()) == Some("none") {
+        tools = None;
+    }
+    let completion = if req.messages.is_empty() {
+        None
+    } else {
+        // As Ollama: the Modelfile's SYSTEM unless the request brings its own, then the
+        // Modelfile's MESSAGEs, then the request's messages.
+        let mut messages = Vec::new();
+        if let Some(sys) = model
+            .system
+            .clone()
+            .filter(|_| !req.messages.iter().any(|m| m.role == "system"))
+        {
+            messages.push(Message::new("system", sys));
+        }
+        messages.extend(model.messages.iter().cloned());
+        messages.extend(req.messages.iter().cloned());
+        let truncate = req.answer.truncate.unwrap_or(true);
+        let (prompt, cut_bytes) = bounded(
+            Prompt::Chat {
+                messages,
+                template: model.template.clone(),
+                tools: tools.clone(),
+                think,
+            },
+            &options,
+            truncate,
+        )?;
+        Some(CompletionRequest {
+            id: 0,
+            prompt,
+            context: Vec::new(),
+            options: options.clone(),
+            want_context: false,
+            format: check_format(req.format.as_ref())?,
+            tool_grammar,
+            truncate,
+            shift: req.answer.shift.unwrap_or(true),
+            cut_bytes,
+            logprobs: check_logprobs(req.answer.logprobs, req.answer.top_logprobs)?,
+            count_only: false,
+        })
+    };
+    Ok(Job {
+        kind: Kind::Chat,
+        endpoint: "/api/chat",
+        model,
+        options,
+        keep_alive,
+        completion,
+        stream: req.stream.unwrap_or(true),
+        started,
+        think: think == Some(true),
+        tools: tools.is_some(),
+    })
+}
+
+/// Each text of a prompt cut to what could fit the context, before it is sent to the runner: a
+/// 30 MB prompt for a 4096-token context is then half a megabyte on its way, not 30 MB copied
+/// through every step (the runner truncates the tokens exactly afterwards). Returns the prompt
+/// and the bytes cut; with `truncate: false` a text that certainly cannot fit is refused.
+pub(super) fn bounded(
+    mut prompt: Prompt,
+    options: &Options,
+    truncate: bool,
+) -> ApiResult<(Prompt, u64)> {
+    let n_ctx = options.num_ctx_or_default().max(1) as usize;
+    let keep = options.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as usize;
+    let texts: Vec<&mut String> = match &mut prompt {
+        Prompt::Raw { text } => vec![text],
+        Prompt::Infill { prefix, suffix, .. } => vec![prefix, suffix],
+        Prompt::Chat { messages, .. } => messages.iter_mut().map(|m| &mut m.content).collect(),
+    };
+    let mut cut = 0;
+    for text in texts {
+        if !truncate && corral_api::text::certainly_exceeds(text, n_ctx) {
+            return Err(ApiError::bad_request(format!(
+                "the input length exceeds the context length: far over {n_ctx} tokens ({} bytes), num_ctx {n_ctx}",
+                text.len()
+            )));
+        }
+        cut += corral_api::text::bound_to_context(text, n_ctx, keep);
+    }
+    if cut > 0 {
+        tracing::warn!(
+            bytes = cut,
+            n_ctx,
+            "prompt far longer than the context: cut before it is sent to the runner"
+        );
+    }
+    Ok((prompt, cut as u64))
+}
+
+/// The template a model's prompts are rendered with: the request's, the Modelfile's, the
+/// GGUF's own, or Ollama's default.
+pub(super) fn effective_template(st: &AppState, model: &Model, request: Option<&str>) -> String {
+    request
+        .map(str::to_string)
+        .or_else(|| model.template.clone())
+        .or_else(|| gguf_info(st, model).and_then(|i| i.chat_template().map(str::to_string)))
+        .unwrap_or_else(|| corral_template::DEFAULT_TEMPLATE.to_string())
+}
+
+/// How a model fills in the middle: through its Go template when that uses `.Suffix`
+/// (`Some(template)`), else from its vocabulary's FIM tokens (`None`); a model with neither
+/// answers 400 `<model> does not support insert`, as Ollama's does.
+pub(super) fn check_insert(
+    st: &AppState,
+    model: &Model,
+    template: &str,
+) -> ApiResult<Option<String>> {
+    if models::supports_insert(template) {
+        return Ok(Some(template.to_string()));
+    }
+    if gguf_info(st, model).is_some_and(|i| i.fim_tokens().is_some()) {
+        return Ok(None);
+    }
+    Err(ApiError::bad_request(format!(
+        "{} does not support insert",
+        model.display_name()
+    )))
+}
+
+/// `think`: `true`/`false`, or a level (`"low"`, `"medium"`, `"high"`, which mean true). Asking
+/// a model whose template cannot think is a 400, as with Ollama.
+pub(super) fn check_think(
+    model: &Model,
+    template: &str,
+    think: Option<&serde_json::Value>,
+) -> ApiResult<Option<bool>> {
+    let on = match think {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(serde_json::Value::String(s)) if ["low", "medium", "high"].contains(&s.as_str()) => {
+            true
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+            "invalid think value: {other}; expected true, false, \"low\", \"medium\" or \"high\""
+        )))
+        }
+    };
+    if on && !models::supports_thinking(template) {
+        return Err(ApiError::bad_request(format!(
+            "\"{}\" does not support thinking",
+            model.display_name()
+        )));
+    }
+    Ok(Some(on))
+}
+
+/// For `tool_choice` `"required"` or a named function: the JSON schema of a call to one of the
+/// allowed tools, which the runner enforces with a grammar. `"auto"`/`"none"`: nothing forced.
+pub(super) fn forced_call_schema(
+    tools: &[serde_json::Value],
+    choice: &serde_json::Value,
+) -> ApiResult<Option<serde_json::Value>> {
+    let wanted: Option<&str> = match choice {
+        serde_json::Value::String(s) if s == "auto" || s == "none" => return Ok(None),
+        serde_json::Value::String(s) if s == "required" => None,
+        serde_json::Value::Object(_) => Some(choice["function"]["name"].as_str().ok_or_else(|| {
+            ApiError::bad_request("tool_choice must name a function: {\"type\": \"function\", \"function\": {\"name\": ...}}")
+        })?),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "invalid tool_choice: {other}; expected \"auto\", \"none\", \"required\" or a function"
+            )))
+        }
+    };
+    let options: Vec<serde_json::Value> = tools
+        .iter()
+        .filter_map(|t| {
+            let f = &t["function"];
+            let name = f["name"].as_str()?;
+            if wanted.is_some_and(|w| w != name) {
+                return None;
+            }
+            let params = match &f["parameters"] {
+                p @ serde_json::Value::Object(_) => p.clone(),
+                _ => serde_json::json!({"type": "object"}),
+            };
+            Some(serde_json::json!({
+                "type": "object",
+                "properties": {"name": {"const": name}, "arguments": params},
+                "required": ["name", "arguments"],
+            }))
+        })
+        .collect();
+    if options.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "tool_choice names a function that is not among the tools: {}",
+            wanted.unwrap_or_default()
+        )));
+    }
+    Ok(Some(serde_json::json!({ "anyOf": options })))
+}
+
+/// `logprobs` and `top_logprobs` (0 to 20, as Ollama): how many alternatives to report with
+/// each token, or `None` for no log probabilities. `top_logprobs` alone asks for them too.
+pub(super) fn check_logprobs(logprobs: Option<bool>, top: Option<i64>) -> ApiResult<Option<u32>> {
+    let top = top.unwrap_or(0);
+    if !(0..=20).contains(&top) {
+        return Err(ApiError::bad_request(
+            "top_logprobs must be between 0 and 20",
+        ));
+    }
+    Ok((logprobs == Some(true) || top > 0).then_some(top as u32))
+}
+
+/// `format` must be `"json"` or a JSON schema (an object); empty means none.
+pub(super) fn check_format(
+    format: Option<&serde_json::Value>,
+) -> ApiResult<Option<serde_json::Value>> {
+    match format {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.is_empty() => Ok(None),
+        Some(serde_json::Value::String(s)) if s == "json" => Ok(Some(serde_json::json!("json"))),
+        Some(v @ serde_json::Value::Object(_)) => Ok(Some(v.clone())),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "invalid format: {other}; expected \"json\" or a JSON schema"
+        ))),
+    }
+}
