@@ -4,6 +4,7 @@
 //! `options` map into typed, validated values, `duration` parses `keep_alive`, and `runner`
 //! is the line-delimited JSON protocol between the server and its runner processes.
 
+pub mod cache;
 pub mod duration;
 pub mod options;
 pub mod runner;

@@ -32,6 +32,7 @@ pub enum Kind {
     Int,
     Float,
     Bool,
+    String,
     StringList,
 }
 
@@ -58,6 +59,8 @@ pub const KNOWN: &[(&str, Kind)] = &[
     ("num_thread", Kind::Int),
     // Beyond Ollama: a model's own number of slots (requests decoded together).
     ("num_parallel", Kind::Int),
+    // Beyond Ollama: a model's own KV cache type (`f16`, `q8_0`, `q4_0`).
+    ("kv_cache_type", Kind::String),
 ];
 
 /// Look up an option's type by its exact (case-sensitive) name.
@@ -108,6 +111,8 @@ pub struct Options {
     pub num_thread: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub num_parallel: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_cache_type: Option<String>,
 }
 
 /// Defaults, as Ollama's `DefaultOptions` (context 4096, as current Ollama).
@@ -206,6 +211,10 @@ impl Options {
             Kind::Bool => {
                 let v = value.as_bool().ok_or_else(|| wrong("boolean"))?;
                 self.use_mmap = Some(v);
+            }
+            Kind::String => {
+                let v = value.as_str().ok_or_else(|| wrong("string"))?;
+                self.kv_cache_type = Some(v.to_string());
             }
             Kind::StringList => {
                 // A single string is accepted for `stop` as a one-element list.
@@ -311,6 +320,15 @@ impl Options {
             |n| (1..=MAX_NUM_PARALLEL).contains(&n),
             "must be >= 1 and <= 64",
         )?;
+        if let Some(t) = &self.kv_cache_type {
+            if t.parse::<crate::cache::KvCacheType>().is_err() {
+                return Err(OptionError::OutOfRange {
+                    name: "kv_cache_type".into(),
+                    limit: "must be one of \"f16\", \"q8_0\" or \"q4_0\"",
+                    value: format!("\"{t}\""),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -339,7 +357,8 @@ impl Options {
             main_gpu,
             use_mmap,
             num_thread,
-            num_parallel
+            num_parallel,
+            kv_cache_type
         )
     }
 

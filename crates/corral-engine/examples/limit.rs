@@ -29,6 +29,8 @@ fn main() {
         n_batch: 512,
         n_threads: threads,
         lora: None,
+        kv_cache_type: Default::default(),
+        flash_attention: Default::default(),
     })
     .expect("load");
     let sp = SamplingParams {

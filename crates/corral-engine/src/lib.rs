@@ -55,6 +55,9 @@ pub struct LoadParams {
     pub n_threads: u32,
     /// A LoRA adapter (GGUF) applied at full scale.
     pub lora: Option<PathBuf>,
+    /// What the KV cache stores keys and values as.
+    pub kv_cache_type: KvCacheType,
+    pub flash_attention: FlashAttention,
 }
 
 /// An event while generating.
@@ -90,6 +93,17 @@ pub struct Stats {
 
 pub mod modules;
 mod sampling;
+
+pub use corral_api::cache::{FlashAttention, KvCacheType};
+
+fn kv_type(t: KvCacheType) -> llama_cpp_2::context::params::KvCacheType {
+    use llama_cpp_2::context::params::KvCacheType as Ggml;
+    match t {
+        KvCacheType::F16 => Ggml::F16,
+        KvCacheType::Q8_0 => Ggml::Q8_0,
+        KvCacheType::Q4_0 => Ggml::Q4_0,
+    }
+}
 
 use sampling::{build_sampler, token_logprobs};
 pub use sampling::{json_schema_grammar, SamplingParams, TokenLogprobs, TokenProb};
@@ -261,6 +275,13 @@ impl Engine {
             // prompt can reuse any cached prefix instead of starting over; it costs KV memory
             // only on the sliding-window layers.
             .with_swa_full(true)
+            .with_type_k(kv_type(p.kv_cache_type))
+            .with_type_v(kv_type(p.kv_cache_type))
+            .with_flash_attention_policy(match p.flash_attention {
+                FlashAttention::Auto => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_AUTO,
+                FlashAttention::On => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+                FlashAttention::Off => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+            })
             .with_no_perf(false);
         let mut ctx = model
             .new_context(backend, cparams)

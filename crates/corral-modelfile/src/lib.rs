@@ -222,6 +222,7 @@ pub fn parse_parameter(name: &str, values: &[String]) -> Result<Value, String> {
                 .parse::<bool>()
                 .map_err(|_| invalid("true or false"))?,
         ),
+        Kind::String => Value::from(value.clone()),
         Kind::StringList => Value::Array(values.iter().cloned().map(Value::from).collect()),
     })
 }

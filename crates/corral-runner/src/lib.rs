@@ -52,6 +52,12 @@ pub struct RunnerArgs {
     /// Requests decoded together, each in its own slot of `ctx-size` tokens.
     #[arg(long, default_value_t = 1)]
     pub parallel: u32,
+    /// KV cache type: f16, q8_0 or q4_0.
+    #[arg(long, default_value = "f16")]
+    pub cache_type: corral_api::cache::KvCacheType,
+    /// Flash attention: auto, on or off.
+    #[arg(long, default_value = "auto")]
+    pub flash_attn: corral_api::cache::FlashAttention,
 }
 
 /// Run until stdin closes. Returns an error only when the model cannot be loaded.
@@ -74,6 +80,8 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
             n_batch: args.batch_size,
             n_threads: args.threads,
             lora: args.lora.clone(),
+            kv_cache_type: args.cache_type,
+            flash_attention: args.flash_attn,
         },
         args.parallel,
         |progress| send(&RunnerEvent::Loading { progress }),

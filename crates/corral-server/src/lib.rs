@@ -62,6 +62,10 @@ pub struct Config {
     pub context_length: Option<u32>,
     /// Serve `GET /metrics`.
     pub metrics: bool,
+    /// The default KV cache type (`CORRAL_KV_CACHE_TYPE`); a model's `kv_cache_type` overrides it.
+    pub kv_cache_type: corral_api::cache::KvCacheType,
+    /// `CORRAL_FLASH_ATTENTION`.
+    pub flash_attention: corral_api::cache::FlashAttention,
     /// Requests a model may have waiting beyond its parallel slots before 503.
     pub max_queue: usize,
     pub max_loaded_models: usize,
@@ -208,6 +212,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
         threads = config.threads,
         parallel = config.num_parallel,
         context_length = ?config.context_length,
+        kv_cache_type = %config.kv_cache_type,
+        flash_attention = %config.flash_attention,
         metrics = config.metrics,
         https = tls.is_some(),
         api_key = !config.security.api_keys.is_empty(),

@@ -33,6 +33,8 @@ pub struct LoadSpec {
     pub parallel: u32,
     /// A LoRA adapter applied to the model.
     pub adapter: Option<PathBuf>,
+    pub kv_cache_type: corral_api::cache::KvCacheType,
+    pub flash_attention: corral_api::cache::FlashAttention,
 }
 
 /// A running runner process.
@@ -77,6 +79,8 @@ impl RunnerProcess {
             .args(["--threads", &spec.num_thread.to_string()])
             .args(["--gpu-layers", &spec.num_gpu.to_string()])
             .args(["--parallel", &spec.parallel.to_string()])
+            .args(["--cache-type", spec.kv_cache_type.as_str()])
+            .args(["--flash-attn", spec.flash_attention.as_str()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -95,6 +95,12 @@ struct ServeArgs {
     /// (OLLAMA_CONTEXT_LENGTH) [default: 4096].
     #[arg(long, env = "CORRAL_CONTEXT_LENGTH")]
     context_length: Option<u32>,
+    /// KV cache type: f16, q8_0 or q4_0 (OLLAMA_KV_CACHE_TYPE) [default: f16].
+    #[arg(long, env = "CORRAL_KV_CACHE_TYPE")]
+    kv_cache_type: Option<String>,
+    /// Flash attention: auto, 1/on or 0/off (OLLAMA_FLASH_ATTENTION) [default: auto].
+    #[arg(long, env = "CORRAL_FLASH_ATTENTION")]
+    flash_attention: Option<String>,
     /// Serve Prometheus metrics at /metrics; 0 or false turns them off [default: on].
     #[arg(long, env = "CORRAL_METRICS")]
     metrics: Option<String>,
@@ -284,6 +290,14 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
             n if n > 1 << 20 => anyhow::bail!("context length {n} is over the most, 1048576"),
             n => Some(n as u32),
         },
+        kv_cache_type: setting(args.kv_cache_type.take(), "OLLAMA_KV_CACHE_TYPE")
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("CORRAL_KV_CACHE_TYPE: {e}"))?,
+        flash_attention: setting(args.flash_attention.take(), "OLLAMA_FLASH_ATTENTION")
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("CORRAL_FLASH_ATTENTION: {e}"))?,
         metrics: args
             .metrics
             .as_deref()

@@ -3,6 +3,8 @@
 
 use super::*;
 
+use corral_api::cache::{FlashAttention, KvCacheType};
+
 pub(super) fn load_spec(st: &AppState, model: &Model, o: &Options) -> ApiResult<LoadSpec> {
     // A model's own num_parallel (Modelfile or request) before the server's.
     let parallel = o
@@ -10,6 +12,20 @@ pub(super) fn load_spec(st: &AppState, model: &Model, o: &Options) -> ApiResult<
         .map_or(st.config.num_parallel, |n| n as u32)
         .max(1);
     let num_ctx = o.num_ctx.unwrap_or(opt::DEFAULT_NUM_CTX) as u64 * parallel as u64;
+    // A model's own kv_cache_type (validated with the options) before the server's.
+    let kv_cache_type = o
+        .kv_cache_type
+        .as_deref()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(st.config.kv_cache_type);
+    let flash_attention = st.config.flash_attention;
+    if kv_cache_type.is_quantized() && flash_attention == FlashAttention::Off {
+        // llama.cpp quantizes the V cache only with flash attention: say so rather than fail
+        // in the runner.
+        return Err(ApiError::bad_request(format!(
+            "kv_cache_type {kv_cache_type} needs flash attention, which CORRAL_FLASH_ATTENTION=off turns off"
+        )));
+    }
     let num_gpu = corral_devices::gpu_layers(
         st.devices.mode,
         o.num_gpu,
@@ -23,7 +39,7 @@ pub(super) fn load_spec(st: &AppState, model: &Model, o: &Options) -> ApiResult<
             let cost = corral_devices::fit::ModelCost {
                 n_layers,
                 layer_bytes: weights / (n_layers as u64 + 1),
-                kv_bytes_per_layer: info.kv_cache_bytes(num_ctx) / n_layers as u64,
+                kv_bytes_per_layer: kv_bytes(&info, num_ctx, kv_cache_type) / n_layers as u64,
                 output_bytes: weights / (n_layers as u64 + 1),
             };
             let free: Vec<corral_devices::fit::GpuFree> = st
@@ -50,7 +66,14 @@ pub(super) fn load_spec(st: &AppState, model: &Model, o: &Options) -> ApiResult<
         use_mmap: o.use_mmap.unwrap_or(true),
         parallel,
         adapter: model.adapter_path.clone(),
+        kv_cache_type,
+        flash_attention,
     })
+}
+
+/// Bytes of KV cache for `n_tokens` cells of this type.
+fn kv_bytes(info: &corral_gguf::GgufInfo, n_tokens: u64, t: KvCacheType) -> u64 {
+    (info.kv_cache_bytes(n_tokens) as f64 * t.size_ratio()) as u64
 }
 
 /// GGUF metadata of a model, read once per blob.
@@ -71,7 +94,11 @@ pub(super) fn gguf_info(
 pub(super) fn required_memory(st: &AppState, model: &Model, spec: &LoadSpec) -> u64 {
     let weights = model.entry.manifest.layer("model").map_or(0, |l| l.size);
     let kv = gguf_info(st, model).map_or(0, |i| {
-        i.kv_cache_bytes(spec.num_ctx as u64 * spec.parallel as u64)
+        kv_bytes(
+            &i,
+            spec.num_ctx as u64 * spec.parallel as u64,
+            spec.kv_cache_type,
+        )
     });
     weights + kv
 }

@@ -6,6 +6,7 @@ mod common;
 mod backends;
 mod bad_input;
 mod browser;
+mod cache;
 mod clients;
 mod conformance;
 mod context;
