@@ -28,6 +28,22 @@ pub fn bound_to_context(text: &mut String, n_ctx: usize, keep: usize) -> usize {
     removed
 }
 
+/// Cut `text` that could not fit in `n_ctx` tokens to its first `n_ctx` tokens' worth of bytes
+/// (a fill-in-the-middle suffix keeps the text nearest the middle: its start). Returns how many
+/// bytes were removed.
+pub fn bound_head(text: &mut String, n_ctx: usize) -> usize {
+    let mut end = n_ctx.saturating_mul(MAX_TOKEN_BYTES);
+    if text.len() <= end {
+        return 0;
+    }
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let removed = text.len() - end;
+    text.truncate(end);
+    removed
+}
+
 /// Whether a text is certainly longer than `n_ctx` tokens, without tokenizing it.
 pub fn certainly_exceeds(text: &str, n_ctx: usize) -> bool {
     text.len() > n_ctx.saturating_mul(MAX_TOKEN_BYTES)

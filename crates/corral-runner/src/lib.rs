@@ -315,7 +315,21 @@ impl Runner {
             RunnerRequest::Ping { id } => send(&RunnerEvent::Pong { id }),
             RunnerRequest::Embed(job) => self.embeds.push_back(job),
             RunnerRequest::Cancel { id } => {
-                self.queue.retain(|q| q.id != id);
+                // A queued request that goes still gets its final event, so nothing waits on it.
+                if let Some(i) = self.queue.iter().position(|q| q.id == id) {
+                    let q = self.queue.remove(i).expect("found");
+                    send(&RunnerEvent::Done(DoneInfo {
+                        id,
+                        reason: DoneReason::Cancelled,
+                        prompt_eval_count: 0,
+                        prompt_cached: 0,
+                        prompt_eval_duration_ns: 0,
+                        eval_count: 0,
+                        eval_duration_ns: 0,
+                        prompt_truncated: q.truncated,
+                        context: None,
+                    }));
+                }
                 for a in self.active.iter_mut().filter(|a| a.id == id) {
                     a.cancelled = true;
                     a.seq.stop();
@@ -423,6 +437,8 @@ impl Runner {
                 "cut the rendered prompt to the context before tokenizing"
             );
         }
+        let fim = matches!(&req.prompt, Prompt::Infill { template: None, .. });
+        let mut fim_dropped = 0;
         let mut tokens = req.context.clone();
         match &req.prompt {
             Prompt::Infill {
@@ -430,7 +446,15 @@ impl Runner {
                 suffix,
                 template: None,
                 ..
-            } => tokens.extend(fim_prompt(engine, prefix, suffix)?),
+            } => {
+                let room = answer_room(n_ctx, o.num_predict);
+                let (t, dropped) = fim_prompt(engine, prefix, suffix, n_ctx - room)?;
+                if dropped > 0 && !req.truncate {
+                    return Err(Refusal::invalid(too_long(Some(t.len() + dropped), n_ctx)));
+                }
+                fim_dropped = dropped;
+                tokens.extend(t)
+            }
             _ => tokens.extend(engine.tokenize(&text, req.context.is_empty())),
         }
         if tokens.is_empty() {
@@ -441,17 +465,23 @@ impl Runner {
         }
         // Text cut by bytes was never tokenized: count it at the kept text's tokens per byte.
         let cut_bytes = req.cut_bytes + cut as u64;
-        let estimated = if cut_bytes > 0 && !text.is_empty() {
+        let estimated = if cut_bytes > 0 && !text.is_empty() && !fim {
             (cut_bytes as f64 * tokens.len() as f64 / text.len() as f64).round() as u64
         } else {
             0
         };
-        let dropped = truncate_prompt(&mut tokens, n_ctx, num_keep, o.num_predict);
-        let truncated = dropped as u64 + estimated;
+        // With truncate: false a prompt that fits is kept whole (the answer gets what room is
+        // left); a fill-in-the-middle prompt was fitted part by part when it was built.
+        let dropped = if req.truncate && !fim {
+            truncate_prompt(&mut tokens, n_ctx, num_keep, o.num_predict)
+        } else {
+            0
+        };
+        let truncated = dropped as u64 + fim_dropped as u64 + estimated;
         if truncated > 0 {
             tracing::warn!(
                 id = req.id,
-                dropped,
+                dropped = dropped + fim_dropped,
                 estimated,
                 kept = tokens.len(),
                 n_ctx,
@@ -589,19 +619,40 @@ fn begin(engine: &mut Engine, free: &[usize], req: Prepared) -> Result<Active, S
 }
 
 /// A fill-in-the-middle prompt from the vocabulary's FIM tokens, prefix first as llama-server's
-/// infill builds it: `[BOS] <pre> prefix <suf> suffix <mid>`; the answer is the middle.
-fn fim_prompt(engine: &Engine, prefix: &str, suffix: &str) -> Result<Vec<i32>, Refusal> {
+/// infill builds it: `[BOS] <pre> prefix <suf> suffix <mid>`; the answer is the middle. A prompt
+/// over `limit` tokens is cut part by part, never across the markers: the prefix keeps its end
+/// and the suffix its start (the text nearest the middle), the suffix at most a quarter when
+/// the prefix needs the rest. Returns the tokens and how many were dropped.
+fn fim_prompt(
+    engine: &Engine,
+    prefix: &str,
+    suffix: &str,
+    limit: usize,
+) -> Result<(Vec<i32>, usize), Refusal> {
     let [pre, suf, mid] = engine
         .fim_tokens()
         .ok_or_else(|| Refusal::invalid("the model has no fill-in-the-middle tokens"))?;
     // Tokenizing nothing with special tokens on gives the BOS the model wants, if any.
     let mut tokens = engine.tokenize("", true);
+    let mut p = engine.tokenize(prefix, false);
+    let mut s = engine.tokenize(suffix, false);
+    let budget = limit.saturating_sub(tokens.len() + 3).max(2);
+    let total = p.len() + s.len();
+    if total > budget {
+        let s_keep = s
+            .len()
+            .min((budget / 4).max(budget.saturating_sub(p.len())));
+        let p_keep = p.len().min(budget - s_keep);
+        s.truncate(s_keep);
+        p.drain(..p.len() - p_keep);
+    }
+    let dropped = total - p.len() - s.len();
     tokens.push(pre);
-    tokens.extend(engine.tokenize(prefix, false));
+    tokens.extend(p);
     tokens.push(suf);
-    tokens.extend(engine.tokenize(suffix, false));
+    tokens.extend(s);
     tokens.push(mid);
-    Ok(tokens)
+    Ok((tokens, dropped))
 }
 
 /// Ollama's message for a prompt that does not fit, with the numbers.
@@ -726,17 +777,23 @@ fn logprob(lp: corral_engine::TokenLogprobs) -> corral_api::Logprob {
 
 /// A prompt too long for the context keeps its first `num_keep` tokens and its most recent
 /// ones, leaving room to answer (as Ollama truncates), instead of failing the request.
+/// Tokens a truncated prompt leaves for the answer: a quarter of the context, or `num_predict`
+/// if smaller.
+fn answer_room(n_ctx: usize, num_predict: Option<i64>) -> usize {
+    match num_predict {
+        Some(n) if n > 0 => (n as usize).min(n_ctx / 4),
+        _ => n_ctx / 4,
+    }
+    .max(1)
+}
+
 fn truncate_prompt(
     tokens: &mut Vec<i32>,
     n_ctx: usize,
     num_keep: usize,
     num_predict: Option<i64>,
 ) -> usize {
-    let room = match num_predict {
-        Some(n) if n > 0 => (n as usize).min(n_ctx / 4),
-        _ => n_ctx / 4,
-    }
-    .max(1);
+    let room = answer_room(n_ctx, num_predict);
     let limit = n_ctx.saturating_sub(room).max(1);
     if tokens.len() <= limit {
         return 0;

@@ -255,10 +255,11 @@ fn stop_reason(done_reason: Option<&str>, tool_calls: bool) -> &'static str {
     }
 }
 
+/// Anthropic counts the cache apart: the prompt is `input_tokens` + `cache_read_input_tokens`.
 fn usage(v: &Value) -> Value {
     let cached = v["prompt_cached_count"].as_u64().unwrap_or(0);
     json!({
-        "input_tokens": v["prompt_eval_count"].as_u64().unwrap_or(0) + cached,
+        "input_tokens": v["prompt_eval_count"].as_u64().unwrap_or(0),
         "output_tokens": v["eval_count"].as_u64().unwrap_or(0),
         "cache_read_input_tokens": cached,
     })

@@ -3,6 +3,37 @@
 
 use super::*;
 
+/// Sends `Cancel` for a request when dropped, unless its answer ended first (`disarm`): a
+/// non-streamed request whose client went away, or one dropped while it waited, stops in the
+/// runner instead of running on for nobody.
+pub(super) struct CancelOnDrop {
+    runner: Option<std::sync::Arc<crate::runner::RunnerProcess>>,
+    id: u64,
+}
+
+impl CancelOnDrop {
+    pub(super) fn new(runner: std::sync::Arc<crate::runner::RunnerProcess>, id: u64) -> Self {
+        CancelOnDrop {
+            runner: Some(runner),
+            id,
+        }
+    }
+
+    /// The runner has ended the request: nothing to cancel.
+    pub(super) fn disarm(&mut self) {
+        self.runner = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(r) = self.runner.take() {
+            let id = self.id;
+            tokio::spawn(async move { r.cancel(id).await });
+        }
+    }
+}
+
 /// Watches one request for stalls and for server shutdown.
 pub(super) struct Watch {
     pub(super) stall: std::time::Duration,
@@ -58,6 +89,7 @@ pub(super) fn stream_response(answer: Answer, id: u64) -> Response {
         mut events,
         mut watch,
         mut tracker,
+        mut cancel,
     } = answer;
     let mut parser = OutputParser::new(job.think, job.tools);
     // Log probabilities wait for the next object that carries text (the parsers may hold a
@@ -104,6 +136,7 @@ pub(super) fn stream_response(answer: Answer, id: u64) -> Response {
                         .collect()
                 }
                 RunnerEvent::Done(d) => {
+                    cancel.disarm();
                     let mut lines: Vec<serde_json::Value> = parser
                         .finish()
                         .into_iter()
@@ -127,6 +160,7 @@ pub(super) fn stream_response(answer: Answer, id: u64) -> Response {
                     return;
                 }
                 RunnerEvent::Error { message, .. } => {
+                    cancel.disarm();
                     let _ = tx
                         .send(Ok(ndjson(&serde_json::json!({ "error": message }))))
                         .await;
@@ -168,6 +202,7 @@ pub(super) async fn collect_response(answer: Answer) -> Response {
         mut events,
         mut watch,
         mut tracker,
+        mut cancel,
     } = answer;
     let mut parser = OutputParser::new(job.think, job.tools);
     let mut out = Out::default();
@@ -193,6 +228,7 @@ pub(super) async fn collect_response(answer: Answer) -> Response {
             }
             RunnerEvent::Started { .. } => tracker.started(),
             RunnerEvent::Done(d) => {
+                cancel.disarm();
                 for p in parser.finish() {
                     out.add(p);
                 }
@@ -200,7 +236,8 @@ pub(super) async fn collect_response(answer: Answer) -> Response {
                 return json_ok(answer_object(&job, out, Some((reason, metrics, ctx))));
             }
             RunnerEvent::Error { message, .. } => {
-                return ApiError::internal(message).into_response()
+                cancel.disarm();
+                return ApiError::internal(message).into_response();
             }
             _ => {}
         }

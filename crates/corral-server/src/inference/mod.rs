@@ -10,7 +10,7 @@ mod answer;
 mod load;
 mod prepare;
 
-use answer::{collect_response, final_object, json_ok, stream_response, Watch};
+use answer::{collect_response, final_object, json_ok, stream_response, CancelOnDrop, Watch};
 pub(crate) use load::acquire;
 use load::gguf_info;
 pub(crate) use prepare::options_and_keep_alive;
@@ -169,6 +169,8 @@ async fn run(st: AppState, job: Job) -> Response {
         Ok(x) => x,
         Err(e) => return ApiError::internal(e).into_response(),
     };
+    // A client that goes away (or a handler dropped for any reason) frees the runner's slot.
+    let cancel = CancelOnDrop::new(lease.runner.clone(), id);
     let mut watch = Watch {
         stall: st.config.stall_timeout,
         shutdown: st.shutdown.clone(),
@@ -204,6 +206,7 @@ async fn run(st: AppState, job: Job) -> Response {
         events,
         watch,
         tracker,
+        cancel,
     };
     if answer.job.stream {
         stream_response(answer, id)
@@ -219,4 +222,6 @@ struct Answer {
     events: mpsc::UnboundedReceiver<RunnerEvent>,
     watch: Watch,
     tracker: Tracker,
+    /// Cancels the request in the runner if the answer is dropped before its end.
+    cancel: CancelOnDrop,
 }

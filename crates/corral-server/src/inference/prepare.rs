@@ -231,20 +231,35 @@ pub(super) fn bounded(
 ) -> ApiResult<(Prompt, u64)> {
     let n_ctx = options.num_ctx_or_default().max(1) as usize;
     let keep = options.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as usize;
-    let texts: Vec<&mut String> = match &mut prompt {
-        Prompt::Raw { text } => vec![text],
-        Prompt::Infill { prefix, suffix, .. } => vec![prefix, suffix],
-        Prompt::Chat { messages, .. } => messages.iter_mut().map(|m| &mut m.content).collect(),
+    // How each text is cut: keeping its first `num_keep` tokens and its end, or (a suffix to
+    // fill before) keeping its start, the text nearest the middle.
+    #[derive(Clone, Copy)]
+    enum Keep {
+        HeadAndTail(usize),
+        Head,
+    }
+    let texts: Vec<(&mut String, Keep)> = match &mut prompt {
+        Prompt::Raw { text } => vec![(text, Keep::HeadAndTail(keep))],
+        Prompt::Infill { prefix, suffix, .. } => {
+            vec![(prefix, Keep::HeadAndTail(0)), (suffix, Keep::Head)]
+        }
+        Prompt::Chat { messages, .. } => messages
+            .iter_mut()
+            .map(|m| (&mut m.content, Keep::HeadAndTail(keep)))
+            .collect(),
     };
     let mut cut = 0;
-    for text in texts {
+    for (text, how) in texts {
         if !truncate && corral_api::text::certainly_exceeds(text, n_ctx) {
             return Err(ApiError::bad_request(format!(
                 "the input length exceeds the context length: far over {n_ctx} tokens ({} bytes), num_ctx {n_ctx}",
                 text.len()
             )));
         }
-        cut += corral_api::text::bound_to_context(text, n_ctx, keep);
+        cut += match how {
+            Keep::HeadAndTail(k) => corral_api::text::bound_to_context(text, n_ctx, k),
+            Keep::Head => corral_api::text::bound_head(text, n_ctx),
+        };
     }
     if cut > 0 {
         tracing::warn!(

@@ -173,6 +173,26 @@ fn suffix_fills_in_the_middle_by_template_or_fim_tokens() {
         "the middle token ends the prompt: {tokens:?}"
     );
     assert!(pre <= 1, "only a BOS may come first: {tokens:?}");
+    // A suffix far longer than the context is cut at its end, never across the markers: the
+    // prompt still has all three, the middle last, and says how much was dropped.
+    let long_suffix = "    x = x + 1\n".repeat(3000);
+    let (status, cut) = s.post(
+        "/api/generate",
+        json!({"model": "smol-tokens", "prompt": prefix, "suffix": long_suffix, "stream": false,
+               "options": {"num_predict": 4, "num_ctx": 1024}}),
+    );
+    assert_eq!(status, 200, "{cut}");
+    let t = prompt_tokens(&cut);
+    assert!(t.len() <= 1024, "{}", t.len());
+    let at = |id: u32| t.iter().position(|&x| x == id as i64).unwrap();
+    assert!(at(ids[0]) < at(ids[1]) && at(ids[2]) == t.len() - 1, "{t:?}");
+    assert!(cut["prompt_truncated_tokens"].as_u64().unwrap() > 1000, "{cut}");
+    let (status, body) = s.post(
+        "/api/generate",
+        json!({"model": "smol-tokens", "prompt": prefix, "suffix": "    x = x + 1\n".repeat(400),
+               "truncate": false, "stream": false, "options": {"num_ctx": 1024}}),
+    );
+    assert_eq!(status, 400, "{body}");
     // The parts between are the prefix's and the suffix's own tokens.
     let (_, plain_prefix) = s.post(
         "/api/generate",
