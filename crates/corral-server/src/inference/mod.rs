@@ -118,7 +118,15 @@ pub(crate) async fn count_chat_tokens(st: &AppState, mut req: ChatRequest) -> Ap
         .completion(completion)
         .await
         .map_err(ApiError::internal)?;
-    match events.recv().await {
+    let event = tokio::time::timeout(st.config.stall_timeout, events.recv())
+        .await
+        .map_err(|_| {
+            ApiError::internal(format!(
+                "the model did not count the prompt within {}s",
+                st.config.stall_timeout.as_secs_f32()
+            ))
+        })?;
+    match event {
         Some(RunnerEvent::Accepted {
             prompt_tokens,
             truncated,
@@ -171,15 +179,17 @@ async fn run(st: AppState, job: Job) -> Response {
     };
     // A client that goes away (or a handler dropped for any reason) frees the runner's slot.
     let cancel = CancelOnDrop::new(lease.runner.clone(), id);
+    // The stall clock runs until the runner accepts the request (it prepares a request as it
+    // reads it, between two steps), then stops while the request waits for a slot.
     let mut watch = Watch {
         stall: st.config.stall_timeout,
         shutdown: st.shutdown.clone(),
-        started: false,
+        started: true,
     };
     // The runner checks and tokenizes the prompt on arrival: a prompt it refuses (too long
     // with `truncate: false`, a bad schema) is an HTTP error, not a line inside a 200 stream.
     match watch.next(&lease, &mut events).await {
-        Ok(Some(RunnerEvent::Accepted { .. })) => {}
+        Ok(Some(RunnerEvent::Accepted { .. })) => watch.started = false,
         Ok(Some(RunnerEvent::Error {
             message, invalid, ..
         })) => {

@@ -185,8 +185,14 @@ fn suffix_fills_in_the_middle_by_template_or_fim_tokens() {
     let t = prompt_tokens(&cut);
     assert!(t.len() <= 1024, "{}", t.len());
     let at = |id: u32| t.iter().position(|&x| x == id as i64).unwrap();
-    assert!(at(ids[0]) < at(ids[1]) && at(ids[2]) == t.len() - 1, "{t:?}");
-    assert!(cut["prompt_truncated_tokens"].as_u64().unwrap() > 1000, "{cut}");
+    assert!(
+        at(ids[0]) < at(ids[1]) && at(ids[2]) == t.len() - 1,
+        "{t:?}"
+    );
+    assert!(
+        cut["prompt_truncated_tokens"].as_u64().unwrap() > 1000,
+        "{cut}"
+    );
     let (status, body) = s.post(
         "/api/generate",
         json!({"model": "smol-tokens", "prompt": prefix, "suffix": "    x = x + 1\n".repeat(400),
