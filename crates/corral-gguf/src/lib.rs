@@ -435,13 +435,14 @@ impl GgufInfo {
     pub fn fim_tokens(&self) -> Option<[u64; 3]> {
         let key = |k: &str| {
             self.metadata
-                .get(&format!("tokenizer.ggml.fim_{k}_token_id"))
+                .get(&format!("tokenizer.ggml.{k}_token_id"))
                 .and_then(Value::as_u64)
         };
+        // The older names (`prefix`, `suffix`, `middle`) are still read by llama.cpp.
         let ids = [
-            key("pre").or(self.fim_by_text[0])?,
-            key("suf").or(self.fim_by_text[1])?,
-            key("mid").or(self.fim_by_text[2])?,
+            key("fim_pre").or(key("prefix")).or(self.fim_by_text[0])?,
+            key("fim_suf").or(key("suffix")).or(self.fim_by_text[1])?,
+            key("fim_mid").or(key("middle")).or(self.fim_by_text[2])?,
         ];
         Some(ids)
     }
@@ -551,6 +552,14 @@ mod tests {
             read(f.path()).unwrap().fim_tokens(),
             None,
             "no middle token"
+        );
+        let mut info = read(f.path()).unwrap();
+        info.metadata
+            .insert("tokenizer.ggml.middle_token_id".into(), 7.into());
+        assert_eq!(
+            info.fim_tokens(),
+            Some([0, 1, 7]),
+            "the older key name counts"
         );
     }
 
