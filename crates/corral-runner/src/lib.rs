@@ -7,7 +7,10 @@
 //! exits at once.
 
 pub mod fault;
+mod prepare;
 mod text;
+
+use prepare::Prepared;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, Write};
@@ -152,6 +155,22 @@ fn read_requests(tx: mpsc::Sender<RunnerRequest>) {
     std::process::exit(0);
 }
 
+/// The final event of a request that ends before it gets a slot (counted only, or cancelled
+/// while queued): nothing evaluated, nothing generated.
+fn done_unanswered(id: u64, reason: DoneReason, truncated: u64) {
+    send(&RunnerEvent::Done(DoneInfo {
+        id,
+        reason,
+        prompt_eval_count: 0,
+        prompt_cached: 0,
+        prompt_eval_duration_ns: 0,
+        eval_count: 0,
+        eval_duration_ns: 0,
+        prompt_truncated: truncated,
+        context: None,
+    }));
+}
+
 fn send(ev: &RunnerEvent) {
     let mut out = std::io::stdout().lock();
     let line = serde_json::to_string(ev).expect("events serialize");
@@ -173,31 +192,6 @@ struct Runner {
     embeds: VecDeque<EmbedJob>,
     /// The KV usage last reported, and when.
     usage_sent: (u64, Instant),
-}
-
-/// A request checked and tokenized on arrival, waiting for a slot.
-struct Prepared {
-    id: u64,
-    tokens: Vec<i32>,
-    sampling: SamplingParams,
-    stop: Vec<String>,
-    want_context: bool,
-    truncated: u64,
-}
-
-/// Why a request could not be prepared: its own fault (`invalid`), or the runner's.
-struct Refusal {
-    message: String,
-    invalid: bool,
-}
-
-impl Refusal {
-    fn invalid(message: impl Into<String>) -> Self {
-        Refusal {
-            message: message.into(),
-            invalid: true,
-        }
-    }
 }
 
 /// How often KV usage is reported at most while it changes.
@@ -287,17 +281,7 @@ impl Runner {
                             truncated: p.truncated,
                         });
                         if count_only {
-                            send(&RunnerEvent::Done(DoneInfo {
-                                id,
-                                reason: DoneReason::Stop,
-                                prompt_eval_count: 0,
-                                prompt_cached: 0,
-                                prompt_eval_duration_ns: 0,
-                                eval_count: 0,
-                                eval_duration_ns: 0,
-                                prompt_truncated: p.truncated,
-                                context: None,
-                            }));
+                            done_unanswered(id, DoneReason::Stop, p.truncated);
                         } else {
                             self.queue.push_back(p);
                         }
@@ -318,17 +302,7 @@ impl Runner {
                 // A queued request that goes still gets its final event, so nothing waits on it.
                 if let Some(i) = self.queue.iter().position(|q| q.id == id) {
                     let q = self.queue.remove(i).expect("found");
-                    send(&RunnerEvent::Done(DoneInfo {
-                        id,
-                        reason: DoneReason::Cancelled,
-                        prompt_eval_count: 0,
-                        prompt_cached: 0,
-                        prompt_eval_duration_ns: 0,
-                        eval_count: 0,
-                        eval_duration_ns: 0,
-                        prompt_truncated: q.truncated,
-                        context: None,
-                    }));
+                    done_unanswered(id, DoneReason::Cancelled, q.truncated);
                 }
                 for a in self.active.iter_mut().filter(|a| a.id == id) {
                     a.cancelled = true;
@@ -364,147 +338,6 @@ impl Runner {
                 }
             }
         }
-    }
-
-    fn render(&self, prompt: &Prompt) -> Result<String, String> {
-        match prompt {
-            Prompt::Raw { text } => Ok(text.clone()),
-            Prompt::Infill {
-                prefix,
-                suffix,
-                system,
-                template: Some(go),
-            } => corral_template::render_go_infill(go, system.as_deref(), prefix, suffix)
-                .map_err(|e| e.to_string()),
-            // Built from FIM tokens in `prepare`; the text only measures it.
-            Prompt::Infill {
-                prefix,
-                suffix,
-                template: None,
-                ..
-            } => Ok(format!("{prefix}{suffix}")),
-            Prompt::Chat {
-                messages,
-                template,
-                tools,
-                think,
-            } => {
-                let tmpl = match (template, &self.gguf_template) {
-                    (Some(go), _) => ChatTemplate::go(go),
-                    (None, Some(jinja)) => ChatTemplate::jinja(
-                        jinja,
-                        SpecialTokens {
-                            bos: self.bos.clone(),
-                            eos: self.eos.clone(),
-                        },
-                    ),
-                    (None, None) => ChatTemplate::go(DEFAULT_TEMPLATE),
-                }
-                .map_err(|e| e.to_string())?;
-                tmpl.render(&RenderInput {
-                    messages,
-                    add_generation_prompt: true,
-                    tools: tools.as_deref(),
-                    think: *think,
-                })
-                .map_err(|e| e.to_string())
-            }
-        }
-    }
-
-    /// Render and tokenize a request, fit it to the context (or refuse it), and build its
-    /// sampler settings: everything that can fail because of the request, done on arrival so
-    /// that a bad request is answered at once even while every slot is busy.
-    fn prepare(&self, engine: &Engine, req: CompletionRequest) -> Result<Prepared, Refusal> {
-        let o = &req.options;
-        let n_ctx = engine.n_ctx() as usize;
-        let mut text = self.render(&req.prompt).map_err(|message| Refusal {
-            message,
-            invalid: false,
-        })?;
-        let num_keep = o.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as usize;
-        if !req.truncate && (req.cut_bytes > 0 || corral_api::text::certainly_exceeds(&text, n_ctx))
-        {
-            return Err(Refusal::invalid(too_long(None, n_ctx)));
-        }
-        // Tokenizing text far beyond the context costs memory in proportion to the text: cut it
-        // to what truncation would keep first (the server has bounded each message already;
-        // this bounds a conversation of many).
-        let cut = corral_api::text::bound_to_context(&mut text, n_ctx, num_keep);
-        if cut > 0 {
-            tracing::warn!(
-                bytes = cut,
-                "cut the rendered prompt to the context before tokenizing"
-            );
-        }
-        let fim = matches!(&req.prompt, Prompt::Infill { template: None, .. });
-        let mut fim_dropped = 0;
-        let mut tokens = req.context.clone();
-        match &req.prompt {
-            Prompt::Infill {
-                prefix,
-                suffix,
-                template: None,
-                ..
-            } => {
-                let room = answer_room(n_ctx, o.num_predict);
-                let (t, dropped) = fim_prompt(engine, prefix, suffix, n_ctx - room)?;
-                if dropped > 0 && !req.truncate {
-                    return Err(Refusal::invalid(too_long(Some(t.len() + dropped), n_ctx)));
-                }
-                fim_dropped = dropped;
-                tokens.extend(t)
-            }
-            _ => tokens.extend(engine.tokenize(&text, req.context.is_empty())),
-        }
-        if tokens.is_empty() {
-            return Err(Refusal::invalid("the prompt is empty"));
-        }
-        if !req.truncate && tokens.len() >= n_ctx {
-            return Err(Refusal::invalid(too_long(Some(tokens.len()), n_ctx)));
-        }
-        // Text cut by bytes was never tokenized: count it at the kept text's tokens per byte.
-        let cut_bytes = req.cut_bytes + cut as u64;
-        let estimated = if cut_bytes > 0 && !text.is_empty() && !fim {
-            (cut_bytes as f64 * tokens.len() as f64 / text.len() as f64).round() as u64
-        } else {
-            0
-        };
-        // With truncate: false a prompt that fits is kept whole (the answer gets what room is
-        // left); a fill-in-the-middle prompt was fitted part by part when it was built.
-        let dropped = if req.truncate && !fim {
-            truncate_prompt(&mut tokens, n_ctx, num_keep, o.num_predict)
-        } else {
-            0
-        };
-        let truncated = dropped as u64 + fim_dropped as u64 + estimated;
-        if truncated > 0 {
-            tracing::warn!(
-                id = req.id,
-                dropped = dropped + fim_dropped,
-                estimated,
-                kept = tokens.len(),
-                n_ctx,
-                "prompt longer than the context: truncated"
-            );
-        }
-        let mut sampling = sampling(o);
-        sampling.shift = req.shift;
-        sampling.logprobs = req.logprobs;
-        if let Some(f) = &req.format {
-            sampling.grammar = format_grammar(f).map_err(Refusal::invalid)?;
-        }
-        if let Some(schema) = &req.tool_grammar {
-            sampling.grammar = Some(tool_call_grammar(schema).map_err(Refusal::invalid)?);
-        }
-        Ok(Prepared {
-            id: req.id,
-            tokens,
-            sampling,
-            stop: o.stop.clone().unwrap_or_default(),
-            want_context: req.want_context,
-            truncated,
-        })
     }
 
     fn step(&mut self, engine: &mut Engine) -> Result<(), corral_engine::EngineError> {
@@ -618,91 +451,6 @@ fn begin(engine: &mut Engine, free: &[usize], req: Prepared) -> Result<Active, S
     })
 }
 
-/// A fill-in-the-middle prompt from the vocabulary's FIM tokens, prefix first as llama-server's
-/// infill builds it: `[BOS] <pre> prefix <suf> suffix <mid>`; the answer is the middle. A prompt
-/// over `limit` tokens is cut part by part, never across the markers: the prefix keeps its end
-/// and the suffix its start (the text nearest the middle), the suffix at most a quarter when
-/// the prefix needs the rest. Returns the tokens and how many were dropped.
-fn fim_prompt(
-    engine: &Engine,
-    prefix: &str,
-    suffix: &str,
-    limit: usize,
-) -> Result<(Vec<i32>, usize), Refusal> {
-    let [pre, suf, mid] = engine
-        .fim_tokens()
-        .ok_or_else(|| Refusal::invalid("the model has no fill-in-the-middle tokens"))?;
-    // Tokenizing nothing with special tokens on gives the BOS the model wants, if any.
-    let mut tokens = engine.tokenize("", true);
-    let mut p = engine.tokenize(prefix, false);
-    let mut s = engine.tokenize(suffix, false);
-    let budget = limit.saturating_sub(tokens.len() + 3).max(2);
-    let total = p.len() + s.len();
-    if total > budget {
-        let s_keep = s
-            .len()
-            .min((budget / 4).max(budget.saturating_sub(p.len())));
-        let p_keep = p.len().min(budget - s_keep);
-        s.truncate(s_keep);
-        p.drain(..p.len() - p_keep);
-    }
-    let dropped = total - p.len() - s.len();
-    tokens.push(pre);
-    tokens.extend(p);
-    tokens.push(suf);
-    tokens.extend(s);
-    tokens.push(mid);
-    Ok((tokens, dropped))
-}
-
-/// Ollama's message for a prompt that does not fit, with the numbers.
-fn too_long(tokens: Option<usize>, n_ctx: usize) -> String {
-    match tokens {
-        Some(t) => {
-            format!("the input length exceeds the context length: {t} tokens, num_ctx {n_ctx}")
-        }
-        None => format!(
-            "the input length exceeds the context length: far over {n_ctx} tokens, num_ctx {n_ctx}"
-        ),
-    }
-}
-
-/// The grammar for a request's `format`: `"json"` (any JSON object) or a JSON schema.
-fn format_grammar(format: &serde_json::Value) -> Result<Option<String>, String> {
-    let schema = match format {
-        serde_json::Value::Null => return Ok(None),
-        serde_json::Value::String(s) if s.is_empty() => return Ok(None),
-        serde_json::Value::String(s) if s == "json" => r#"{"type":"object"}"#.to_string(),
-        serde_json::Value::Object(_) => format.to_string(),
-        other => {
-            return Err(format!(
-                "invalid format: {other}; expected \"json\" or a JSON schema"
-            ))
-        }
-    };
-    corral_engine::json_schema_grammar(&schema)
-        .map(Some)
-        .map_err(|e| format!("invalid JSON schema in format: {e}"))
-}
-
-/// A grammar for one forced tool call: `<tool_call>`, a JSON call matching `schema`,
-/// `</tool_call>`. llama.cpp's converter names its top rule `root`; it becomes the call body.
-fn tool_call_grammar(schema: &serde_json::Value) -> Result<String, String> {
-    let json = corral_engine::json_schema_grammar(&schema.to_string())
-        .map_err(|e| format!("invalid tool parameters schema: {e}"))?;
-    let mut out = String::from("root ::= \"<tool_call>\\n\" call-body \"\\n</tool_call>\"\n");
-    for line in json.lines() {
-        match line.strip_prefix("root ::=") {
-            Some(rest) => out.push_str(&format!("call-body ::={rest}\n")),
-            None => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    Ok(out)
-}
-
 /// Embed every input of a job in as few decodes as fit, and answer with the vectors.
 fn embed(engine: &mut Engine, job: EmbedJob) {
     let n_ctx = engine.embed_n_ctx() as usize;
@@ -772,71 +520,5 @@ fn logprob(lp: corral_engine::TokenLogprobs) -> corral_api::Logprob {
     corral_api::Logprob {
         token: token(lp.chosen),
         top_logprobs: lp.top.into_iter().map(token).collect(),
-    }
-}
-
-/// A prompt too long for the context keeps its first `num_keep` tokens and its most recent
-/// ones, leaving room to answer (as Ollama truncates), instead of failing the request.
-/// Tokens a truncated prompt leaves for the answer: a quarter of the context, or `num_predict`
-/// if smaller.
-fn answer_room(n_ctx: usize, num_predict: Option<i64>) -> usize {
-    match num_predict {
-        Some(n) if n > 0 => (n as usize).min(n_ctx / 4),
-        _ => n_ctx / 4,
-    }
-    .max(1)
-}
-
-fn truncate_prompt(
-    tokens: &mut Vec<i32>,
-    n_ctx: usize,
-    num_keep: usize,
-    num_predict: Option<i64>,
-) -> usize {
-    let room = answer_room(n_ctx, num_predict);
-    let limit = n_ctx.saturating_sub(room).max(1);
-    if tokens.len() <= limit {
-        return 0;
-    }
-    let keep = num_keep.min(limit / 2);
-    let drop = tokens.len() - limit;
-    tokens.drain(keep..keep + drop);
-    drop
-}
-
-fn sampling(o: &Options) -> SamplingParams {
-    SamplingParams {
-        temperature: o.temperature.unwrap_or(opt::DEFAULT_TEMPERATURE) as f32,
-        top_k: o.top_k.unwrap_or(opt::DEFAULT_TOP_K) as i32,
-        top_p: o.top_p.unwrap_or(opt::DEFAULT_TOP_P) as f32,
-        min_p: o.min_p.unwrap_or(0.0) as f32,
-        typical_p: o.typical_p.unwrap_or(1.0) as f32,
-        repeat_last_n: o.repeat_last_n.unwrap_or(opt::DEFAULT_REPEAT_LAST_N) as i32,
-        repeat_penalty: o.repeat_penalty.unwrap_or(opt::DEFAULT_REPEAT_PENALTY) as f32,
-        presence_penalty: o.presence_penalty.unwrap_or(0.0) as f32,
-        frequency_penalty: o.frequency_penalty.unwrap_or(0.0) as f32,
-        seed: o.seed.filter(|s| *s >= 0).map(|s| s as u32),
-        num_predict: o.num_predict.filter(|n| *n >= 0).map(|n| n as u32),
-        grammar: None,
-        num_keep: o.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as u32,
-        shift: true,
-        logprobs: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_prompts_keep_the_head_and_the_tail() {
-        let mut t: Vec<i32> = (0..100).collect();
-        assert_eq!(truncate_prompt(&mut t, 40, 4, None), 70);
-        assert_eq!(t.len(), 30);
-        assert_eq!(&t[..4], &[0, 1, 2, 3]);
-        assert_eq!(*t.last().unwrap(), 99);
-        let mut short: Vec<i32> = (0..10).collect();
-        assert_eq!(truncate_prompt(&mut short, 40, 4, None), 0);
-        assert_eq!(short.len(), 10);
     }
 }

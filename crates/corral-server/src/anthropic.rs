@@ -231,20 +231,11 @@ fn native_request(req: &MessagesRequest, stream: bool) -> Result<corral_api::Cha
 }
 
 fn message_id() -> String {
-    format!("msg_{:024x}", rand_u128())
+    format!("msg_{}", crate::openai::unique_hex())
 }
 
 fn tool_use_id() -> String {
-    format!("toolu_{:024x}", rand_u128())
-}
-
-/// An id's random part: the clock and a counter mixed (ids only need to be unique here).
-fn rand_u128() -> u128 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let t = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as u128;
-    let n = N.fetch_add(1, Ordering::Relaxed) as u128;
-    ((t << 20) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15) & ((1u128 << 96) - 1)
+    format!("toolu_{}", crate::openai::unique_hex())
 }
 
 fn stop_reason(done_reason: Option<&str>, tool_calls: bool) -> &'static str {

@@ -105,21 +105,10 @@ pub(super) fn prepare_generate(
                 think,
             }
         };
-        let truncate = req.answer.truncate.unwrap_or(true);
-        let (prompt, cut_bytes) = bounded(prompt, &options, truncate)?;
         Some(CompletionRequest {
-            id: 0,
-            prompt,
             context: req.context.clone().unwrap_or_default(),
-            options: options.clone(),
             want_context: !req.raw,
-            format: check_format(req.format.as_ref())?,
-            tool_grammar: None,
-            truncate,
-            shift: req.answer.shift.unwrap_or(true),
-            cut_bytes,
-            logprobs: check_logprobs(req.answer.logprobs, req.answer.top_logprobs)?,
-            count_only: false,
+            ..runner_job(prompt, &options, &req.answer, req.format.as_ref())?
         })
     };
     Ok(Job {
@@ -180,30 +169,19 @@ pub(super) fn prepare_chat(st: &AppState, req: ChatRequest, started: Instant) ->
         }
         messages.extend(model.messages.iter().cloned());
         messages.extend(req.messages.iter().cloned());
-        let truncate = req.answer.truncate.unwrap_or(true);
-        let (prompt, cut_bytes) = bounded(
-            Prompt::Chat {
-                messages,
-                template: model.template.clone(),
-                tools: tools.clone(),
-                think,
-            },
-            &options,
-            truncate,
-        )?;
         Some(CompletionRequest {
-            id: 0,
-            prompt,
-            context: Vec::new(),
-            options: options.clone(),
-            want_context: false,
-            format: check_format(req.format.as_ref())?,
             tool_grammar,
-            truncate,
-            shift: req.answer.shift.unwrap_or(true),
-            cut_bytes,
-            logprobs: check_logprobs(req.answer.logprobs, req.answer.top_logprobs)?,
-            count_only: false,
+            ..runner_job(
+                Prompt::Chat {
+                    messages,
+                    template: model.template.clone(),
+                    tools: tools.clone(),
+                    think,
+                },
+                &options,
+                &req.answer,
+                req.format.as_ref(),
+            )?
         })
     };
     Ok(Job {
@@ -217,6 +195,33 @@ pub(super) fn prepare_chat(st: &AppState, req: ChatRequest, started: Instant) ->
         started,
         think: think == Some(true),
         tools: tools.is_some(),
+    })
+}
+
+/// The runner job for a prompt: bounded to the context, with the request's answer settings
+/// (`truncate`, `shift`, log probabilities) and `format` checked. Callers set what differs
+/// (generate's `context`, chat's forced tool call).
+fn runner_job(
+    prompt: Prompt,
+    options: &Options,
+    answer: &corral_api::AnswerOptions,
+    format: Option<&serde_json::Value>,
+) -> ApiResult<CompletionRequest> {
+    let truncate = answer.truncate.unwrap_or(true);
+    let (prompt, cut_bytes) = bounded(prompt, options, truncate)?;
+    Ok(CompletionRequest {
+        id: 0,
+        prompt,
+        context: Vec::new(),
+        options: options.clone(),
+        want_context: false,
+        format: check_format(format)?,
+        tool_grammar: None,
+        truncate,
+        shift: answer.shift.unwrap_or(true),
+        cut_bytes,
+        logprobs: check_logprobs(answer.logprobs, answer.top_logprobs)?,
+        count_only: false,
     })
 }
 

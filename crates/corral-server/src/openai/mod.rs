@@ -79,9 +79,15 @@ async fn from_native_error(resp: Response) -> Response {
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{}", unique_hex())
+}
+
+/// A hex string no other call in this process returns (the clock and a counter mixed): the
+/// random-looking part of response, message and call ids, which only need to be unique.
+pub(crate) fn unique_hex() -> String {
     let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let t = chrono::Utc::now().timestamp_micros() as u64;
-    format!("{prefix}-{:x}", t.wrapping_mul(31).wrapping_add(n))
+    format!("{:x}", t.wrapping_mul(31).wrapping_add(n))
 }
 
 fn now() -> i64 {
