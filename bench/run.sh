@@ -16,3 +16,4 @@ models=$(scripts/fetch-models.sh)
 python3 bench/speed.py --corral "$bundle/bin/corral" \
   --limit "$CARGO_TARGET_DIR/release/examples/limit" --models "$models" "$@"
 python3 bench/concurrency.py --corral "$bundle/bin/corral" --models "$models" "$@"
+python3 bench/speculate.py --corral "$bundle/bin/corral" --models "$models" "$@"

@@ -61,6 +61,11 @@ pub const KNOWN: &[(&str, Kind)] = &[
     ("num_parallel", Kind::Int),
     // Beyond Ollama: a model's own KV cache type (`f16`, `q8_0`, `q4_0`).
     ("kv_cache_type", Kind::String),
+    // Speculative decoding: tokens a DRAFT model proposes per step (Ollama's name), and
+    // beyond Ollama, tokens proposed by looking the last n-gram up in the prompt and answer
+    // (Hugging Face transformers' name; 0 = off).
+    ("draft_num_predict", Kind::Int),
+    ("prompt_lookup_num_tokens", Kind::Int),
 ];
 
 /// Look up an option's type by its exact (case-sensitive) name.
@@ -113,6 +118,10 @@ pub struct Options {
     pub num_parallel: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kv_cache_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draft_num_predict: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_lookup_num_tokens: Option<i64>,
 }
 
 /// Defaults, as Ollama's `DefaultOptions` (context 4096, as current Ollama).
@@ -135,6 +144,10 @@ pub const DEFAULT_NUM_CTX: i64 = 4096;
 /// Most slots one model may have (each holds a context of its own in memory).
 pub const MAX_NUM_PARALLEL: i64 = 64;
 pub const DEFAULT_NUM_BATCH: i64 = 512;
+/// Most tokens speculation may propose in one step (each costs a place in the batch).
+pub const MAX_SPECULATED: i64 = 32;
+/// Tokens a DRAFT model proposes per step when `draft_num_predict` is not set.
+pub const DEFAULT_DRAFT_NUM_PREDICT: i64 = 4;
 pub const DEFAULT_NUM_KEEP: i64 = 4;
 pub const DEFAULT_TEMPERATURE: f64 = 0.8;
 pub const DEFAULT_TOP_K: i64 = 40;
@@ -190,6 +203,8 @@ impl Options {
                     "main_gpu" => &mut self.main_gpu,
                     "num_thread" => &mut self.num_thread,
                     "num_parallel" => &mut self.num_parallel,
+                    "draft_num_predict" => &mut self.draft_num_predict,
+                    "prompt_lookup_num_tokens" => &mut self.prompt_lookup_num_tokens,
                     _ => unreachable!("KNOWN lists {name} as an integer"),
                 };
                 *slot = Some(v);
@@ -320,6 +335,17 @@ impl Options {
             |n| (1..=MAX_NUM_PARALLEL).contains(&n),
             "must be >= 1 and <= 64",
         )?;
+        for (name, v) in [
+            ("draft_num_predict", self.draft_num_predict),
+            ("prompt_lookup_num_tokens", self.prompt_lookup_num_tokens),
+        ] {
+            check(
+                name,
+                v,
+                |n| (0..=MAX_SPECULATED).contains(&n),
+                "must be >= 0 and <= 32",
+            )?;
+        }
         if let Some(t) = &self.kv_cache_type {
             if t.parse::<crate::cache::KvCacheType>().is_err() {
                 return Err(OptionError::OutOfRange {
@@ -358,7 +384,9 @@ impl Options {
             use_mmap,
             num_thread,
             num_parallel,
-            kv_cache_type
+            kv_cache_type,
+            draft_num_predict,
+            prompt_lookup_num_tokens
         )
     }
 

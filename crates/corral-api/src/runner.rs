@@ -206,6 +206,11 @@ pub struct DoneInfo {
     /// Prompt tokens dropped to fit the context.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub prompt_truncated: u64,
+    /// Speculative tokens proposed (by a draft model or prompt lookup) and confirmed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub draft_proposed: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub draft_accepted: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Vec<i32>>,
 }

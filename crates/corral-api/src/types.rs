@@ -154,6 +154,12 @@ pub struct Metrics {
     /// Beyond Ollama: prompt tokens dropped to fit the context (present only when some were).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub prompt_truncated_tokens: u64,
+    /// Beyond Ollama: tokens speculation proposed (a draft model or prompt lookup) and the
+    /// share of them the model confirmed, as llama-server's `draft_n` and `draft_n_accepted`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub draft_tokens: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub draft_accepted_tokens: u64,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -206,6 +212,12 @@ pub struct CreateRequest {
     pub files: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapters: Option<BTreeMap<String, String>>,
+    /// `DRAFT <model>`: a model in the store whose weights draft tokens for this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<String>,
+    /// `DRAFT <file>`: file name to blob digest, as `files`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_files: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -102,12 +102,7 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
             Command::From(from) => {
                 let path = resolve_path(&dir, from);
                 if path.is_file() {
-                    let digest = upload_gguf(client, &path).await?;
-                    let file = path
-                        .file_name()
-                        .map(|f| f.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    req.files = Some([(file, digest)].into_iter().collect());
+                    req.files = Some(upload_named(client, &path).await?);
                     req.from = None;
                 } else if looks_like_path(from) {
                     anyhow::bail!("{}: FROM {from}: no such file", args.file.display());
@@ -130,12 +125,35 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
                 if !path.is_file() {
                     anyhow::bail!("{}: ADAPTER {a}: no such file", args.file.display());
                 }
-                let digest = upload_gguf(client, &path).await?;
-                let file = path
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                req.adapters = Some([(file, digest)].into_iter().collect());
+                req.adapters = Some(upload_named(client, &path).await?);
+            }
+            Command::Draft(d) => {
+                let path = resolve_path(&dir, d);
+                if path.is_file() {
+                    let from = mf.commands.iter().find_map(|c| match c {
+                        Command::From(f) => Some(resolve_path(&dir, f)),
+                        _ => None,
+                    });
+                    let same = |a: &std::path::Path, b: &std::path::Path| {
+                        a.canonicalize()
+                            .ok()
+                            .zip(b.canonicalize().ok())
+                            .is_some_and(|(a, b)| a == b)
+                    };
+                    if from.is_some_and(|f| same(&f, &path)) {
+                        anyhow::bail!(
+                            "{}: DRAFT {d}: the draft is the FROM model itself",
+                            args.file.display()
+                        );
+                    }
+                    req.draft_files = Some(upload_named(client, &path).await?);
+                    req.draft = None;
+                } else if looks_like_path(d) {
+                    anyhow::bail!("{}: DRAFT {d}: no such file", args.file.display());
+                } else {
+                    req.draft = Some(d.clone());
+                    req.draft_files = None;
+                }
             }
             Command::Parameter { .. } | Command::Requires(_) => {}
         }
@@ -203,6 +221,19 @@ fn resolve_path(dir: &Path, p: &str) -> PathBuf {
 }
 
 /// Check a GGUF locally, then upload it unless the server has it. Returns its digest.
+/// Upload a GGUF; the map from its file name to its digest that create requests carry.
+async fn upload_named(
+    client: &Client,
+    path: &Path,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let digest = upload_gguf(client, path).await?;
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok([(file, digest)].into_iter().collect())
+}
+
 async fn upload_gguf(client: &Client, path: &Path) -> anyhow::Result<String> {
     let p = path.to_path_buf();
     corral_gguf::read(&p)

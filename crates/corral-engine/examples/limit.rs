@@ -31,6 +31,7 @@ fn main() {
         lora: None,
         kv_cache_type: Default::default(),
         flash_attention: Default::default(),
+        draft: None,
     })
     .expect("load");
     let sp = SamplingParams {
@@ -49,6 +50,8 @@ fn main() {
         num_keep: 4,
         shift: true,
         logprobs: None,
+        draft: 0,
+        lookup: 0,
     };
     // One warm-up run, not reported: the first decode pays for page faults and allocations.
     for run in 0..=runs {

@@ -9,10 +9,9 @@
 //! and samples with llama.cpp's sampler chain.
 
 use std::num::NonZeroU32;
-use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::context::LlamaContext;
@@ -20,7 +19,6 @@ use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::LlamaModel;
-use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 
 /// What can go wrong in the engine. Messages name the cause for the user.
@@ -58,6 +56,8 @@ pub struct LoadParams {
     /// What the KV cache stores keys and values as.
     pub kv_cache_type: KvCacheType,
     pub flash_attention: FlashAttention,
+    /// A draft model (same vocabulary) for speculative decoding.
+    pub draft: Option<PathBuf>,
 }
 
 /// An event while generating.
@@ -89,10 +89,17 @@ pub struct Stats {
     pub prompt_duration: Duration,
     pub generated: Vec<i32>,
     pub eval_duration: Duration,
+    /// Speculative tokens proposed, and how many of them the model confirmed.
+    pub draft_proposed: u64,
+    pub draft_accepted: u64,
 }
 
 pub mod modules;
 mod sampling;
+mod sequence;
+mod speculate;
+
+pub use sequence::{Sequence, SlotId, StepEvent};
 
 pub use corral_api::cache::{FlashAttention, KvCacheType};
 
@@ -105,7 +112,6 @@ fn kv_type(t: KvCacheType) -> llama_cpp_2::context::params::KvCacheType {
     }
 }
 
-use sampling::{build_sampler, token_logprobs};
 pub use sampling::{json_schema_grammar, SamplingParams, TokenLogprobs, TokenProb};
 
 static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
@@ -126,75 +132,28 @@ pub fn log_to_tracing() {
     llama_cpp_2::send_logs_to_tracing(llama_cpp_2::LogOptions::default());
 }
 
-/// How many sequences (slots) one context serves at once.
-pub type SlotId = usize;
-
-/// One completion being evaluated or generated in a slot.
-pub struct Sequence {
-    slot: SlotId,
-    /// Prompt tokens not yet evaluated.
-    pending: Vec<LlamaToken>,
-    prompt_tokens: usize,
-    prompt_evaluated: usize,
-    sampler: LlamaSampler,
-    num_predict: Option<u32>,
-    num_keep: usize,
-    /// Whether a full context is shifted (else the answer ends).
-    shift: bool,
-    /// Alternatives to report with each token's log probability; `None`: none reported.
-    logprobs: Option<usize>,
-    /// Context shifts so far.
-    shifts: u32,
-    /// Index of this sequence's logits in the last batch, once it has some to sample.
-    logits_idx: Option<i32>,
-    /// The last sampled token, to be fed in the next step.
-    to_feed: Option<LlamaToken>,
-    generated: Vec<i32>,
-    started: Instant,
-    prompt_done: Option<Instant>,
-    finish: Option<Finish>,
-}
-
-impl Sequence {
-    /// The slot this sequence runs in.
-    pub fn slot(&self) -> SlotId {
-        self.slot
-    }
-
-    /// Whether it has ended (its [`Stats`] are ready).
-    pub fn finished(&self) -> bool {
-        self.finish.is_some()
-    }
-
-    /// End it now (a stop sequence or a cancel): no more tokens are generated.
-    pub fn stop(&mut self) {
-        if self.finish.is_none() {
-            self.finish = Some(Finish::Stopped);
-        }
-    }
-
-    /// Counts and timings so far.
-    pub fn stats(&self) -> Stats {
-        let prompt_done = self.prompt_done.unwrap_or_else(Instant::now);
-        Stats {
-            finish: self.finish.unwrap_or(Finish::Stopped),
-            prompt_tokens: self.prompt_tokens,
-            prompt_evaluated: self.prompt_evaluated,
-            prompt_duration: prompt_done - self.started,
-            generated: self.generated.clone(),
-            eval_duration: self.prompt_done.map_or(Duration::ZERO, |d| d.elapsed()),
-        }
-    }
-}
-
-/// What one step produced for one sequence.
-pub enum StepEvent {
-    /// Prompt tokens evaluated so far, of the total to evaluate.
-    Progress { evaluated: usize, total: usize },
-    /// The bytes of one generated token (may be part of a UTF-8 character).
-    Piece(Vec<u8>),
-    /// The log probabilities of the token whose `Piece` follows, when asked for.
-    Logprobs(TokenLogprobs),
+/// The context a model (or its draft) runs with: `n_slots` slots of `n_ctx` tokens each.
+fn context_params(p: &LoadParams, n_slots: u32) -> LlamaContextParams {
+    let n_batch = p.n_batch.max(1);
+    LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(p.n_ctx.max(16) * n_slots))
+        .with_n_batch(n_batch)
+        .with_n_ubatch(n_batch)
+        .with_n_seq_max(n_slots)
+        .with_n_threads(p.n_threads.max(1) as i32)
+        .with_n_threads_batch(p.n_threads.max(1) as i32)
+        // Keep the whole context for sliding-window layers too (Gemma 3), so a new
+        // prompt can reuse any cached prefix instead of starting over; it costs KV memory
+        // only on the sliding-window layers.
+        .with_swa_full(true)
+        .with_type_k(kv_type(p.kv_cache_type))
+        .with_type_v(kv_type(p.kv_cache_type))
+        .with_flash_attention_policy(match p.flash_attention {
+            FlashAttention::Auto => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_AUTO,
+            FlashAttention::On => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            FlashAttention::Off => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+        })
+        .with_no_perf(false)
 }
 
 /// One loaded model and its context, serving up to `n_slots` sequences in one batch per step.
@@ -210,6 +169,8 @@ pub struct Engine {
     n_threads: u32,
     /// A second context in embedding mode, made on the first embedding request.
     embedder: Option<Embedder>,
+    /// The draft model, when the model has one.
+    drafter: Option<speculate::Drafter>,
 }
 
 /// Sequences one embedding decode packs together.
@@ -263,26 +224,7 @@ impl Engine {
         // context (which borrows it) a 'static lifetime; the OS frees both when the runner exits.
         let model: &'static LlamaModel = Box::leak(Box::new(model));
         let n_slots = n_slots.max(1);
-        let n_batch = p.n_batch.max(1);
-        let cparams = LlamaContextParams::default()
-            .with_n_ctx(NonZeroU32::new(p.n_ctx.max(16) * n_slots))
-            .with_n_batch(n_batch)
-            .with_n_ubatch(n_batch)
-            .with_n_seq_max(n_slots)
-            .with_n_threads(p.n_threads.max(1) as i32)
-            .with_n_threads_batch(p.n_threads.max(1) as i32)
-            // Keep the whole context for sliding-window layers too (Gemma 3), so a new
-            // prompt can reuse any cached prefix instead of starting over; it costs KV memory
-            // only on the sliding-window layers.
-            .with_swa_full(true)
-            .with_type_k(kv_type(p.kv_cache_type))
-            .with_type_v(kv_type(p.kv_cache_type))
-            .with_flash_attention_policy(match p.flash_attention {
-                FlashAttention::Auto => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_AUTO,
-                FlashAttention::On => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED,
-                FlashAttention::Off => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED,
-            })
-            .with_no_perf(false);
+        let cparams = context_params(p, n_slots);
         let mut ctx = model
             .new_context(backend, cparams)
             .map_err(|e| EngineError::Context(e.to_string()))?;
@@ -293,6 +235,10 @@ impl Engine {
             // lives as long as the runner.
             let _ = a;
         }
+        let drafter = match &p.draft {
+            Some(path) => Some(speculate::Drafter::load(path, p, n_slots, model)?),
+            None => None,
+        };
         let n_batch = ctx.n_batch();
         let n_ctx_slot = ctx.n_ctx() / n_slots;
         Ok(Engine {
@@ -304,6 +250,7 @@ impl Engine {
             cached: vec![Vec::new(); n_slots as usize],
             n_threads: p.n_threads.max(1),
             embedder: None,
+            drafter,
         })
     }
 
@@ -422,9 +369,9 @@ impl Engine {
         self.model.n_ctx_train()
     }
 
-    /// Bytes of the model's weights.
+    /// Bytes of the model's weights (and its draft's).
     pub fn model_size(&self) -> u64 {
-        self.model.size()
+        self.model.size() + self.drafter.as_ref().map_or(0, |d| d.size())
     }
 
     /// A metadata string of the GGUF, such as `tokenizer.chat_template`.
@@ -453,279 +400,6 @@ impl Engine {
             toks.remove(0);
         }
         toks.into_iter().map(|t| t.0).collect()
-    }
-
-    /// Of the `free` slots, the one whose cache shares the longest prefix with `prompt`.
-    pub fn best_slot(&self, free: &[SlotId], prompt: &[i32]) -> Option<SlotId> {
-        free.iter().copied().max_by_key(|&s| {
-            let common = self.cached[s]
-                .iter()
-                .zip(prompt)
-                .take_while(|(a, b)| a.0 == **b)
-                .count();
-            (common, std::cmp::Reverse(s))
-        })
-    }
-
-    /// Begin a completion in `slot`, reusing the longest prefix of `prompt` its cache holds.
-    pub fn start(
-        &mut self,
-        slot: SlotId,
-        prompt: &[i32],
-        sp: &SamplingParams,
-    ) -> Result<Sequence, EngineError> {
-        if prompt.is_empty() {
-            return Err(EngineError::EmptyPrompt);
-        }
-        if prompt.len() >= self.n_ctx_slot as usize {
-            return Err(EngineError::TooLong {
-                tokens: prompt.len(),
-                n_ctx: self.n_ctx_slot,
-            });
-        }
-        let prompt: Vec<LlamaToken> = prompt.iter().map(|&t| LlamaToken(t)).collect();
-        let cached = &mut self.cached[slot];
-        // At least the last prompt token is evaluated, to get logits to sample from.
-        let mut keep = cached
-            .iter()
-            .zip(&prompt)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(prompt.len() - 1);
-        if self
-            .ctx
-            .kv_cache_seq_rm(slot as i32, Some(keep as u32), None)
-            .is_err()
-        {
-            // Some caches (sliding-window attention) cannot drop a tail: start this slot over.
-            let _ = self.ctx.kv_cache_seq_rm(slot as i32, None, None);
-            keep = 0;
-        }
-        cached.truncate(keep);
-        let mut sampler = build_sampler(sp, self.model)?;
-        // Penalties look at recent history, prompt included, as llama.cpp's server does. A
-        // grammar must see only the answer, so with one the penalties start from the answer.
-        if sp.grammar.is_none() {
-            sampler.accept_many(
-                prompt
-                    .iter()
-                    .rev()
-                    .take(sp.repeat_last_n.max(0) as usize)
-                    .rev(),
-            );
-        }
-        Ok(Sequence {
-            slot,
-            pending: prompt[keep..].to_vec(),
-            prompt_tokens: prompt.len(),
-            prompt_evaluated: 0,
-            sampler,
-            num_predict: sp.num_predict,
-            num_keep: sp.num_keep as usize,
-            shift: sp.shift,
-            logprobs: sp.logprobs.map(|n| n as usize),
-            shifts: 0,
-            logits_idx: None,
-            to_feed: None,
-            generated: Vec::new(),
-            started: Instant::now(),
-            prompt_done: None,
-            finish: None,
-        })
-    }
-
-    /// One step for every unfinished sequence: a single llama.cpp decode that carries each
-    /// generating sequence's last token and as much pending prompt as still fits in `n_batch`
-    /// (so a long prompt is evaluated in chunks between other sequences' tokens), then one
-    /// sampled token for each sequence that has logits. Events are returned per sequence.
-    pub fn step(&mut self, seqs: &mut [&mut Sequence]) -> Result<Vec<Vec<StepEvent>>, EngineError> {
-        let mut events: Vec<Vec<StepEvent>> = seqs.iter().map(|_| Vec::new()).collect();
-        // First sample from logits of the previous step, so tokens stream as early as possible.
-        let vocab = self.model.vocab();
-        for (i, s) in seqs.iter_mut().enumerate() {
-            let Some(idx) = s.logits_idx.take() else {
-                continue;
-            };
-            if s.finish.is_some() {
-                continue;
-            }
-            let full = self.cached[s.slot].len() >= self.n_ctx_slot as usize;
-            // Without num_predict an answer may be one context long; with it, as long as asked.
-            let limit = s.num_predict.unwrap_or(self.n_ctx_slot) as usize;
-            if s.generated.len() >= limit
-                || (full && (!s.shift || (s.num_predict.is_none() && s.shifts > 0)))
-            {
-                s.finish = Some(Finish::Length);
-                continue;
-            }
-            let tok = s.sampler.sample(&self.ctx, idx);
-            if vocab.is_eog(tok) {
-                s.finish = Some(Finish::EndOfGeneration);
-                continue;
-            }
-            s.generated.push(tok.0);
-            if let Some(n) = s.logprobs {
-                let logits = self.ctx.get_logits_ith(idx);
-                events[i].push(StepEvent::Logprobs(token_logprobs(logits, tok.0, n, |t| {
-                    vocab.token_to_piece(LlamaToken(t), false, None)
-                })));
-            }
-            events[i].push(StepEvent::Piece(vocab.token_to_piece(tok, false, None)));
-            if full {
-                self.shift(s, tok);
-            } else {
-                s.to_feed = Some(tok);
-            }
-        }
-        Ok(events)
-    }
-
-    /// Context shift for a sequence whose slot is full: keep its first `num_keep` tokens, drop
-    /// the oldest half of the rest, and evaluate the kept tail again (followed by `next`, the
-    /// token just sampled) as if it were prompt. Re-evaluating instead of moving cache entries
-    /// works for every kind of KV cache (sliding-window and recurrent ones cannot be shifted).
-    fn shift(&mut self, s: &mut Sequence, next: LlamaToken) {
-        let cached = &mut self.cached[s.slot];
-        let len = cached.len();
-        let keep = s.num_keep.min(len / 2);
-        let discard = (len - keep) / 2;
-        tracing::warn!(
-            slot = s.slot,
-            n_ctx = self.n_ctx_slot,
-            keep,
-            discard,
-            "context full: shifting (dropping the oldest half after num_keep)"
-        );
-        let mut tail: Vec<LlamaToken> = cached[keep + discard..].to_vec();
-        tail.push(next);
-        let kept = if self
-            .ctx
-            .kv_cache_seq_rm(s.slot as i32, Some(keep as u32), None)
-            .is_ok()
-        {
-            keep
-        } else {
-            let _ = self.ctx.kv_cache_seq_rm(s.slot as i32, None, None);
-            0
-        };
-        let mut pending: Vec<LlamaToken> = cached[kept..keep].to_vec();
-        pending.extend(tail);
-        cached.truncate(kept);
-        s.pending = pending;
-        s.shifts += 1;
-    }
-
-    /// Feed the batch for the sequences still running: call after [`Engine::step`] has handed
-    /// out its pieces and the caller has had a chance to stop sequences (stop words, cancels).
-    pub fn advance(
-        &mut self,
-        seqs: &mut [&mut Sequence],
-    ) -> Result<Vec<Vec<StepEvent>>, EngineError> {
-        let mut events: Vec<Vec<StepEvent>> = seqs.iter().map(|_| Vec::new()).collect();
-        self.batch.clear();
-        let mut used = 0usize;
-        let cap = self.n_batch as usize;
-        // Generating sequences first: one token each.
-        let mut fed: Vec<(usize, usize)> = Vec::new(); // (seq index, batch index)
-        for (i, s) in seqs.iter_mut().enumerate() {
-            if s.finish.is_some() {
-                s.to_feed = None;
-                continue;
-            }
-            let Some(tok) = s.to_feed.take() else {
-                continue;
-            };
-            if used == cap {
-                s.to_feed = Some(tok);
-                continue;
-            }
-            let pos = self.cached[s.slot].len() as i32;
-            self.batch
-                .add(tok, pos, &[s.slot as i32], true)
-                .map_err(|e| EngineError::Decode(e.to_string()))?;
-            self.cached[s.slot].push(tok);
-            fed.push((i, used));
-            used += 1;
-        }
-        // Then prompt chunks, in order, in what is left of the batch.
-        for (i, s) in seqs.iter_mut().enumerate() {
-            if s.finish.is_some() || s.pending.is_empty() || used == cap {
-                continue;
-            }
-            let n = s.pending.len().min(cap - used);
-            let last_of_prompt = n == s.pending.len();
-            let chunk: Vec<LlamaToken> = s.pending.drain(..n).collect();
-            for (j, &tok) in chunk.iter().enumerate() {
-                let pos = self.cached[s.slot].len() as i32;
-                let logits = last_of_prompt && j == n - 1;
-                self.batch
-                    .add(tok, pos, &[s.slot as i32], logits)
-                    .map_err(|e| EngineError::Decode(e.to_string()))?;
-                self.cached[s.slot].push(tok);
-                if logits {
-                    fed.push((i, used + j));
-                }
-            }
-            used += n;
-            if s.prompt_done.is_none() {
-                s.prompt_evaluated += n;
-            }
-            events[i].push(StepEvent::Progress {
-                evaluated: s.prompt_evaluated,
-                total: s.prompt_evaluated + s.pending.len(),
-            });
-        }
-        if used == 0 {
-            return Ok(events);
-        }
-        if let Err(e) = self.ctx.decode(&mut self.batch) {
-            // The cache may now hold part of a batch: forget every slot rather than trust it.
-            self.ctx.clear_kv_cache();
-            self.cached.iter_mut().for_each(Vec::clear);
-            return Err(EngineError::Decode(e.to_string()));
-        }
-        for (i, idx) in fed {
-            let s = &mut seqs[i];
-            if s.prompt_done.is_none() {
-                s.prompt_done = Some(Instant::now());
-            }
-            s.logits_idx = Some(idx as i32);
-        }
-        Ok(events)
-    }
-
-    /// Evaluate `prompt` in slot 0 and generate until the model ends its turn, `num_predict`
-    /// or the context is reached, or `on_event` breaks. (One sequence at a time; the runner
-    /// uses [`Engine::start`], [`Engine::step`] and [`Engine::advance`] to batch several.)
-    pub fn generate(
-        &mut self,
-        prompt: &[i32],
-        sp: &SamplingParams,
-        mut on_event: impl FnMut(Event<'_>) -> ControlFlow<()>,
-    ) -> Result<Stats, EngineError> {
-        let mut seq = self.start(0, prompt, sp)?;
-        loop {
-            for ev in self.step(&mut [&mut seq])?.remove(0) {
-                if let StepEvent::Piece(bytes) = ev {
-                    if on_event(Event::Piece(&bytes)).is_break() {
-                        seq.stop();
-                    }
-                }
-            }
-            if seq.finished() {
-                return Ok(seq.stats());
-            }
-            for ev in self.advance(&mut [&mut seq])?.remove(0) {
-                if let StepEvent::Progress { evaluated, total } = ev {
-                    if on_event(Event::Progress { evaluated, total }).is_break() {
-                        seq.stop();
-                    }
-                }
-            }
-            if seq.finished() {
-                return Ok(seq.stats());
-            }
-        }
     }
 }
 

@@ -33,6 +33,10 @@ pub struct SamplingParams {
     /// Report each generated token's log probability and this many most likely alternatives
     /// (`None`: no log probabilities).
     pub logprobs: Option<u32>,
+    /// Tokens a draft model proposes per step (used when the engine has one; 0: none).
+    pub draft: u32,
+    /// Tokens prompt lookup proposes per step (without a draft model; 0: none).
+    pub lookup: u32,
 }
 
 /// One token and its log probability under the logits it was sampled from.

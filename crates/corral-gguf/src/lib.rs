@@ -43,6 +43,9 @@ pub struct GgufInfo {
     /// Ids of the vocabulary's fill-in-the-middle tokens (prefix, suffix, middle) found by
     /// their text, as llama.cpp finds them when the metadata names none.
     pub fim_by_text: [Option<u64>; 3],
+    /// A hash of the vocabulary's token texts, in order (`None`: the file has none), so that
+    /// two models can be checked to share a vocabulary (a draft model for speculation).
+    pub vocab_hash: Option<u64>,
 }
 
 /// Token texts llama.cpp takes as the FIM prefix, suffix and middle tokens (its
@@ -308,14 +311,22 @@ impl<R: Read> Reader<R> {
 impl<R: Read> Reader<R> {
     /// The token list (an array of strings): kept as its length, with the ids of the FIM
     /// tokens among it noted.
-    fn vocabulary(&mut self, fim: &mut [Option<u64>; 3]) -> Result<Value, GgufError> {
+    fn vocabulary(
+        &mut self,
+        fim: &mut [Option<u64>; 3],
+        hash: &mut Option<u64>,
+    ) -> Result<Value, GgufError> {
+        use std::hash::{Hash, Hasher};
         let item_type = self.u32()?;
         let n = self.u64()?;
         if n > MAX_ITEMS {
             return Err(GgufError::Invalid(format!("array of {n} items")));
         }
+        let mut h = std::hash::DefaultHasher::new();
+        n.hash(&mut h);
         for id in 0..n {
             let v = self.value(item_type, 1)?;
+            v.as_str().unwrap_or_default().hash(&mut h);
             if let Some(text) = v.as_str() {
                 for (slot, texts) in fim.iter_mut().zip(FIM_TEXTS) {
                     if slot.is_none() && texts.contains(&text) {
@@ -324,6 +335,7 @@ impl<R: Read> Reader<R> {
                 }
             }
         }
+        *hash = Some(h.finish());
         Ok(serde_json::json!({ "array_length": n }))
     }
 }
@@ -366,11 +378,12 @@ pub fn read(path: &Path) -> Result<GgufInfo, GgufError> {
     }
     let mut metadata = BTreeMap::new();
     let mut fim_by_text = [None; 3];
+    let mut vocab_hash = None;
     for _ in 0..kv_count {
         let key = r.string()?;
         let t = r.u32()?;
         let v = if key == "tokenizer.ggml.tokens" && t == 9 {
-            r.vocabulary(&mut fim_by_text)?
+            r.vocabulary(&mut fim_by_text, &mut vocab_hash)?
         } else {
             r.value(t, 0)?
         };
@@ -420,6 +433,7 @@ pub fn read(path: &Path) -> Result<GgufInfo, GgufError> {
         tensor_count,
         parameter_count,
         fim_by_text,
+        vocab_hash,
     })
 }
 

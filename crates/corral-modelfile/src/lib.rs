@@ -29,19 +29,28 @@ pub const COMMANDS: &[&str] = &[
     "parameter",
     "message",
     "requires",
+    "draft",
 ];
 
 /// One instruction.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     From(String),
-    Parameter { name: String, value: String },
+    Parameter {
+        name: String,
+        value: String,
+    },
     Template(String),
     System(String),
     Adapter(String),
     License(String),
-    Message { role: String, content: String },
+    Message {
+        role: String,
+        content: String,
+    },
     Requires(String),
+    /// A draft model for speculative decoding: a GGUF path or a model name.
+    Draft(String),
 }
 
 /// A parsed Modelfile: its commands in order.
@@ -239,6 +248,7 @@ impl std::fmt::Display for Modelfile {
                 Command::Template(v) => writeln!(f, "TEMPLATE {}", quote(v))?,
                 Command::System(v) => writeln!(f, "SYSTEM {}", quote(v))?,
                 Command::Adapter(v) => writeln!(f, "ADAPTER {}", quote(v))?,
+                Command::Draft(v) => writeln!(f, "DRAFT {}", quote(v))?,
                 Command::License(v) => writeln!(f, "LICENSE {}", quote(v))?,
                 Command::Message { role, content } => {
                     writeln!(f, "MESSAGE {role} {}", quote(content))?
@@ -320,6 +330,12 @@ fn to_command(
         "template" => Command::Template(value),
         "system" => Command::System(value),
         "adapter" => Command::Adapter(value),
+        "draft" => {
+            if value.is_empty() {
+                return Err(err("missing value for DRAFT".into()));
+            }
+            Command::Draft(value)
+        }
         "license" => Command::License(value),
         "requires" => Command::Requires(value),
         "message" => {
@@ -370,13 +386,13 @@ mod tests {
             ("FROM m\r\nSYSTEM be brief\r\n", Ok(vec![from("m"), System("be brief".into())])),
             ("\u{feff}FROM m", Ok(vec![from("m")])),
             ("PARAMETER num_gpu 0\nFROM m", Ok(vec![param("num_gpu", "0"), from("m")])),
-            ("FROM m\nFOO bar", Err("(line 2): command must be one of \"from\", \"license\", \"template\", \"system\", \"adapter\", \"parameter\", \"message\", \"requires\"".into())),
+            ("FROM m\nFOO bar", Err("(line 2): command must be one of \"from\", \"license\", \"template\", \"system\", \"adapter\", \"parameter\", \"message\", \"requires\", \"draft\"".into())),
             ("FROM m\n\n\nMESSAGE robot hi", Err("(line 4): message role must be one of \"system\", \"user\", or \"assistant\"".into())),
             ("FROM m\nSYSTEM \"\"\"never closed", Err("unexpected end of file: unterminated \"\"\" starting on line 2".into())),
             ("SYSTEM hi", Err("no FROM line".into())),
             ("", Err("no FROM line".into())),
             ("FROM", Err("(line 1): missing value for FROM".into())),
-            ("FROM m\nSYSTEM \"\"\"a\nb\"\"\"\nBAD x", Err("(line 4): command must be one of \"from\", \"license\", \"template\", \"system\", \"adapter\", \"parameter\", \"message\", \"requires\"".into())),
+            ("FROM m\nSYSTEM \"\"\"a\nb\"\"\"\nBAD x", Err("(line 4): command must be one of \"from\", \"license\", \"template\", \"system\", \"adapter\", \"parameter\", \"message\", \"requires\", \"draft\"".into())),
         ];
         for (input, want) in cases {
             assert_eq!(p(input), want, "{input:?}");
@@ -398,7 +414,7 @@ mod tests {
         let ok =
             |c: Vec<Command>| -> Result<Vec<Command>, String> { Ok([vec![from("m")], c].concat()) };
         let cmd_err = |line: usize| -> Result<Vec<Command>, String> {
-            Err(format!("(line {line}): command must be one of \"from\", \"license\", \"template\", \"system\", \"adapter\", \"parameter\", \"message\", \"requires\""))
+            Err(format!("(line {line}): command must be one of \"from\", \"license\", \"template\", \"system\", \"adapter\", \"parameter\", \"message\", \"requires\", \"draft\""))
         };
         let cases: Vec<(&str, Result<Vec<Command>, String>)> = vec![
             // keywords are case-insensitive
@@ -409,6 +425,8 @@ mod tests {
             ("FROM m\ntemplate t", ok(vec![Template("t".into())])),
             ("FROM m\nlicense l", ok(vec![License("l".into())])),
             ("FROM m\nadapter ./a.gguf", ok(vec![Adapter("./a.gguf".into())])),
+            ("FROM m\nDRAFT ./small.gguf", ok(vec![Draft("./small.gguf".into())])),
+            ("FROM m\nDRAFT", Err("(line 2): missing value for DRAFT".into())),
             ("FROM m\nrequires 0.5.0", ok(vec![Requires("0.5.0".into())])),
             ("FROM m\nmessage user hi", ok(vec![msg("user", "hi")])),
             // parameter names and roles keep their case

@@ -61,6 +61,9 @@ pub struct RunnerArgs {
     /// Flash attention: auto, on or off.
     #[arg(long, default_value = "auto")]
     pub flash_attn: corral_api::cache::FlashAttention,
+    /// A draft model (GGUF, the same vocabulary) for speculative decoding.
+    #[arg(long)]
+    pub draft: Option<PathBuf>,
 }
 
 /// Run until stdin closes. Returns an error only when the model cannot be loaded.
@@ -85,6 +88,7 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
             lora: args.lora.clone(),
             kv_cache_type: args.cache_type,
             flash_attention: args.flash_attn,
+            draft: args.draft.clone(),
         },
         args.parallel,
         |progress| send(&RunnerEvent::Loading { progress }),
@@ -167,6 +171,8 @@ fn done_unanswered(id: u64, reason: DoneReason, truncated: u64) {
         eval_count: 0,
         eval_duration_ns: 0,
         prompt_truncated: truncated,
+        draft_proposed: 0,
+        draft_accepted: 0,
         context: None,
     }));
 }
@@ -346,17 +352,26 @@ impl Runner {
             engine.step(&mut seqs)?
         };
         for (a, evs) in self.active.iter_mut().zip(events) {
+            // With speculation one step can give several tokens: count them from the first.
+            let pieces = evs
+                .iter()
+                .filter(|e| matches!(e, StepEvent::Piece(_)))
+                .count();
+            let mut generated = a.seq.generated_len() - pieces;
             for ev in evs {
                 match ev {
                     StepEvent::Logprobs(lp) => a.logprobs.push(logprob(lp)),
                     StepEvent::Piece(bytes) => {
                         fault::at(fault::Point::Token);
+                        generated += 1;
                         let text = a.utf8.push(&bytes);
                         match a.stops.push(&text) {
                             StopResult::Emit(t) => emit(a, t, false),
                             StopResult::Stop(t) => {
                                 emit(a, t, false);
-                                a.seq.stop();
+                                // The answer ends here, whatever else this step produced.
+                                a.seq.stop_after(generated);
+                                break;
                             }
                         }
                     }
@@ -426,6 +441,8 @@ impl Runner {
                 eval_count: stats.generated.len() as u64,
                 eval_duration_ns: stats.eval_duration.as_nanos() as u64,
                 prompt_truncated: a.truncated,
+                draft_proposed: stats.draft_proposed,
+                draft_accepted: stats.draft_accepted,
                 context,
             }));
         }

@@ -307,6 +307,11 @@ pub(super) fn sampling(o: &Options) -> SamplingParams {
         num_keep: o.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as u32,
         shift: true,
         logprobs: None,
+        draft: o
+            .draft_num_predict
+            .unwrap_or(opt::DEFAULT_DRAFT_NUM_PREDICT)
+            .max(0) as u32,
+        lookup: o.prompt_lookup_num_tokens.unwrap_or(0).max(0) as u32,
     }
 }
 

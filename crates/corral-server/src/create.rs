@@ -25,6 +25,7 @@ pub fn create(store: &Store, req: &CreateRequest) -> ApiResult<Vec<ProgressRespo
         .files
         .iter()
         .chain(req.adapters.iter())
+        .chain(req.draft_files.iter())
         .flat_map(|m| m.keys())
     {
         check_file_name(file)?;
@@ -117,6 +118,7 @@ pub fn create(store: &Store, req: &CreateRequest) -> ApiResult<Vec<ProgressRespo
         },
         None => None,
     };
+    let draft = check_draft(store, req, &layers)?;
 
     // Write the new layers, replacing those of the same kind from the base.
     let mut replace = |kind: &str, bytes: &[u8]| -> ApiResult<()> {
@@ -140,6 +142,10 @@ pub fn create(store: &Store, req: &CreateRequest) -> ApiResult<Vec<ProgressRespo
     }
     if let Some(layer) = adapter {
         layers.retain(|l| l.kind() != "adapter");
+        layers.push(layer);
+    }
+    if let Some(layer) = draft {
+        layers.retain(|l| l.kind() != "draft");
         layers.push(layer);
     }
     for text in license_texts(req.license.as_ref()) {
@@ -217,6 +223,73 @@ fn check_adapter(store: &Store, file: &str, digest: &str) -> ApiResult<Layer> {
         size,
         from: None,
     })
+}
+
+/// `DRAFT`: a GGUF uploaded for it, or another model's weights. It must be a model, not the
+/// model itself, and share the model's vocabulary (speculation compares token ids).
+fn check_draft(store: &Store, req: &CreateRequest, layers: &[Layer]) -> ApiResult<Option<Layer>> {
+    let (label, digest) = match (&req.draft_files, &req.draft) {
+        (Some(files), _) if !files.is_empty() => {
+            if files.len() != 1 {
+                return Err(ApiError::bad_request(format!(
+                    "expected one draft GGUF file, got {}",
+                    files.len()
+                )));
+            }
+            let (file, digest) = files.iter().next().expect("one file");
+            (
+                format!("draft file '{file}'"),
+                uploaded_blob(store, file, digest)?,
+            )
+        }
+        (_, Some(name)) if !name.is_empty() => {
+            let m = models::load(store, name)?;
+            let layer = m.entry.manifest.layer("model").ok_or_else(|| {
+                ApiError::bad_request(format!("draft model '{name}' has no model layer"))
+            })?;
+            (format!("draft model '{name}'"), layer.digest.clone())
+        }
+        _ => return Ok(None),
+    };
+    let bad = |why: String| Err(ApiError::bad_request(format!("{label} {why}")));
+    let Some(model) = layers.iter().find(|l| l.kind() == "model") else {
+        return bad("needs a model to draft for".into());
+    };
+    if model.digest == digest {
+        return bad(
+            "is the model itself: a draft must be a smaller model with its vocabulary".into(),
+        );
+    }
+    let read = |d: &Digest| corral_gguf::read(&store.blob_path(d));
+    let info = match read(&digest) {
+        Ok(i) => i,
+        Err(e) => return bad(format!("is not a valid GGUF: {e}")),
+    };
+    if info.string("general.type") == Some("adapter") {
+        return bad("is a LoRA adapter, not a model".into());
+    }
+    let main = read(&model.digest)
+        .map_err(|e| ApiError::internal(format!("the model's GGUF cannot be read: {e}")))?;
+    if info.vocab_hash.is_none() || info.vocab_hash != main.vocab_hash {
+        let tokens = |i: &corral_gguf::GgufInfo| {
+            i.metadata
+                .get("tokenizer.ggml.tokens")
+                .and_then(|v| v["array_length"].as_u64())
+                .unwrap_or(0)
+        };
+        return bad(format!(
+            "cannot draft for this model: its vocabulary ({} tokens) is not the model's ({} tokens)",
+            tokens(&info),
+            tokens(&main)
+        ));
+    }
+    let size = store.blob_size(&digest).unwrap_or(info.file_size);
+    Ok(Some(Layer {
+        media_type: Layer::media_type_for("draft"),
+        digest,
+        size,
+        from: None,
+    }))
 }
 
 fn check_roles(msgs: &[Message]) -> ApiResult<()> {

@@ -85,7 +85,7 @@ pub(crate) async fn embed_raw(
             prompt_eval_count,
             ..
         })) if embeddings.len() == n => {
-            tracker.finished(prompt_eval_count, 0, 0, 0);
+            tracker.embedded(prompt_eval_count);
             Ok((model.display_name(), embeddings, prompt_eval_count, load))
         }
         Ok(Some(RunnerEvent::Error {

@@ -154,6 +154,9 @@ fn modelfile_text(m: &models::Model) -> String {
     if let Some(a) = &m.adapter_path {
         out += &format!("ADAPTER {}\n", a.display());
     }
+    if let Some(d) = &m.draft_path {
+        out += &format!("DRAFT {}\n", d.display());
+    }
     // Only a Modelfile TEMPLATE (Go syntax) is printed: the GGUF's own Jinja template comes
     // with the FROM file, and written out as TEMPLATE it would be read as a Go template.
     // Every value is quoted so that the parser reads it back the same (newlines, quotes).

@@ -96,6 +96,8 @@ pub struct Metrics {
     exits: Family<ExitLabels, Counter>,
     gpu_layers: Family<ModelLabel, Gauge>,
     truncations: Family<ModelLabel, Counter>,
+    drafted: Family<ModelLabel, Counter>,
+    draft_accepted: Family<ModelLabel, Counter>,
 }
 
 /// Seconds from 10 ms to about 20 minutes.
@@ -126,6 +128,8 @@ impl Metrics {
             exits: Family::default(),
             gpu_layers: Family::default(),
             truncations: Family::default(),
+            drafted: Family::default(),
+            draft_accepted: Family::default(),
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the encoder.
@@ -193,6 +197,16 @@ impl Metrics {
             "corral_prompt_truncations",
             "Prompts cut to fit the context",
             m.truncations.clone(),
+        );
+        registry.register(
+            "corral_speculative_tokens",
+            "Tokens proposed by speculative decoding (a draft model or prompt lookup)",
+            m.drafted.clone(),
+        );
+        registry.register(
+            "corral_speculative_tokens_accepted",
+            "Proposed tokens the model confirmed",
+            m.draft_accepted.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -294,15 +308,35 @@ impl Tracker {
     }
 
     /// The request's counts, from its final event.
-    pub fn finished(&mut self, prompt: u64, cached: u64, generated: u64, truncated: u64) {
+    /// An embedding request's prompt tokens.
+    pub fn embedded(&mut self, prompt: u64) {
+        self.metrics
+            .prompt_tokens
+            .get_or_create(&self.label)
+            .inc_by(prompt);
+    }
+
+    pub fn finished(&mut self, d: &corral_api::runner::DoneInfo) {
         let m = &self.metrics;
-        m.prompt_tokens.get_or_create(&self.label).inc_by(prompt);
-        m.prompt_cached.get_or_create(&self.label).inc_by(cached);
+        m.prompt_tokens
+            .get_or_create(&self.label)
+            .inc_by(d.prompt_eval_count);
+        m.prompt_cached
+            .get_or_create(&self.label)
+            .inc_by(d.prompt_cached);
         m.generation_tokens
             .get_or_create(&self.label)
-            .inc_by(generated);
-        if truncated > 0 {
+            .inc_by(d.eval_count);
+        if d.prompt_truncated > 0 {
             m.truncations.get_or_create(&self.label).inc();
+        }
+        if d.draft_proposed > 0 {
+            m.drafted
+                .get_or_create(&self.label)
+                .inc_by(d.draft_proposed);
+            m.draft_accepted
+                .get_or_create(&self.label)
+                .inc_by(d.draft_accepted);
         }
     }
 }

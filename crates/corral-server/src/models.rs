@@ -14,6 +14,8 @@ pub struct Model {
     pub model_path: PathBuf,
     /// The LoRA adapter layer's blob, if the Modelfile had an ADAPTER.
     pub adapter_path: Option<PathBuf>,
+    /// The draft model layer's blob, if the Modelfile had a DRAFT.
+    pub draft_path: Option<PathBuf>,
     pub template: Option<String>,
     pub system: Option<String>,
     pub license: Vec<String>,
@@ -110,6 +112,7 @@ pub fn load(store: &Store, requested: &str) -> ApiResult<Model> {
     Ok(Model {
         model_path: store.blob_path(&model_layer.digest),
         adapter_path: m.layer("adapter").map(|l| store.blob_path(&l.digest)),
+        draft_path: m.layer("draft").map(|l| store.blob_path(&l.digest)),
         template: text("template")?,
         system: text("system")?,
         license,

@@ -33,6 +33,8 @@ pub struct LoadSpec {
     pub parallel: u32,
     /// A LoRA adapter applied to the model.
     pub adapter: Option<PathBuf>,
+    /// A draft model for speculative decoding.
+    pub draft: Option<PathBuf>,
     pub kv_cache_type: corral_api::cache::KvCacheType,
     pub flash_attention: corral_api::cache::FlashAttention,
 }
@@ -90,6 +92,9 @@ impl RunnerProcess {
         }
         if let Some(a) = &spec.adapter {
             c.arg("--lora").arg(a);
+        }
+        if let Some(d) = &spec.draft {
+            c.arg("--draft").arg(d);
         }
         let mut child: Child = corral_os::spawn_bound(c)
             .await

@@ -251,12 +251,7 @@ pub(super) fn done_parts(
     d: &DoneInfo,
     tracker: &mut Tracker,
 ) -> (&'static str, Metrics, Option<Vec<i32>>) {
-    tracker.finished(
-        d.prompt_eval_count,
-        d.prompt_cached,
-        d.eval_count,
-        d.prompt_truncated,
-    );
+    tracker.finished(d);
     let metrics = Metrics {
         total_duration: job.started.elapsed().as_nanos() as u64,
         load_duration: lease.load_duration.unwrap_or_default().as_nanos() as u64,
@@ -266,6 +261,8 @@ pub(super) fn done_parts(
         eval_count: d.eval_count,
         eval_duration: d.eval_duration_ns,
         prompt_truncated_tokens: d.prompt_truncated,
+        draft_tokens: d.draft_proposed,
+        draft_accepted_tokens: d.draft_accepted,
     };
     (d.reason.as_str(), metrics, d.context.clone())
 }

@@ -66,6 +66,7 @@ pub(super) fn load_spec(st: &AppState, model: &Model, o: &Options) -> ApiResult<
         use_mmap: o.use_mmap.unwrap_or(true),
         parallel,
         adapter: model.adapter_path.clone(),
+        draft: model.draft_path.clone(),
         kv_cache_type,
         flash_attention,
     })
@@ -81,26 +82,38 @@ pub(super) fn gguf_info(
     st: &AppState,
     model: &Model,
 ) -> Option<std::sync::Arc<corral_gguf::GgufInfo>> {
-    let digest = model.entry.manifest.layer("model")?.digest.clone();
+    layer_info(st, model, "model")
+}
+
+/// GGUF metadata of one of a model's layers (`model`, `draft`), read once per blob.
+fn layer_info(
+    st: &AppState,
+    model: &Model,
+    kind: &str,
+) -> Option<std::sync::Arc<corral_gguf::GgufInfo>> {
+    let digest = model.entry.manifest.layer(kind)?.digest.clone();
     if let Some(i) = st.gguf.lock().unwrap().get(&digest) {
         return Some(i.clone());
     }
-    let info = std::sync::Arc::new(corral_gguf::read(&model.model_path).ok()?);
+    let path = st.store.blob_path(&digest);
+    let info = std::sync::Arc::new(corral_gguf::read(&path).ok()?);
     st.gguf.lock().unwrap().insert(digest, info.clone());
     Some(info)
 }
 
-/// Memory a model needs loaded as `spec` says: its weights and its KV cache.
+/// Memory a model needs loaded as `spec` says: its weights and its KV cache, and its draft
+/// model's (which gets a cache of the same size).
 pub(super) fn required_memory(st: &AppState, model: &Model, spec: &LoadSpec) -> u64 {
-    let weights = model.entry.manifest.layer("model").map_or(0, |l| l.size);
-    let kv = gguf_info(st, model).map_or(0, |i| {
-        kv_bytes(
-            &i,
-            spec.num_ctx as u64 * spec.parallel as u64,
-            spec.kv_cache_type,
-        )
-    });
-    weights + kv
+    let cells = spec.num_ctx as u64 * spec.parallel as u64;
+    ["model", "draft"]
+        .into_iter()
+        .map(|kind| {
+            let weights = model.entry.manifest.layer(kind).map_or(0, |l| l.size);
+            let kv =
+                layer_info(st, model, kind).map_or(0, |i| kv_bytes(&i, cells, spec.kv_cache_type));
+            weights + kv
+        })
+        .sum()
 }
 
 /// Load (or find loaded) the runner for a model with these options: the one path from a

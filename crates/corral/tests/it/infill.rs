@@ -5,86 +5,22 @@ use crate::common;
 
 use std::path::Path;
 
+use common::gguf;
 use common::*;
 use serde_json::{json, Value};
 
-/// A copy of a GGUF with `tokenizer.ggml.fim_{pre,suf,mid}_token_id` added to its metadata
-/// (the tensor data is copied as it is, re-aligned after the longer header).
+/// A copy of a GGUF with `tokenizer.ggml.fim_{pre,suf,mid}_token_id` added to its metadata.
 fn with_fim_tokens(src: &Path, dest: &Path, ids: [u32; 3]) {
-    let b = std::fs::read(src).unwrap();
-    fn u32_at(b: &[u8], pos: &mut usize) -> u32 {
-        *pos += 4;
-        u32::from_le_bytes(b[*pos - 4..*pos].try_into().unwrap())
-    }
-    fn u64_at(b: &[u8], pos: &mut usize) -> u64 {
-        *pos += 8;
-        u64::from_le_bytes(b[*pos - 8..*pos].try_into().unwrap())
-    }
-    fn skip(b: &[u8], pos: &mut usize, t: u32) {
-        match t {
-            0 | 1 | 7 => *pos += 1,
-            2 | 3 => *pos += 2,
-            4..=6 => *pos += 4,
-            10..=12 => *pos += 8,
-            8 => {
-                let n = u64_at(b, pos) as usize;
-                *pos += n;
-            }
-            9 => {
-                let item = u32_at(b, pos);
-                for _ in 0..u64_at(b, pos) {
-                    skip(b, pos, item);
-                }
-            }
-            other => panic!("GGUF type {other}"),
-        }
-    }
-    let mut pos = 4usize;
-    assert_eq!(&b[..4], b"GGUF");
-    let version = u32_at(&b, &mut pos);
-    let n_tensors = u64_at(&b, &mut pos);
-    let n_kv = u64_at(&b, &mut pos);
-    let kv_start = pos;
-    let mut alignment = 32u64;
-    for _ in 0..n_kv {
-        let len = u64_at(&b, &mut pos) as usize;
-        let key = String::from_utf8(b[pos..pos + len].to_vec()).unwrap();
-        pos += len;
-        let t = u32_at(&b, &mut pos);
-        if key == "general.alignment" {
-            alignment = u32_at(&b, &mut pos.clone()) as u64;
-        }
-        skip(&b, &mut pos, t);
-    }
-    let kv_end = pos;
-    for _ in 0..n_tensors {
-        let len = u64_at(&b, &mut pos) as usize;
-        pos += len;
-        let dims = u32_at(&b, &mut pos) as usize;
-        pos += 8 * dims + 4 + 8;
-    }
-    let infos_end = pos;
-    let data_start = (infos_end as u64).div_ceil(alignment) as usize * alignment as usize;
-
-    let mut out = Vec::new();
-    out.extend_from_slice(b"GGUF");
-    out.extend_from_slice(&version.to_le_bytes());
-    out.extend_from_slice(&n_tensors.to_le_bytes());
-    out.extend_from_slice(&(n_kv + 3).to_le_bytes());
-    out.extend_from_slice(&b[kv_start..kv_end]);
-    for (name, id) in ["pre", "suf", "mid"].iter().zip(ids) {
-        let key = format!("tokenizer.ggml.fim_{name}_token_id");
-        out.extend_from_slice(&(key.len() as u64).to_le_bytes());
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(&4u32.to_le_bytes());
-        out.extend_from_slice(&id.to_le_bytes());
-    }
-    out.extend_from_slice(&b[kv_end..infos_end]);
-    while !(out.len() as u64).is_multiple_of(alignment) {
-        out.push(0);
-    }
-    out.extend_from_slice(&b[data_start..]);
-    std::fs::write(dest, out).unwrap();
+    let keys = [
+        ("tokenizer.ggml.fim_pre_token_id", ids[0]),
+        ("tokenizer.ggml.fim_suf_token_id", ids[1]),
+        ("tokenizer.ggml.fim_mid_token_id", ids[2]),
+    ];
+    let edit = gguf::Edit {
+        add_u32: &keys,
+        ..Default::default()
+    };
+    gguf::rewrite(src, dest, &edit);
 }
 
 fn capabilities(s: &TestServer, model: &str) -> Vec<String> {

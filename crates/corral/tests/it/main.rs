@@ -20,5 +20,6 @@ mod openai;
 mod registry;
 mod repl;
 mod security;
+mod speculation;
 mod supervision;
 mod vulkan;

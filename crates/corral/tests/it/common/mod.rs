@@ -2,6 +2,7 @@
 //! pointed at it, and the real models fetched by `scripts/fetch-models.sh`.
 #![allow(dead_code)]
 
+pub mod gguf;
 pub mod registry;
 
 use std::io::{BufRead, BufReader};
@@ -80,6 +81,12 @@ impl TestServer {
             .env("CORRAL_DEBUG", "1")
             // Loopback registries in the tests are never reached through a proxy.
             .env("NO_PROXY", "127.0.0.1,localhost")
+            // Two tests run at once on two cores: one runner thread each. Two runners of two
+            // threads each wait at llama.cpp's barriers for each other's preempted threads:
+            // each decodes 3x slower than with one thread here (16 against 46 tokens/s), and
+            // on a loaded CI machine a 400-token answer ran past five minutes. Tests that need
+            // more threads set it again.
+            .env("CORRAL_NUM_THREADS", "1")
             .stdout(Stdio::null())
             .stderr(log);
         // "{port}" in a value stands for the port chosen here (CORRAL_HOST=0.0.0.0:{port}).
