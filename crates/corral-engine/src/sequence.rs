@@ -361,6 +361,10 @@ impl Engine {
             feeding.push((i, tok, k));
             reserved += 1 + k;
         }
+        // The fed tokens join their slots' histories first: proposals continue from them.
+        for &(i, tok, _) in &feeding {
+            self.cached[seqs[i].slot].push(tok);
+        }
         let proposals = self.propose(seqs, &feeding)?;
         self.batch.clear();
         let mut used = 0usize;
@@ -368,12 +372,18 @@ impl Engine {
         for ((i, tok, _), drafts) in feeding.into_iter().zip(proposals) {
             let s = &mut seqs[i];
             fed.push((i, used));
-            for &t in std::iter::once(&tok).chain(&drafts) {
-                let pos = self.cached[s.slot].len() as i32;
+            let cached = &mut self.cached[s.slot];
+            let pos = cached.len() as i32 - 1;
+            self.batch
+                .add(tok, pos, &[s.slot as i32], true)
+                .map_err(|e| EngineError::Decode(e.to_string()))?;
+            used += 1;
+            for &t in &drafts {
+                let pos = cached.len() as i32;
                 self.batch
                     .add(t, pos, &[s.slot as i32], true)
                     .map_err(|e| EngineError::Decode(e.to_string()))?;
-                self.cached[s.slot].push(t);
+                cached.push(t);
                 used += 1;
             }
             s.drafts = drafts;
@@ -428,28 +438,26 @@ impl Engine {
         Ok(events)
     }
 
-    /// The tokens each feeding sequence proposes after its token `tok`: up to `k`, from the
-    /// draft model (all of them in one batch per drafted token) or by prompt lookup.
+    /// The tokens each feeding sequence proposes after its fed token (already the last of its
+    /// slot's history): up to `k`, from the draft model (all of them in one batch per drafted
+    /// token) or by prompt lookup.
     fn propose(
         &mut self,
         seqs: &[&mut Sequence],
         feeding: &[(usize, LlamaToken, usize)],
     ) -> Result<Vec<Vec<LlamaToken>>, EngineError> {
-        let history = |i: usize, tok: LlamaToken| {
-            let mut h = self.cached[seqs[i].slot].clone();
-            h.push(tok);
-            h
-        };
         let mut out: Vec<Vec<LlamaToken>> = vec![Vec::new(); feeding.len()];
         let mut wants = Vec::new();
-        for (f, &(i, tok, k)) in feeding.iter().enumerate() {
+        for (f, &(i, _, k)) in feeding.iter().enumerate() {
             if k == 0 {
                 continue;
             }
+            let slot = seqs[i].slot;
+            let history = self.cached[slot].as_slice();
             if seqs[i].use_draft {
-                wants.push((f, seqs[i].slot, history(i, tok), k));
+                wants.push((f, slot, history, k));
             } else {
-                out[f] = speculate::lookup(&history(i, tok), k);
+                out[f] = speculate::lookup(history, k);
             }
         }
         if !wants.is_empty() {
@@ -473,10 +481,20 @@ impl Engine {
     ) -> Result<Stats, EngineError> {
         let mut seq = self.start(0, prompt, sp)?;
         loop {
-            for ev in self.step(&mut [&mut seq])?.remove(0) {
+            let events = self.step(&mut [&mut seq])?.remove(0);
+            // One step can give several tokens (speculation): count them from the first, and
+            // end the answer at the piece where the caller broke.
+            let pieces = events
+                .iter()
+                .filter(|e| matches!(e, StepEvent::Piece(_)))
+                .count();
+            let mut generated = seq.generated_len() - pieces;
+            for ev in events {
                 if let StepEvent::Piece(bytes) = ev {
+                    generated += 1;
                     if on_event(Event::Piece(&bytes)).is_break() {
-                        seq.stop();
+                        seq.stop_after(generated);
+                        break;
                     }
                 }
             }

@@ -37,6 +37,9 @@ pub(crate) fn lookup(history: &[LlamaToken], k: usize) -> Vec<LlamaToken> {
     Vec::new()
 }
 
+/// How many tokens, spread over the vocabulary, the runner compares between draft and model.
+const VOCAB_SAMPLE: i32 = 1024;
+
 /// A draft model with a context of as many slots as the model's, each holding the tokens of
 /// the sequence it drafts for as of the last proposal.
 pub(crate) struct Drafter {
@@ -66,9 +69,17 @@ impl Drafter {
             .with_use_mmap(p.use_mmap);
         let model = LlamaModel::load_from_file(backend, path, &params)
             .map_err(|e| load_err(e.to_string()))?;
+        // `corral create` compared the whole vocabularies (a hash of every token's text); here
+        // the sizes and a spread of tokens guard against a draft swapped since, without
+        // reading 262k texts at every start.
         let (dv, mv) = (model.vocab(), main.vocab());
-        let same = model.n_vocab() == main.n_vocab()
-            && (0..model.n_vocab()).all(|t| dv.text(LlamaToken(t)) == mv.text(LlamaToken(t)));
+        let n = model.n_vocab();
+        let step = (n / VOCAB_SAMPLE).max(1) as usize;
+        let same = n == main.n_vocab()
+            && (0..n)
+                .step_by(step)
+                .chain(std::iter::once(n - 1))
+                .all(|t| dv.text(LlamaToken(t)) == mv.text(LlamaToken(t)));
         if !same {
             return Err(load_err(format!(
                 "its vocabulary ({} tokens) is not the model's ({} tokens)",
@@ -108,7 +119,7 @@ impl Drafter {
     /// rest; then every sequence drafts one token per decode, all in one batch.
     pub(crate) fn propose(
         &mut self,
-        wants: &[(usize, SlotId, Vec<LlamaToken>, usize)],
+        wants: &[(usize, SlotId, &[LlamaToken], usize)],
     ) -> Result<Vec<Vec<LlamaToken>>, EngineError> {
         let decode_err = |e: String| EngineError::Decode(format!("draft model: {e}"));
         let mut pending: Vec<Vec<LlamaToken>> = Vec::with_capacity(wants.len());
@@ -116,7 +127,7 @@ impl Drafter {
             let cached = &mut self.cached[*slot];
             let mut keep = cached
                 .iter()
-                .zip(history)
+                .zip(history.iter())
                 .take_while(|(a, b)| a == b)
                 .count()
                 .min(history.len() - 1);
