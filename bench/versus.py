@@ -14,7 +14,9 @@ at the client, taking turns run by run:
   extends it (a cached prefix in both);
 - peak resident memory (VmHWM): llama-server, and Corral's server plus its runner.
 
-Both get greedy sampling, raw prompts (no template) and streaming. Each figure is the median of
+Both get greedy sampling with Ollama's default repetition penalty (1.1 over the last 64
+tokens: Corral's default, given to llama-server, whose own is 1.0), so both do the same work and
+give the same answers (different answers would end at different lengths), raw prompts (no template) and streaming. Each figure is the median of
 --runs runs. Prints a table, writes JSON. Standard library only. Usage: bench/versus.sh, or
   python3 bench/versus.py --corral PATH --llama-server PATH --models DIR [--runs 3]
 """
@@ -72,6 +74,7 @@ class LlamaServer:
         """(time to first token, decode seconds after it, tokens, prompt tokens)."""
         t0 = time.perf_counter()
         resp = post(self.base + "/completion", {"prompt": prompt, "n_predict": n, "temperature": 0,
+                                                 "repeat_penalty": 1.1, "repeat_last_n": 64,
                                                  "stream": True, "cache_prompt": True})
         first = last = None
         timings = {}

@@ -95,6 +95,7 @@ pub struct Stats {
 }
 
 pub mod modules;
+mod pick;
 mod sampling;
 mod sequence;
 mod speculate;
@@ -166,6 +167,9 @@ pub struct Engine {
     n_ctx_slot: u32,
     /// Tokens whose keys and values are in the KV cache, per slot, in order.
     cached: Vec<Vec<LlamaToken>>,
+    /// When each slot last began a sequence (a count of starts; 0: never).
+    last_start: Vec<u64>,
+    starts: u64,
     n_threads: u32,
     /// A second context in embedding mode, made on the first embedding request.
     embedder: Option<Embedder>,
@@ -248,6 +252,8 @@ impl Engine {
             n_batch,
             n_ctx_slot,
             cached: vec![Vec::new(); n_slots as usize],
+            last_start: vec![0; n_slots as usize],
+            starts: 0,
             n_threads: p.n_threads.max(1),
             embedder: None,
             drafter,

@@ -5,6 +5,7 @@
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
 
+use crate::pick::Penalties;
 use crate::EngineError;
 
 /// How to sample one completion.
@@ -90,9 +91,11 @@ pub(crate) fn token_logprobs(
     }
 }
 
+/// llama.cpp's chain for `sp`, with `penalties` (see [`Penalties::of`]).
 pub(crate) fn build_sampler(
     sp: &SamplingParams,
     model: &LlamaModel,
+    penalties: Option<Penalties>,
 ) -> Result<LlamaSampler, EngineError> {
     let n_vocab = model.n_vocab();
     let mut chain = Vec::new();
@@ -103,15 +106,13 @@ pub(crate) fn build_sampler(
                 .map_err(|e| EngineError::Grammar(format!("{e:?}")))?,
         );
     }
-    if sp.repeat_last_n != 0
-        && (sp.repeat_penalty != 1.0 || sp.frequency_penalty != 0.0 || sp.presence_penalty != 0.0)
-    {
+    if let Some(p) = penalties {
         chain.push(LlamaSampler::penalties(
             n_vocab,
-            sp.repeat_last_n,
-            sp.repeat_penalty,
-            sp.frequency_penalty,
-            sp.presence_penalty,
+            p.last_n as i32,
+            p.repeat,
+            p.freq,
+            p.present,
         ));
     }
     if sp.temperature <= 0.0 {

@@ -277,3 +277,31 @@ fn each_model_may_have_its_own_number_of_slots() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("num_parallel"), "{}", stderr(&out));
 }
+
+#[test]
+fn an_unrelated_prompt_does_not_evict_a_cached_conversation() {
+    // Two slots: a short prompt that shares nothing with the cached long one goes to the
+    // other slot, so the long one's next turn still finds its prefix (as llama-server's
+    // slot choice by similarity, else least recently used).
+    let s = TestServer::start_with(&[("CORRAL_NUM_PARALLEL", "2")]);
+    s.create_smol();
+    let history = long_prompt(400);
+    let ask = |prompt: &str| {
+        let (status, v) = generate(
+            &s,
+            json!({"model": "smol", "prompt": prompt, "raw": true, "stream": false,
+                   "options": {"num_predict": 1, "temperature": 0}}),
+        );
+        assert_eq!(status, 200, "{v}");
+        v["prompt_cached_count"].as_u64().unwrap_or(0)
+    };
+    assert_eq!(ask(&history), 0);
+    for other in ["Hello there", "Tell me a joke", "w1 w2 w3"] {
+        ask(other);
+        let cached = ask(&format!("{history} w5 w6"));
+        assert!(
+            cached > 300,
+            "the long prompt's prefix was evicted by {other:?}: {cached} tokens reused"
+        );
+    }
+}
