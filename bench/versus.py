@@ -8,16 +8,16 @@ at the client, taking turns run by run:
 
 - decode tokens/s with 1 stream (128 tokens after the first) and aggregate tokens/s with 4
   concurrent streams (all tokens / wall time);
-- prompt tokens/s: a ~1,000-token prompt, cold (every run's prompt starts differently), over
-  its time to first token;
-- first-turn time to first token with a ~1,200-token history, and the second turn, which
-  extends it (a cached prefix in both);
+- prompt tokens/s: a ~1,000-token prompt, cold (every prompt starts differently), over its
+  time to first token, the median of three a run;
+- first-turn time to first token with a ~1,200-token history, and the next turn, which
+  extends it (a cached prefix in both), the median of three successive turns a run;
 - peak resident memory (VmHWM): llama-server, and Corral's server plus its runner.
 
 Both get greedy sampling with Ollama's default repetition penalty (1.1 over the last 64
-tokens: Corral's default, given to llama-server, whose own is 1.0), so both do the same work and
-give the same answers (different answers would end at different lengths), raw prompts (no template) and streaming. Each figure is the median of
---runs runs. Prints a table, writes JSON. Standard library only. Usage: bench/versus.sh, or
+tokens: Corral's default, given to llama-server, whose own is 1.0), so both do the same work
+and give the same answers (different answers would end at different lengths), raw prompts (no
+template) and streaming. Each figure is the median of --runs runs. Prints a table, writes JSON. Standard library only. Usage: bench/versus.sh, or
   python3 bench/versus.py --corral PATH --llama-server PATH --models DIR [--runs 3]
 """
 import argparse, json, os, socket, statistics, subprocess, tempfile, threading, time
@@ -165,13 +165,21 @@ def measures(server, run):
     for t in threads: t.join()
     wall = time.perf_counter() - t0
     out["decode 4 streams tok/s"] = sum(r[2] for r in results) / wall
-    # Prompt evaluation, cold.
-    ttft, _, _, prompt_n = server.stream(text(850, 3000 + run), 1)
-    out["prompt tok/s (~1000, cold)"] = prompt_n / ttft
-    # First and second turn of a long history.
+    # Prompt evaluation, cold: the median of three prompts (short figures are the noisiest).
+    rates = []
+    for k in range(3):
+        ttft, _, _, prompt_n = server.stream(text(850, 3000 + run * 10 + k), 1)
+        rates.append(prompt_n / ttft)
+    out["prompt tok/s (~1000, cold)"] = statistics.median(rates)
+    # First turn of a long history, then three more turns, each extending the one before (a
+    # cached prefix): their median.
     history = text(1000, 4000 + run)
     out["TTFT first turn (~1200) s"] = server.stream(history, 16)[0]
-    out["TTFT second turn s"] = server.stream(history + " And then the story went on:", 16)[0]
+    turns = []
+    for k in range(3):
+        history += f" And then the story went on, part {k}:"
+        turns.append(server.stream(history, 16)[0])
+    out["TTFT second turn s"] = statistics.median(turns)
     return out
 
 
