@@ -96,6 +96,7 @@ pub struct Stats {
 
 pub mod modules;
 mod pick;
+pub mod rpc;
 mod sampling;
 mod sequence;
 mod speculate;

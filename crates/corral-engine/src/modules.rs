@@ -152,6 +152,9 @@ fn no_device_note(backend: &str) -> String {
              GGML_VK_VISIBLE_DEVICES=0)"
                 .to_string()
         }
+        "rpc" => "loaded; its devices are other machines' `corral rpc-worker`s, named in \
+                  CORRAL_RPC_SERVERS"
+            .to_string(),
         _ => "loaded, no device found (or none visible)".to_string(),
     }
 }

@@ -216,9 +216,7 @@ mod tests {
                     ((x >> 16) % 21) as f32 / 4.0 - 2.5
                 })
                 .collect();
-            let recent: Vec<i32> = (0..(case % 9))
-                .map(|k| (k * 7 + case) % n)
-                .collect();
+            let recent: Vec<i32> = (0..(case % 9)).map(|k| (k * 7 + case) % n).collect();
             let ring: VecDeque<i32> = recent.iter().copied().collect();
             assert_eq!(
                 greedy(&logits, &ring, Some(&p)),

@@ -145,3 +145,25 @@ pub fn interface_addrs() -> Vec<std::net::IpAddr> {
         .map(|list| list.into_iter().map(|i| i.ip()).collect())
         .unwrap_or_default()
 }
+
+/// Call `f` (on a thread of its own) when the process is asked to stop: SIGTERM or SIGINT.
+/// For processes whose main thread is blocked in a call that never returns (an RPC worker in
+/// ggml's accept loop), so they can still say why they stop and exit with status 0.
+pub fn on_terminate(f: impl FnOnce(&'static str) + Send + 'static) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a signal runtime");
+        rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            f(name);
+        });
+    });
+}

@@ -8,7 +8,9 @@
 
 pub mod fault;
 mod prepare;
+mod rpc;
 mod text;
+mod worker;
 
 use prepare::Prepared;
 
@@ -27,6 +29,7 @@ use corral_engine::{Engine, Finish, LoadParams, SamplingParams, Sequence, StepEv
 use corral_template::{ChatTemplate, RenderInput, SpecialTokens, DEFAULT_TEMPLATE};
 
 pub use text::{StopMatcher, StopResult, Utf8Assembler};
+pub use worker::{rpc_worker, RpcWorkerArgs};
 
 /// How the server starts a runner (`corral runner ...`, hidden from help).
 #[derive(Debug, Clone, clap::Args)]
@@ -64,6 +67,9 @@ pub struct RunnerArgs {
     /// A draft model (GGUF, the same vocabulary) for speculative decoding.
     #[arg(long)]
     pub draft: Option<PathBuf>,
+    /// RPC workers (`host:port`, comma-separated) whose devices take layers like GPUs.
+    #[arg(long, value_delimiter = ',')]
+    pub rpc: Vec<String>,
 }
 
 /// Run until stdin closes. Returns an error only when the model cannot be loaded.
@@ -74,6 +80,7 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
     std::thread::spawn(move || read_requests(tx));
 
     fault::at(fault::Point::Load);
+    rpc::add_workers(&args.rpc);
     if args.gpu_layers > 0 {
         fault::at(fault::Point::GpuLoad);
     }

@@ -66,6 +66,8 @@ pub struct Config {
     pub kv_cache_type: corral_api::cache::KvCacheType,
     /// `CORRAL_FLASH_ATTENTION`.
     pub flash_attention: corral_api::cache::FlashAttention,
+    /// `CORRAL_RPC_SERVERS`: RPC workers (`host:port`) every runner adds as devices.
+    pub rpc_servers: Vec<String>,
     /// Requests a model may have waiting beyond its parallel slots before 503.
     pub max_queue: usize,
     pub max_loaded_models: usize,

@@ -37,6 +37,8 @@ pub struct LoadSpec {
     pub draft: Option<PathBuf>,
     pub kv_cache_type: corral_api::cache::KvCacheType,
     pub flash_attention: corral_api::cache::FlashAttention,
+    /// RPC workers (`host:port`) whose devices take layers like GPUs.
+    pub rpc_servers: Vec<String>,
 }
 
 /// A running runner process.
@@ -95,6 +97,9 @@ impl RunnerProcess {
         }
         if let Some(d) = &spec.draft {
             c.arg("--draft").arg(d);
+        }
+        if !spec.rpc_servers.is_empty() {
+            c.arg("--rpc").arg(spec.rpc_servers.join(","));
         }
         let mut child: Child = corral_os::spawn_bound(c)
             .await

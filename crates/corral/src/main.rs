@@ -57,6 +57,8 @@ enum Commands {
         #[arg(long)]
         json: bool,
     },
+    /// Serve this machine's devices to other machines' Corral over ggml's RPC protocol.
+    RpcWorker(corral_runner::RpcWorkerArgs),
     /// Print the devices llama.cpp sees as JSON (run by `devices` and the server as a child).
     #[command(hide = true)]
     Probe,
@@ -101,6 +103,10 @@ struct ServeArgs {
     /// Flash attention: auto, 1/on or 0/off (OLLAMA_FLASH_ATTENTION) [default: auto].
     #[arg(long, env = "CORRAL_FLASH_ATTENTION")]
     flash_attention: Option<String>,
+    /// RPC workers (`host:port`, comma-separated, from `corral rpc-worker`) whose devices
+    /// take a model's layers like GPUs.
+    #[arg(long, env = "CORRAL_RPC_SERVERS")]
+    rpc_servers: Option<String>,
     /// Serve Prometheus metrics at /metrics; 0 or false turns them off [default: on].
     #[arg(long, env = "CORRAL_METRICS")]
     metrics: Option<String>,
@@ -298,6 +304,7 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or_default()
             .parse()
             .map_err(|e| anyhow::anyhow!("CORRAL_FLASH_ATTENTION: {e}"))?,
+        rpc_servers: rpc_servers(args.rpc_servers.as_deref().unwrap_or(""))?,
         metrics: args
             .metrics
             .as_deref()
@@ -318,27 +325,44 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(e))
 }
 
+/// `CORRAL_RPC_SERVERS`: `host:port` entries, comma-separated; blanks are skipped.
+fn rpc_servers(list: &str) -> anyhow::Result<Vec<String>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| match e.rsplit_once(':') {
+            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => {
+                Ok(e.to_string())
+            }
+            _ => anyhow::bail!("CORRAL_RPC_SERVERS: {e:?} is not host:port"),
+        })
+        .collect()
+}
+
+/// The exit status of a command that runs without the async runtime, its error printed.
+fn exit_code(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Commands::Probe = cli.command {
-        return match corral_runner::probe() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("Error: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return exit_code(corral_runner::probe());
+    }
+    if let Commands::RpcWorker(args) = cli.command {
+        init_logging(true);
+        return exit_code(corral_runner::rpc_worker(args));
     }
     if let Commands::Runner(args) = cli.command {
         // The runner owns llama.cpp on its main thread and needs no async runtime.
         init_logging(true);
-        return match corral_runner::run(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("Error: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
+        return exit_code(corral_runner::run(args));
     }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = rt.block_on(async {
@@ -363,7 +387,9 @@ fn main() -> ExitCode {
             Commands::Devices { json } => {
                 corral_cli::devices(&std::env::current_exe()?, json).await
             }
-            Commands::Runner(_) | Commands::Probe => unreachable!("handled above"),
+            Commands::Runner(_) | Commands::Probe | Commands::RpcWorker(_) => {
+                unreachable!("handled above")
+            }
         }
     });
     match result {

@@ -26,11 +26,17 @@ pub(super) fn load_spec(st: &AppState, model: &Model, o: &Options) -> ApiResult<
             "kv_cache_type {kv_cache_type} needs flash attention, which CORRAL_FLASH_ATTENTION=off turns off"
         )));
     }
+    let rpc_servers = st.config.rpc_servers.clone();
     let num_gpu = corral_devices::gpu_layers(
         st.devices.mode,
         o.num_gpu,
-        !st.devices.gpus.is_empty(),
+        !st.devices.gpus.is_empty() || !rpc_servers.is_empty(),
         || {
+            if st.devices.gpus.is_empty() {
+                // Only RPC workers: every layer goes to them, split by the free memory each
+                // reports (llama.cpp's rule for several GPUs); num_gpu keeps some here.
+                return gguf_info(st, model).map_or(0, |i| i.block_count() as u32 + 1);
+            }
             let Some(info) = gguf_info(st, model) else {
                 return 0;
             };
@@ -69,6 +75,7 @@ pub(super) fn load_spec(st: &AppState, model: &Model, o: &Options) -> ApiResult<
         draft: model.draft_path.clone(),
         kv_cache_type,
         flash_attention,
+        rpc_servers,
     })
 }
 

@@ -19,6 +19,7 @@ mod metrics;
 mod openai;
 mod registry;
 mod repl;
+mod rpc;
 mod security;
 mod speculation;
 mod supervision;
