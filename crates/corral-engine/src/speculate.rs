@@ -214,13 +214,7 @@ impl Drafter {
 
 /// The most likely token (the first of equals, as llama.cpp's greedy sampler).
 fn argmax(logits: &[f32]) -> LlamaToken {
-    let mut best = 0;
-    for (t, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = t;
-        }
-    }
-    LlamaToken(best as i32)
+    LlamaToken(crate::pick::greedy(logits, &Default::default(), None))
 }
 
 #[cfg(test)]

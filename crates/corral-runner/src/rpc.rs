@@ -8,9 +8,8 @@ use std::time::Duration;
 /// How long a worker has to accept a connection at load time.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Add every worker that answers; returns the ones added.
-pub(crate) fn add_workers(endpoints: &[String]) -> Vec<String> {
-    let mut added = Vec::new();
+/// Add every worker that answers.
+pub(crate) fn add_workers(endpoints: &[String]) {
     for e in endpoints.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
         // ggml's own connect has no timeout and aborts on some failures: try first.
         if let Err(why) = reachable(e) {
@@ -19,13 +18,11 @@ pub(crate) fn add_workers(endpoints: &[String]) -> Vec<String> {
         }
         match corral_engine::rpc::add_worker(e) {
             Ok(n) => {
-                tracing::info!(worker = e, devices = n, "RPC worker added");
-                added.push(e.to_string());
+                tracing::info!(worker = e, devices = n, "RPC worker added")
             }
             Err(why) => tracing::warn!(worker = e, "RPC worker left out: {why}"),
         }
     }
-    added
 }
 
 fn reachable(endpoint: &str) -> Result<(), String> {
