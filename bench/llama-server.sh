@@ -10,13 +10,14 @@
 # differ by the versions shown.
 #
 # CPU only, built for this machine (GGML_NATIVE), static, into ~/.cache/corral/llama-server
-# (about ten minutes on 2 cores, once).
+# (about ten minutes on 2 cores, once). With ggml's RPC backend, and llama.cpp's own
+# rpc-server beside llama-server, for bench/rpc.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=0.3.36
 cache="${CORRAL_LLAMA_SERVER_CACHE:-$HOME/.cache/corral/llama-server}"
 exe="$cache/build/bin/llama-server"
-if [ ! -x "$exe" ]; then
+if [ ! -x "$exe" ] || [ ! -x "$cache/build/bin/rpc-server" ]; then
   mkdir -p "$cache"
   if [ ! -d "$cache/src/vendor/llama.cpp" ]; then
     python3 -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
@@ -27,8 +28,8 @@ if [ ! -x "$exe" ]; then
   fi
   cmake -S "$cache/src/vendor/llama.cpp" -B "$cache/build" -DCMAKE_BUILD_TYPE=Release \
     -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON >&2
-  cmake --build "$cache/build" --target llama-server --parallel "$(nproc)" >&2
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DGGML_RPC=ON >&2
+  cmake --build "$cache/build" --target llama-server rpc-server --parallel "$(nproc)" >&2
 fi
 ggml_version() {
   grep -E '^set\(GGML_VERSION_(MAJOR|MINOR|PATCH) ' "$1/ggml/CMakeLists.txt" | grep -oE '[0-9]+\)' | tr -d ')' | paste -sd.

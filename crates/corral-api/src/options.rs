@@ -61,12 +61,39 @@ pub const KNOWN: &[(&str, Kind)] = &[
     ("num_parallel", Kind::Int),
     // Beyond Ollama: a model's own KV cache type (`f16`, `q8_0`, `q4_0`).
     ("kv_cache_type", Kind::String),
+    // Beyond anything the others have: a model's own RPC workers (`host:port,...`), in
+    // place of the server's CORRAL_RPC_SERVERS. A Modelfile's only: see `REQUEST_REFUSED`.
+    ("rpc_servers", Kind::String),
     // Speculative decoding: tokens a DRAFT model proposes per step (Ollama's name), and
     // beyond Ollama, tokens proposed by looking the last n-gram up in the prompt and answer
     // (Hugging Face transformers' name; 0 = off).
     ("draft_num_predict", Kind::Int),
     ("prompt_lookup_num_tokens", Kind::Int),
 ];
+
+/// Options a model's Modelfile may set but a request may not: `rpc_servers` would let any
+/// client that reaches the API send the model's weights and its prompts' activations to a
+/// machine of its choosing.
+pub const REQUEST_REFUSED: &[&str] = &["rpc_servers"];
+
+/// Split a list of RPC workers (`CORRAL_RPC_SERVERS`, `PARAMETER rpc_servers`):
+/// comma-separated `host:port`, blanks skipped, repeats dropped. The error names the entry
+/// that is not an address.
+pub fn parse_rpc_servers(list: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let ok = part
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            return Err(format!("{part:?} is not host:port (port 1-65535)"));
+        }
+        if !out.iter().any(|e| e == part) {
+            out.push(part.to_string());
+        }
+    }
+    Ok(out)
+}
 
 /// Look up an option's type by its exact (case-sensitive) name.
 pub fn kind_of(name: &str) -> Option<Kind> {
@@ -118,6 +145,8 @@ pub struct Options {
     pub num_parallel: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kv_cache_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpc_servers: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub draft_num_predict: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -228,8 +257,12 @@ impl Options {
                 self.use_mmap = Some(v);
             }
             Kind::String => {
-                let v = value.as_str().ok_or_else(|| wrong("string"))?;
-                self.kv_cache_type = Some(v.to_string());
+                let v = Some(value.as_str().ok_or_else(|| wrong("string"))?.to_string());
+                match name {
+                    "kv_cache_type" => self.kv_cache_type = v,
+                    "rpc_servers" => self.rpc_servers = v,
+                    _ => unreachable!("KNOWN lists {name} as a string"),
+                }
             }
             Kind::StringList => {
                 // A single string is accepted for `stop` as a one-element list.
@@ -346,6 +379,15 @@ impl Options {
                 "must be >= 0 and <= 32",
             )?;
         }
+        if let Some(list) = &self.rpc_servers {
+            if let Err(e) = parse_rpc_servers(list) {
+                return Err(OptionError::OutOfRange {
+                    name: "rpc_servers".into(),
+                    limit: "must be host:port entries separated by commas",
+                    value: format!("\"{list}\" ({e})"),
+                });
+            }
+        }
         if let Some(t) = &self.kv_cache_type {
             if t.parse::<crate::cache::KvCacheType>().is_err() {
                 return Err(OptionError::OutOfRange {
@@ -385,6 +427,7 @@ impl Options {
             num_thread,
             num_parallel,
             kv_cache_type,
+            rpc_servers,
             draft_num_predict,
             prompt_lookup_num_tokens
         )
@@ -408,6 +451,26 @@ impl Options {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn rpc_servers_are_checked_and_deduplicated() {
+        assert_eq!(
+            parse_rpc_servers(" 10.0.0.2:50052, host-b:1 ,,10.0.0.2:50052").unwrap(),
+            vec!["10.0.0.2:50052".to_string(), "host-b:1".to_string()]
+        );
+        assert_eq!(parse_rpc_servers("").unwrap(), Vec::<String>::new());
+        for bad in ["10.0.0.2", ":50052", "h:0", "h:70000", "h:port"] {
+            let e = parse_rpc_servers(bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
+        let e = Options::from_map(&[("rpc_servers".to_string(), json!("h:1,h"))].into())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rpc_servers") && e.contains("\"h\" is not host:port"),
+            "{e}"
+        );
+    }
 
     fn parse(v: Value) -> Result<(Options, Vec<String>), OptionError> {
         let map: BTreeMap<String, Value> = serde_json::from_value(v).unwrap();

@@ -188,6 +188,28 @@ pub struct ReadyInfo {
     pub load_duration_ns: u64,
     /// Bytes of the model weights as loaded.
     pub model_size: u64,
+    /// Repeating layers of the model (0 from a runner that did not say).
+    #[serde(default)]
+    pub n_layer: u32,
+    /// Layers placed on devices other than the CPU (local GPUs and RPC workers), the output
+    /// layer counted, as llama.cpp splits them.
+    #[serde(default)]
+    pub offloaded: u32,
+    /// The RPC workers asked for: the layers each holds, or why it was left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerUse>,
+}
+
+/// How a runner uses one RPC worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerUse {
+    /// `host:port`.
+    pub endpoint: String,
+    /// Layers placed on its devices (the output layer counts as one); 0 when left out.
+    pub layers: u32,
+    /// Why it was left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Counts and timings of a finished completion.

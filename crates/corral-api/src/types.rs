@@ -323,6 +323,9 @@ pub struct ProcessModel {
     pub details: ModelDetails,
     pub expires_at: DateTime<Utc>,
     pub size_vram: u64,
+    /// The part of `size_vram` on other machines' devices (RPC workers; Corral's addition).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub size_remote: u64,
     #[serde(default)]
     pub context_length: u32,
     /// Why the model runs other than asked (Corral's addition; Ollama clients ignore it).

@@ -151,9 +151,12 @@ mod tests {
     #[test]
     fn processor_column() {
         use crate::processor;
-        assert_eq!(processor(100, 0), "100% CPU");
-        assert_eq!(processor(100, 100), "100% GPU");
-        assert_eq!(processor(100, 52), "48%/52% CPU/GPU");
+        assert_eq!(processor(100, 0, 0), "100% CPU");
+        assert_eq!(processor(100, 100, 0), "100% GPU");
+        assert_eq!(processor(100, 52, 0), "48%/52% CPU/GPU");
+        assert_eq!(processor(100, 100, 100), "100% RPC");
+        assert_eq!(processor(100, 65, 65), "35%/65% CPU/RPC");
+        assert_eq!(processor(100, 80, 50), "20%/30%/50% CPU/GPU/RPC");
     }
 
     #[test]

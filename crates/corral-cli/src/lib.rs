@@ -284,7 +284,7 @@ pub async fn ps(client: &Client) -> anyhow::Result<()> {
         .models
         .iter()
         .map(|m| {
-            let processor = processor(m.size, m.size_vram);
+            let processor = processor(m.size, m.size_vram, m.size_remote);
             vec![
                 m.name.clone(),
                 m.digest.chars().take(12).collect(),
@@ -312,15 +312,26 @@ pub async fn ps(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ollama's PROCESSOR column.
-pub fn processor(size: u64, vram: u64) -> String {
-    if vram == 0 {
-        "100% CPU".into()
-    } else if vram >= size {
-        "100% GPU".into()
-    } else {
-        let gpu = (vram as f64 / size as f64 * 100.0).round() as u64;
-        format!("{}%/{}% CPU/GPU", 100 - gpu, gpu)
+/// Ollama's PROCESSOR column, with Corral's share on RPC workers (`remote`, part of `vram`)
+/// as its own part: `100% RPC`, `35%/65% CPU/RPC`, `20%/30%/50% CPU/GPU/RPC`.
+pub fn processor(size: u64, vram: u64, remote: u64) -> String {
+    let size = size.max(1);
+    let pct = |b: u64| (b.min(size) as f64 / size as f64 * 100.0).round() as u64;
+    let rpc = pct(remote);
+    let gpu = pct(vram).saturating_sub(rpc);
+    let cpu = 100u64.saturating_sub(gpu + rpc);
+    let parts: Vec<(u64, &str)> = [(cpu, "CPU"), (gpu, "GPU"), (rpc, "RPC")]
+        .into_iter()
+        .filter(|p| p.0 > 0)
+        .collect();
+    match parts.as_slice() {
+        [] => "100% CPU".into(),
+        [(_, name)] => format!("100% {name}"),
+        _ => {
+            let pcts: Vec<String> = parts.iter().map(|p| format!("{}%", p.0)).collect();
+            let names: Vec<&str> = parts.iter().map(|p| p.1).collect();
+            format!("{} {}", pcts.join("/"), names.join("/"))
+        }
     }
 }
 
@@ -498,7 +509,11 @@ pub fn show_text(r: &corral_api::ShowResponse, verbose: bool) -> String {
 /// `corral devices`.
 pub async fn devices(program: &Path, json: bool) -> anyhow::Result<()> {
     let program = program.to_path_buf();
-    let r = tokio::task::spawn_blocking(move || corral_devices::report(&program))
+    let workers = corral_api::options::parse_rpc_servers(
+        &std::env::var("CORRAL_RPC_SERVERS").unwrap_or_default(),
+    )
+    .map_err(|e| anyhow::anyhow!("CORRAL_RPC_SERVERS: {e}"))?;
+    let r = tokio::task::spawn_blocking(move || corral_devices::report(&program, &workers))
         .await?
         .map_err(|e| anyhow::anyhow!(e))?;
     if json {
@@ -561,6 +576,49 @@ pub fn device_text(r: &corral_devices::Report) -> String {
     );
     if let Some(e) = &r.probe_error {
         out += &format!("probe: {e}\n");
+    }
+    if !r.workers.is_empty() {
+        out += &format!(
+            "\nRPC workers (CORRAL_RPC_SERVERS; this build speaks protocol {}):\n",
+            corral_devices::rpc::version_text(corral_devices::rpc::PROTOCOL)
+        );
+        let rows: Vec<Vec<String>> = r
+            .workers
+            .iter()
+            .map(|w| {
+                let (free, total) = w
+                    .devices
+                    .iter()
+                    .fold((0, 0), |a, d| (a.0 + d.memory_free, a.1 + d.memory_total));
+                vec![
+                    w.endpoint.clone(),
+                    if w.usable { "answers" } else { "unusable" }.to_string(),
+                    w.protocol.clone().unwrap_or_else(|| "-".into()),
+                    w.devices.len().to_string(),
+                    if w.devices.is_empty() {
+                        "-".into()
+                    } else {
+                        format!("{} / {}", gib(free), gib(total))
+                    },
+                    w.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        for line in table(
+            &[
+                "WORKER",
+                "STATE",
+                "PROTOCOL",
+                "DEVICES",
+                "FREE / TOTAL",
+                "WHY",
+            ],
+            &rows,
+        )
+        .lines()
+        {
+            out += &format!("  {line}\n");
+        }
     }
     out += "\nVisibility:\n";
     for d in &r.visibility {

@@ -41,6 +41,40 @@ pub fn fit_layers(gpus: &[GpuFree], m: &ModelCost) -> u32 {
     placed
 }
 
+/// Layers llama.cpp gives each offload device when it splits by free memory (its default,
+/// `load_tensors` in llama-model.cpp): of the `n_layer + 1` layers (the output layer last),
+/// the last `n_gpu_layers` are offloaded and cut at the running share of each device's free
+/// memory, in device order. Computed here, with llama.cpp's float arithmetic, so that
+/// `/api/ps` can say how much of a model runs on other machines.
+pub fn split_layers(free: &[u64], n_layer: u32, n_gpu_layers: u32) -> Vec<u32> {
+    let mut out = vec![0u32; free.len()];
+    if free.is_empty() {
+        return out;
+    }
+    let mut splits: Vec<f32> = Vec::with_capacity(free.len());
+    let mut sum = 0f32;
+    for &f in free {
+        sum += f as f32;
+        splits.push(sum);
+    }
+    for s in &mut splits {
+        *s /= sum;
+    }
+    let n_all = n_layer as i64;
+    let start = (n_all + 1 - n_gpu_layers as i64).max(0);
+    let active = (n_gpu_layers as i64).min(n_all + 1);
+    for il in 0..=n_all {
+        if il < start || il - start >= active {
+            continue;
+        }
+        let x = (il - start) as f32 / active as f32;
+        // std::upper_bound: the first split point above x.
+        let dev = splits.partition_point(|&s| s <= x).min(free.len() - 1);
+        out[dev] += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +118,21 @@ mod tests {
         ];
         for (what, gpus, want) in cases {
             assert_eq!(fit_layers(&gpus, &seven_b()), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn split_by_free_memory_as_llama_cpp() {
+        // SmolLM2: 30 layers and the output layer.
+        assert_eq!(split_layers(&[8 * GIB, 8 * GIB], 30, 31), vec![16, 15]);
+        assert_eq!(split_layers(&[8 * GIB, 8 * GIB], 30, 20), vec![10, 10]);
+        assert_eq!(split_layers(&[GIB, 3 * GIB], 30, 99), vec![8, 23]);
+        assert_eq!(split_layers(&[GIB], 30, 5), vec![5]);
+        assert_eq!(split_layers(&[GIB, GIB], 30, 0), vec![0, 0]);
+        assert_eq!(split_layers(&[], 30, 10), Vec::<u32>::new());
+        for n in 0..40 {
+            let s = split_layers(&[3 * GIB, 5 * GIB, GIB], 30, n);
+            assert_eq!(s.iter().sum::<u32>(), n.min(31), "{n}: {s:?}");
         }
     }
 }

@@ -9,6 +9,7 @@
 //! (`corral runner --probe`), never in the server.
 
 pub mod fit;
+pub mod rpc;
 pub mod visibility;
 
 use serde::{Deserialize, Serialize};
@@ -264,11 +265,15 @@ pub struct Report {
     pub visibility: Vec<crate::visibility::Decision>,
     pub decision: String,
     pub reason: String,
+    /// The RPC workers of CORRAL_RPC_SERVERS, each as it answered (or why it did not).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<rpc::WorkerReport>,
 }
 
 /// Gather the report: CPU and memory from the OS, devices from a probe child (10 s at most),
-/// visibility and mode from the environment.
-pub fn report(program: &std::path::Path) -> Result<Report, String> {
+/// visibility and mode from the environment, the RPC `workers` from a probe of each (3 s a
+/// step).
+pub fn report(program: &std::path::Path, workers: &[String]) -> Result<Report, String> {
     let mode = DeviceMode::parse(&std::env::var("CORRAL_DEVICE").unwrap_or_default())?;
     let visibility = crate::visibility::decide_all(|k| std::env::var(k).ok());
     let env = runner_env(&visibility);
@@ -276,6 +281,7 @@ pub fn report(program: &std::path::Path) -> Result<Report, String> {
     let modules = probe.as_ref().ok().and_then(|p| p.modules.clone());
     let probed = probe.map(|p| p.devices);
     let placement = crate::place(mode, &visibility, &probed);
+    let workers = rpc::probe_all(workers, std::time::Duration::from_secs(3));
     let (total, available) = corral_os::memory().unwrap_or((0, 0));
     Ok(Report {
         cpu: corral_os::cpu_info(),
@@ -288,6 +294,7 @@ pub fn report(program: &std::path::Path) -> Result<Report, String> {
         visibility,
         decision: placement.decision,
         reason: placement.reason,
+        workers,
     })
 }
 

@@ -376,6 +376,11 @@ impl Engine {
         self.model.n_ctx_train()
     }
 
+    /// Repeating layers of the model (the output layer is one more).
+    pub fn n_layer(&self) -> u32 {
+        self.model.n_layer()
+    }
+
     /// Bytes of the model's weights (and its draft's).
     pub fn model_size(&self) -> u64 {
         self.model.size() + self.drafter.as_ref().map_or(0, |d| d.size())

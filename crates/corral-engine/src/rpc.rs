@@ -22,10 +22,6 @@ type StartServer = unsafe extern "C" fn(
     *mut llama_cpp_sys_2::ggml_backend_dev_t,
 );
 
-/// The protocol version this build speaks (ggml-rpc.h's `RPC_PROTO_*_VERSION`); a worker and a
-/// runner must agree on it.
-pub const PROTOCOL: &str = "7.0.0";
-
 /// A function the RPC module exports, by name.
 fn proc_address(name: &str) -> Result<*mut std::ffi::c_void, EngineError> {
     backend()?;
@@ -75,9 +71,14 @@ pub fn add_worker(endpoint: &str) -> Result<usize, EngineError> {
 }
 
 /// Serve every local device except RPC ones (so the CPU, and GPUs the visibility rules let
-/// through) at `endpoint` until the process ends; `cache` is ggml's tensor cache folder.
-/// Returns only when the server cannot start (ggml prints why).
-pub fn serve(endpoint: &str, cache: Option<&Path>, threads: usize) -> Result<(), EngineError> {
+/// through; the CPU only unless `gpus`) at `endpoint` until the process ends; `cache` is
+/// ggml's tensor cache folder. Returns only when the server cannot start (ggml prints why).
+pub fn serve(
+    endpoint: &str,
+    cache: Option<&Path>,
+    threads: usize,
+    gpus: bool,
+) -> Result<(), EngineError> {
     let start: StartServer =
         unsafe { std::mem::transmute(proc_address("ggml_backend_rpc_start_server")?) };
     let c_end = CString::new(endpoint)
@@ -95,7 +96,9 @@ pub fn serve(endpoint: &str, cache: Option<&Path>, threads: usize) -> Result<(),
             .filter(|&d| {
                 let reg = llama_cpp_sys_2::ggml_backend_dev_backend_reg(d);
                 let name = std::ffi::CStr::from_ptr(llama_cpp_sys_2::ggml_backend_reg_name(reg));
-                name.to_bytes() != b"RPC"
+                let cpu = llama_cpp_sys_2::ggml_backend_dev_type(d)
+                    == llama_cpp_sys_2::GGML_BACKEND_DEVICE_TYPE_CPU;
+                name.to_bytes() != b"RPC" && (gpus || cpu)
             })
             .collect();
         if devs.is_empty() {

@@ -167,3 +167,16 @@ pub fn on_terminate(f: impl FnOnce(&'static str) + Send + 'static) {
         });
     });
 }
+
+/// Hand each line this process writes to its standard output (fd 1) to `f`, on a thread of
+/// its own, instead of letting it reach the terminal: for a C library that reports with
+/// `printf` (ggml's RPC server), so that its lines become log records.
+pub fn capture_stdout(f: impl FnMut(&str) + Send + 'static) -> std::io::Result<()> {
+    imp::capture_stdout(f)
+}
+
+/// The remote addresses of this process's connected TCP sockets whose local port is `port`:
+/// who is connected to a server that reports no addresses itself (ggml's RPC server).
+pub fn tcp_peers(port: u16) -> Vec<std::net::SocketAddr> {
+    imp::tcp_peers(port)
+}

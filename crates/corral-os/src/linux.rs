@@ -130,3 +130,57 @@ pub fn hostname() -> Option<String> {
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     Some(String::from_utf8_lossy(&buf[..end]).into_owned())
 }
+
+pub fn capture_stdout(mut f: impl FnMut(&str) + Send + 'static) -> std::io::Result<()> {
+    use std::io::BufRead;
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe fills two descriptors we then own; dup2 replaces fd 1 with the pipe's write
+    // end (C's stdout keeps writing to fd 1), after which the original write end is closed.
+    let read = unsafe {
+        if libc::pipe(fds.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::dup2(fds[1], 1) < 0 {
+            let e = std::io::Error::last_os_error();
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+            return Err(e);
+        }
+        libc::close(fds[1]);
+        std::fs::File::from_raw_fd(fds[0])
+    };
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(read).lines() {
+            match line {
+                Ok(l) => f(&l),
+                Err(_) => break,
+            }
+        }
+    });
+    Ok(())
+}
+
+pub fn tcp_peers(port: u16) -> Vec<std::net::SocketAddr> {
+    use std::mem::ManuallyDrop;
+    use std::os::fd::FromRawFd;
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for fd in dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    {
+        // SAFETY: the stream only borrows the descriptor for two getsockname/getpeername
+        // calls and is never dropped, so the descriptor stays open and owned by its owner. A
+        // descriptor that is not a socket (or was closed meanwhile) makes the calls fail.
+        let s = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
+        if s.local_addr().is_ok_and(|a| a.port() == port) {
+            if let Ok(peer) = s.peer_addr() {
+                out.push(peer);
+            }
+        }
+    }
+    out
+}

@@ -80,7 +80,13 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
     std::thread::spawn(move || read_requests(tx));
 
     fault::at(fault::Point::Load);
-    rpc::add_workers(&args.rpc);
+    let workers = rpc::add_workers(&args.rpc);
+    // Read before the load: llama.cpp splits by the free memory it sees then.
+    let offload = if args.gpu_layers > 0 {
+        rpc::offload_devices(&workers)
+    } else {
+        Vec::new()
+    };
     if args.gpu_layers > 0 {
         fault::at(fault::Point::GpuLoad);
     }
@@ -113,12 +119,17 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
         embeds: VecDeque::new(),
         usage_sent: (0, Instant::now()),
     };
+    let free: Vec<u64> = offload.iter().map(|d| d.1).collect();
+    let placed = corral_devices::fit::split_layers(&free, engine.n_layer(), args.gpu_layers);
     send(&RunnerEvent::Ready(ReadyInfo {
         n_ctx: engine.n_ctx(),
         n_ctx_train: engine.n_ctx_train(),
         n_threads: args.threads,
         load_duration_ns: started.elapsed().as_nanos() as u64,
         model_size: engine.model_size(),
+        n_layer: engine.n_layer(),
+        offloaded: placed.iter().sum(),
+        workers: rpc::worker_use(&workers, &offload, &placed),
     }));
     tracing::info!(model = %args.model.display(), n_ctx = engine.n_ctx(), slots = engine.n_slots(), "runner ready");
     runner.serve(&mut engine);

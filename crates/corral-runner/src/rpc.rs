@@ -1,41 +1,89 @@
-//! The runner's RPC workers: each one that answers in time has its devices added before the
-//! model loads; one that does not is left out with the cause in the log, and the model loads
-//! without it.
+//! The runner's RPC workers: each one that answers the probe in time, with a protocol this
+//! build speaks, has its devices added before the model loads; one that does not is left out
+//! with the cause (reported to the server for `/api/ps`), and the model loads without it.
 
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-/// How long a worker has to accept a connection at load time.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+use corral_api::runner::WorkerUse;
+use corral_devices::rpc::WorkerReport;
 
-/// Add every worker that answers.
-pub(crate) fn add_workers(endpoints: &[String]) {
-    for e in endpoints.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
-        // ggml's own connect has no timeout and aborts on some failures: try first.
-        if let Err(why) = reachable(e) {
-            tracing::warn!(worker = e, "RPC worker left out: {why}");
+/// How long a worker has for each step of the probe at load time.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Probe every worker, then add the usable ones to ggml's registry, in the given order.
+pub(crate) fn add_workers(endpoints: &[String]) -> Vec<WorkerReport> {
+    // ggml's own connection has no timeout and aborts the process on a failed connection or
+    // a version mismatch: the probe finds those first.
+    let mut reports = corral_devices::rpc::probe_all(endpoints, PROBE_TIMEOUT);
+    for r in &mut reports {
+        if !r.usable {
+            let why = r.error.as_deref().unwrap_or("unusable");
+            tracing::warn!(worker = %r.endpoint, "RPC worker left out: {why}");
             continue;
         }
-        match corral_engine::rpc::add_worker(e) {
-            Ok(n) => {
-                tracing::info!(worker = e, devices = n, "RPC worker added")
+        match corral_engine::rpc::add_worker(&r.endpoint) {
+            Ok(n) => tracing::info!(
+                worker = %r.endpoint,
+                devices = n,
+                protocol = r.protocol.as_deref().unwrap_or(""),
+                "RPC worker added"
+            ),
+            Err(why) => {
+                tracing::warn!(worker = %r.endpoint, "RPC worker left out: {why}");
+                r.usable = false;
+                r.error = Some(why.to_string());
             }
-            Err(why) => tracing::warn!(worker = e, "RPC worker left out: {why}"),
         }
     }
+    reports
 }
 
-fn reachable(endpoint: &str) -> Result<(), String> {
-    let addrs: Vec<_> = endpoint
-        .to_socket_addrs()
-        .map_err(|e| format!("{endpoint} is not a host:port address ({e})"))?
-        .collect();
-    let mut last = format!("{endpoint}: no address");
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
-            Ok(_) => return Ok(()),
-            Err(e) => last = format!("cannot connect to {a}: {e}"),
+/// The devices llama.cpp offloads to, in its order (RPC devices first, then GPUs, then
+/// integrated GPUs when there is no GPU), each with its free memory and, for a worker's
+/// device, the worker's endpoint. Read before the model loads: llama.cpp splits by the free
+/// memory it sees then.
+pub(crate) fn offload_devices(workers: &[WorkerReport]) -> Vec<(Option<String>, u64)> {
+    let local = corral_engine::devices().unwrap_or_default();
+    let mut out: Vec<(Option<String>, u64)> = Vec::new();
+    for w in workers.iter().filter(|w| w.usable) {
+        for d in &w.devices {
+            // As llama.cpp: a device that reports no memory is given the host's.
+            let free = if d.memory_free == 0 && d.memory_total == 0 {
+                corral_os::memory().map_or(0, |m| m.1)
+            } else {
+                d.memory_free
+            };
+            out.push((Some(w.endpoint.clone()), free));
         }
     }
-    Err(last)
+    let gpus: Vec<_> = local
+        .iter()
+        .filter(|d| d.backend != "RPC" && d.kind == "gpu")
+        .collect();
+    let igpus: Vec<_> = local.iter().filter(|d| d.kind == "igpu").collect();
+    for d in if gpus.is_empty() { igpus } else { gpus } {
+        out.push((None, d.memory_free));
+    }
+    out
+}
+
+/// What each worker got of the layers `placed` on each of `devices`, for the server.
+pub(crate) fn worker_use(
+    workers: &[WorkerReport],
+    devices: &[(Option<String>, u64)],
+    placed: &[u32],
+) -> Vec<WorkerUse> {
+    workers
+        .iter()
+        .map(|w| WorkerUse {
+            endpoint: w.endpoint.clone(),
+            layers: devices
+                .iter()
+                .zip(placed)
+                .filter(|(d, _)| d.0.as_deref() == Some(w.endpoint.as_str()))
+                .map(|(_, n)| n)
+                .sum(),
+            error: w.error.clone(),
+        })
+        .collect()
 }

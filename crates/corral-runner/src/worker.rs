@@ -45,6 +45,20 @@ pub fn rpc_worker(args: RpcWorkerArgs) -> anyhow::Result<()> {
             "serving other machines: the RPC protocol has no authentication; keep this port on a private network or tunnel"
         );
     }
+    // The device rules of the server's runners (README, Devices): the visibility variables
+    // in their normalized form, set before ggml loads a backend, and CORRAL_DEVICE=cpu
+    // serving the CPU only.
+    let mode =
+        corral_devices::DeviceMode::parse(&std::env::var("CORRAL_DEVICE").unwrap_or_default())
+            .map_err(|e| anyhow::anyhow!(e))?;
+    let decisions = corral_devices::visibility::decide_all(|k| std::env::var(k).ok());
+    for d in &decisions {
+        tracing::info!(variable = %d.variable, "{}", d.reason);
+    }
+    for (k, v) in corral_devices::runner_env(&decisions) {
+        // Still one thread: nothing reads the environment concurrently.
+        std::env::set_var(k, v);
+    }
     if let Some(c) = &args.cache {
         std::fs::create_dir_all(c).map_err(|e| anyhow::anyhow!("--cache {}: {e}", c.display()))?;
     }
@@ -52,6 +66,32 @@ pub fn rpc_worker(args: RpcWorkerArgs) -> anyhow::Result<()> {
         .threads
         .unwrap_or_else(corral_os::default_threads)
         .max(1);
+    // ggml's server prints "Accepted client connection" without saying who: its standard
+    // output becomes log records, and each connection is logged with the peer's address.
+    let port = addrs.first().map_or(0, |a| a.port());
+    let mut peer: Option<String> = None;
+    corral_os::capture_stdout(move |line| match line.trim() {
+        "Accepted client connection" => {
+            let peers: Vec<String> = corral_os::tcp_peers(port)
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
+            let who = if peers.is_empty() {
+                "unknown".to_string()
+            } else {
+                peers.join(",")
+            };
+            tracing::info!(peer = %who, "RPC client connected");
+            peer = Some(who);
+        }
+        "Client connection closed" => {
+            let who = peer.take().unwrap_or_else(|| "unknown".into());
+            tracing::info!(peer = %who, "RPC client left");
+        }
+        "" => {}
+        other => tracing::info!(target: "ggml", "{other}"),
+    })
+    .map_err(|e| anyhow::anyhow!("capture ggml's output: {e}"))?;
     corral_os::on_terminate(|signal| {
         tracing::info!(signal, "RPC worker stopping");
         std::process::exit(0);
@@ -59,9 +99,10 @@ pub fn rpc_worker(args: RpcWorkerArgs) -> anyhow::Result<()> {
     tracing::info!(
         listen = %args.listen,
         threads,
-        protocol = corral_engine::rpc::PROTOCOL,
+        protocol = corral_devices::rpc::version_text(corral_devices::rpc::PROTOCOL),
         "RPC worker starting"
     );
-    corral_engine::rpc::serve(&args.listen, args.cache.as_deref(), threads)?;
+    let gpus = mode != corral_devices::DeviceMode::Cpu;
+    corral_engine::rpc::serve(&args.listen, args.cache.as_deref(), threads, gpus)?;
     Ok(())
 }

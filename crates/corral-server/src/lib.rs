@@ -159,7 +159,8 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let store = Store::open(&config.models_dir).map_err(|e| e.to_string())?;
     let mut config = config;
     let program = config.runner.program.clone();
-    let report = tokio::task::spawn_blocking(move || corral_devices::report(&program))
+    let workers = config.rpc_servers.clone();
+    let report = tokio::task::spawn_blocking(move || corral_devices::report(&program, &workers))
         .await
         .map_err(|e| e.to_string())??;
     tracing::info!(
@@ -177,6 +178,14 @@ pub async fn serve(config: Config) -> Result<(), String> {
     }
     if let Some(e) = &report.probe_error {
         tracing::warn!("{e}");
+    }
+    for w in &report.workers {
+        match &w.error {
+            None => {
+                tracing::info!(worker = %w.endpoint, protocol = w.protocol.as_deref().unwrap_or(""), devices = w.devices.len(), "RPC worker answers")
+            }
+            Some(e) => tracing::warn!(worker = %w.endpoint, "{e}"),
+        }
     }
     tracing::info!(decision = %report.decision, "models run on {}: {}", report.decision.to_uppercase(), report.reason);
     config.runner.env = corral_devices::runner_env(&report.visibility);

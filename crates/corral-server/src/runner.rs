@@ -20,6 +20,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// Lines of runner log kept for error messages.
 const TAIL_LINES: usize = 12;
 
+/// How long each RPC worker has to answer when a runner that uses workers fails, to name the
+/// one that went away.
+pub const WORKER_CHECK: Duration = Duration::from_secs(1);
+
 /// What decides how a runner is started; a request that needs other values gets a new runner.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LoadSpec {
@@ -53,7 +57,7 @@ pub struct RunnerProcess {
     /// KV cells held by running requests, and all cells, as the runner last reported.
     kv: Arc<(AtomicU64, AtomicU64)>,
     /// Set when the server killed it for hanging.
-    killed: AtomicBool,
+    killed: Arc<AtomicBool>,
 }
 
 /// Where to find the program that runs `corral runner`.
@@ -75,6 +79,9 @@ impl RunnerProcess {
     ) -> Result<Arc<RunnerProcess>, String> {
         let mut c = Command::new(&cmd.program);
         c.envs(cmd.env.iter().map(|(k, v)| (k, v)))
+            // ggml's abort attaches gdb for a backtrace when it can: seconds of delay, and a
+            // log tail of stack frames in place of the message that says what failed.
+            .env("GGML_NO_BACKTRACE", "1")
             .args(&cmd.prefix_args)
             .arg("--model")
             .arg(&spec.model_path)
@@ -117,6 +124,7 @@ impl RunnerProcess {
         let (loading_tx, mut loading_rx) = watch::channel(0f32);
         let (exit_tx, exit_rx) = watch::channel::<Option<String>>(None);
         let kv: Arc<(AtomicU64, AtomicU64)> = Default::default();
+        let killed: Arc<AtomicBool> = Default::default();
 
         // Log lines: keep the last few for error messages, pass all on to our log.
         let stderr_done = {
@@ -196,6 +204,8 @@ impl RunnerProcess {
         {
             let pending = pending.clone();
             let tail = tail.clone();
+            let killed = killed.clone();
+            let workers = spec.rpc_servers.clone();
             tokio::spawn(async move {
                 let status = child.wait().await;
                 // Let the readers drain what the runner wrote before it died.
@@ -209,14 +219,18 @@ impl RunnerProcess {
                     Err(e) => format!("unknown exit ({e})"),
                 };
                 let last: Vec<String> = tail.lock().unwrap().iter().cloned().collect();
-                let cause = if last.is_empty() {
-                    format!("runner process has terminated: {how}")
-                } else {
-                    format!(
-                        "runner process has terminated: {how}; last output: {}",
-                        last.join(" | ")
-                    )
-                };
+                let mut cause = format!("runner process has terminated: {how}");
+                // An unexpected end of a runner with RPC workers: name those that went away.
+                // (A runner killed for a stall is named by the stall's own check.)
+                let unexpected = !pending.lock().unwrap().is_empty();
+                if unexpected && !workers.is_empty() && !killed.load(Ordering::Relaxed) {
+                    for a in absent_workers(&workers, WORKER_CHECK).await {
+                        cause += &format!("; {a}");
+                    }
+                }
+                if !last.is_empty() {
+                    cause += &format!("; last output: {}", last.join(" | "));
+                }
                 tracing::info!(pid, "{cause}");
                 let _ = exit_tx.send(Some(cause.clone()));
                 for (id, tx) in pending.lock().unwrap().drain() {
@@ -266,7 +280,7 @@ impl RunnerProcess {
             exited: exit_rx,
             next_id: AtomicU64::new(1),
             kv,
-            killed: AtomicBool::new(false),
+            killed,
         }))
     }
 
@@ -278,6 +292,12 @@ impl RunnerProcess {
         let mut exited = self.exited.clone();
         let _ =
             tokio::time::timeout(Duration::from_secs(5), exited.wait_for(|c| c.is_some())).await;
+    }
+
+    /// Its RPC workers that do not answer now, each error naming its worker (see
+    /// [`absent_workers`]).
+    pub async fn absent_workers(&self, timeout: Duration) -> Vec<String> {
+        absent_workers(&self.spec.rpc_servers, timeout).await
     }
 
     /// Whether the server killed it for hanging.
@@ -381,6 +401,21 @@ impl RunnerProcess {
             corral_os::kill(self.pid);
         }
     }
+}
+
+/// The RPC workers among `endpoints` that do not answer a probe within `timeout`, each as an
+/// error that names it (refused, no connection, or no handshake). Empty when all answer.
+pub async fn absent_workers(endpoints: &[String], timeout: Duration) -> Vec<String> {
+    if endpoints.is_empty() {
+        return Vec::new();
+    }
+    let endpoints = endpoints.to_vec();
+    tokio::task::spawn_blocking(move || corral_devices::rpc::probe_all(&endpoints, timeout))
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| r.error)
+        .collect()
 }
 
 async fn wait_cause(exited: &mut watch::Receiver<Option<String>>) -> String {

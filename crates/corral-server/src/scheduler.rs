@@ -228,6 +228,15 @@ impl Scheduler {
                         return Err(AcquireError::Failed(cause));
                     }
                 };
+            // Workers left out are a warning too (their errors name them).
+            let warning = std::iter::once(warning)
+                .chain(runner.info.workers.iter().map(|w| {
+                    w.error
+                        .as_ref()
+                        .map(|e| format!("left out, the model runs without it: {e}"))
+                }))
+                .flatten()
+                .reduce(|a, b| format!("{a}; {b}"));
             let load_duration = Some(started.elapsed());
             self.metrics
                 .model_loaded(&key, started.elapsed().as_secs_f64());
@@ -385,6 +394,11 @@ impl Scheduler {
             .values()
             .filter(|l| !l.runner.has_exited())
             .map(|l| {
+                // Offloaded layers hold their share of the model (the output layer counts).
+                let share = |layers: u32| {
+                    l.meta.required_memory * u64::from(layers.min(l.meta.n_layers + 1))
+                        / u64::from(l.meta.n_layers + 1)
+                };
                 let until = match (l.expires, l.keep_alive) {
                     (Some(e), _) => Utc::now() + e.saturating_duration_since(Instant::now()),
                     (None, KeepAlive::For(d)) => Utc::now() + d,
@@ -397,10 +411,8 @@ impl Scheduler {
                     digest: l.meta.digest.clone(),
                     details: l.meta.details.clone(),
                     expires_at: until,
-                    // Offloaded layers hold their share of the model (the output layer counts).
-                    size_vram: l.meta.required_memory
-                        * u64::from(l.runner.spec.num_gpu.min(l.meta.n_layers + 1))
-                        / u64::from(l.meta.n_layers + 1),
+                    size_vram: share(l.runner.info.offloaded),
+                    size_remote: share(l.runner.info.workers.iter().map(|w| w.layers).sum()),
                     context_length: l.runner.info.n_ctx,
                     warning: l.warning.clone(),
                 }

@@ -304,7 +304,10 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or_default()
             .parse()
             .map_err(|e| anyhow::anyhow!("CORRAL_FLASH_ATTENTION: {e}"))?,
-        rpc_servers: rpc_servers(args.rpc_servers.as_deref().unwrap_or(""))?,
+        rpc_servers: corral_api::options::parse_rpc_servers(
+            args.rpc_servers.as_deref().unwrap_or(""),
+        )
+        .map_err(|e| anyhow::anyhow!("CORRAL_RPC_SERVERS: {e}"))?,
         metrics: args
             .metrics
             .as_deref()
@@ -323,20 +326,6 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     corral_server::serve(config)
         .await
         .map_err(|e| anyhow::anyhow!(e))
-}
-
-/// `CORRAL_RPC_SERVERS`: `host:port` entries, comma-separated; blanks are skipped.
-fn rpc_servers(list: &str) -> anyhow::Result<Vec<String>> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|e| !e.is_empty())
-        .map(|e| match e.rsplit_once(':') {
-            Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => {
-                Ok(e.to_string())
-            }
-            _ => anyhow::bail!("CORRAL_RPC_SERVERS: {e:?} is not host:port"),
-        })
-        .collect()
 }
 
 /// The exit status of a command that runs without the async runtime, its error printed.

@@ -52,9 +52,19 @@ impl Watch {
         if *self.shutdown.borrow() {
             return Err("the server is shutting down".into());
         }
+        // With RPC workers the clock runs out a check of the workers early, so that the error
+        // naming a worker that went away still comes within the stall timeout.
+        let workers = !lease.runner.spec.rpc_servers.is_empty();
+        let limit = if workers {
+            self.stall
+                .saturating_sub(crate::runner::WORKER_CHECK)
+                .max(self.stall / 2)
+        } else {
+            self.stall
+        };
         let stall = async {
             if self.started {
-                tokio::time::sleep(self.stall).await
+                tokio::time::sleep(limit).await
             } else {
                 std::future::pending::<()>().await
             }
@@ -69,10 +79,15 @@ impl Watch {
             }
             _ = stall => {
                 // A runner that makes no progress is stuck: replace it rather than wait forever.
-                lease.runner.kill().await;
+                // Kill first: a healthy worker answers the check once its runner is gone.
+                let (_, absent) = tokio::join!(
+                    lease.runner.kill(),
+                    lease.runner.absent_workers(crate::runner::WORKER_CHECK)
+                );
+                let why: String = absent.iter().map(|a| format!("; {a}")).collect();
                 Err(format!(
-                    "the model stopped making progress: no token for {}s; its runner was stopped and will be restarted",
-                    self.stall.as_secs_f32()
+                    "the model stopped making progress: no token for {}s{why}; its runner was stopped and will be restarted",
+                    limit.as_secs_f32()
                 ))
             }
             _ = self.shutdown.changed() => Err("the server is shutting down".into()),

@@ -26,7 +26,14 @@ pub(super) fn load_spec(st: &AppState, model: &Model, o: &Options) -> ApiResult<
             "kv_cache_type {kv_cache_type} needs flash attention, which CORRAL_FLASH_ATTENTION=off turns off"
         )));
     }
-    let rpc_servers = st.config.rpc_servers.clone();
+    // A model's own workers (PARAMETER rpc_servers, checked when it was made) before the
+    // server's.
+    let rpc_servers = match &o.rpc_servers {
+        Some(list) => {
+            corral_api::options::parse_rpc_servers(list).map_err(ApiError::bad_request)?
+        }
+        None => st.config.rpc_servers.clone(),
+    };
     let num_gpu = corral_devices::gpu_layers(
         st.devices.mode,
         o.num_gpu,

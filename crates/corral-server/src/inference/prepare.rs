@@ -17,6 +17,14 @@ pub(crate) fn options_and_keep_alive(
             for name in unknown {
                 tracing::warn!(option = %name, "invalid option provided");
             }
+            if let Some(name) = corral_api::options::REQUEST_REFUSED
+                .iter()
+                .find(|n| map.get(**n).is_some_and(|v| !v.is_null()))
+            {
+                return Err(ApiError::bad_request(format!(
+                    "option \"{name}\" can be set only by a Modelfile's PARAMETER or the server's settings, not by a request"
+                )));
+            }
             o
         }
         None => Options::default(),

@@ -20,6 +20,8 @@ mod openai;
 mod registry;
 mod repl;
 mod rpc;
+mod rpc_faults;
+mod rpc_netns;
 mod security;
 mod speculation;
 mod supervision;

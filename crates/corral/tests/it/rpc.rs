@@ -1,84 +1,14 @@
 //! Models split across machines with ggml's RPC backend (issue 17): `corral rpc-worker` on
-//! loopback ports, a server that names them in `CORRAL_RPC_SERVERS`.
+//! loopback ports, a server that names them in `CORRAL_RPC_SERVERS` or a Modelfile's
+//! `PARAMETER rpc_servers`. Faults are in `rpc_faults`, namespaced hosts in `rpc_netns`.
 
 use crate::common;
 
+use common::worker::{greedy_answer, smol_with, Worker};
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-/// A running `corral rpc-worker` on a loopback port, its log in `log`.
-struct Worker {
-    child: Child,
-    port: u16,
-    log: tempfile::NamedTempFile,
-}
-
-impl Worker {
-    fn start() -> Worker {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let child = Command::new(corral_exe())
-            .args([
-                "rpc-worker",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--threads",
-                "1",
-            ])
-            .stdout(log.reopen().unwrap())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .unwrap();
-        assert!(
-            wait_for(Duration::from_secs(20), || std::net::TcpStream::connect((
-                "127.0.0.1",
-                port
-            ))
-            .is_ok()),
-            "the worker did not start listening"
-        );
-        Worker { child, port, log }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-
-    /// SIGTERM, and the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        signal(self.child.id(), 15);
-        for _ in 0..100 {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        panic!("the worker did not stop on SIGTERM:\n{}", self.log());
-    }
-}
-
-fn greedy_answer(s: &TestServer, model: &str) -> String {
-    let (status, v) = s.post(
-        "/api/generate",
-        json!({"model": model, "prompt": "Name the capital of France.", "stream": false,
-               "options": {"temperature": 0, "num_predict": 12}}),
-    );
-    assert_eq!(status, 200, "{v}\n{}", s.log());
-    assert_eq!(v["done"], true, "{v}");
-    v["response"].as_str().unwrap().to_string()
-}
+use std::process::{Command, Stdio};
 
 #[test]
 fn a_worker_refuses_a_remote_address_without_allow_remote() {
@@ -105,6 +35,18 @@ fn a_worker_refuses_a_remote_address_without_allow_remote() {
     );
 }
 
+/// The `/api/ps` entry of a model.
+fn ps_entry(s: &TestServer, name: &str) -> Value {
+    let ps = s.get("/api/ps");
+    ps["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == format!("{name}:latest"))
+        .unwrap_or_else(|| panic!("{name} is not in /api/ps: {ps}"))
+        .clone()
+}
+
 #[test]
 fn a_model_split_over_two_workers_answers_as_it_does_locally() {
     let local = {
@@ -115,16 +57,23 @@ fn a_model_split_over_two_workers_answers_as_it_does_locally() {
         a
     };
     let (w1, w2) = (Worker::start(), Worker::start());
-    let servers = format!("{},{}", w1.endpoint(), w2.endpoint());
+    let servers = format!("{},{}", w1.endpoint, w2.endpoint);
+
+    // `corral devices` asks each worker what it has.
+    let d = devices_json(&[("CORRAL_RPC_SERVERS", &servers)]);
+    let workers = d["workers"].as_array().expect("workers in the report");
+    assert_eq!(workers.len(), 2, "{d}");
+    for (w, e) in workers.iter().zip([&w1.endpoint, &w2.endpoint]) {
+        assert_eq!(w["endpoint"], e.as_str(), "{w}");
+        assert_eq!(w["usable"], true, "{w}");
+        assert_eq!(w["protocol"], "7.0.0", "{w}");
+        assert_eq!(w["devices"].as_array().unwrap().len(), 1, "{w}");
+        assert!(w["devices"][0]["memory_total"].as_u64().unwrap() > 0, "{w}");
+    }
+
     let mut s = TestServer::start_with(&[("CORRAL_RPC_SERVERS", &servers)]);
-    // 20 of SmolLM2's 30 layers on the workers, the rest on the local CPU.
-    s.create(
-        "smol-split",
-        &format!(
-            "FROM {}\nPARAMETER num_gpu 20\n",
-            model_file(SMOL).display()
-        ),
-    );
+    // 20 of SmolLM2's 31 layers (30 and the output layer) on the workers, the rest here.
+    s.create("smol-split", &smol_with("PARAMETER num_gpu 20\n"));
     let split = greedy_answer(&s, "smol-split");
     assert_eq!(split, local, "the split model answered differently");
     let log = s.log();
@@ -133,18 +82,84 @@ fn a_model_split_over_two_workers_answers_as_it_does_locally() {
         "both workers were not added:\n{log}"
     );
     for w in [&w1, &w2] {
+        // The worker names who connected (ggml itself does not).
         assert!(
-            w.log().contains("Accepted client connection"),
-            "worker {} was not used:\n{}",
-            w.endpoint(),
+            w.log().contains("RPC client connected peer=127.0.0.1:"),
+            "worker {} did not name its clients:\n{}",
+            w.endpoint,
             w.log()
         );
     }
+    // The share on other machines: 20 of 31 layers, all of the offloaded part.
+    let m = ps_entry(&s, "smol-split");
+    let (size, vram, remote) = (
+        m["size"].as_u64().unwrap(),
+        m["size_vram"].as_u64().unwrap(),
+        m["size_remote"].as_u64().unwrap_or(0),
+    );
+    assert_eq!(remote, size * 20 / 31, "{m}");
+    assert_eq!(vram, remote, "{m}");
+    assert!(m.get("warning").is_none(), "{m}");
+    let out = s.corral(&["ps"]);
+    assert!(stdout(&out).contains("35%/65% CPU/RPC"), "{}", stdout(&out));
+
     s.stop();
     for w in [w1, w2] {
+        let log = w.log();
+        assert!(log.contains("RPC client left"), "{log}");
         let status = w.stop();
         assert!(status.success(), "a worker's exit on SIGTERM: {status:?}");
     }
+}
+
+#[test]
+fn a_modelfile_names_its_own_workers_and_requests_may_not() {
+    let w = Worker::start();
+    // The server's own worker does not answer; the model's parameter replaces it with one
+    // that does, and every layer goes to that one.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut s = TestServer::start_with(&[("CORRAL_RPC_SERVERS", &format!("127.0.0.1:{closed}"))]);
+    s.create(
+        "smol-remote",
+        &smol_with(&format!("PARAMETER rpc_servers {}\n", w.endpoint)),
+    );
+    assert!(!greedy_answer(&s, "smol-remote").is_empty());
+    let m = ps_entry(&s, "smol-remote");
+    assert_eq!(m["size_remote"], m["size"], "{m}");
+    assert!(m.get("warning").is_none(), "{m}");
+    assert!(stdout(&s.corral(&["ps"])).contains("100% RPC"));
+    assert!(w.log().contains("RPC client connected"), "{}", w.log());
+    // An empty list keeps a model off the server's workers.
+    s.create("smol-here", &smol_with("PARAMETER rpc_servers \"\"\n"));
+    assert!(!greedy_answer(&s, "smol-here").is_empty());
+    let m = ps_entry(&s, "smol-here");
+    assert_eq!(m["size_vram"], 0, "{m}");
+    assert!(m.get("warning").is_none(), "{m}");
+
+    // A request cannot send a model to a machine of its choosing.
+    let (status, v) = s.post(
+        "/api/generate",
+        json!({"model": "smol-remote", "prompt": "hi", "stream": false,
+               "options": {"rpc_servers": "10.1.2.3:50052"}}),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("rpc_servers"), "{v}");
+    // A Modelfile with a value that is not a list of addresses is refused, naming it.
+    let out = s.try_create(
+        "smol-bad",
+        &smol_with("PARAMETER rpc_servers host-without-port\n"),
+    );
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("rpc_servers") && e.contains("host-without-port"),
+        "{e}"
+    );
+    s.stop();
 }
 
 #[test]
@@ -154,19 +169,84 @@ fn an_unreachable_worker_is_left_out_and_the_model_loads_without_it() {
         .local_addr()
         .unwrap()
         .port();
-    let mut s = TestServer::start_with(&[("CORRAL_RPC_SERVERS", &format!("127.0.0.1:{closed}"))]);
-    s.create(
-        "smol-split",
-        &format!(
-            "FROM {}\nPARAMETER num_gpu 20\n",
-            model_file(SMOL).display()
-        ),
-    );
+    let endpoint = format!("127.0.0.1:{closed}");
+    let mut s = TestServer::start_with(&[("CORRAL_RPC_SERVERS", &endpoint)]);
+    s.create("smol-split", &smol_with("PARAMETER num_gpu 20\n"));
     assert!(!greedy_answer(&s, "smol-split").is_empty());
     let log = s.log();
     assert!(
-        log.contains("RPC worker left out") && log.contains(&format!("127.0.0.1:{closed}")),
+        log.contains("RPC worker left out") && log.contains(&endpoint),
         "{log}"
+    );
+    // The cause is where users look: /api/ps and `corral ps`.
+    let m = ps_entry(&s, "smol-split");
+    let warning = m["warning"].as_str().unwrap_or_default();
+    assert!(
+        warning.contains(&endpoint) && warning.contains("left out"),
+        "{m}"
+    );
+    assert_eq!(m["size_vram"], 0, "{m}");
+    let out = stdout(&s.corral(&["ps"]));
+    assert!(
+        out.contains("100% CPU") && out.contains("warning: smol-split:latest: left out"),
+        "{out}"
+    );
+    let d = devices_json(&[("CORRAL_RPC_SERVERS", &endpoint)]);
+    assert_eq!(d["workers"][0]["usable"], false, "{d}");
+    assert!(
+        d["workers"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be reached"),
+        "{d}"
+    );
+    s.stop();
+}
+
+/// A peer that answers ggml's handshake with another protocol version and then nothing: the
+/// only way to meet a worker of another version here (there is one build of llama.cpp).
+fn other_version_peer(version: [u8; 3]) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = l.local_addr().unwrap().to_string();
+    let h = std::thread::spawn(move || {
+        for conn in l.incoming().take(10) {
+            let Ok(mut c) = conn else { return };
+            let mut hello = [0u8; 1 + 8 + 24];
+            if c.read_exact(&mut hello).is_err() || hello[0] != 14 {
+                continue;
+            }
+            let mut answer = 28u64.to_le_bytes().to_vec();
+            answer.extend_from_slice(&version);
+            answer.extend_from_slice(&[0u8; 25]);
+            let _ = c.write_all(&answer);
+        }
+    });
+    (endpoint, h)
+}
+
+#[test]
+fn a_worker_of_another_protocol_version_is_refused_naming_both_versions() {
+    let (endpoint, _peer) = other_version_peer([6, 1, 0]);
+    let d = devices_json(&[("CORRAL_RPC_SERVERS", &endpoint)]);
+    let w = &d["workers"][0];
+    assert_eq!(w["usable"], false, "{d}");
+    assert_eq!(w["protocol"], "6.1.0", "{d}");
+    let e = w["error"].as_str().unwrap();
+    assert!(
+        e.contains("6.1.0") && e.contains("7.0.0") && e.contains(&endpoint),
+        "{e}"
+    );
+
+    // A runner leaves it out (ggml would abort the runner) and the model loads here.
+    let mut s = TestServer::start_with(&[("CORRAL_RPC_SERVERS", &endpoint)]);
+    s.create_smol();
+    assert!(!greedy_answer(&s, "smol").is_empty());
+    let m = ps_entry(&s, "smol");
+    let warning = m["warning"].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("6.1.0") && warning.contains("7.0.0"),
+        "{m}"
     );
     s.stop();
 }

@@ -4,6 +4,7 @@
 
 pub mod gguf;
 pub mod registry;
+pub mod worker;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
