@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 version=0.3.36
 cache="${CORRAL_LLAMA_SERVER_CACHE:-$HOME/.cache/corral/llama-server}"
 exe="$cache/build/bin/llama-server"
-if [ ! -x "$exe" ] || [ ! -x "$cache/build/bin/rpc-server" ]; then
+if [ ! -x "$exe" ] || [ ! -x "$cache/build/bin/ggml-rpc-server" ]; then
   mkdir -p "$cache"
   if [ ! -d "$cache/src/vendor/llama.cpp" ]; then
     python3 -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
@@ -29,7 +29,7 @@ if [ ! -x "$exe" ] || [ ! -x "$cache/build/bin/rpc-server" ]; then
   cmake -S "$cache/src/vendor/llama.cpp" -B "$cache/build" -DCMAKE_BUILD_TYPE=Release \
     -DGGML_NATIVE=ON -DBUILD_SHARED_LIBS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON -DGGML_RPC=ON >&2
-  cmake --build "$cache/build" --target llama-server rpc-server --parallel "$(nproc)" >&2
+  cmake --build "$cache/build" --target llama-server ggml-rpc-server --parallel "$(nproc)" >&2
 fi
 ggml_version() {
   grep -E '^set\(GGML_VERSION_(MAJOR|MINOR|PATCH) ' "$1/ggml/CMakeLists.txt" | grep -oE '[0-9]+\)' | tr -d ')' | paste -sd.

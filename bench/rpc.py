@@ -17,7 +17,8 @@ server and for each worker. Loopback has no network cost: what it shows is the p
 sharing this machine's cores with the server. Standard library only. Usage:
   python3 bench/rpc.py --corral PATH --llama-server PATH --models DIR [--runs 3]
 """
-import argparse, os, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, statistics, subprocess, sys, tempfile, time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import versus  # noqa: E402
@@ -44,10 +45,15 @@ class Workers:
 
     def __init__(self, cmd, log):
         self.ports = [versus.free_port(), versus.free_port()]
-        self.procs = [subprocess.Popen(cmd(p), stdout=subprocess.DEVNULL, stderr=open(f"{log}.{p}", "w"))
-                      for p in self.ports]
+        self.logs = [f"{log}.{p}" for p in self.ports]
+        self.procs = [subprocess.Popen(cmd(p), stdout=open(f, "w"), stderr=subprocess.STDOUT)
+                      for p, f in zip(self.ports, self.logs)]
         for p, proc in zip(self.ports, self.procs):
             listening(p, proc, f"the worker on {p}")
+
+    def all_used(self):
+        """Whether every worker has had a client (ggml's rpc-server says so on stdout)."""
+        return all("Accepted client connection" in open(f).read() for f in self.logs)
 
     def endpoints(self):
         return ",".join(f"127.0.0.1:{p}" for p in self.ports)
@@ -77,19 +83,26 @@ class Corral(versus.Corral):
         subprocess.run([exe, "create", "m", "-f", mf], env=env, check=True, stderr=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL)
         versus.post(self.base + "/api/generate", {"model": "m", "prompt": ""}).read()
+        if rpc:
+            # A worker left out would make this a local run under the split's name.
+            ps = json.load(urllib.request.urlopen(self.base + "/api/ps"))["models"][0]
+            if not ps.get("size_remote") or ps.get("warning"):
+                raise SystemExit(f"corral did not split the model: {ps}")
 
 
 class LlamaServer(versus.LlamaServer):
-    def __init__(self, name, exe, gguf, threads, ctx, log, rpc=None):
+    def __init__(self, name, exe, gguf, threads, ctx, log, workers=None):
         self.name = name
         self.port = versus.free_port()
-        extra = ["--rpc", rpc, "-ngl", str(GPU_LAYERS)] if rpc else ["-ngl", "0"]
+        extra = ["--rpc", workers.endpoints(), "-ngl", str(GPU_LAYERS)] if workers else ["-ngl", "0"]
         self.proc = subprocess.Popen(
             [exe, "-m", gguf, "-t", str(threads), "-tb", str(threads), "-c", str(ctx), "-np", "1",
              "--host", "127.0.0.1", "--port", str(self.port), "--no-webui", *extra],
             stdout=subprocess.DEVNULL, stderr=open(log, "w"))
         self.base = f"http://127.0.0.1:{self.port}"
         versus.wait_up(self.base + "/health", self.proc)
+        if workers and not workers.all_used():
+            raise SystemExit("llama-server did not split the model: a worker had no client")
 
 
 def measures(server, run):
@@ -112,15 +125,17 @@ def main():
     ap.add_argument("--ctx", type=int, default=2048)
     a = ap.parse_args()
     gguf = f"{a.models}/{MODEL}"
-    rpc_server = os.path.join(os.path.dirname(a.llama_server), "rpc-server")
+    rpc_server = os.path.join(os.path.dirname(a.llama_server), "ggml-rpc-server")
     work = tempfile.mkdtemp()
     t = str(a.threads)
-    corral_workers = Workers(lambda p: [a.corral, "rpc-worker", "--listen", f"127.0.0.1:{p}", "--threads", t],
-                             f"{work}/corral-worker")
-    llama_workers = Workers(lambda p: [rpc_server, "-H", "127.0.0.1", "-p", str(p), "-t", t],
-                            f"{work}/rpc-server")
-    servers = []
+    workers = []
     try:
+        corral_workers = Workers(lambda p: [a.corral, "rpc-worker", "--listen", f"127.0.0.1:{p}", "--threads", t],
+                                 f"{work}/corral-worker")
+        workers.append(corral_workers)
+        llama_workers = Workers(lambda p: [rpc_server, "-H", "127.0.0.1", "-p", str(p), "-t", t],
+                                f"{work}/rpc-server")
+        workers.append(llama_workers)
         # One at a time: a worker serves one client, and each setup gets the machine alone.
         setups = [
             lambda: Corral("corral local", a.corral, gguf, a.threads, a.ctx, f"{work}/c.log"),
@@ -128,7 +143,7 @@ def main():
                            corral_workers.endpoints()),
             lambda: LlamaServer("llama-server local", a.llama_server, gguf, a.threads, a.ctx, f"{work}/l.log"),
             lambda: LlamaServer("llama-server split", a.llama_server, gguf, a.threads, a.ctx, f"{work}/ls.log",
-                                llama_workers.endpoints()),
+                                llama_workers),
         ]
         samples = {}
         for run in range(a.runs):
@@ -149,10 +164,11 @@ def main():
             print(f"{n:<20}" + "".join(f"{figs[k]:>30.1f}" for k in keys))
         for who in ("corral", "llama-server"):
             split, local = med[f"{who} split"], med[f"{who} local"]
-            print(f"{who} split/local: " + ", ".join(f"{k} {split[k] / local[k]:.2f}x" for k in keys))
+            print(f"{who} split/local: " + ", ".join(
+                f"{k} {split[k] / local[k]:.2f}x" if local[k] else f"{k} -" for k in keys))
     finally:
-        corral_workers.stop()
-        llama_workers.stop()
+        for w in workers:
+            w.stop()
 
 
 if __name__ == "__main__":

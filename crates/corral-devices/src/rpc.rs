@@ -60,8 +60,10 @@ pub fn compatible(v: (u8, u8, u8)) -> bool {
     v.0 == PROTOCOL.0 && v.1 <= PROTOCOL.1
 }
 
-/// Ask the worker at `endpoint`, each step (connect, handshake, each answer) within `timeout`.
+/// Ask the worker at `endpoint`, every step (connect, handshake, each answer) within `timeout`
+/// in all. The name lookup is not bounded here; [`probe_all`] bounds it.
 pub fn probe(endpoint: &str, timeout: Duration) -> WorkerReport {
+    let deadline = Instant::now() + timeout;
     let mut report = WorkerReport {
         endpoint: endpoint.to_string(),
         usable: false,
@@ -69,7 +71,7 @@ pub fn probe(endpoint: &str, timeout: Duration) -> WorkerReport {
         devices: Vec::new(),
         error: None,
     };
-    let mut stream = match connect(endpoint, timeout) {
+    let mut stream = match connect(endpoint, deadline) {
         Ok(s) => s,
         Err(e) => {
             report.error = Some(e);
@@ -83,7 +85,7 @@ pub fn probe(endpoint: &str, timeout: Duration) -> WorkerReport {
             timeout.as_secs_f32()
         )
     };
-    let version = match hello(&mut stream) {
+    let version = match hello(&mut stream, deadline) {
         Ok(v) => v,
         Err(e) if is_timeout(&e) => {
             report.error = Some(busy());
@@ -107,7 +109,7 @@ pub fn probe(endpoint: &str, timeout: Duration) -> WorkerReport {
     }
     let answer = |stream: &mut TcpStream| -> std::io::Result<Vec<WorkerDevice>> {
         let n = u32::from_le_bytes(
-            command(stream, CMD_DEVICE_COUNT, &[], 4)?[..4]
+            command(stream, deadline, CMD_DEVICE_COUNT, &[], 4)?[..4]
                 .try_into()
                 .unwrap(),
         );
@@ -116,7 +118,13 @@ pub fn probe(endpoint: &str, timeout: Duration) -> WorkerReport {
         }
         (0..n)
             .map(|d| {
-                let r = command(stream, CMD_GET_DEVICE_MEMORY, &d.to_le_bytes(), 16)?;
+                let r = command(
+                    stream,
+                    deadline,
+                    CMD_GET_DEVICE_MEMORY,
+                    &d.to_le_bytes(),
+                    16,
+                )?;
                 Ok(WorkerDevice {
                     memory_free: u64::from_le_bytes(r[..8].try_into().unwrap()),
                     memory_total: u64::from_le_bytes(r[8..16].try_into().unwrap()),
@@ -141,22 +149,27 @@ pub fn probe(endpoint: &str, timeout: Duration) -> WorkerReport {
     report
 }
 
-fn connect(endpoint: &str, timeout: Duration) -> Result<TcpStream, String> {
+/// Time left before `deadline`, never zero (a zero timeout means none to std).
+fn left(deadline: Instant) -> Duration {
+    deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1))
+}
+
+fn connect(endpoint: &str, deadline: Instant) -> Result<TcpStream, String> {
+    let timeout = left(deadline);
     let addrs: Vec<SocketAddr> = endpoint
         .to_socket_addrs()
         .map_err(|e| format!("RPC worker {endpoint}: not a reachable host:port ({e})"))?
         .collect();
     let mut last = format!("RPC worker {endpoint}: the name has no address");
     for a in addrs {
-        let started = Instant::now();
-        match TcpStream::connect_timeout(&a, timeout) {
+        match TcpStream::connect_timeout(&a, left(deadline)) {
             Ok(s) => {
-                s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-                s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
                 let _ = s.set_nodelay(true);
                 return Ok(s);
             }
-            Err(e) if is_timeout(&e) || started.elapsed() >= timeout => {
+            Err(e) if is_timeout(&e) || Instant::now() >= deadline => {
                 last = format!(
                     "RPC worker {endpoint} ({a}) did not accept a connection within {:.0} s (link down or host gone?)",
                     timeout.as_secs_f32()
@@ -176,8 +189,14 @@ fn is_timeout(e: &std::io::Error) -> bool {
 }
 
 /// HELLO: the worker's protocol version.
-fn hello(stream: &mut TcpStream) -> std::io::Result<(u8, u8, u8)> {
-    let r = command(stream, CMD_HELLO, &[0u8; CONN_CAPS], 4 + CONN_CAPS)?;
+fn hello(stream: &mut TcpStream, deadline: Instant) -> std::io::Result<(u8, u8, u8)> {
+    let r = command(
+        stream,
+        deadline,
+        CMD_HELLO,
+        &[0u8; CONN_CAPS],
+        4 + CONN_CAPS,
+    )?;
     Ok((r[0], r[1], r[2]))
 }
 
@@ -185,6 +204,7 @@ fn hello(stream: &mut TcpStream) -> std::io::Result<(u8, u8, u8)> {
 /// `| size (8 bytes LE) | data |`, which must be `answer` bytes long.
 fn command(
     stream: &mut TcpStream,
+    deadline: Instant,
     cmd: u8,
     data: &[u8],
     answer: usize,
@@ -193,8 +213,10 @@ fn command(
     msg.push(cmd);
     msg.extend_from_slice(&(data.len() as u64).to_le_bytes());
     msg.extend_from_slice(data);
+    stream.set_write_timeout(Some(left(deadline)))?;
     stream.write_all(&msg)?;
     let mut size = [0u8; 8];
+    stream.set_read_timeout(Some(left(deadline)))?;
     stream.read_exact(&mut size)?;
     let size = u64::from_le_bytes(size);
     if size != answer as u64 {
@@ -203,31 +225,48 @@ fn command(
         )));
     }
     let mut out = vec![0u8; answer];
+    stream.set_read_timeout(Some(left(deadline)))?;
     stream.read_exact(&mut out)?;
     Ok(out)
 }
 
-/// Probe every worker at once (each within `timeout`), in the given order.
+/// Probe every worker at once, each within `timeout` in all, its name lookup included: a
+/// probe still running then is reported as silent and left to end on its own thread.
+/// Reports come in the given order.
 pub fn probe_all(endpoints: &[String], timeout: Duration) -> Vec<WorkerReport> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = endpoints
-            .iter()
-            .map(|e| s.spawn(move || probe(e, timeout)))
-            .collect();
-        handles
-            .into_iter()
-            .zip(endpoints)
-            .map(|(h, e)| {
-                h.join().unwrap_or_else(|_| WorkerReport {
-                    endpoint: e.clone(),
-                    usable: false,
-                    protocol: None,
-                    devices: Vec::new(),
-                    error: Some("the probe failed".into()),
-                })
+    let deadline = Instant::now() + timeout;
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (i, e) in endpoints.iter().enumerate() {
+        let (tx, e) = (tx.clone(), e.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send((i, probe(&e, timeout)));
+        });
+    }
+    drop(tx);
+    let mut got: Vec<Option<WorkerReport>> = vec![None; endpoints.len()];
+    // A little past the deadline, so that a probe that failed right at it gives its reason.
+    let end = deadline + Duration::from_millis(100);
+    while got.iter().any(Option::is_none) {
+        match rx.recv_timeout(end.saturating_duration_since(Instant::now())) {
+            Ok((i, r)) => got[i] = Some(r),
+            Err(_) => break,
+        }
+    }
+    got.into_iter()
+        .zip(endpoints)
+        .map(|(r, e)| {
+            r.unwrap_or_else(|| WorkerReport {
+                endpoint: e.clone(),
+                usable: false,
+                protocol: None,
+                devices: Vec::new(),
+                error: Some(format!(
+                    "RPC worker {e} did not answer within {:.0} s (does its name resolve?)",
+                    timeout.as_secs_f32()
+                )),
             })
-            .collect()
-    })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -376,9 +376,14 @@ impl Engine {
         self.model.n_ctx_train()
     }
 
-    /// Repeating layers of the model (the output layer is one more).
+    /// Layers of the model as llama.cpp places them on devices: the GGUF's block count, which
+    /// counts next-token-prediction layers too (`llama_model_n_layer` leaves them out). The
+    /// output layer is one more.
     pub fn n_layer(&self) -> u32 {
-        self.model.n_layer()
+        self.meta("general.architecture")
+            .and_then(|arch| self.meta(&format!("{arch}.block_count")))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| self.model.n_layer())
     }
 
     /// Bytes of the model's weights (and its draft's).

@@ -70,9 +70,11 @@ pub fn add_worker(endpoint: &str) -> Result<usize, EngineError> {
     }
 }
 
-/// Serve every local device except RPC ones (so the CPU, and GPUs the visibility rules let
-/// through; the CPU only unless `gpus`) at `endpoint` until the process ends; `cache` is
-/// ggml's tensor cache folder. Returns only when the server cannot start (ggml prints why).
+/// Serve this machine's devices at `endpoint` until the process ends: its GPUs (those the
+/// visibility rules let through) when it has any and `gpus` allows them, else its CPU, as
+/// llama.cpp's `rpc-server` chooses (a CPU served beside GPUs would report all of the host's
+/// memory and so take most layers of the split by free memory). `cache` is ggml's tensor
+/// cache folder. Returns only when the server cannot start (ggml prints why).
 pub fn serve(
     endpoint: &str,
     cache: Option<&Path>,
@@ -90,16 +92,31 @@ pub fn serve(
     // SAFETY: device queries on ggml's registry; the start function is ggml's, with the
     // signature of ggml-rpc.h, given valid C strings and a device array that outlives it.
     unsafe {
-        let mut devs: Vec<llama_cpp_sys_2::ggml_backend_dev_t> = (0
+        let local: Vec<(llama_cpp_sys_2::ggml_backend_dev_t, bool)> = (0
             ..llama_cpp_sys_2::ggml_backend_dev_count())
             .map(|i| llama_cpp_sys_2::ggml_backend_dev_get(i))
             .filter(|&d| {
                 let reg = llama_cpp_sys_2::ggml_backend_dev_backend_reg(d);
                 let name = std::ffi::CStr::from_ptr(llama_cpp_sys_2::ggml_backend_reg_name(reg));
-                let cpu = llama_cpp_sys_2::ggml_backend_dev_type(d)
-                    == llama_cpp_sys_2::GGML_BACKEND_DEVICE_TYPE_CPU;
-                name.to_bytes() != b"RPC" && (gpus || cpu)
+                name.to_bytes() != b"RPC"
             })
+            .map(|d| {
+                let t = llama_cpp_sys_2::ggml_backend_dev_type(d);
+                let gpu = t == llama_cpp_sys_2::GGML_BACKEND_DEVICE_TYPE_GPU
+                    || t == llama_cpp_sys_2::GGML_BACKEND_DEVICE_TYPE_IGPU;
+                (d, gpu)
+            })
+            .collect();
+        let use_gpus = gpus && local.iter().any(|d| d.1);
+        let mut devs: Vec<llama_cpp_sys_2::ggml_backend_dev_t> = local
+            .iter()
+            .filter(|d| {
+                d.1 == use_gpus
+                    && (use_gpus
+                        || llama_cpp_sys_2::ggml_backend_dev_type(d.0)
+                            == llama_cpp_sys_2::GGML_BACKEND_DEVICE_TYPE_CPU)
+            })
+            .map(|d| d.0)
             .collect();
         if devs.is_empty() {
             return Err(EngineError::Backend("no local device to serve".into()));

@@ -176,7 +176,10 @@ pub fn capture_stdout(f: impl FnMut(&str) + Send + 'static) -> std::io::Result<(
 }
 
 /// The remote addresses of this process's connected TCP sockets whose local port is `port`:
-/// who is connected to a server that reports no addresses itself (ggml's RPC server).
-pub fn tcp_peers(port: u16) -> Vec<std::net::SocketAddr> {
-    imp::tcp_peers(port)
+/// who is connected to a server that reports no addresses itself (ggml's RPC server). Each
+/// of those sockets is also set to drop a peer that stops answering for about `dead_after`
+/// (TCP keepalive and user timeout), so that a server blocked reading from a client behind a
+/// cut link gets an error instead of waiting forever.
+pub fn tcp_clients(port: u16, dead_after: std::time::Duration) -> Vec<std::net::SocketAddr> {
+    imp::tcp_clients(port, dead_after)
 }

@@ -134,53 +134,125 @@ pub fn hostname() -> Option<String> {
 pub fn capture_stdout(mut f: impl FnMut(&str) + Send + 'static) -> std::io::Result<()> {
     use std::io::BufRead;
     use std::os::fd::FromRawFd;
+    extern "C" {
+        /// C's standard output stream (glibc and musl both export it by this name).
+        static mut stdout: *mut libc::FILE;
+    }
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe fills two descriptors we then own; dup2 replaces fd 1 with the pipe's write
     // end (C's stdout keeps writing to fd 1), after which the original write end is closed.
+    // setvbuf on C's stdout before anything is written through it by this process's threads
+    // (the caller captures before starting the library that prints).
     let read = unsafe {
         if libc::pipe(fds.as_mut_ptr()) != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        if libc::dup2(fds[1], 1) < 0 {
-            let e = std::io::Error::last_os_error();
+        if fds.contains(&1) || libc::dup2(fds[1], 1) < 0 {
+            let e = std::io::Error::other("standard output cannot be replaced (was it closed?)");
             libc::close(fds[0]);
             libc::close(fds[1]);
             return Err(e);
         }
         libc::close(fds[1]);
+        // On a pipe C's stdout is fully buffered: lines would arrive only at a flush.
+        libc::setvbuf(stdout, std::ptr::null_mut(), libc::_IOLBF, 0);
         std::fs::File::from_raw_fd(fds[0])
     };
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(read).lines() {
-            match line {
-                Ok(l) => f(&l),
-                Err(_) => break,
+        let mut r = std::io::BufReader::new(read);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => f(String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r'])),
             }
         }
     });
     Ok(())
 }
 
-pub fn tcp_peers(port: u16) -> Vec<std::net::SocketAddr> {
-    use std::mem::ManuallyDrop;
-    use std::os::fd::FromRawFd;
+/// The local or the peer address of a socket descriptor, if it is an IP socket.
+fn socket_addr(fd: libc::c_int, peer: bool) -> Option<std::net::SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    // SAFETY: getsockname/getpeername write at most `len` bytes into the storage, which is
+    // large enough for any address; on a descriptor that is not a socket (or was closed) they
+    // fail and nothing is read. The storage is reinterpreted only as the family it reports.
+    unsafe {
+        let mut ss: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let p = &mut ss as *mut libc::sockaddr_storage as *mut libc::sockaddr;
+        let r = if peer {
+            libc::getpeername(fd, p, &mut len)
+        } else {
+            libc::getsockname(fd, p, &mut len)
+        };
+        if r != 0 {
+            return None;
+        }
+        match ss.ss_family as libc::c_int {
+            libc::AF_INET => {
+                let a = &*(p as *const libc::sockaddr_in);
+                let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(a.sin_port)))
+            }
+            libc::AF_INET6 => {
+                let a = &*(p as *const libc::sockaddr_in6);
+                let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+                Some(SocketAddr::new(IpAddr::V6(ip), u16::from_be(a.sin6_port)))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn set_opt(fd: libc::c_int, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    // SAFETY: setsockopt reads one int; a failure (not a TCP socket) changes nothing.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+pub fn tcp_clients(port: u16, dead_after: std::time::Duration) -> Vec<std::net::SocketAddr> {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return Vec::new();
     };
+    let secs = dead_after.as_secs().clamp(3, 3600) as libc::c_int;
     let mut out = Vec::new();
     for fd in dir
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
     {
-        // SAFETY: the stream only borrows the descriptor for two getsockname/getpeername
-        // calls and is never dropped, so the descriptor stays open and owned by its owner. A
-        // descriptor that is not a socket (or was closed meanwhile) makes the calls fail.
-        let s = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd) });
-        if s.local_addr().is_ok_and(|a| a.port() == port) {
-            if let Ok(peer) = s.peer_addr() {
-                out.push(peer);
-            }
+        if socket_addr(fd, false).is_none_or(|a| a.port() != port) {
+            continue;
         }
+        let Some(peer) = socket_addr(fd, true) else {
+            continue; // the listening socket
+        };
+        // Probes after 2/5 of the time idle, 3 of them 1/5 apart; and no more than the
+        // whole time for data the peer does not acknowledge.
+        set_opt(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1);
+        set_opt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPIDLE,
+            (secs * 2 / 5).max(1),
+        );
+        set_opt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_KEEPINTVL,
+            (secs / 5).max(1),
+        );
+        set_opt(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3);
+        set_opt(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, secs * 1000);
+        out.push(peer);
     }
     out
 }

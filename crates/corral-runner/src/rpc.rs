@@ -41,15 +41,17 @@ pub(crate) fn add_workers(endpoints: &[String]) -> Vec<WorkerReport> {
 /// The devices llama.cpp offloads to, in its order (RPC devices first, then GPUs, then
 /// integrated GPUs when there is no GPU), each with its free memory and, for a worker's
 /// device, the worker's endpoint. Read before the model loads: llama.cpp splits by the free
-/// memory it sees then.
+/// memory it sees then. (Not modelled: llama.cpp also skips a second backend's view of a GPU
+/// it already has, by device id; the share shown could then be off, the placement is not.)
 pub(crate) fn offload_devices(workers: &[WorkerReport]) -> Vec<(Option<String>, u64)> {
     let local = corral_engine::devices().unwrap_or_default();
     let mut out: Vec<(Option<String>, u64)> = Vec::new();
     for w in workers.iter().filter(|w| w.usable) {
         for d in &w.devices {
-            // As llama.cpp: a device that reports no memory is given the host's.
+            // As llama.cpp: a device that reports no memory is given the host CPU device's
+            // (ggml's CPU device reports the physical memory as free).
             let free = if d.memory_free == 0 && d.memory_total == 0 {
-                corral_os::memory().map_or(0, |m| m.1)
+                corral_os::memory().map_or(0, |m| m.0)
             } else {
                 d.memory_free
             };

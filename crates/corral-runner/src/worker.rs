@@ -4,6 +4,9 @@
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
 
+/// How long a client may stop answering before the worker drops it and serves the next.
+const DEAD_AFTER: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// How `corral rpc-worker` is started.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RpcWorkerArgs {
@@ -67,12 +70,14 @@ pub fn rpc_worker(args: RpcWorkerArgs) -> anyhow::Result<()> {
         .unwrap_or_else(corral_os::default_threads)
         .max(1);
     // ggml's server prints "Accepted client connection" without saying who: its standard
-    // output becomes log records, and each connection is logged with the peer's address.
+    // output becomes log records, and each connection is logged with the peer's address and
+    // given keepalive, since ggml serves one client at a time and would otherwise wait
+    // forever on one whose link was cut.
     let port = addrs.first().map_or(0, |a| a.port());
     let mut peer: Option<String> = None;
     corral_os::capture_stdout(move |line| match line.trim() {
         "Accepted client connection" => {
-            let peers: Vec<String> = corral_os::tcp_peers(port)
+            let peers: Vec<String> = corral_os::tcp_clients(port, DEAD_AFTER)
                 .iter()
                 .map(|a| a.to_string())
                 .collect();

@@ -18,7 +18,7 @@ use corral_api::{ModelDetails, ProcessModel};
 use tokio::sync::Mutex;
 
 use crate::metrics::{ExitReason, LoadedModel, Metrics};
-use crate::runner::{LoadSpec, RunnerCommand, RunnerProcess};
+use crate::runner::{LoadSpec, RunnerCommand, RunnerProcess, WORKER_CHECK};
 
 /// How often idle runners are checked, and how long they have to answer.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
@@ -32,6 +32,8 @@ pub struct ModelMeta {
     pub details: ModelDetails,
     /// Estimated memory once loaded: weights plus KV cache.
     pub required_memory: u64,
+    /// The part of it in this machine's memory (less what RPC workers hold).
+    pub local_memory: u64,
     /// Repeating layers (for the share of the model a GPU holds).
     pub n_layers: u32,
 }
@@ -200,34 +202,51 @@ impl Scheduler {
                 Room::Never(why) => return Err(AcquireError::Failed(why)),
             }
             let started = Instant::now();
-            let (runner, warning) =
-                match RunnerProcess::start(&self.cmd, spec.clone(), self.limits.load_timeout).await
-                {
-                    Ok(r) => (r, None),
-                    Err(cause) if spec.num_gpu > 0 => {
-                        self.metrics.runner_exit(&key, ExitReason::LoadFailed);
-                        // A GPU that fails to load the model is not the end: load it on the CPU.
-                        let warning = format!(
-                            "loading on the GPU failed, running on the CPU instead: {cause}"
-                        );
-                        tracing::warn!(model = %key, "{warning}");
-                        let cpu = LoadSpec {
-                            num_gpu: 0,
-                            ..spec.clone()
-                        };
-                        let r = RunnerProcess::start(&self.cmd, cpu, self.limits.load_timeout)
-                            .await
-                            .map_err(|cause| {
-                                self.metrics.runner_exit(&key, ExitReason::LoadFailed);
-                                AcquireError::Failed(cause)
-                            })?;
-                        (r, Some(warning))
-                    }
-                    Err(cause) => {
-                        self.metrics.runner_exit(&key, ExitReason::LoadFailed);
-                        return Err(AcquireError::Failed(cause));
-                    }
-                };
+            let (runner, warning) = match RunnerProcess::start(
+                &self.cmd,
+                spec.clone(),
+                self.limits.load_timeout,
+            )
+            .await
+            {
+                Ok(r) => (r, None),
+                Err(cause) if spec.num_gpu > 0 => {
+                    self.metrics.runner_exit(&key, ExitReason::LoadFailed);
+                    // A GPU (or an RPC worker) that fails to load the model is not the
+                    // end: load it on the CPU, without the workers.
+                    let warning = if spec.rpc_servers.is_empty() {
+                        format!("loading on the GPU failed, running on the CPU instead: {cause}")
+                    } else {
+                        let absent: String =
+                            crate::runner::absent_workers(&spec.rpc_servers, WORKER_CHECK)
+                                .await
+                                .iter()
+                                .map(|a| format!("; {a}"))
+                                .collect();
+                        format!(
+                                "loading with {} layers offloaded (to RPC workers, and GPUs if any) failed, running on the CPU instead: {cause}{absent}",
+                                spec.num_gpu
+                            )
+                    };
+                    tracing::warn!(model = %key, "{warning}");
+                    let cpu = LoadSpec {
+                        num_gpu: 0,
+                        rpc_servers: Vec::new(),
+                        ..spec.clone()
+                    };
+                    let r = RunnerProcess::start(&self.cmd, cpu, self.limits.load_timeout)
+                        .await
+                        .map_err(|cause| {
+                            self.metrics.runner_exit(&key, ExitReason::LoadFailed);
+                            AcquireError::Failed(cause)
+                        })?;
+                    (r, Some(warning))
+                }
+                Err(cause) => {
+                    self.metrics.runner_exit(&key, ExitReason::LoadFailed);
+                    return Err(AcquireError::Failed(cause));
+                }
+            };
             // Workers left out are a warning too (their errors name them).
             let warning = std::iter::once(warning)
                 .chain(runner.info.workers.iter().map(|w| {
@@ -265,15 +284,15 @@ impl Scheduler {
 
     fn make_room(&self, state: &mut HashMap<String, Loaded>, meta: &ModelMeta) -> Room {
         let (total, available) = corral_os::memory().unwrap_or((u64::MAX, u64::MAX));
-        if meta.required_memory > total {
+        if meta.local_memory > total {
             return Room::Never(format!(
                 "model requires {} of system memory, but the system has {} in all",
-                gib(meta.required_memory),
+                gib(meta.local_memory),
                 gib(total)
             ));
         }
         // Memory of loaded models counts as reclaimable: unloading them frees it.
-        let fits = state.len() < self.limits.max_loaded.max(1) && meta.required_memory <= available;
+        let fits = state.len() < self.limits.max_loaded.max(1) && meta.local_memory <= available;
         if fits {
             return Room::Ready;
         }
@@ -287,7 +306,7 @@ impl Scheduler {
             None if state.values().any(|l| l.active > 0) => Room::Wait,
             None => Room::Never(format!(
                 "model requires {} of system memory, but only {} is available",
-                gib(meta.required_memory),
+                gib(meta.local_memory),
                 gib(available)
             )),
         }

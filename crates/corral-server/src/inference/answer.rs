@@ -52,12 +52,13 @@ impl Watch {
         if *self.shutdown.borrow() {
             return Err("the server is shutting down".into());
         }
-        // With RPC workers the clock runs out a check of the workers early, so that the error
-        // naming a worker that went away still comes within the stall timeout.
+        // With RPC workers the clock runs out early by a check of the workers (and half a
+        // second for the runner to go), so that the error naming a worker that went away
+        // still comes within the stall timeout.
         let workers = !lease.runner.spec.rpc_servers.is_empty();
         let limit = if workers {
             self.stall
-                .saturating_sub(crate::runner::WORKER_CHECK)
+                .saturating_sub(crate::runner::WORKER_CHECK + std::time::Duration::from_millis(500))
                 .max(self.stall / 2)
         } else {
             self.stall
@@ -79,11 +80,10 @@ impl Watch {
             }
             _ = stall => {
                 // A runner that makes no progress is stuck: replace it rather than wait forever.
-                // Kill first: a healthy worker answers the check once its runner is gone.
-                let (_, absent) = tokio::join!(
-                    lease.runner.kill(),
-                    lease.runner.absent_workers(crate::runner::WORKER_CHECK)
-                );
+                // Kill first and wait until it is gone (its connections closed): a healthy
+                // worker answers the check once its runner has let go of it.
+                lease.runner.kill().await;
+                let absent = lease.runner.absent_workers(crate::runner::WORKER_CHECK).await;
                 let why: String = absent.iter().map(|a| format!("; {a}")).collect();
                 Err(format!(
                     "the model stopped making progress: no token for {}s{why}; its runner was stopped and will be restarted",

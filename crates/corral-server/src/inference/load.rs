@@ -26,11 +26,19 @@ pub(super) fn load_spec(st: &AppState, model: &Model, o: &Options) -> ApiResult<
             "kv_cache_type {kv_cache_type} needs flash attention, which CORRAL_FLASH_ATTENTION=off turns off"
         )));
     }
-    // A model's own workers (PARAMETER rpc_servers, checked when it was made) before the
-    // server's.
+    // A model's own workers (PARAMETER rpc_servers) before the server's; only among the
+    // server's: a Modelfile comes from whoever may call /api/create, or from a registry, and
+    // must not send the model's weights and prompts to a machine of its choosing.
     let rpc_servers = match &o.rpc_servers {
         Some(list) => {
-            corral_api::options::parse_rpc_servers(list).map_err(ApiError::bad_request)?
+            let wanted =
+                corral_api::options::parse_rpc_servers(list).map_err(ApiError::bad_request)?;
+            if let Some(w) = wanted.iter().find(|w| !st.config.rpc_servers.contains(w)) {
+                return Err(ApiError::bad_request(format!(
+                    "the model's rpc_servers names {w}, which is not in the server's CORRAL_RPC_SERVERS: a model may use only workers the server lists"
+                )));
+            }
+            wanted
         }
         None => st.config.rpc_servers.clone(),
     };
@@ -140,12 +148,23 @@ pub(crate) async fn acquire(
 ) -> Result<Lease, ApiError> {
     let asked = Instant::now();
     let spec = load_spec(st, model, options)?;
+    let required = required_memory(st, model, &spec);
+    let n_layers = gguf_info(st, model).map_or(0, |i| i.block_count() as u32);
+    // Layers on RPC workers take no memory here. With no local GPU every offloaded layer goes
+    // to a worker; with one, how llama.cpp splits is not known before the load, and all of
+    // the model is counted here.
+    let remote = if !spec.rpc_servers.is_empty() && st.devices.gpus.is_empty() {
+        required * u64::from(spec.num_gpu.min(n_layers + 1)) / u64::from(n_layers + 1)
+    } else {
+        0
+    };
     let meta = ModelMeta {
         name: model.display_name(),
         digest: model.entry.digest.hex().to_string(),
         details: model.details(),
-        required_memory: required_memory(st, model, &spec),
-        n_layers: gguf_info(st, model).map_or(0, |i| i.block_count() as u32),
+        required_memory: required,
+        local_memory: required - remote,
+        n_layers,
     };
     match st.scheduler.acquire(meta, spec, keep_alive).await {
         // As Ollama, load_duration is the time until the runner was ready for this request:

@@ -82,6 +82,12 @@ fn a_model_split_over_two_workers_answers_as_it_does_locally() {
         "both workers were not added:\n{log}"
     );
     for w in [&w1, &w2] {
+        // llama.cpp placed weights on each worker's device.
+        assert!(
+            log.contains(&format!("[{}] model buffer size", w.endpoint)),
+            "no weights on {}:\n{log}",
+            w.endpoint
+        );
         // The worker names who connected (ggml itself does not).
         assert!(
             w.log().contains("RPC client connected peer=127.0.0.1:"),
@@ -113,16 +119,17 @@ fn a_model_split_over_two_workers_answers_as_it_does_locally() {
 }
 
 #[test]
-fn a_modelfile_names_its_own_workers_and_requests_may_not() {
+fn a_modelfile_picks_among_the_servers_workers_and_requests_may_not() {
     let w = Worker::start();
-    // The server's own worker does not answer; the model's parameter replaces it with one
-    // that does, and every layer goes to that one.
+    // Two workers for the server; one does not answer. A model that names only the other
+    // uses it alone (and every layer goes to it), with no word of the silent one.
     let closed = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut s = TestServer::start_with(&[("CORRAL_RPC_SERVERS", &format!("127.0.0.1:{closed}"))]);
+    let servers = format!("127.0.0.1:{closed},{}", w.endpoint);
+    let mut s = TestServer::start_with(&[("CORRAL_RPC_SERVERS", &servers)]);
     s.create(
         "smol-remote",
         &smol_with(&format!("PARAMETER rpc_servers {}\n", w.endpoint)),
@@ -132,7 +139,12 @@ fn a_modelfile_names_its_own_workers_and_requests_may_not() {
     assert_eq!(m["size_remote"], m["size"], "{m}");
     assert!(m.get("warning").is_none(), "{m}");
     assert!(stdout(&s.corral(&["ps"])).contains("100% RPC"));
-    assert!(w.log().contains("RPC client connected"), "{}", w.log());
+    assert!(
+        s.log()
+            .contains(&format!("[{}] model buffer size", w.endpoint)),
+        "{}",
+        s.log()
+    );
     // An empty list keeps a model off the server's workers.
     s.create("smol-here", &smol_with("PARAMETER rpc_servers \"\"\n"));
     assert!(!greedy_answer(&s, "smol-here").is_empty());
@@ -140,11 +152,26 @@ fn a_modelfile_names_its_own_workers_and_requests_may_not() {
     assert_eq!(m["size_vram"], 0, "{m}");
     assert!(m.get("warning").is_none(), "{m}");
 
-    // A request cannot send a model to a machine of its choosing.
+    // A model (made here, or pulled) may not name a machine the server does not list...
+    s.create(
+        "smol-elsewhere",
+        &smol_with("PARAMETER rpc_servers 10.1.2.3:50052\n"),
+    );
+    let (status, v) = s.post(
+        "/api/generate",
+        json!({"model": "smol-elsewhere", "prompt": "hi", "stream": false}),
+    );
+    assert_eq!(status, 400, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.contains("10.1.2.3:50052") && e.contains("CORRAL_RPC_SERVERS"),
+        "{e}"
+    );
+    // ...and a request may not set them at all.
     let (status, v) = s.post(
         "/api/generate",
         json!({"model": "smol-remote", "prompt": "hi", "stream": false,
-               "options": {"rpc_servers": "10.1.2.3:50052"}}),
+               "options": {"rpc_servers": w.endpoint}}),
     );
     assert_eq!(status, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("rpc_servers"), "{v}");

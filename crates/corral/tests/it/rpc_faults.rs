@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use common::worker::{greedy_answer, smol_with, stream_then, Worker};
+use common::worker::{clients, greedy_answer, smol_with, stream_then, Worker};
 use common::*;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ const STALL: f64 = 6.0;
 /// After a fault on `dead`: the next request answers with the model loaded without it, the
 /// cause shown in `/api/ps`, and the other worker still used.
 fn next_load_leaves_out(s: &TestServer, dead: &str, alive: &Worker) {
-    let connected = alive.log().matches("RPC client connected").count();
+    let connected = clients(alive);
     assert!(!greedy_answer(s, "smol-split").is_empty());
     let ps = s.get("/api/ps");
     let m = &ps["models"][0];
@@ -26,7 +26,7 @@ fn next_load_leaves_out(s: &TestServer, dead: &str, alive: &Worker) {
     );
     assert!(m["size_remote"].as_u64().unwrap_or(0) > 0, "{ps}");
     assert!(
-        alive.log().matches("RPC client connected").count() > connected,
+        clients(alive) > connected,
         "the live worker was not used again:\n{}",
         alive.log()
     );

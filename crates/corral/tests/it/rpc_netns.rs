@@ -1,6 +1,8 @@
 //! RPC workers on hosts of their own (issue 17): each in a network namespace the test makes,
 //! joined to this one by a veth pair, so each has its own address, serves with
-//! `--allow-remote`, and has a link that the test can cut with `ip link set ... down`.
+//! `--allow-remote`, and has a link that the test can cut with `ip link set ... down` (on the
+//! namespace's side, so that this side sees no error, only silence, as with a cable pulled
+//! out between two machines).
 //! Where namespaces cannot be made (no privilege), each test says so and returns; the
 //! loopback tests in `rpc` and `rpc_faults` still run.
 
@@ -8,12 +10,16 @@ use crate::common;
 
 use common::worker::{greedy_answer, smol_with, stream_then, Worker};
 use common::*;
+use serde_json::Value;
 use std::process::Command;
+use std::time::Duration;
 
-/// A network namespace with a veth link to this one: `host` is this side's interface.
+/// A network namespace with a veth link to this one: `host` is this side's interface, `peer`
+/// the namespace's.
 struct Netns {
     name: String,
     host: String,
+    peer: String,
     /// The namespace's address, and this side's.
     addr: String,
     peer_addr: String,
@@ -32,20 +38,25 @@ fn ip(args: &[&str]) -> Result<(), String> {
 }
 
 impl Netns {
-    /// Namespace `i` of this test process, on a /30 of its own.
-    fn create(i: u32) -> Result<Netns, String> {
+    /// A namespace of its own, on a /30 of its own: named by this process and a count, as
+    /// tests may run in one process (cargo test) or in one each (nextest).
+    fn create() -> Result<Netns, String> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 64;
         let pid = std::process::id();
         let name = format!("corral-{pid}-{i}");
         let host = format!("cr{}h{i}", pid % 1_000_000);
         let peer = format!("cr{}n{i}", pid % 1_000_000);
-        let net = format!("10.{}.{}", 100 + (pid >> 8) % 100, pid % 256);
+        let net = format!("10.{}.{}", 100 + (pid >> 8) % 150, pid % 256);
         let (h, n) = (4 * i + 1, 4 * i + 2);
         let ns = Netns {
             name: name.clone(),
             host: host.clone(),
+            peer: peer.clone(),
             addr: format!("{net}.{n}"),
             peer_addr: format!("{net}.{h}"),
         };
+        // Dropped on any failure below, which removes what was made.
         ip(&["netns", "add", &name])?;
         ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer])?;
         ip(&["link", "set", &peer, "netns", &name])?;
@@ -60,6 +71,15 @@ impl Netns {
         inside(&["link", "set", &peer, "up"])?;
         inside(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// Cut or restore the link, on the namespace's side.
+    fn link(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        ip(&[
+            "netns", "exec", &self.name, "ip", "link", "set", &self.peer, state,
+        ])
+        .unwrap();
     }
 
     /// A worker inside, listening on the namespace's address.
@@ -81,7 +101,7 @@ impl Drop for Netns {
 
 /// Two namespaces, or why there are none.
 fn two() -> Option<(Netns, Netns)> {
-    match Netns::create(0).and_then(|a| Ok((a, Netns::create(1)?))) {
+    match Netns::create().and_then(|a| Ok((a, Netns::create()?))) {
         Ok(p) => Some(p),
         Err(e) => {
             eprintln!(
@@ -137,9 +157,7 @@ fn a_link_cut_mid_answer_ends_it_naming_the_worker_and_the_next_load_leaves_it_o
         ("CORRAL_STALL_TIMEOUT", &format!("{stall}s")),
     ]);
     s.create("smol-split", &smol_with("PARAMETER num_gpu 20\n"));
-    let (last, secs) = stream_then(&s, "smol-split", || {
-        ip(&["link", "set", &a.host, "down"]).unwrap()
-    });
+    let (last, secs) = stream_then(&s, "smol-split", || a.link(false));
     let e = last["error"]
         .as_str()
         .unwrap_or_else(|| panic!("the answer did not end with an error: {last}"));
@@ -162,6 +180,28 @@ fn a_link_cut_mid_answer_ends_it_naming_the_worker_and_the_next_load_leaves_it_o
     assert!(
         ps["models"][0]["size_remote"].as_u64().unwrap_or(0) > 0,
         "{ps}"
+    );
+
+    // Still cut off, the worker drops the runner it lost (keepalive: about 20 s; ggml alone
+    // would wait on it forever, serving no one else)...
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            let log = wa.log();
+            log.matches("RPC client left").count() == log.matches("RPC client connected").count()
+        }),
+        "the worker still holds the lost runner's connection:\n{}",
+        wa.log()
+    );
+    // ...and once the link is back, it serves again.
+    a.link(true);
+    let mut last = Value::Null;
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            last = devices_json(&[("CORRAL_RPC_SERVERS", &wa.endpoint)]);
+            last["workers"][0]["usable"] == true
+        }),
+        "the worker did not serve again after its link came back: {last}\n{}",
+        wa.log()
     );
     s.stop();
     assert!(s.runner_pids().is_empty());

@@ -52,11 +52,12 @@ impl Worker {
             endpoint: listen.to_string(),
             log,
         };
+        // Without connecting: a connection of the test's own would show in the worker's log
+        // as a client, and the tests check for the server's.
+        let port: u16 = listen.rsplit_once(':').unwrap().1.parse().unwrap();
+        let pid = w.child.id();
         assert!(
-            wait_for(Duration::from_secs(20), || w
-                .log()
-                .contains("RPC worker starting")
-                && std::net::TcpStream::connect(listen).is_ok()),
+            wait_for(Duration::from_secs(20), || listening(pid, port)),
             "the worker on {listen} did not start listening:\n{}",
             w.log()
         );
@@ -98,6 +99,28 @@ impl Drop for Worker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Whether process `pid` has a TCP socket listening on `port`, read from its own view of the
+/// network (`/proc/PID/net`: a worker in a namespace sees the namespace's).
+fn listening(pid: u32, port: u16) -> bool {
+    ["tcp", "tcp6"].iter().any(|f| {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{f}"))
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.len() > 3
+                    && cols[3] == "0A"
+                    && cols[1].rsplit(':').next() == Some(format!("{port:04X}").as_str())
+            })
+    })
+}
+
+/// How many clients a worker has logged.
+pub fn clients(w: &Worker) -> usize {
+    w.log().matches("RPC client connected").count()
 }
 
 /// A Modelfile for SmolLM2 with extra lines.
