@@ -271,8 +271,8 @@ pub struct Report {
 }
 
 /// Gather the report: CPU and memory from the OS, devices from a probe child (10 s at most),
-/// visibility and mode from the environment, the RPC `workers` from a probe of each (3 s a
-/// step).
+/// visibility and mode from the environment, the RPC `workers` from a probe of each (3 s in
+/// all).
 pub fn report(program: &std::path::Path, workers: &[String]) -> Result<Report, String> {
     let mode = DeviceMode::parse(&std::env::var("CORRAL_DEVICE").unwrap_or_default())?;
     let visibility = crate::visibility::decide_all(|k| std::env::var(k).ok());
