@@ -337,6 +337,23 @@ def test_anthropic_message_and_stream(claude):
     assert r.stop_reason == "max_tokens" and r.usage.output_tokens == 2
 
 
+def test_anthropic_stop_sequence(claude):
+    # A word of the greedy answer, taken as a stop sequence, ends the same answer before it.
+    ask = {"model": "smol", "max_tokens": 24, **GREEDY,
+           "messages": [{"role": "user", "content": "Count to five."}]}
+    full = claude.messages.create(**ask).content[0].text
+    word = full.split()[2]
+    r = claude.messages.create(**ask, stop_sequences=["no such words", word])
+    assert r.stop_reason == "stop_sequence" and r.stop_sequence == word, r
+    assert full.startswith(r.content[0].text) and word not in r.content[0].text
+    with claude.messages.stream(**ask, stop_sequences=[word]) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "stop_sequence" and final.stop_sequence == word
+    # Without one, there is none.
+    r = claude.messages.create(**ask, stop_sequences=["no such words"])
+    assert r.stop_reason in ("end_turn", "max_tokens") and r.stop_sequence is None
+
+
 def test_anthropic_tool_round_trip(claude):
     messages = [{"role": "user", "content": "What is the weather in Paris?"}]
     forced = {"type": "tool", "name": "get_weather"}

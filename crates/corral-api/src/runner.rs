@@ -235,4 +235,7 @@ pub struct DoneInfo {
     pub draft_accepted: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Vec<i32>>,
+    /// The stop sequence that ended the answer, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_sequence: Option<String>,
 }

@@ -178,6 +178,10 @@ pub struct GenerateResponse {
     pub done: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub done_reason: Option<String>,
+    /// Beyond Ollama: the stop sequence that ended the answer, when one did (Anthropic's
+    /// `stop_sequence` comes from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_sequence: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<Vec<i32>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,6 +199,10 @@ pub struct ChatResponse {
     pub done: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub done_reason: Option<String>,
+    /// Beyond Ollama: the stop sequence that ended the answer, when one did (Anthropic's
+    /// `stop_sequence` comes from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_sequence: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Vec<Logprob>>,
     #[serde(flatten)]

@@ -192,6 +192,7 @@ fn done_unanswered(id: u64, reason: DoneReason, truncated: u64) {
         draft_proposed: 0,
         draft_accepted: 0,
         context: None,
+        stop_sequence: None,
     }));
 }
 
@@ -462,6 +463,7 @@ impl Runner {
                 draft_proposed: stats.draft_proposed,
                 draft_accepted: stats.draft_accepted,
                 context,
+                stop_sequence: a.stops.matched().map(str::to_string),
             }));
         }
     }

@@ -45,6 +45,8 @@ impl Utf8Assembler {
 pub struct StopMatcher {
     stops: Vec<String>,
     held: String,
+    /// The stop sequence that was found, once one was.
+    matched: Option<String>,
 }
 
 /// The result of feeding text to a [`StopMatcher`].
@@ -62,18 +64,21 @@ impl StopMatcher {
         StopMatcher {
             stops,
             held: String::new(),
+            matched: None,
         }
     }
 
     pub fn push(&mut self, text: &str) -> StopResult {
         self.held.push_str(text);
-        if let Some(pos) = self
+        // The stop that starts first (the first listed of those that start together).
+        if let Some((pos, stop)) = self
             .stops
             .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min()
+            .filter_map(|s| Some((self.held.find(s.as_str())?, s)))
+            .min_by_key(|(pos, _)| *pos)
         {
             let out = self.held[..pos].to_string();
+            self.matched = Some(stop.clone());
             self.held.clear();
             return StopResult::Stop(out);
         }
@@ -92,6 +97,11 @@ impl StopMatcher {
         let out = self.held[..cut].to_string();
         self.held.drain(..cut);
         StopResult::Emit(out)
+    }
+
+    /// The stop sequence that ended the text, if one did.
+    pub fn matched(&self) -> Option<&str> {
+        self.matched.as_deref()
     }
 
     /// Held text, released when generation ends without a stop sequence.
@@ -124,11 +134,14 @@ mod tests {
         assert_eq!(m.push("X"), StopResult::Emit("ENX".into()));
         assert_eq!(m.push(" a\n"), StopResult::Emit(" a".into()));
         assert_eq!(m.push("\nrest"), StopResult::Stop("".into()));
+        assert_eq!(m.matched(), Some("\n\n"));
         let mut m = StopMatcher::new(vec!["Paris".into()]);
         assert_eq!(m.push("It is Par"), StopResult::Emit("It is ".into()));
         assert_eq!(m.push("is."), StopResult::Stop("".into()));
+        assert_eq!(m.matched(), Some("Paris"));
         let mut m = StopMatcher::new(vec![]);
         assert_eq!(m.push("abc"), StopResult::Emit("abc".into()));
+        assert_eq!(m.matched(), None);
         let mut m = StopMatcher::new(vec!["xyz".into()]);
         assert_eq!(m.push("ab x"), StopResult::Emit("ab ".into()));
         assert_eq!(m.finish(), "x");

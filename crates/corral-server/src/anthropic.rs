@@ -238,10 +238,12 @@ fn tool_use_id() -> String {
     format!("toolu_{}", crate::openai::unique_hex())
 }
 
-fn stop_reason(done_reason: Option<&str>, tool_calls: bool) -> &'static str {
-    match done_reason {
+/// Anthropic's `stop_reason` from the native final object.
+fn stop_reason(v: &Value, tool_calls: bool) -> &'static str {
+    match v["done_reason"].as_str() {
         _ if tool_calls => "tool_use",
         Some("length") => "max_tokens",
+        _ if v["stop_sequence"].is_string() => "stop_sequence",
         _ => "end_turn",
     }
 }
@@ -319,8 +321,8 @@ pub async fn messages(State(st): State<AppState>, body: Bytes) -> Response {
         return Json(json!({
             "id": id, "type": "message", "role": "assistant", "model": v["model"],
             "content": content,
-            "stop_reason": stop_reason(v["done_reason"].as_str(), !calls.is_empty()),
-            "stop_sequence": null,
+            "stop_reason": stop_reason(&v, !calls.is_empty()),
+            "stop_sequence": v["stop_sequence"],
             "usage": usage(&v),
         }))
         .into_response();
@@ -467,8 +469,8 @@ impl StreamState {
             out.push(event(
                 "message_delta",
                 json!({"type": "message_delta",
-                       "delta": {"stop_reason": stop_reason(v["done_reason"].as_str(), self.tool_calls),
-                                 "stop_sequence": null},
+                       "delta": {"stop_reason": stop_reason(v, self.tool_calls),
+                                 "stop_sequence": v["stop_sequence"]},
                        "usage": usage(v)}),
             ));
             out.push(event("message_stop", json!({"type": "message_stop"})));
@@ -546,9 +548,12 @@ mod tests {
             Some(json!({"type": "function", "function": {"name": "f"}}))
         );
         assert!(native_tool_choice(&Some(json!({"type": "tool"}))).is_err());
-        assert_eq!(stop_reason(Some("length"), false), "max_tokens");
-        assert_eq!(stop_reason(Some("stop"), true), "tool_use");
-        assert_eq!(stop_reason(Some("stop"), false), "end_turn");
+        let done = |reason: &str| json!({"done_reason": reason});
+        assert_eq!(stop_reason(&done("length"), false), "max_tokens");
+        assert_eq!(stop_reason(&done("stop"), true), "tool_use");
+        assert_eq!(stop_reason(&done("stop"), false), "end_turn");
+        let stopped = json!({"done_reason": "stop", "stop_sequence": "\n\n"});
+        assert_eq!(stop_reason(&stopped, false), "stop_sequence");
     }
 
     #[test]

@@ -161,12 +161,12 @@ pub(super) fn stream_response(answer: Answer, id: u64) -> Response {
                             answer_object(&job, o, None)
                         })
                         .collect();
-                    let (reason, metrics, ctx) = done_parts(&job, &lease, &d, &mut tracker);
+                    let ending = done_parts(&job, &lease, &d, &mut tracker);
                     let last = Out {
                         logprobs: std::mem::take(&mut logprobs),
                         ..Out::default()
                     };
-                    lines.push(answer_object(&job, last, Some((reason, metrics, ctx))));
+                    lines.push(answer_object(&job, last, Some(ending)));
                     for line in lines {
                         if tx.send(Ok(ndjson(&line))).await.is_err() {
                             return;
@@ -247,8 +247,8 @@ pub(super) async fn collect_response(answer: Answer) -> Response {
                 for p in parser.finish() {
                     out.add(p);
                 }
-                let (reason, metrics, ctx) = done_parts(&job, &lease, &d, &mut tracker);
-                return json_ok(answer_object(&job, out, Some((reason, metrics, ctx))));
+                let ending = done_parts(&job, &lease, &d, &mut tracker);
+                return json_ok(answer_object(&job, out, Some(ending)));
             }
             RunnerEvent::Error { message, .. } => {
                 cancel.disarm();
@@ -260,12 +260,7 @@ pub(super) async fn collect_response(answer: Answer) -> Response {
     ApiError::internal("runner closed the request without an answer").into_response()
 }
 
-pub(super) fn done_parts(
-    job: &Job,
-    lease: &Lease,
-    d: &DoneInfo,
-    tracker: &mut Tracker,
-) -> (&'static str, Metrics, Option<Vec<i32>>) {
+pub(super) fn done_parts(job: &Job, lease: &Lease, d: &DoneInfo, tracker: &mut Tracker) -> Ending {
     tracker.finished(d);
     let metrics = Metrics {
         total_duration: job.started.elapsed().as_nanos() as u64,
@@ -279,11 +274,17 @@ pub(super) fn done_parts(
         draft_tokens: d.draft_proposed,
         draft_accepted_tokens: d.draft_accepted,
     };
-    (d.reason.as_str(), metrics, d.context.clone())
+    (
+        d.reason.as_str(),
+        metrics,
+        d.context.clone(),
+        d.stop_sequence.clone(),
+    )
 }
 
-/// What ends an answer: its reason, counts and timings, and generate's `context`.
-pub(super) type Ending = (&'static str, Metrics, Option<Vec<i32>>);
+/// What ends an answer: its reason, counts and timings, generate's `context`, and the stop
+/// sequence that ended it.
+pub(super) type Ending = (&'static str, Metrics, Option<Vec<i32>>, Option<String>);
 
 pub(super) fn final_object(
     job: &Job,
@@ -292,7 +293,7 @@ pub(super) fn final_object(
     context: Option<Vec<i32>>,
     text: String,
 ) -> serde_json::Value {
-    answer_object(job, Out::from(text), Some((reason, metrics, context)))
+    answer_object(job, Out::from(text), Some((reason, metrics, context, None)))
 }
 
 /// The parts of an answer object: text, thinking, tool calls.
@@ -335,9 +336,9 @@ impl From<String> for Out {
 pub(super) fn answer_object(job: &Job, out: Out, ending: Option<Ending>) -> serde_json::Value {
     let model = job.model.display_name();
     let done = ending.is_some();
-    let (reason, metrics, context) = match ending {
-        Some((r, m, c)) => (Some(r.to_string()), m, c),
-        None => (None, Metrics::default(), None),
+    let (reason, metrics, context, stop_sequence) = match ending {
+        Some((r, m, c, s)) => (Some(r.to_string()), m, c, s),
+        None => (None, Metrics::default(), None, None),
     };
     let logprobs = (!out.logprobs.is_empty()).then_some(out.logprobs);
     let v = match job.kind {
@@ -348,6 +349,7 @@ pub(super) fn answer_object(job: &Job, out: Out, ending: Option<Ending>) -> serd
             thinking: out.thinking,
             done,
             done_reason: reason,
+            stop_sequence: stop_sequence.clone(),
             context,
             logprobs,
             metrics,
@@ -364,6 +366,7 @@ pub(super) fn answer_object(job: &Job, out: Out, ending: Option<Ending>) -> serd
             },
             done,
             done_reason: reason,
+            stop_sequence,
             logprobs,
             metrics,
         }),

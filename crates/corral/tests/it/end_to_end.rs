@@ -137,6 +137,10 @@ fn generate_is_reproducible_with_a_seed_and_honours_limits_and_stops() {
         "{cut:?} is not a prefix of {text:?}"
     );
     assert_eq!(stopped["done_reason"], "stop");
+    // Which stop sequence ended it (Corral's addition); none when none did.
+    assert_eq!(stopped["stop_sequence"], word.as_str(), "{stopped}");
+    let unstopped = gen(json!({"temperature": 0, "num_predict": 30, "stop": ["no such words"]}));
+    assert!(unstopped.get("stop_sequence").is_none(), "{unstopped}");
 }
 
 #[test]
