@@ -376,6 +376,15 @@ impl Engine {
         self.model.n_ctx_train()
     }
 
+    /// Whether llama.cpp takes `grammar` (GBNF, root rule `root`) for this model: it refuses
+    /// some that parse, such as a left-recursive rule. Checked when a request arrives, so
+    /// that such a request is refused then rather than failing when it gets a slot.
+    pub fn check_grammar(&self, grammar: &str) -> Result<(), EngineError> {
+        llama_cpp_2::sampling::LlamaSampler::grammar(self.model, grammar, "root")
+            .map(drop)
+            .map_err(|e| EngineError::Grammar(format!("{e:?}")))
+    }
+
     /// Layers of the model as llama.cpp places them on devices: the GGUF's block count, which
     /// counts next-token-prediction layers too (`llama_model_n_layer` leaves them out). The
     /// output layer is one more.

@@ -140,6 +140,13 @@ impl Runner {
         if let Some(schema) = &req.tool_grammar {
             sampling.grammar = Some(tool_call_grammar(schema).map_err(Refusal::invalid)?);
         }
+        if let Some(g) = &sampling.grammar {
+            engine.check_grammar(g).map_err(|e| {
+                Refusal::invalid(format!(
+                    "format: llama.cpp cannot enforce the grammar made from this schema ({e}); a schema that refers to itself before anything else is the usual cause"
+                ))
+            })?;
+        }
         Ok(Prepared {
             id: req.id,
             tokens,

@@ -151,6 +151,26 @@ fn structured_output_and_embeddings() {
             "invalid format: \"xml\"; expected \"json\" or a JSON schema"
         )
     );
+    // A schema whose grammar llama.cpp refuses (a rule that starts with itself) is a 400 on
+    // arrival, not a failure once the request has a slot; the server goes on serving.
+    let looping = json!({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"});
+    let (status, body) = s.post(
+        "/api/generate",
+        json!({"model": "smol", "prompt": "x", "format": looping, "stream": false}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("format: llama.cpp cannot enforce the grammar"),
+        "{body}"
+    );
+    let (status, _) = s.post(
+        "/api/generate",
+        json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 4}}),
+    );
+    assert_eq!(status, 200);
 
     let (status, body) = s.post(
         "/api/embed",
