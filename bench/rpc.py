@@ -17,7 +17,7 @@ server and for each worker. Loopback has no network cost: what it shows is the p
 sharing this machine's cores with the server. Standard library only. Usage:
   python3 bench/rpc.py --corral PATH --llama-server PATH --models DIR [--runs 3]
 """
-import argparse, json, os, statistics, subprocess, sys, tempfile, time
+import json, os, statistics, subprocess, sys, tempfile, time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -116,13 +116,7 @@ def measures(server, run):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--corral", required=True)
-    ap.add_argument("--llama-server", required=True)
-    ap.add_argument("--models", required=True)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--ctx", type=int, default=2048)
+    ap = versus.arguments()
     a = ap.parse_args()
     gguf = f"{a.models}/{MODEL}"
     rpc_server = os.path.join(os.path.dirname(a.llama_server), "ggml-rpc-server")

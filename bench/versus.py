@@ -183,7 +183,8 @@ def measures(server, run):
     return out
 
 
-def main():
+def arguments():
+    """The arguments of a run beside llama-server (this script's, and bench/rpc.py's)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--corral", required=True)
     ap.add_argument("--llama-server", required=True)
@@ -191,6 +192,11 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--ctx", type=int, default=2048)
+    return ap
+
+
+def main():
+    ap = arguments()
     ap.add_argument("--json", default="bench/versus.json")
     a = ap.parse_args()
     models = {"smol": "SmolLM2-135M-Instruct.Q4_1.gguf", "gemma": "gemma-3-270m-q4_k_m.gguf"}

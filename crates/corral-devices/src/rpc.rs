@@ -50,6 +50,19 @@ pub struct WorkerReport {
     pub error: Option<String>,
 }
 
+impl WorkerReport {
+    /// A worker not (yet) found usable, for `why`.
+    fn unusable(endpoint: &str, why: Option<String>) -> WorkerReport {
+        WorkerReport {
+            endpoint: endpoint.to_string(),
+            usable: false,
+            protocol: None,
+            devices: Vec::new(),
+            error: why,
+        }
+    }
+}
+
 /// The protocol version as `major.minor.patch`.
 pub fn version_text(v: (u8, u8, u8)) -> String {
     format!("{}.{}.{}", v.0, v.1, v.2)
@@ -64,13 +77,7 @@ pub fn compatible(v: (u8, u8, u8)) -> bool {
 /// in all. The name lookup is not bounded here; [`probe_all`] bounds it.
 pub fn probe(endpoint: &str, timeout: Duration) -> WorkerReport {
     let deadline = Instant::now() + timeout;
-    let mut report = WorkerReport {
-        endpoint: endpoint.to_string(),
-        usable: false,
-        protocol: None,
-        devices: Vec::new(),
-        error: None,
-    };
+    let mut report = WorkerReport::unusable(endpoint, None);
     let mut stream = match connect(endpoint, deadline) {
         Ok(s) => s,
         Err(e) => {
@@ -255,15 +262,14 @@ pub fn probe_all(endpoints: &[String], timeout: Duration) -> Vec<WorkerReport> {
     got.into_iter()
         .zip(endpoints)
         .map(|(r, e)| {
-            r.unwrap_or_else(|| WorkerReport {
-                endpoint: e.clone(),
-                usable: false,
-                protocol: None,
-                devices: Vec::new(),
-                error: Some(format!(
-                    "RPC worker {e} did not answer within {:.0} s (does its name resolve?)",
-                    timeout.as_secs_f32()
-                )),
+            r.unwrap_or_else(|| {
+                WorkerReport::unusable(
+                    e,
+                    Some(format!(
+                        "RPC worker {e} did not answer within {:.0} s (does its name resolve?)",
+                        timeout.as_secs_f32()
+                    )),
+                )
             })
         })
         .collect()

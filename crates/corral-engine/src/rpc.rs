@@ -92,30 +92,24 @@ pub fn serve(
     // SAFETY: device queries on ggml's registry; the start function is ggml's, with the
     // signature of ggml-rpc.h, given valid C strings and a device array that outlives it.
     unsafe {
-        let local: Vec<(llama_cpp_sys_2::ggml_backend_dev_t, bool)> = (0
-            ..llama_cpp_sys_2::ggml_backend_dev_count())
+        use llama_cpp_sys_2::{
+            GGML_BACKEND_DEVICE_TYPE_CPU as CPU, GGML_BACKEND_DEVICE_TYPE_GPU as GPU,
+            GGML_BACKEND_DEVICE_TYPE_IGPU as IGPU,
+        };
+        let local: Vec<_> = (0..llama_cpp_sys_2::ggml_backend_dev_count())
             .map(|i| llama_cpp_sys_2::ggml_backend_dev_get(i))
             .filter(|&d| {
                 let reg = llama_cpp_sys_2::ggml_backend_dev_backend_reg(d);
                 let name = std::ffi::CStr::from_ptr(llama_cpp_sys_2::ggml_backend_reg_name(reg));
                 name.to_bytes() != b"RPC"
             })
-            .map(|d| {
-                let t = llama_cpp_sys_2::ggml_backend_dev_type(d);
-                let gpu = t == llama_cpp_sys_2::GGML_BACKEND_DEVICE_TYPE_GPU
-                    || t == llama_cpp_sys_2::GGML_BACKEND_DEVICE_TYPE_IGPU;
-                (d, gpu)
-            })
+            .map(|d| (d, llama_cpp_sys_2::ggml_backend_dev_type(d)))
             .collect();
-        let use_gpus = gpus && local.iter().any(|d| d.1);
-        let mut devs: Vec<llama_cpp_sys_2::ggml_backend_dev_t> = local
+        let is_gpu = |t| t == GPU || t == IGPU;
+        let use_gpus = gpus && local.iter().any(|d| is_gpu(d.1));
+        let mut devs: Vec<_> = local
             .iter()
-            .filter(|d| {
-                d.1 == use_gpus
-                    && (use_gpus
-                        || llama_cpp_sys_2::ggml_backend_dev_type(d.0)
-                            == llama_cpp_sys_2::GGML_BACKEND_DEVICE_TYPE_CPU)
-            })
+            .filter(|d| if use_gpus { is_gpu(d.1) } else { d.1 == CPU })
             .map(|d| d.0)
             .collect();
         if devs.is_empty() {

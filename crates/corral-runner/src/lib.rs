@@ -80,16 +80,17 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
     std::thread::spawn(move || read_requests(tx));
 
     fault::at(fault::Point::Load);
-    let workers = rpc::add_workers(&args.rpc);
-    // Read before the load: llama.cpp splits by the free memory it sees then.
-    let offload = if args.gpu_layers > 0 {
-        rpc::offload_devices(&workers)
+    // Local devices are listed before the workers join the registry (listing those would
+    // connect to each again), and both before the load: llama.cpp splits by the free memory
+    // it sees then.
+    let local = if args.gpu_layers > 0 {
+        fault::at(fault::Point::GpuLoad);
+        corral_engine::devices().unwrap_or_default()
     } else {
         Vec::new()
     };
-    if args.gpu_layers > 0 {
-        fault::at(fault::Point::GpuLoad);
-    }
+    let workers = rpc::add_workers(&args.rpc);
+    let offload = rpc::offload_devices(&workers, &local);
     let mut engine = Engine::load_with_slots(
         &LoadParams {
             path: args.model.clone(),
@@ -120,14 +121,15 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
         usage_sent: (0, Instant::now()),
     };
     let free: Vec<u64> = offload.iter().map(|d| d.1).collect();
-    let placed = corral_devices::fit::split_layers(&free, engine.n_layer(), args.gpu_layers);
+    let n_layer = engine.n_layer();
+    let placed = corral_devices::fit::split_layers(&free, n_layer, args.gpu_layers);
     send(&RunnerEvent::Ready(ReadyInfo {
         n_ctx: engine.n_ctx(),
         n_ctx_train: engine.n_ctx_train(),
         n_threads: args.threads,
         load_duration_ns: started.elapsed().as_nanos() as u64,
         model_size: engine.model_size(),
-        n_layer: engine.n_layer(),
+        n_layer,
         offloaded: placed.iter().sum(),
         workers: rpc::worker_use(&workers, &offload, &placed),
     }));

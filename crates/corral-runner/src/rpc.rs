@@ -7,7 +7,7 @@ use std::time::Duration;
 use corral_api::runner::WorkerUse;
 use corral_devices::rpc::WorkerReport;
 
-/// How long a worker has for each step of the probe at load time.
+/// How long the workers have to answer the probe at load time, all steps together.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Probe every worker, then add the usable ones to ggml's registry, in the given order.
@@ -41,10 +41,13 @@ pub(crate) fn add_workers(endpoints: &[String]) -> Vec<WorkerReport> {
 /// The devices llama.cpp offloads to, in its order (RPC devices first, then GPUs, then
 /// integrated GPUs when there is no GPU), each with its free memory and, for a worker's
 /// device, the worker's endpoint. Read before the model loads: llama.cpp splits by the free
-/// memory it sees then. (Not modelled: llama.cpp also skips a second backend's view of a GPU
-/// it already has, by device id; the share shown could then be off, the placement is not.)
-pub(crate) fn offload_devices(workers: &[WorkerReport]) -> Vec<(Option<String>, u64)> {
-    let local = corral_engine::devices().unwrap_or_default();
+/// memory it sees then; `local` is this machine's devices. (Not modelled: llama.cpp also
+/// skips a second backend's view of a GPU it already has, by device id; the share shown
+/// could then be off, the placement is not.)
+pub(crate) fn offload_devices(
+    workers: &[WorkerReport],
+    local: &[corral_engine::Device],
+) -> Vec<(Option<String>, u64)> {
     let mut out: Vec<(Option<String>, u64)> = Vec::new();
     for w in workers.iter().filter(|w| w.usable) {
         for d in &w.devices {
@@ -58,10 +61,7 @@ pub(crate) fn offload_devices(workers: &[WorkerReport]) -> Vec<(Option<String>, 
             out.push((Some(w.endpoint.clone()), free));
         }
     }
-    let gpus: Vec<_> = local
-        .iter()
-        .filter(|d| d.backend != "RPC" && d.kind == "gpu")
-        .collect();
+    let gpus: Vec<_> = local.iter().filter(|d| d.kind == "gpu").collect();
     let igpus: Vec<_> = local.iter().filter(|d| d.kind == "igpu").collect();
     for d in if gpus.is_empty() { igpus } else { gpus } {
         out.push((None, d.memory_free));

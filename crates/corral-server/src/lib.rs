@@ -159,8 +159,9 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let store = Store::open(&config.models_dir).map_err(|e| e.to_string())?;
     let mut config = config;
     let program = config.runner.program.clone();
-    let workers = config.rpc_servers.clone();
-    let report = tokio::task::spawn_blocking(move || corral_devices::report(&program, &workers))
+    // No RPC workers here: runners probe theirs at each load, and a silent worker would hold
+    // the start up for the probe's 3 s.
+    let report = tokio::task::spawn_blocking(move || corral_devices::report(&program, &[]))
         .await
         .map_err(|e| e.to_string())??;
     tracing::info!(
@@ -178,14 +179,6 @@ pub async fn serve(config: Config) -> Result<(), String> {
     }
     if let Some(e) = &report.probe_error {
         tracing::warn!("{e}");
-    }
-    for w in &report.workers {
-        match &w.error {
-            None => {
-                tracing::info!(worker = %w.endpoint, protocol = w.protocol.as_deref().unwrap_or(""), devices = w.devices.len(), "RPC worker answers")
-            }
-            Some(e) => tracing::warn!(worker = %w.endpoint, "{e}"),
-        }
     }
     tracing::info!(decision = %report.decision, "models run on {}: {}", report.decision.to_uppercase(), report.reason);
     config.runner.env = corral_devices::runner_env(&report.visibility);

@@ -223,10 +223,8 @@ impl RunnerProcess {
                 // An unexpected end of a runner with RPC workers: name those that went away.
                 // (A runner killed for a stall is named by the stall's own check.)
                 let unexpected = !pending.lock().unwrap().is_empty();
-                if unexpected && !workers.is_empty() && !killed.load(Ordering::Relaxed) {
-                    for a in absent_workers(&workers, WORKER_CHECK).await {
-                        cause += &format!("; {a}");
-                    }
+                if unexpected && !killed.load(Ordering::Relaxed) {
+                    cause += &worker_faults(&workers).await;
                 }
                 if !last.is_empty() {
                     cause += &format!("; last output: {}", last.join(" | "));
@@ -294,10 +292,9 @@ impl RunnerProcess {
             tokio::time::timeout(Duration::from_secs(5), exited.wait_for(|c| c.is_some())).await;
     }
 
-    /// Its RPC workers that do not answer now, each error naming its worker (see
-    /// [`absent_workers`]).
-    pub async fn absent_workers(&self, timeout: Duration) -> Vec<String> {
-        absent_workers(&self.spec.rpc_servers, timeout).await
+    /// Its RPC workers that do not answer now (see [`worker_faults`]).
+    pub async fn worker_faults(&self) -> String {
+        worker_faults(&self.spec.rpc_servers).await
     }
 
     /// Whether the server killed it for hanging.
@@ -403,18 +400,20 @@ impl RunnerProcess {
     }
 }
 
-/// The RPC workers among `endpoints` that do not answer a probe within `timeout`, each as an
-/// error that names it (refused, no connection, or no handshake). Empty when all answer.
-pub async fn absent_workers(endpoints: &[String], timeout: Duration) -> Vec<String> {
+/// The RPC workers among `endpoints` that do not answer a probe within [`WORKER_CHECK`], as
+/// `; <error>` for each (every error names its worker: refused, no connection, or no
+/// handshake), to append to the message of a failure. Empty when all answer.
+pub async fn worker_faults(endpoints: &[String]) -> String {
     if endpoints.is_empty() {
-        return Vec::new();
+        return String::new();
     }
     let endpoints = endpoints.to_vec();
-    tokio::task::spawn_blocking(move || corral_devices::rpc::probe_all(&endpoints, timeout))
+    tokio::task::spawn_blocking(move || corral_devices::rpc::probe_all(&endpoints, WORKER_CHECK))
         .await
         .unwrap_or_default()
         .into_iter()
         .filter_map(|r| r.error)
+        .map(|e| format!("; {e}"))
         .collect()
 }
 

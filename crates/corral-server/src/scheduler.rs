@@ -18,7 +18,7 @@ use corral_api::{ModelDetails, ProcessModel};
 use tokio::sync::Mutex;
 
 use crate::metrics::{ExitReason, LoadedModel, Metrics};
-use crate::runner::{LoadSpec, RunnerCommand, RunnerProcess, WORKER_CHECK};
+use crate::runner::{LoadSpec, RunnerCommand, RunnerProcess};
 
 /// How often idle runners are checked, and how long they have to answer.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
@@ -217,12 +217,7 @@ impl Scheduler {
                     let warning = if spec.rpc_servers.is_empty() {
                         format!("loading on the GPU failed, running on the CPU instead: {cause}")
                     } else {
-                        let absent: String =
-                            crate::runner::absent_workers(&spec.rpc_servers, WORKER_CHECK)
-                                .await
-                                .iter()
-                                .map(|a| format!("; {a}"))
-                                .collect();
+                        let absent = crate::runner::worker_faults(&spec.rpc_servers).await;
                         format!(
                                 "loading with {} layers offloaded (to RPC workers, and GPUs if any) failed, running on the CPU instead: {cause}{absent}",
                                 spec.num_gpu
@@ -413,11 +408,7 @@ impl Scheduler {
             .values()
             .filter(|l| !l.runner.has_exited())
             .map(|l| {
-                // Offloaded layers hold their share of the model (the output layer counts).
-                let share = |layers: u32| {
-                    l.meta.required_memory * u64::from(layers.min(l.meta.n_layers + 1))
-                        / u64::from(l.meta.n_layers + 1)
-                };
+                let share = |layers| layer_share(l.meta.required_memory, layers, l.meta.n_layers);
                 let until = match (l.expires, l.keep_alive) {
                     (Some(e), _) => Utc::now() + e.saturating_duration_since(Instant::now()),
                     (None, KeepAlive::For(d)) => Utc::now() + d,
@@ -453,6 +444,12 @@ enum Room {
     Evict(String),
     Wait,
     Never(String),
+}
+
+/// The part of a model's `bytes` that `layers` of its `n_layers` (and the output layer,
+/// counted as one more) hold.
+pub(crate) fn layer_share(bytes: u64, layers: u32, n_layers: u32) -> u64 {
+    bytes * u64::from(layers.min(n_layers + 1)) / u64::from(n_layers + 1)
 }
 
 fn gib(b: u64) -> String {

@@ -83,8 +83,7 @@ impl Watch {
                 // Kill first and wait until it is gone (its connections closed): a healthy
                 // worker answers the check once its runner has let go of it.
                 lease.runner.kill().await;
-                let absent = lease.runner.absent_workers(crate::runner::WORKER_CHECK).await;
-                let why: String = absent.iter().map(|a| format!("; {a}")).collect();
+                let why = lease.runner.worker_faults().await;
                 Err(format!(
                     "the model stopped making progress: no token for {}s{why}; its runner was stopped and will be restarted",
                     limit.as_secs_f32()

@@ -154,7 +154,7 @@ pub(crate) async fn acquire(
     // to a worker; with one, how llama.cpp splits is not known before the load, and all of
     // the model is counted here.
     let remote = if !spec.rpc_servers.is_empty() && st.devices.gpus.is_empty() {
-        required * u64::from(spec.num_gpu.min(n_layers + 1)) / u64::from(n_layers + 1)
+        crate::scheduler::layer_share(required, spec.num_gpu, n_layers)
     } else {
         0
     };
