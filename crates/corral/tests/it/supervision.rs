@@ -192,25 +192,46 @@ fn eight_clients_on_four_slots_with_three_leaving() {
     // Nothing leaked: one runner, as many threads, and all four slots serve again at once.
     assert_eq!(s.runner_pids(), vec![pid]);
     assert_eq!(threads(), threads_before);
-    let started = Instant::now();
-    let times: Vec<Duration> = std::thread::scope(|scope| {
-        let hs: Vec<_> = (0..4)
-            .map(|_| {
-                let s = &s;
-                scope.spawn(move || {
-                    let (status, body) = generate(s, json!({"model": "smol", "prompt": "Hello", "stream": false, "options": {"num_predict": 20}}));
-                    assert_eq!(status, 200, "{body}");
-                    started.elapsed()
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    // Each of four streams holds its slot until all four have a first token, so a slot that was
+    // not given back shows as a stream that never starts (not as a timing).
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let release = std::sync::atomic::AtomicBool::new(false);
+    let started = std::thread::scope(|scope| {
+        for _ in 0..4 {
+            let (s, started_tx, release) = (&s, started_tx.clone(), &release);
+            scope.spawn(move || {
+                let mut lines = start_stream(s, 2000);
+                started_tx.send(()).unwrap();
+                while !release.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                // Still answering after the others started, then leave.
+                assert_eq!(lines.next().unwrap()["done"], false);
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut n = 0;
+        while n < 4 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if started_rx.recv_timeout(left).is_err() {
+                break;
+            }
+            n += 1;
+        }
+        let metrics = (n == 4).then(|| s.get_text("/metrics"));
+        // Releasing lets the started streams leave, so a stream still waiting ends too.
+        release.store(true, std::sync::atomic::Ordering::SeqCst);
+        (n, metrics)
     });
-    let spread =
-        times.iter().max().unwrap().as_secs_f64() - times.iter().min().unwrap().as_secs_f64();
+    assert_eq!(
+        started.0, 4,
+        "only {} of four streams started on four slots",
+        started.0
+    );
+    let metrics = started.1.unwrap();
     assert!(
-        spread < 1.0,
-        "four requests on four slots should finish together: {times:?}"
+        metrics.contains("corral_requests_running{model=\"smol:latest\"} 4"),
+        "{metrics}"
     );
 }
 
