@@ -427,6 +427,12 @@ impl Engine {
         }
         toks.into_iter().map(|t| t.0).collect()
     }
+
+    /// The text of tokens, special ones written out as in the text they came from.
+    pub fn detokenize(&self, tokens: &[i32]) -> String {
+        let tokens: Vec<LlamaToken> = tokens.iter().map(|&t| LlamaToken(t)).collect();
+        String::from_utf8_lossy(&self.model.vocab().detokenize(&tokens, false, true)).into_owned()
+    }
 }
 
 /// A device llama.cpp can run on.

@@ -73,7 +73,20 @@ impl Runner {
         // Tokenizing text far beyond the context costs memory in proportion to the text: cut it
         // to what truncation would keep first (the server has bounded each message already;
         // this bounds a conversation of many).
-        let cut = corral_api::text::bound_to_context(&mut text, n_ctx, num_keep);
+        // A `.Suffix` template's parts were bounded one by one by the server, and are fitted
+        // one by one below: a cut of the rendered text could take a marker.
+        let templated_infill = matches!(
+            &req.prompt,
+            Prompt::Infill {
+                template: Some(_),
+                ..
+            }
+        );
+        let cut = if templated_infill {
+            0
+        } else {
+            corral_api::text::bound_to_context(&mut text, n_ctx, num_keep)
+        };
         if cut > 0 {
             tracing::warn!(
                 bytes = cut,
@@ -95,6 +108,24 @@ impl Runner {
                 if dropped > 0 && !req.truncate {
                     return Err(Refusal::invalid(too_long(Some(t.len() + dropped), n_ctx)));
                 }
+                fim_dropped = dropped;
+                tokens.extend(t)
+            }
+            Prompt::Infill {
+                prefix,
+                suffix,
+                system,
+                template: Some(go),
+            } if req.truncate => {
+                let room = answer_room(n_ctx, o.num_predict);
+                let parts = InfillParts {
+                    template: go,
+                    system: system.as_deref(),
+                    prefix,
+                    suffix,
+                };
+                let bos = req.context.is_empty();
+                let (t, dropped) = parts.fit(engine, &text, bos, n_ctx - room)?;
                 fim_dropped = dropped;
                 tokens.extend(t)
             }
@@ -203,14 +234,9 @@ pub(super) fn fim_prompt(
     let mut s = engine.tokenize(suffix, false);
     let budget = limit.saturating_sub(tokens.len() + 3).max(2);
     let total = p.len() + s.len();
-    if total > budget {
-        let s_keep = s
-            .len()
-            .min((budget / 4).max(budget.saturating_sub(p.len())));
-        let p_keep = p.len().min(budget - s_keep);
-        s.truncate(s_keep);
-        p.drain(..p.len() - p_keep);
-    }
+    let (p_keep, s_keep) = split_budget(p.len(), s.len(), budget);
+    s.truncate(s_keep);
+    p.drain(..p.len() - p_keep);
     let dropped = total - p.len() - s.len();
     tokens.push(pre);
     tokens.extend(p);
@@ -218,6 +244,65 @@ pub(super) fn fim_prompt(
     tokens.extend(s);
     tokens.push(mid);
     Ok((tokens, dropped))
+}
+
+/// How many tokens of a prefix (`p`) and a suffix (`s`) a fill-in-the-middle prompt keeps
+/// within `budget`: all when they fit, else the suffix at most a quarter when the prefix needs
+/// the rest (the prefix keeps its end and the suffix its start: the text nearest the middle).
+fn split_budget(p: usize, s: usize, budget: usize) -> (usize, usize) {
+    if p + s <= budget {
+        return (p, s);
+    }
+    let s_keep = s.min((budget / 4).max(budget.saturating_sub(p)));
+    (p.min(budget - s_keep), s_keep)
+}
+
+/// A fill-in-the-middle request for a template with `.Suffix`.
+struct InfillParts<'a> {
+    template: &'a str,
+    system: Option<&'a str>,
+    prefix: &'a str,
+    suffix: &'a str,
+}
+
+impl InfillParts<'_> {
+    fn render(&self, prefix: &str, suffix: &str) -> Result<String, Refusal> {
+        corral_template::render_go_infill(self.template, self.system, prefix, suffix).map_err(|e| {
+            Refusal {
+                message: e.to_string(),
+                invalid: false,
+            }
+        })
+    }
+
+    /// The prompt's tokens (`rendered`: the template rendered with both parts) within
+    /// `limit`, cut as `fim_prompt` cuts, part by part, so that the template's own text (the
+    /// markers around the parts) stays whole. Returns the tokens and how many were dropped.
+    fn fit(
+        &self,
+        engine: &Engine,
+        rendered: &str,
+        bos: bool,
+        limit: usize,
+    ) -> Result<(Vec<i32>, usize), Refusal> {
+        let whole = engine.tokenize(rendered, bos);
+        if whole.len() <= limit {
+            return Ok((whole, 0));
+        }
+        let frame = engine.tokenize(&self.render("", "")?, bos).len();
+        let p = engine.tokenize(self.prefix, false);
+        let s = engine.tokenize(self.suffix, false);
+        let (p_keep, s_keep) = split_budget(p.len(), s.len(), limit.saturating_sub(frame));
+        // A cut inside a character leaves a replacement character at the cut end: drop it.
+        let p_text = engine.detokenize(&p[p.len() - p_keep..]);
+        let s_text = engine.detokenize(&s[..s_keep]);
+        let text = self.render(
+            p_text.trim_start_matches('\u{FFFD}'),
+            s_text.trim_end_matches('\u{FFFD}'),
+        )?;
+        let tokens = engine.tokenize(&text, bos);
+        Ok((tokens, (p.len() + s.len()).saturating_sub(p_keep + s_keep)))
+    }
 }
 
 /// Ollama's message for a prompt that does not fit, with the numbers.

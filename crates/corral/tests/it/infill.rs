@@ -80,6 +80,33 @@ fn suffix_fills_in_the_middle_by_template_or_fim_tokens() {
                "stream": false, "options": {"num_predict": 1}}),
     );
     assert_eq!(prompt_tokens(&filled), prompt_tokens(&plain));
+    // A suffix far longer than the context: the template's prompt is cut part by part, as
+    // with FIM tokens, so the prefix, the `<SUF>` marker and the suffix's start (the text
+    // nearest the middle) stay, and the suffix's end goes.
+    let line = "    x = x + 1\n";
+    let (status, cut) = s.post(
+        "/api/generate",
+        json!({"model": "smol-fim", "prompt": prefix, "suffix": line.repeat(3000), "stream": false,
+               "options": {"num_predict": 4, "num_ctx": 1024}}),
+    );
+    assert_eq!(status, 200, "{cut}");
+    let t = prompt_tokens(&cut);
+    assert!(t.len() <= 1024 - 4, "{}", t.len());
+    assert!(
+        cut["prompt_truncated_tokens"].as_u64().unwrap() > 1000,
+        "{cut}"
+    );
+    let plain_tokens = |text: String| {
+        let (_, v) = s.post(
+            "/api/generate",
+            json!({"model": "smol-plain", "prompt": text, "stream": false, "options": {"num_predict": 1}}),
+        );
+        prompt_tokens(&v)
+    };
+    let head = plain_tokens(format!("<PRE> {prefix} <SUF>{}", line.repeat(3)));
+    assert!(t.starts_with(&head[..head.len() - 1]), "{t:?} vs {head:?}");
+    let mid = plain_tokens("<MID>".to_string());
+    assert!(t.ends_with(&mid[1..]), "{t:?} vs {mid:?}");
     // raw mode and a suffix do not mix.
     let (status, body) = s.post(
         "/api/generate",
