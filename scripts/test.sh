@@ -1,8 +1,21 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: install what is missing, fetch the test models,
 # build, and run every test (unit tests and black-box tests against the real binary).
+#
+#   scripts/test.sh [--cuda]
+#
+# --cuda: also build ggml's CUDA module (scripts/cuda-module.sh, CUDA 13.0 from PyPI; about
+# 75 minutes the first time on 2 cores, a relink after) and run the whole suite with it in the
+# module folder (CORRAL_LIB_DIR), as a machine without an NVIDIA driver would have it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cuda=0
+for arg in "$@"; do
+  case "$arg" in
+    --cuda) cuda=1 ;;
+    *) echo "test.sh: unknown option $arg (use --cuda)" >&2; exit 2 ;;
+  esac
+done
 # docker-registry: a real registry for the pull/push tests; chromium: a real browser for the
 # cross-origin tests (both started by the tests themselves, on loopback ports; the package's
 # own service is not used); qemu-user: an older CPU for the portable bundle's test;
@@ -39,7 +52,12 @@ venv_pid=$!
 
 # The portable bundle with the Vulkan module; the tests build with the same features, so
 # cargo reuses that build.
-bundle=$(scripts/build.sh --vulkan | tail -1)
+if [ "$cuda" = 1 ]; then
+  bundle=$(scripts/build.sh --vulkan --cuda | tail -1)
+  export CORRAL_LIB_DIR="$bundle/lib/corral" CORRAL_TEST_CUDA=1
+else
+  bundle=$(scripts/build.sh --vulkan | tail -1)
+fi
 sdk=$(scripts/vulkan-sdk.sh)
 export VULKAN_SDK="$sdk/usr" CMAKE_PREFIX_PATH="$sdk/usr" CORRAL_TEST_BUNDLE="$bundle"
 

@@ -98,6 +98,7 @@ fn a_bundle_finds_its_modules_beside_itself_and_runs_on_an_older_cpu() {
         let out = c
             .arg("probe")
             .env_remove("LD_LIBRARY_PATH")
+            .env_remove("CORRAL_LIB_DIR")
             .output()
             .expect("qemu-x86_64 is missing: scripts/test.sh installs Debian's qemu-user");
         assert!(out.status.success(), "{cpu:?}: {}", stderr(&out));
@@ -176,4 +177,95 @@ fn missing_and_broken_modules_are_explained_not_fatal() {
     let note = cuda["note"].as_str().unwrap();
     assert!(note == "not loaded: invalid ELF header", "{note}");
     assert!(r["modules"]["cpu_variant"].is_string());
+}
+
+/// With ggml's CUDA module in the module folder (`scripts/test.sh --cuda` builds it and runs
+/// the whole suite with it) on a machine without an NVIDIA driver: the module is reported as
+/// not loaded with the loader's reason, and every form of `CUDA_VISIBLE_DEVICES` answers to the
+/// end on the CPU. Without the module (the default test command) there is nothing to check.
+#[test]
+fn a_cuda_module_without_a_driver_is_reported_and_answers_run_on_the_cpu() {
+    let dir = module_dir();
+    if !dir.join("libggml-cuda.so").exists() {
+        assert!(
+            std::env::var_os("CORRAL_TEST_CUDA").is_none(),
+            "CORRAL_TEST_CUDA is set but {} has no libggml-cuda.so",
+            dir.display()
+        );
+        println!(
+            "skipped: no CUDA module in {} (scripts/test.sh --cuda builds one)",
+            dir.display()
+        );
+        return;
+    }
+    if Path::new("/dev/nvidiactl").exists() {
+        println!(
+            "skipped: this machine has an NVIDIA driver (scripts/gpu-check.sh is the check there)"
+        );
+        return;
+    }
+    let r = devices_json(&[]);
+    let cuda = r["modules"]["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["file"] == "libggml-cuda.so")
+        .cloned()
+        .unwrap();
+    assert_eq!(cuda["backend"], "cuda", "{cuda}");
+    assert_eq!(cuda["loaded"], false, "{cuda}");
+    let note = cuda["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("not loaded: ") && note.contains("libcuda.so.1"),
+        "the driver's library is named: {note}"
+    );
+    assert!(
+        !r["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["backend"] == "CUDA"),
+        "{r}"
+    );
+    let out = Command::new(corral_exe()).arg("devices").output().unwrap();
+    let text = stdout(&out);
+    assert!(
+        text.contains("libggml-cuda.so") && text.contains("libcuda.so.1"),
+        "{text}"
+    );
+
+    for form in [
+        None,
+        Some(""),
+        Some("-1"),
+        Some("0"),
+        Some("GPU-00000000-0000-0000-0000-000000000000"),
+        Some("abc"),
+    ] {
+        let env: Vec<(&str, &str)> = form
+            .map(|v| ("CUDA_VISIBLE_DEVICES", v))
+            .into_iter()
+            .collect();
+        let mut s = TestServer::start_with(&env);
+        s.create_smol();
+        let (status, v) = s.post(
+            "/api/generate",
+            serde_json::json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 4}}),
+        );
+        assert_eq!(status, 200, "CUDA_VISIBLE_DEVICES={form:?}: {v}");
+        assert_eq!(v["done"], true, "CUDA_VISIBLE_DEVICES={form:?}: {v}");
+        assert_eq!(v["eval_count"], 4, "CUDA_VISIBLE_DEVICES={form:?}: {v}");
+        let ps = s.get("/api/ps");
+        assert_eq!(
+            ps["models"][0]["size_vram"], 0,
+            "CUDA_VISIBLE_DEVICES={form:?}: {ps}"
+        );
+        s.stop();
+        assert!(
+            wait_for(std::time::Duration::from_secs(2), || s
+                .runner_pids()
+                .is_empty()),
+            "CUDA_VISIBLE_DEVICES={form:?}: runner left behind"
+        );
+    }
 }
