@@ -53,6 +53,17 @@ fn the_report_names_each_module_and_the_cpu_variant_chosen() {
     );
 }
 
+/// A module file's entry in the report.
+fn module_file(r: &Value, file: &str) -> Value {
+    r["modules"]["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["file"] == file)
+        .unwrap_or_else(|| panic!("{file} is not in the report: {r}"))
+        .clone()
+}
+
 /// A folder laid out like the bundle `scripts/build.sh` makes, from this build's files.
 fn make_bundle(root: &Path) -> PathBuf {
     let dir = module_dir();
@@ -166,13 +177,7 @@ fn missing_and_broken_modules_are_explained_not_fatal() {
     .unwrap();
     let r = devices_json(&[("CORRAL_LIB_DIR", dir.path().to_str().unwrap())]);
     assert!(r["probe_error"].is_null(), "{r}");
-    let cuda = r["modules"]["modules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["file"] == "libggml-cuda.so")
-        .unwrap()
-        .clone();
+    let cuda = module_file(&r, "libggml-cuda.so");
     assert_eq!(cuda["loaded"], false);
     let note = cuda["note"].as_str().unwrap();
     assert!(note == "not loaded: invalid ELF header", "{note}");
@@ -205,13 +210,7 @@ fn a_cuda_module_without_a_driver_is_reported_and_answers_run_on_the_cpu() {
         return;
     }
     let r = devices_json(&[]);
-    let cuda = r["modules"]["modules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["file"] == "libggml-cuda.so")
-        .cloned()
-        .unwrap();
+    let cuda = module_file(&r, "libggml-cuda.so");
     assert_eq!(cuda["backend"], "cuda", "{cuda}");
     assert_eq!(cuda["loaded"], false, "{cuda}");
     let note = cuda["note"].as_str().unwrap();
@@ -246,26 +245,10 @@ fn a_cuda_module_without_a_driver_is_reported_and_answers_run_on_the_cpu() {
             .map(|v| ("CUDA_VISIBLE_DEVICES", v))
             .into_iter()
             .collect();
-        let mut s = TestServer::start_with(&env);
-        s.create_smol();
-        let (status, v) = s.post(
-            "/api/generate",
-            serde_json::json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 4}}),
-        );
-        assert_eq!(status, 200, "CUDA_VISIBLE_DEVICES={form:?}: {v}");
-        assert_eq!(v["done"], true, "CUDA_VISIBLE_DEVICES={form:?}: {v}");
-        assert_eq!(v["eval_count"], 4, "CUDA_VISIBLE_DEVICES={form:?}: {v}");
-        let ps = s.get("/api/ps");
-        assert_eq!(
-            ps["models"][0]["size_vram"], 0,
-            "CUDA_VISIBLE_DEVICES={form:?}: {ps}"
-        );
-        s.stop();
-        assert!(
-            wait_for(std::time::Duration::from_secs(2), || s
-                .runner_pids()
-                .is_empty()),
-            "CUDA_VISIBLE_DEVICES={form:?}: runner left behind"
+        answers_to_the_end_on_the_cpu(
+            &format!("CUDA_VISIBLE_DEVICES={form:?}"),
+            &env,
+            serde_json::json!({}),
         );
     }
 }

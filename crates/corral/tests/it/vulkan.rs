@@ -165,17 +165,7 @@ fn cpu_mode_and_hidden_devices_answer_to_the_end() {
         ),
     ];
     for (what, env, options) in cases {
-        let mut s = TestServer::start_with(&env);
-        s.create_smol();
-        let (_, last) = answer(&s, options, 4);
-        assert_eq!(last["eval_count"], 4, "{what}: {last}");
-        let ps = s.get("/api/ps");
-        assert_eq!(ps["models"][0]["size_vram"], 0, "{what}: {ps}");
-        s.stop();
-        assert!(
-            wait_for(Duration::from_secs(2), || s.runner_pids().is_empty()),
-            "{what}: runner left behind"
-        );
+        answers_to_the_end_on_the_cpu(what, &env, options);
     }
     // A messy value that still names device 0 (blanks, a duplicate) is normalized, not
     // passed on for ggml to choke on: the device runs the model.

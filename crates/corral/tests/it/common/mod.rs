@@ -387,6 +387,30 @@ pub fn devices_json(env: &[(&str, &str)]) -> Value {
     serde_json::from_slice(&out.stdout).expect("devices --json prints valid JSON")
 }
 
+/// The seed's case, under one server environment: a server started with `env` streams a
+/// short greedy answer (4 tokens, plus `options`) to `done` on the CPU (`size_vram` 0), and
+/// no runner is left once it stops. `what` names the case in failures.
+pub fn answers_to_the_end_on_the_cpu(what: &str, env: &[(&str, &str)], options: Value) {
+    let mut s = TestServer::start_with(env);
+    s.create_smol();
+    let mut o = options;
+    o["num_predict"] = 4.into();
+    o["temperature"] = 0.into();
+    o["num_ctx"] = 256.into();
+    let body = serde_json::json!({"model": "smol", "prompt": "The capital of France is", "raw": true, "options": o});
+    let lines = s.stream("/api/generate", body);
+    let last = &lines.last().expect("an answer").1;
+    assert_eq!(last["done"], true, "{what}: {last}");
+    assert_eq!(last["eval_count"], 4, "{what}: {last}");
+    let ps = s.get("/api/ps");
+    assert_eq!(ps["models"][0]["size_vram"], 0, "{what}: {ps}");
+    s.stop();
+    assert!(
+        wait_for(Duration::from_secs(2), || s.runner_pids().is_empty()),
+        "{what}: runner left behind"
+    );
+}
+
 /// Send a signal to a process.
 pub fn signal(pid: u32, sig: i32) {
     unsafe { libc_kill(pid as i32, sig) };
