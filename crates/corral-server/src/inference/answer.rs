@@ -273,17 +273,25 @@ pub(super) fn done_parts(job: &Job, lease: &Lease, d: &DoneInfo, tracker: &mut T
         draft_tokens: d.draft_proposed,
         draft_accepted_tokens: d.draft_accepted,
     };
-    (
-        d.reason.as_str(),
+    Ending {
+        reason: d.reason.as_str(),
         metrics,
-        d.context.clone(),
-        d.stop_sequence.clone(),
-    )
+        context: d.context.clone(),
+        stop_sequence: d.stop_sequence.clone(),
+    }
 }
 
-/// What ends an answer: its reason, counts and timings, generate's `context`, and the stop
-/// sequence that ended it.
-pub(super) type Ending = (&'static str, Metrics, Option<Vec<i32>>, Option<String>);
+/// What ends an answer: the fields only the final object of an answer carries.
+pub(super) struct Ending {
+    /// `done_reason`: `stop`, `length`, ...
+    pub(super) reason: &'static str,
+    /// Counts and timings.
+    pub(super) metrics: Metrics,
+    /// Generate's `context`, when asked for.
+    pub(super) context: Option<Vec<i32>>,
+    /// The stop sequence that ended the answer, if one did.
+    pub(super) stop_sequence: Option<String>,
+}
 
 pub(super) fn final_object(
     job: &Job,
@@ -292,7 +300,13 @@ pub(super) fn final_object(
     context: Option<Vec<i32>>,
     text: String,
 ) -> serde_json::Value {
-    answer_object(job, Out::from(text), Some((reason, metrics, context, None)))
+    let ending = Ending {
+        reason,
+        metrics,
+        context,
+        stop_sequence: None,
+    };
+    answer_object(job, Out::from(text), Some(ending))
 }
 
 /// The parts of an answer object: text, thinking, tool calls.
@@ -336,7 +350,12 @@ pub(super) fn answer_object(job: &Job, out: Out, ending: Option<Ending>) -> serd
     let model = job.model.display_name();
     let done = ending.is_some();
     let (reason, metrics, context, stop_sequence) = match ending {
-        Some((r, m, c, s)) => (Some(r.to_string()), m, c, s),
+        Some(e) => (
+            Some(e.reason.to_string()),
+            e.metrics,
+            e.context,
+            e.stop_sequence,
+        ),
         None => (None, Metrics::default(), None, None),
     };
     let logprobs = (!out.logprobs.is_empty()).then_some(out.logprobs);
