@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod duration;
 pub mod options;
+pub mod quantize;
 pub mod runner;
 pub mod text;
 pub mod types;

@@ -136,6 +136,8 @@ pub enum RunnerEvent {
     Loading { progress: f32 },
     /// The model is loaded and the runner takes requests.
     Ready(ReadyInfo),
+    /// A runner started with `--quantize` has written `done` of the model's `total` tensors.
+    Quantizing { done: u32, total: u32 },
     /// The request is valid and queued for a slot: its prompt is rendered and tokenized.
     Accepted {
         id: u64,

@@ -10,7 +10,6 @@ pub mod transfer;
 
 pub use run::{run, RunArgs};
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -32,6 +31,9 @@ pub struct CreateArgs {
     /// Modelfile to build from.
     #[arg(short = 'f', long = "file", default_value = "Modelfile")]
     pub file: PathBuf,
+    /// Quantize the model's F16 or F32 weights to this type (q4_K_M, q8_0, ...).
+    #[arg(short = 'q', long)]
+    pub quantize: Option<String>,
 }
 
 /// Ollama's `--verbose` statistics, labels padded to one column; a line only for what is
@@ -90,6 +92,7 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
     }
     let mut req = CreateRequest {
         model: args.model.clone(),
+        quantize: args.quantize.clone(),
         ..Default::default()
     };
     if !parameters.is_empty() {
@@ -164,13 +167,15 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
     if !licenses.is_empty() {
         req.license = Some(serde_json::Value::Array(licenses));
     }
-    let mut stderr = std::io::stderr();
-    client
+    let mut view = transfer::View::new();
+    let result = client
         .stream("/api/create", &req, |p: ProgressResponse| {
-            writeln!(stderr, "{}", p.status)?;
+            view.show(&p);
             Ok(())
         })
-        .await
+        .await;
+    view.finish();
+    result
 }
 
 fn read_modelfile(path: &Path) -> anyhow::Result<String> {

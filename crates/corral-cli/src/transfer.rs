@@ -47,8 +47,9 @@ async fn transfer(client: &Client, path: &str, args: &TransferArgs) -> anyhow::R
     result
 }
 
-/// What the user sees of a transfer.
-struct View {
+/// What the user sees of a transfer (or a create): a bar per layer, a bar per counted step
+/// (a quantization's tensors), a spinner per other step.
+pub(crate) struct View {
     bars: Option<(
         MultiProgress,
         HashMap<String, ProgressBar>,
@@ -59,7 +60,7 @@ struct View {
 }
 
 impl View {
-    fn new() -> View {
+    pub(crate) fn new() -> View {
         let bars = std::io::stderr().is_terminal().then(|| {
             (
                 MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
@@ -73,7 +74,7 @@ impl View {
         }
     }
 
-    fn show(&mut self, p: &ProgressResponse) {
+    pub(crate) fn show(&mut self, p: &ProgressResponse) {
         let Some((multi, layers, step)) = &mut self.bars else {
             let line = match (&p.digest, p.total) {
                 (Some(_), Some(total)) => format!("{} {}", p.status, human_bytes(total)),
@@ -86,16 +87,24 @@ impl View {
             return;
         };
         match (&p.digest, p.total) {
-            (Some(digest), Some(total)) => {
-                let bar = layers.entry(digest.clone()).or_insert_with(|| {
+            // A layer's bytes, or a counted step (a quantization's tensors): a bar each.
+            (digest, Some(total)) => {
+                let (key, counts) = match digest {
+                    Some(d) => (
+                        d.clone(),
+                        "{decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} {eta}",
+                    ),
+                    None => (p.status.clone(), "{pos}/{len}"),
+                };
+                let bar = layers.entry(key).or_insert_with(|| {
                     if let Some(s) = step.take() {
                         s.finish();
                     }
                     let b = multi.add(ProgressBar::new(total));
                     b.set_style(
-                        ProgressStyle::with_template(
-                            "{msg} {percent:>3}% ▕{wide_bar}▏ {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} {eta}",
-                        )
+                        ProgressStyle::with_template(&format!(
+                            "{{msg}} {{percent:>3}}% ▕{{wide_bar}}▏ {counts}"
+                        ))
                         .expect("valid template")
                         .progress_chars("█▉▊▋▌▍▎▏ "),
                     );
@@ -116,7 +125,7 @@ impl View {
         }
     }
 
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let Some((_, layers, step)) = &mut self.bars {
             for b in layers.values() {
                 b.abandon();

@@ -40,6 +40,8 @@ pub enum EngineError {
     Grammar(String),
     #[error("embedding failed: {0}")]
     Embed(String),
+    #[error("quantizing failed: {0}")]
+    Quantize(String),
 }
 
 /// How to load the model.
@@ -96,11 +98,13 @@ pub struct Stats {
 
 pub mod modules;
 mod pick;
+mod quantize;
 pub mod rpc;
 mod sampling;
 mod sequence;
 mod speculate;
 
+pub use quantize::quantize;
 pub use sequence::{Sequence, SlotId, StepEvent};
 
 pub use corral_api::cache::{FlashAttention, KvCacheType};

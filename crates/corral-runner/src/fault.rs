@@ -5,6 +5,7 @@
 //! - `fail@load`: exit with status 1 and a message, as a model that cannot load;
 //! - `stall@load`: hang while loading (tests the load timeout);
 //! - `crash@token:N`: abort (SIGABRT) when the Nth token of this runner is produced;
+//! - `crash@tensor:N`: abort when a runner started to quantize begins its Nth tensor;
 //! - `stall@token:N`: stop making progress at the Nth token (tests the stall timeout);
 //! - `stall@idle`: hang once idle after a first answer (tests the health check);
 //! - `fail@gpu-load`: loading with any layers offloaded fails, as a driver that refuses the
@@ -23,6 +24,8 @@ pub enum Point {
     Idle,
     /// Loading with layers offloaded.
     GpuLoad,
+    /// Quantizing, as a tensor begins.
+    Tensor,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +52,7 @@ fn parse(s: &str) -> Option<Fault> {
     };
     let (point, after) = match rest.split_once(':') {
         Some(("token", n)) => (Point::Token, n.parse().ok()?),
+        Some(("tensor", n)) => (Point::Tensor, n.parse().ok()?),
         None if rest == "load" => (Point::Load, 0),
         None if rest == "idle" => (Point::Idle, 0),
         None if rest == "gpu-load" => (Point::GpuLoad, 0),
@@ -75,11 +79,13 @@ fn configured() -> Option<Fault> {
 
 /// Called at each point; does nothing unless a fault is configured for it.
 pub fn at(point: Point) {
-    static TOKENS: AtomicU64 = AtomicU64::new(0);
+    // Tokens or tensors, whichever the process counts (a runner serves or quantizes).
+    static COUNT: AtomicU64 = AtomicU64::new(0);
     let Some(f) = configured().filter(|f| f.point == point) else {
         return;
     };
-    if point == Point::Token && TOKENS.fetch_add(1, Ordering::Relaxed) + 1 != f.after {
+    let counted = matches!(point, Point::Token | Point::Tensor);
+    if counted && COUNT.fetch_add(1, Ordering::Relaxed) + 1 != f.after {
         return;
     }
     tracing::warn!(?f, "injecting fault");
@@ -116,6 +122,10 @@ mod tests {
                 point: Point::Load,
                 after: 0
             })
+        );
+        assert_eq!(
+            parse("crash@tensor:40").map(|f| (f.point, f.after)),
+            Some((Point::Tensor, 40))
         );
         assert_eq!(parse("stall@token:x"), None);
         assert_eq!(parse("boom@load"), None);

@@ -70,11 +70,31 @@ pub struct RunnerArgs {
     /// RPC workers (`host:port`, comma-separated) whose devices take layers like GPUs.
     #[arg(long, value_delimiter = ',')]
     pub rpc: Vec<String>,
+    /// Quantize the model to this type (`q4_K_M`, ...) into `--output` and exit, reporting
+    /// progress as `Quantizing` events: what `create --quantize` runs.
+    #[arg(long, requires = "output")]
+    pub quantize: Option<corral_api::quantize::QuantType>,
+    /// Where `--quantize` writes the new model.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
 }
 
 /// Run until stdin closes. Returns an error only when the model cannot be loaded.
 pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
     corral_engine::log_to_tracing();
+    if let (Some(to), Some(output)) = (args.quantize, &args.output) {
+        corral_engine::quantize(
+            &args.model,
+            output,
+            to.ftype,
+            args.threads,
+            |done, total| {
+                fault::at(fault::Point::Tensor);
+                send(&RunnerEvent::Quantizing { done, total });
+            },
+        )?;
+        return Ok(());
+    }
     let started = Instant::now();
     let (tx, rx) = mpsc::channel::<RunnerRequest>();
     std::thread::spawn(move || read_requests(tx));

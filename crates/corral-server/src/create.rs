@@ -4,6 +4,7 @@
 //! Everything is checked before anything is written: a bad GGUF, template, parameter or
 //! message leaves the store as it was.
 
+use corral_api::quantize::QuantType;
 use corral_api::{CreateRequest, Message, Options, ProgressResponse};
 use corral_store::{ConfigBlob, Digest, Layer, Manifest, RootFs, Store};
 use corral_template::ChatTemplate;
@@ -11,16 +12,83 @@ use corral_template::ChatTemplate;
 use crate::error::{ApiError, ApiResult};
 use crate::models;
 
-/// Create the model; returns the progress lines to send.
-pub fn create(store: &Store, req: &CreateRequest) -> ApiResult<Vec<ProgressResponse>> {
+/// A create request checked against the store, nothing written yet.
+pub struct Plan {
+    name: corral_store::Name,
+    layers: Vec<Layer>,
+    config: ConfigBlob,
+    params: Options,
+    adapter: Option<Layer>,
+    draft: Option<Layer>,
+    /// What the model layer is to be quantized to; its file type was checked to allow it.
+    pub quantize: Option<QuantType>,
+    /// Progress lines so far, sent once the request is known to be good.
+    pub progress: Vec<ProgressResponse>,
+}
+
+impl Plan {
+    /// The blob of the model's weights.
+    pub fn model(&self) -> Option<&Layer> {
+        self.layers.iter().find(|l| l.kind() == "model")
+    }
+
+    /// The model's file type (`F16`, `Q4_K_M`), as `show` prints it.
+    pub fn file_type(&self) -> &str {
+        &self.config.file_type
+    }
+
+    /// Use `layer` (the quantized weights, of `file_type`) in place of the model layer.
+    pub fn replace_model(&mut self, layer: Layer, file_type: String) {
+        for l in self.layers.iter_mut().filter(|l| l.kind() == "model") {
+            *l = layer.clone();
+        }
+        self.config.file_type = file_type;
+    }
+}
+
+fn status(p: &mut Vec<ProgressResponse>, s: String) {
+    p.push(ProgressResponse {
+        status: s,
+        ..Default::default()
+    })
+}
+
+/// Create the model: check the request, quantize the weights when asked (in a runner child),
+/// write the layers and the manifest. Progress lines go to `tx` once the request is known to
+/// be good; an error before any was sent leaves the store as it was.
+pub async fn run(
+    st: crate::AppState,
+    req: CreateRequest,
+    tx: tokio::sync::mpsc::UnboundedSender<ProgressResponse>,
+) -> ApiResult<()> {
+    let blocking = |e: tokio::task::JoinError| ApiError::internal(e.to_string());
+    let (store, r) = (st.store.clone(), req.clone());
+    let mut plan = tokio::task::spawn_blocking(move || check(&store, &r))
+        .await
+        .map_err(blocking)??;
+    if let Some(to) = plan.quantize {
+        for p in plan.progress.drain(..) {
+            let _ = tx.send(p);
+        }
+        let source = plan.model().expect("checked").clone();
+        let from = plan.file_type().to_string();
+        let (layer, file_type) = crate::quantize::quantize(&st, &source, &from, to, &tx).await?;
+        plan.replace_model(layer, file_type);
+    }
+    let store = st.store.clone();
+    let lines = tokio::task::spawn_blocking(move || write(&store, &req, plan))
+        .await
+        .map_err(blocking)??;
+    for p in lines {
+        let _ = tx.send(p);
+    }
+    Ok(())
+}
+
+/// Check every part of the request; nothing is written.
+pub fn check(store: &Store, req: &CreateRequest) -> ApiResult<Plan> {
     let name = models::parse_name(&req.model)?;
     let mut progress = Vec::new();
-    let status = |p: &mut Vec<ProgressResponse>, s: String| {
-        p.push(ProgressResponse {
-            status: s,
-            ..Default::default()
-        })
-    };
     for file in req
         .files
         .iter()
@@ -30,12 +98,13 @@ pub fn create(store: &Store, req: &CreateRequest) -> ApiResult<Vec<ProgressRespo
     {
         check_file_name(file)?;
     }
-    if req.quantize.as_deref().is_some_and(|q| !q.is_empty()) {
-        return Err(ApiError::bad_request("quantization is not supported"));
-    }
+    let quantize = match req.quantize.as_deref().map(str::trim) {
+        Some(q) if !q.is_empty() => Some(q.parse::<QuantType>().map_err(ApiError::bad_request)?),
+        _ => None,
+    };
 
     // The base: one GGUF file, or an existing model.
-    let (mut layers, mut config, mut params) = match (&req.files, &req.from) {
+    let (layers, config, mut params) = match (&req.files, &req.from) {
         (Some(files), _) if !files.is_empty() => {
             if files.len() != 1 {
                 return Err(ApiError::bad_request(format!(
@@ -119,6 +188,43 @@ pub fn create(store: &Store, req: &CreateRequest) -> ApiResult<Vec<ProgressRespo
         None => None,
     };
     let draft = check_draft(store, req, &layers)?;
+    if quantize.is_some() {
+        if !layers.iter().any(|l| l.kind() == "model") {
+            return Err(ApiError::bad_request(
+                "nothing to quantize: the model has no weights",
+            ));
+        }
+        if !corral_api::quantize::is_quantize_source(&config.file_type) {
+            return Err(ApiError::bad_request(format!(
+                "quantization is only supported for F16 and F32 models (and BF16); this one is {}",
+                config.file_type
+            )));
+        }
+    }
+    Ok(Plan {
+        name,
+        layers,
+        config,
+        params,
+        adapter,
+        draft,
+        quantize,
+        progress,
+    })
+}
+
+/// Write the new layers and the manifest of a checked request; returns the progress lines.
+pub fn write(store: &Store, req: &CreateRequest, plan: Plan) -> ApiResult<Vec<ProgressResponse>> {
+    let Plan {
+        name,
+        mut layers,
+        mut config,
+        params,
+        adapter,
+        draft,
+        mut progress,
+        ..
+    } = plan;
 
     // Write the new layers, replacing those of the same kind from the base.
     let mut replace = |kind: &str, bytes: &[u8]| -> ApiResult<()> {

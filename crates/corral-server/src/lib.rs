@@ -19,6 +19,7 @@ mod metrics;
 mod models;
 mod openai;
 mod output;
+mod quantize;
 mod runner;
 mod scheduler;
 mod sse;

@@ -233,23 +233,56 @@ pub async fn create(
     State(st): State<AppState>,
     JsonBody(req): JsonBody<CreateRequest>,
 ) -> Response {
-    let store = st.store.clone();
     let stream = req.stream.unwrap_or(true);
-    let result = tokio::task::spawn_blocking(move || crate::create::create(&store, &req)).await;
-    let progress = match result {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => return e.into_response(),
-        Err(e) => return ApiError::internal(e.to_string()).into_response(),
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(crate::create::run(st, req, tx));
+    let ended = |r: Result<ApiResult<()>, tokio::task::JoinError>| match r {
+        Ok(r) => r,
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    };
+    // Nothing sent before the task ends: the request was refused, with its status code.
+    let Some(first) = rx.recv().await else {
+        return match ended(task.await) {
+            Ok(()) => ApiError::internal("create ended without a word").into_response(),
+            Err(e) => e.into_response(),
+        };
     };
     if !stream {
-        return Json(serde_json::json!({ "status": "success" })).into_response();
+        while rx.recv().await.is_some() {}
+        return match ended(task.await) {
+            Ok(()) => Json(serde_json::json!({ "status": "success" })).into_response(),
+            Err(e) => e.into_response(),
+        };
     }
-    let mut body = Vec::new();
-    for p in progress {
-        serde_json::to_writer(&mut body, &p).expect("progress serializes");
-        body.push(b'\n');
-    }
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+    // Lines as they come (a quantization takes a while); a failure after the first is the
+    // last line, as Ollama sends it.
+    let lines = futures::stream::unfold(
+        (Some(first), rx, Some(task)),
+        move |(next, mut rx, mut task)| async move {
+            let progress = match next {
+                Some(p) => Some(p),
+                None => rx.recv().await,
+            };
+            let mut line = match progress {
+                Some(p) => serde_json::to_vec(&p),
+                None => match ended(task.take()?.await) {
+                    Ok(()) => return None,
+                    Err(e) => serde_json::to_vec(&serde_json::json!({ "error": e.message })),
+                },
+            }
+            .expect("lines serialize");
+            line.push(b'\n');
+            Some((
+                Ok::<_, std::convert::Infallible>(bytes::Bytes::from(line)),
+                (None, rx, task),
+            ))
+        },
+    );
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response()
 }
 
 /// `POST /api/copy {"source": ..., "destination": ...}`.

@@ -173,6 +173,8 @@ impl RunnerProcess {
                             kv.1.store(*kv_total, Ordering::Relaxed);
                             continue;
                         }
+                        // Only a runner started to quantize sends it (see `quantize`).
+                        RunnerEvent::Quantizing { .. } => continue,
                         RunnerEvent::Accepted { id, .. }
                         | RunnerEvent::Started { id }
                         | RunnerEvent::Progress { id, .. }

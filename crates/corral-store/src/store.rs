@@ -125,6 +125,47 @@ impl Store {
         })
     }
 
+    /// A temp file in the blob folder for a blob whose digest is known only once it is
+    /// written (a model another process makes, such as a quantized one). It is removed when
+    /// dropped, unless [`Store::put_blob_file`] takes it in.
+    pub fn blob_temp(&self) -> Result<tempfile::TempPath, StoreError> {
+        let dir = self.root.join("blobs");
+        tempfile::Builder::new()
+            .prefix("new-")
+            .tempfile_in(&dir)
+            .map(NamedTempFile::into_temp_path)
+            .map_err(io_err(format!("create temp file in {}", dir.display())))
+    }
+
+    /// Hash a complete file from [`Store::blob_temp`] and move it into place as a blob; the
+    /// same blob already present is kept and the file removed.
+    pub fn put_blob_file(
+        &self,
+        media_type: String,
+        file: tempfile::TempPath,
+    ) -> Result<Layer, StoreError> {
+        let mut f = File::open(&file).map_err(io_err(format!("open {}", file.display())))?;
+        let mut hasher = Sha256::new();
+        let size =
+            io::copy(&mut f, &mut hasher).map_err(io_err(format!("read {}", file.display())))?;
+        f.sync_all().map_err(io_err("sync blob"))?;
+        let digest = Digest::from_bytes(&hasher.finalize());
+        if !self.has_blob(&digest) {
+            let path = self.blob_path(&digest);
+            file.persist(&path).map_err(|e| StoreError::Io {
+                context: format!("rename to {}", path.display()),
+                source: e.error,
+            })?;
+            sync_dir(&self.root.join("blobs"));
+        }
+        Ok(Layer {
+            media_type,
+            digest,
+            size,
+            from: None,
+        })
+    }
+
     /// The config blob as a layer.
     pub fn put_config(&self, config: &crate::ConfigBlob) -> Result<Layer, StoreError> {
         let bytes = serde_json::to_vec(config).expect("config serializes");
@@ -515,6 +556,25 @@ mod tests {
             0,
             "temp file left behind"
         );
+    }
+
+    #[test]
+    fn a_file_made_elsewhere_becomes_a_blob_and_an_unused_one_leaves_nothing() {
+        let (_d, s) = store();
+        let t = s.blob_temp().unwrap();
+        fs::write(&t, b"weights").unwrap();
+        let layer = s.put_blob_file(Layer::media_type_for("model"), t).unwrap();
+        assert_eq!(s.read_blob(&layer.digest).unwrap(), b"weights");
+        assert_eq!(layer.size, 7);
+        // The same bytes again: the blob stays, the new file goes.
+        let t = s.blob_temp().unwrap();
+        fs::write(&t, b"weights").unwrap();
+        assert_eq!(
+            s.put_blob_file(Layer::media_type_for("model"), t).unwrap(),
+            layer
+        );
+        drop(s.blob_temp().unwrap());
+        assert_eq!(fs::read_dir(s.root().join("blobs")).unwrap().count(), 1);
     }
 
     #[test]

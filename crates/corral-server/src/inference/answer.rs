@@ -189,6 +189,7 @@ pub(super) fn stream_response(answer: Answer, id: u64) -> Response {
                 | RunnerEvent::Usage { .. }
                 | RunnerEvent::Ready(_)
                 | RunnerEvent::Loading { .. }
+                | RunnerEvent::Quantizing { .. }
                 | RunnerEvent::Pong { .. }
                 | RunnerEvent::Embeddings { .. } => continue,
             };

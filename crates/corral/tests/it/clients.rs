@@ -15,17 +15,7 @@ fn repo_root() -> PathBuf {
 
 #[test]
 fn python_clients() {
-    let venv = std::env::var_os("CORRAL_CLIENT_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/corral/client-venv")
-        });
-    let python = venv.join("bin/python");
-    assert!(
-        python.is_file(),
-        "{} is missing: scripts/test.sh creates it (python3 -m venv, pip install -r tests/clients/requirements.txt)",
-        python.display()
-    );
+    let python = client_python();
     let key = "client-suite-key";
     let s = TestServer::start_with(&[("CORRAL_API_KEY", key)]);
     for (name, text) in [

@@ -17,6 +17,7 @@ mod logprobs;
 mod management;
 mod metrics;
 mod openai;
+mod quantize;
 mod registry;
 mod repl;
 mod rpc;

@@ -33,6 +33,42 @@ pub fn model_file(name: &str) -> PathBuf {
     p
 }
 
+/// The Python of the test virtual environment (`scripts/test.sh` makes it; `CORRAL_CLIENT_VENV`
+/// names another), with the pinned clients and gguf-py.
+pub fn client_python() -> PathBuf {
+    let venv = std::env::var_os("CORRAL_CLIENT_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/corral/client-venv")
+        });
+    let python = venv.join("bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: scripts/test.sh creates it (python3 -m venv, pip install -r tests/clients/requirements.txt)",
+        python.display()
+    );
+    python
+}
+
+/// SmolLM2 with F16 weights (its Q4_1 weights dequantized by gguf-py,
+/// `tests/clients/f16_model.py`): what `create --quantize` starts from. Made once per build
+/// folder.
+pub fn smol_f16() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("SmolLM2-135M-Instruct.F16.gguf");
+    if !path.is_file() {
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/f16_model.py");
+        let out = Command::new(client_python())
+            .arg(script)
+            .arg(model_file(SMOL))
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "f16_model.py: {}", stderr(&out));
+    }
+    path
+}
+
 /// The Modelfile of `smol-tools`.
 pub fn tools_modelfile() -> String {
     let text = std::fs::read_to_string(
