@@ -13,9 +13,12 @@ use corral_cli::host::Host;
     name = "corral",
     version,
     about = "Large language models, run locally",
-    disable_help_subcommand = true
+    disable_version_flag = true
 )]
 struct Cli {
+    /// Print version (`-v` as Ollama's, `-V` as clap's).
+    #[arg(short = 'v', short_alias = 'V', long = "version", action = clap::ArgAction::Version)]
+    _version: Option<bool>,
     #[command(subcommand)]
     command: Commands,
 }

@@ -99,6 +99,38 @@ fn create_show_copy_remove_round_trip() {
 }
 
 #[test]
+fn help_and_version_answer_as_ollamas_do() {
+    let corral = |args: &[&str]| {
+        std::process::Command::new(corral_exe())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for flag in ["-v", "-V", "--version"] {
+        let out = corral(&[flag]);
+        assert!(out.status.success(), "{flag}: {}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            format!("corral {}\n", env!("CARGO_PKG_VERSION")),
+            "{flag}"
+        );
+    }
+    let out = corral(&["help", "run"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Usage: corral run"),
+        "{}",
+        stdout(&out)
+    );
+    let out = corral(&["help"]);
+    assert!(
+        stdout(&out).contains("create") && stdout(&out).contains("serve"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
 fn list_and_ps_print_ollamas_tables() {
     let s = TestServer::start();
     s.create_smol();
