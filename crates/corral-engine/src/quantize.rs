@@ -30,10 +30,13 @@ unsafe extern "C" fn on_log(
         return;
     }
     // SAFETY: `data` is the `Capture` that `quantize` passed to `llama_log_set`, alive until it
-    // restores the logger; llama.cpp calls back on the quantizing thread only.
+    // restores the logger. llama.cpp logs from the thread that called `llama_model_quantize`
+    // only (its quantizing worker threads do not log; checked in llama-quant.cpp of the pinned
+    // version), so this is the only reference in use.
     let capture = unsafe { &mut *(data as *mut Capture) };
     let text = unsafe { CStr::from_ptr(text) }.to_string_lossy();
-    eprint!("{text}");
+    // Never `eprint!`: it panics when stderr is closed, and a panic here aborts.
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
     if level == llama_cpp_sys_2::GGML_LOG_LEVEL_ERROR {
         capture.errors.push_str(&text);
     }

@@ -37,9 +37,10 @@ impl Plan {
         &self.config.file_type
     }
 
-    /// Use `layer` (the quantized weights, of `file_type`) in place of the model layer.
-    pub fn replace_model(&mut self, layer: Layer, file_type: String) {
-        for l in self.layers.iter_mut().filter(|l| l.kind() == "model") {
+    /// Use `layer` (the quantized weights, of `file_type`) in place of the model layer
+    /// `source`.
+    pub fn replace_model(&mut self, source: &Layer, layer: Layer, file_type: String) {
+        for l in self.layers.iter_mut().filter(|l| l.digest == source.digest) {
             *l = layer.clone();
         }
         self.config.file_type = file_type;
@@ -73,7 +74,7 @@ pub async fn run(
         let source = plan.model().expect("checked").clone();
         let from = plan.file_type().to_string();
         let (layer, file_type) = crate::quantize::quantize(&st, &source, &from, to, &tx).await?;
-        plan.replace_model(layer, file_type);
+        plan.replace_model(&source, layer, file_type);
     }
     let store = st.store.clone();
     let lines = tokio::task::spawn_blocking(move || write(&store, &req, plan))
@@ -261,6 +262,13 @@ pub fn write(store: &Store, req: &CreateRequest, plan: Plan) -> ApiResult<Vec<Pr
         }
     }
     for l in &layers {
+        // A base model removed meanwhile (a quantization takes a while) took blobs with it.
+        if !store.has_blob(&l.digest) {
+            return Err(ApiError::bad_request(format!(
+                "layer {} is gone: was the base model removed while this one was made?",
+                l.digest
+            )));
+        }
         status(&mut progress, format!("using layer {}", l.digest));
     }
 

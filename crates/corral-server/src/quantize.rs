@@ -74,12 +74,23 @@ pub async fn quantize(
         }
         tail
     });
+    // Returning early drops `child`, which kills it, and `out`, which removes its file.
     let mut events = BufReader::new(child.stdout.take().expect("piped")).lines();
-    while let Ok(Some(l)) = events.next_line().await {
-        if let Ok(RunnerEvent::Quantizing { done, total }) = serde_json::from_str(&l) {
-            // Dropping `child` on the way out kills it; dropping `out` removes its file.
-            tx.send(line(Some(done.into()), Some(total.into())))
-                .map_err(|_| gone())?;
+    loop {
+        let l = tokio::select! {
+            l = events.next_line() => l,
+            // Noticed between tensors too: a big tensor takes a while.
+            _ = tx.closed() => return Err(gone()),
+        };
+        match l {
+            Ok(Some(l)) => {
+                if let Ok(RunnerEvent::Quantizing { done, total }) = serde_json::from_str(&l) {
+                    tx.send(line(Some(done.into()), Some(total.into())))
+                        .map_err(|_| gone())?;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return Err(ApiError::internal(format!("quantizer output: {e}"))),
         }
     }
     let exit = child
@@ -101,12 +112,17 @@ pub async fn quantize(
             corral_os::describe_exit(&exit)
         )));
     }
+    // The last tensor's line comes before the file is complete: the client may leave after.
+    if tx.is_closed() {
+        return Err(gone());
+    }
     let store = st.store.clone();
     tokio::task::spawn_blocking(move || {
-        let layer = store.put_blob_file(Layer::media_type_for("model"), out)?;
-        let info = corral_gguf::read(&store.blob_path(&layer.digest)).map_err(|e| {
+        // Checked while still a temp file, so a bad one never becomes a blob.
+        let info = corral_gguf::read(&out).map_err(|e| {
             ApiError::internal(format!("the quantized model is not a valid GGUF: {e}"))
         })?;
+        let layer = store.put_blob_file(Layer::media_type_for("model"), out)?;
         Ok((layer, info.file_type()))
     })
     .await

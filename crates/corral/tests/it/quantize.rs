@@ -95,10 +95,17 @@ fn f16_weights_quantized_to_q4_k_m_and_q8_0_answer_from_a_smaller_model() {
     let total = counted[0]["total"].as_u64().unwrap();
     assert_eq!(counted.last().unwrap()["completed"].as_u64(), Some(total));
     assert_eq!(lines.last().unwrap().1["status"], "success", "{lines:?}");
+    // Not streamed: one object at the end.
+    let (code, v) = s.post(
+        "/api/create",
+        json!({"model": "smol-q4-0", "from": "smol-f16", "quantize": "q4_0", "stream": false}),
+    );
+    assert_eq!((code, &v), (200, &json!({"status": "success"})));
 
     for (name, level, ftype, at_most) in [
         ("smol-q4:latest", "Q4_K_M", 15, 0.45),
         ("smol-q8:latest", "Q8_0", 7, 0.6),
+        ("smol-q4-0:latest", "Q4_0", 2, 0.45),
     ] {
         let (code, show) = s.post("/api/show", json!({"model": name}));
         assert_eq!(code, 200, "{show}");

@@ -52,12 +52,17 @@ pub fn client_python() -> PathBuf {
 
 /// SmolLM2 with F16 weights (its Q4_1 weights dequantized by gguf-py,
 /// `tests/clients/f16_model.py`): what `create --quantize` starts from. Made once per build
-/// folder.
+/// folder, and again when the script or the pinned packages change.
 pub fn smol_f16() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("SmolLM2-135M-Instruct.F16.gguf");
+    let clients = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients");
+    let script = clients.join("f16_model.py");
+    let mut inputs = std::fs::read(&script).unwrap();
+    inputs.extend(std::fs::read(clients.join("requirements.txt")).unwrap());
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "SmolLM2-135M-Instruct.F16.{}.gguf",
+        &sha256_hex(&inputs)[..12]
+    ));
     if !path.is_file() {
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/f16_model.py");
         let out = Command::new(client_python())
             .arg(script)
             .arg(model_file(SMOL))
