@@ -6,17 +6,23 @@
 #   scripts/gpu-check.sh --prepare
 # makes .gpucheck/ (git-ignored) in three parts, each under the 64 MiB a device call carries:
 #   .gpucheck/a, .gpucheck/b  the SmolLM2 test model, cut in two halves;
-#   .gpucheck/c               the portable CPU bundle (stripped) and ggml's sources.
+#   .gpucheck/c               the portable CPU bundle (stripped, as bundle.tar.xz), the CUDA
+#                             module built here for the H200 alone (sm_90, xz-compressed) and
+#                             ggml's sources.
 # Then three device calls one after another (the machine keeps what earlier calls carried):
 #   carry [.gpucheck/a] `true`;  carry [.gpucheck/b] `true`;
 #   carry [.gpucheck/c] `scripts/gpu-check.sh` (timeout 600 s)
-# There the script builds ggml's CUDA module for the GPU it finds (scripts/cuda-module.sh
-# with the machine's nvcc), then runs the matrix and writes $OUT/gpu-check.md (else
+# There the script puts the carried CUDA module into the bundle. Only if that module does not
+# load on a machine with a GPU (another compute capability, a driver it does not run on) does
+# it build the module from the carried sources with the machine's nvcc, for the GPU it finds
+# (minutes on 16 cores). Then it runs the matrix and writes $OUT/gpu-check.md (else
 # ./gpu-check.md).
 #
 # CORRAL_BUNDLE names a bundle already built (else scripts/build.sh --vulkan makes it).
-# It also runs here, without a GPU: the CUDA module is then reported as not built or not
-# loaded, and every case must still answer to the end on the CPU.
+# The sm_90 module is built once with the PyPI toolkit (scripts/cuda-module.sh; about an
+# hour on 2 cores, kept in ~/.cache/corral/cuda-module-sm90). It also runs here, without a
+# GPU: the CUDA module is then reported as not loaded, and every case must still answer to
+# the end on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -33,14 +39,26 @@ if [ "${1:-}" = "--prepare" ]; then
   head -c "$half" "$model" >"$work/a/smol.part1"
   tail -c +$((half + 1)) "$model" >"$work/b/smol.part2"
   sha256sum "$model" | cut -d' ' -f1 >"$work/c/smol.sha256"
-  cp -a "$bundle" "$work/c/bundle"
-  strip --strip-unneeded "$work/c/bundle/bin/corral" "$work/c/bundle/lib/corral/"*.so* 2>/dev/null || true
-  rm -f "$work/c/bundle/lib/corral/libggml-vulkan.so"
+  cp -a "$bundle" "$work/bundle"
+  strip --strip-unneeded "$work/bundle/bin/corral" "$work/bundle/lib/corral/"*.so* 2>/dev/null || true
+  rm -f "$work/bundle/lib/corral/libggml-vulkan.so"
+  tar -C "$work" -cf - bundle | xz -T0 -6 >"$work/c/bundle.tar.xz"
+  rm -rf "$work/bundle"
+  # The H200's module, built here: no build on the device unless it fails to load there.
+  h200="$HOME/.cache/corral/cuda-module-sm90"
+  [ -f "$h200/libggml-cuda.so" ] ||
+    CORRAL_CUDA_BUILD="$HOME/.cache/corral/cuda-build-sm90" scripts/cuda-module.sh "$h200" --archs 90-real >&2
+  xz -T0 -6 -c "$h200/libggml-cuda.so" >"$work/c/libggml-cuda.so.xz"
+  "$(scripts/cuda-toolkit.sh)/bin/nvcc" --version | tail -1 >"$work/c/libggml-cuda.nvcc"
   # ggml's sources for the CUDA module: its CMake files, headers, base and CUDA backend.
   (cd "$src" && tar cf - ggml/CMakeLists.txt ggml/cmake ggml/include ggml/src/*.c ggml/src/*.cpp ggml/src/*.in \
      ggml/src/*.h ggml/src/CMakeLists.txt ggml/src/ggml-cuda ggml/src/ggml-cpu/CMakeLists.txt) |
     tar xf - -C "$work/c/llama.cpp"
   du -sh "$work"/*
+  for part in "$work"/*; do
+    size=$(du -sb "$part" | cut -f1)
+    [ "$size" -lt $((64 << 20)) ] || { echo "gpu-check.sh: $part is $size bytes, over the 64 MiB a device call carries" >&2; exit 1; }
+  done
   exit 0
 fi
 
@@ -57,8 +75,12 @@ log() { echo "$*" | tee -a "$report"; }
 : >"$report"
 
 # The bundle and the model: carried (.gpucheck), else built here.
-if [ -d "$work/c/bundle" ]; then
-  cp -a "$work/c/bundle" "$tmp/bundle"
+if [ -f "$work/c/bundle.tar.xz" ]; then
+  # Python's tarfile reads xz without the xz tool, which a bare machine may lack.
+  python3 -c 'import sys, tarfile
+safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+tarfile.open(sys.argv[1]).extractall(sys.argv[2], **safe)' \
+    "$work/c/bundle.tar.xz" "$tmp"
   cat "$work/a/smol.part1" "$work/b/smol.part2" >"$tmp/smol.gguf"
   echo "$(cat "$work/c/smol.sha256")  $tmp/smol.gguf" | sha256sum --check --status ||
     { log "the model's halves do not join into the test model (sha256 differs)"; exit 1; }
@@ -75,22 +97,47 @@ log ""
 gpu_name=$(nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader 2>/dev/null | head -1 || true)
 log "GPU: ${gpu_name:-none found (nvidia-smi missing or no device)}"
 
-# The CUDA module, for the compute capability present (or the default list).
+# The CUDA module: the one carried (built for sm_90), else or if it does not load on this
+# machine's GPU, one built here for the compute capability present.
 nvcc=$(command -v nvcc || ls /usr/local/cuda/bin/nvcc 2>/dev/null || true)
-if [ -n "$nvcc" ]; then
-  cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .)
+cuda_lib=$( [ -n "$nvcc" ] && echo "$(dirname "$(dirname "$nvcc")")/lib64" || echo /usr/local/cuda/lib64)
+[ -d "$cuda_lib" ] && export LD_LIBRARY_PATH="$cuda_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# cuda_state: "loaded", or the report's note on why the module is not loaded.
+cuda_state() {
+  "$corral" devices --json 2>/dev/null | python3 -c '
+import json, sys
+for m in json.load(sys.stdin)["modules"]["modules"]:
+    if m["file"] == "libggml-cuda.so":
+        print("loaded" if m["loaded"] else m.get("note") or "not loaded"); break
+else:
+    print("no module")' 2>/dev/null || echo "no report"
+}
+cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d . || true)
+carried="$work/c/libggml-cuda.so.xz"
+# The carried module has sm_90 code only: a GPU of another compute capability would load it
+# and then find no kernel for itself.
+if [ -f "$carried" ] && { [ -z "$cap" ] || [ "$cap" = 90 ]; }; then
+  if command -v xz >/dev/null; then
+    xz -dc "$carried" >"$tmp/bundle/lib/corral/libggml-cuda.so"
+  else
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' \
+      "$carried" >"$tmp/bundle/lib/corral/libggml-cuda.so"
+  fi
+  log "CUDA module: carried, built with $(cat "$work/c/libggml-cuda.nvcc" 2>/dev/null) for sm_90: $(cuda_state)"
+fi
+state=$(cuda_state)
+if [ "$state" != loaded ] && [ -n "$nvcc" ] && [ -n "$gpu_name" ]; then
   archs=${cap:+${cap}-real}
   started=$(date +%s)
   if scripts/cuda-module.sh "$tmp/bundle/lib/corral" ${src:+--src "$src"} --nvcc "$nvcc" \
        ${archs:+--archs "$archs"} >"$tmp/cuda-build.log" 2>&1; then
-    log "CUDA module: built with $("$nvcc" --version | tail -1) for ${archs:-the default list} in $(( $(date +%s) - started )) s"
+    log "CUDA module: built with $("$nvcc" --version | tail -1) for ${archs:-the default list} in $(( $(date +%s) - started )) s: $(cuda_state)"
   else
     log "CUDA module: build failed; the end of its log:"
     tail -n 30 "$tmp/cuda-build.log" | sed 's/^/    /' | tee -a "$report"
   fi
-  export LD_LIBRARY_PATH="$(dirname "$(dirname "$nvcc")")/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-else
-  log "CUDA module: not built (no nvcc on this machine)"
+elif [ "$state" != loaded ]; then
+  log "CUDA module: not built here (${nvcc:+no GPU found}${nvcc:-no nvcc on this machine}): $state"
 fi
 uuid=$(nvidia-smi -L 2>/dev/null | sed -n 's/.*(UUID: \(GPU-[^)]*\)).*/\1/p' | head -1 || true)
 
