@@ -56,7 +56,11 @@ pub fn quantize(
     threads: u32,
     mut on_tensor: impl FnMut(u32, u32),
 ) -> Result<(), EngineError> {
-    crate::backend()?;
+    // Quantizing is ggml's CPU code in libggml-base and libllama: no backend module is needed,
+    // so none is loaded and no GPU driver is touched. ggml's tables (F16 conversion) are set
+    // up by llama_backend_init.
+    // SAFETY: no arguments; safe to call more than once.
+    unsafe { llama_cpp_sys_2::llama_backend_init() };
     let path = |p: &Path| {
         CString::new(p.as_os_str().as_encoded_bytes())
             .map_err(|_| EngineError::Quantize(format!("{} contains a NUL byte", p.display())))

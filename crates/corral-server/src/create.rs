@@ -60,7 +60,7 @@ fn status(p: &mut Vec<ProgressResponse>, s: String) {
 pub async fn run(
     st: crate::AppState,
     req: CreateRequest,
-    tx: tokio::sync::mpsc::UnboundedSender<ProgressResponse>,
+    tx: tokio::sync::mpsc::UnboundedSender<ApiResult<ProgressResponse>>,
 ) -> ApiResult<()> {
     let blocking = |e: tokio::task::JoinError| ApiError::internal(e.to_string());
     let (store, r) = (st.store.clone(), req.clone());
@@ -69,7 +69,7 @@ pub async fn run(
         .map_err(blocking)??;
     if let Some(to) = plan.quantize {
         for p in plan.progress.drain(..) {
-            let _ = tx.send(p);
+            let _ = tx.send(Ok(p));
         }
         let source = plan.model().expect("checked").clone();
         let from = plan.file_type().to_string();
@@ -81,7 +81,7 @@ pub async fn run(
         .await
         .map_err(blocking)??;
     for p in lines {
-        let _ = tx.send(p);
+        let _ = tx.send(Ok(p));
     }
     Ok(())
 }

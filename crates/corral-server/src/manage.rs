@@ -16,6 +16,7 @@ use futures::StreamExt;
 
 use crate::error::{ApiError, ApiResult};
 use crate::json::JsonBody;
+use crate::transfer::AbortOnDrop;
 use crate::{models, AppState};
 
 pub async fn root() -> &'static str {
@@ -234,50 +235,44 @@ pub async fn create(
     JsonBody(req): JsonBody<CreateRequest>,
 ) -> Response {
     let stream = req.stream.unwrap_or(true);
+    // As a pull: the work runs in its own task, aborted when the client goes away (which
+    // kills a quantizer and removes its file), and an error is the last item.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let task = tokio::spawn(crate::create::run(st, req, tx));
-    let ended = |r: Result<ApiResult<()>, tokio::task::JoinError>| match r {
-        Ok(r) => r,
-        Err(e) => Err(ApiError::internal(e.to_string())),
-    };
-    // Nothing sent before the task ends: the request was refused, with its status code.
-    let Some(first) = rx.recv().await else {
-        return match ended(task.await) {
-            Ok(()) => ApiError::internal("create ended without a word").into_response(),
-            Err(e) => e.into_response(),
-        };
+    let errors = tx.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = crate::create::run(st, req, tx).await {
+            let _ = errors.send(Err(e));
+        }
+    });
+    let guard = AbortOnDrop(task.abort_handle());
+    // An error before any line: the request was refused, with its status code.
+    let first = match rx.recv().await {
+        Some(Ok(p)) => p,
+        Some(Err(e)) => return e.into_response(),
+        None => return ApiError::internal("create ended without a word").into_response(),
     };
     if !stream {
-        while rx.recv().await.is_some() {}
-        return match ended(task.await) {
-            Ok(()) => Json(serde_json::json!({ "status": "success" })).into_response(),
-            Err(e) => e.into_response(),
-        };
-    }
-    // Lines as they come (a quantization takes a while); a failure after the first is the
-    // last line, as Ollama sends it.
-    let lines = futures::stream::unfold(
-        (Some(first), rx, Some(task)),
-        move |(next, mut rx, mut task)| async move {
-            let progress = match next {
-                Some(p) => Some(p),
-                None => rx.recv().await,
-            };
-            let mut line = match progress {
-                Some(p) => serde_json::to_vec(&p),
-                None => match ended(task.take()?.await) {
-                    Ok(()) => return None,
-                    Err(e) => serde_json::to_vec(&serde_json::json!({ "error": e.message })),
-                },
+        let _guard = guard;
+        while let Some(item) = rx.recv().await {
+            if let Err(e) = item {
+                return e.into_response();
             }
-            .expect("lines serialize");
+        }
+        return Json(serde_json::json!({ "status": "success" })).into_response();
+    }
+    let rest = tokio_stream::wrappers::UnboundedReceiverStream::new(rx);
+    let lines = futures::stream::iter([Ok(first)])
+        .chain(rest)
+        .map(move |item| {
+            let _keep = &guard;
+            let mut line = match item {
+                Ok(p) => serde_json::to_vec(&p),
+                Err(e) => serde_json::to_vec(&corral_api::ErrorResponse { error: e.message }),
+            }
+            .expect("progress serializes");
             line.push(b'\n');
-            Some((
-                Ok::<_, std::convert::Infallible>(bytes::Bytes::from(line)),
-                (None, rx, task),
-            ))
-        },
-    );
+            Ok::<_, std::convert::Infallible>(line)
+        });
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         axum::body::Body::from_stream(lines),

@@ -19,43 +19,37 @@ use crate::error::{ApiError, ApiResult};
 const TAIL_LINES: usize = 8;
 
 /// Quantize the model blob `source` (of file type `from`) to `to`, sending one progress line
-/// per tensor to `tx`. Returns the new model layer and its file type. Stops the child when
-/// the client is gone (`tx` closed).
+/// per tensor to `tx`. Returns the new model layer and its file type. Dropped (the request's
+/// task aborted when its client goes away), it kills the child and removes its file.
 pub async fn quantize(
     st: &crate::AppState,
     source: &Layer,
     from: &str,
     to: QuantType,
-    tx: &UnboundedSender<ProgressResponse>,
+    tx: &UnboundedSender<ApiResult<ProgressResponse>>,
 ) -> ApiResult<(Layer, String)> {
     let store = st.store.clone();
     let out = tokio::task::spawn_blocking(move || store.blob_temp())
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
     let status = format!("quantizing {from} model to {to}");
-    let line = |completed: Option<u64>, total: Option<u64>| ProgressResponse {
-        status: status.clone(),
-        digest: None,
-        total,
-        completed,
+    let line = |completed: Option<u64>, total: Option<u64>| {
+        Ok(ProgressResponse {
+            status: status.clone(),
+            digest: None,
+            total,
+            completed,
+        })
     };
-    let gone = || ApiError::internal("the client went away; quantizing stopped");
-    tx.send(line(None, None)).map_err(|_| gone())?;
+    let _ = tx.send(line(None, None));
 
-    let cmd = &st.config.runner;
-    let mut c = tokio::process::Command::new(&cmd.program);
-    c.envs(cmd.env.iter().map(|(k, v)| (k, v)))
-        .env("GGML_NO_BACKTRACE", "1")
-        .args(&cmd.prefix_args)
-        .arg("--model")
+    let mut c = st.config.runner.command();
+    c.arg("--model")
         .arg(st.store.blob_path(&source.digest))
         .args(["--quantize", to.name, "--output"])
         .arg(&out)
         .args(["--threads", &st.config.threads.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .stdin(Stdio::null());
     let mut child = corral_os::spawn_bound(c)
         .await
         .map_err(|e| ApiError::internal(format!("could not start the quantizer: {e}")))?;
@@ -77,16 +71,10 @@ pub async fn quantize(
     // Returning early drops `child`, which kills it, and `out`, which removes its file.
     let mut events = BufReader::new(child.stdout.take().expect("piped")).lines();
     loop {
-        let l = tokio::select! {
-            l = events.next_line() => l,
-            // Noticed between tensors too: a big tensor takes a while.
-            _ = tx.closed() => return Err(gone()),
-        };
-        match l {
+        match events.next_line().await {
             Ok(Some(l)) => {
                 if let Ok(RunnerEvent::Quantizing { done, total }) = serde_json::from_str(&l) {
-                    tx.send(line(Some(done.into()), Some(total.into())))
-                        .map_err(|_| gone())?;
+                    let _ = tx.send(line(Some(done.into()), Some(total.into())));
                 }
             }
             Ok(None) => break,
@@ -111,10 +99,6 @@ pub async fn quantize(
             "quantizing to {to} failed (the quantizer ended with {}): {why}",
             corral_os::describe_exit(&exit)
         )));
-    }
-    // The last tensor's line comes before the file is complete: the client may leave after.
-    if tx.is_closed() {
-        return Err(gone());
     }
     let store = st.store.clone();
     tokio::task::spawn_blocking(move || {

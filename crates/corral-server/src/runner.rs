@@ -70,6 +70,23 @@ pub struct RunnerCommand {
     pub env: Vec<(String, String)>,
 }
 
+impl RunnerCommand {
+    /// `corral runner` with the runners' environment, ready for the runner's own arguments:
+    /// stdout and stderr piped, stdin for the caller to set, killed when dropped.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.program);
+        c.envs(self.env.iter().map(|(k, v)| (k, v)))
+            // ggml's abort attaches gdb for a backtrace when it can: seconds of delay, and a
+            // log tail of stack frames in place of the message that says what failed.
+            .env("GGML_NO_BACKTRACE", "1")
+            .args(&self.prefix_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    }
+}
+
 impl RunnerProcess {
     /// Start a runner and wait until it has loaded its model, at most `timeout`.
     pub async fn start(
@@ -77,13 +94,8 @@ impl RunnerProcess {
         spec: LoadSpec,
         timeout: Duration,
     ) -> Result<Arc<RunnerProcess>, String> {
-        let mut c = Command::new(&cmd.program);
-        c.envs(cmd.env.iter().map(|(k, v)| (k, v)))
-            // ggml's abort attaches gdb for a backtrace when it can: seconds of delay, and a
-            // log tail of stack frames in place of the message that says what failed.
-            .env("GGML_NO_BACKTRACE", "1")
-            .args(&cmd.prefix_args)
-            .arg("--model")
+        let mut c = cmd.command();
+        c.arg("--model")
             .arg(&spec.model_path)
             .args(["--ctx-size", &spec.num_ctx.to_string()])
             .args(["--batch-size", &spec.num_batch.to_string()])
@@ -92,10 +104,7 @@ impl RunnerProcess {
             .args(["--parallel", &spec.parallel.to_string()])
             .args(["--cache-type", spec.kv_cache_type.as_str()])
             .args(["--flash-attn", spec.flash_attention.as_str()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .stdin(Stdio::piped());
         if !spec.use_mmap {
             c.arg("--no-mmap");
         }

@@ -40,8 +40,8 @@ pub async fn push(
     transfer(st, req, Direction::Push).await
 }
 
-/// Aborts the transfer when the response body (and so the client) is gone.
-struct AbortOnDrop(tokio::task::AbortHandle);
+/// Aborts a task (a transfer, a create) when the response body (and so the client) is gone.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
