@@ -113,16 +113,14 @@ else:
     print("no module")' 2>/dev/null || echo "no report"
 }
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d . || true)
-carried="$work/c/libggml-cuda.so.xz"
+carried="$work/c/libggml-cuda.so.xz" installed=0
 # The carried module has sm_90 code only: a GPU of another compute capability would load it
 # and then find no kernel for itself.
 if [ -f "$carried" ] && { [ -z "$cap" ] || [ "$cap" = 90 ]; }; then
-  if command -v xz >/dev/null; then
-    xz -dc "$carried" >"$tmp/bundle/lib/corral/libggml-cuda.so"
-  else
-    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' \
-      "$carried" >"$tmp/bundle/lib/corral/libggml-cuda.so"
-  fi
+  # Python's lzma, as for the bundle: a bare machine may lack the xz tool.
+  python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), sys.stdout.buffer)' \
+    "$carried" >"$tmp/bundle/lib/corral/libggml-cuda.so"
+  installed=1
   log "CUDA module: carried, built with $(cat "$work/c/libggml-cuda.nvcc" 2>/dev/null) for sm_90: $(cuda_state)"
 fi
 state=$(cuda_state)
@@ -136,7 +134,7 @@ if [ "$state" != loaded ] && [ -n "$nvcc" ] && [ -n "$gpu_name" ]; then
     log "CUDA module: build failed; the end of its log:"
     tail -n 30 "$tmp/cuda-build.log" | sed 's/^/    /' | tee -a "$report"
   fi
-elif [ "$state" != loaded ]; then
+elif [ "$state" != loaded ] && [ "$installed" = 0 ]; then
   log "CUDA module: not built here (${nvcc:+no GPU found}${nvcc:-no nvcc on this machine}): $state"
 fi
 uuid=$(nvidia-smi -L 2>/dev/null | sed -n 's/.*(UUID: \(GPU-[^)]*\)).*/\1/p' | head -1 || true)
