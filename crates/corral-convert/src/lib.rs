@@ -1,0 +1,217 @@
+//! Hugging Face models as GGUF: a folder of `config.json`, `*.safetensors` weights and a
+//! `tokenizer.json`, as `FROM /path/to/folder` in a Modelfile gives it (Ollama's import of
+//! safetensors models), written as one GGUF file that llama.cpp loads.
+//!
+//! Pure Rust, so it runs anywhere; the server still runs it in a child process (`corral runner
+//! --convert`), since it reads a whole model's weights and the server never holds a model.
+//! The weights keep their precision: F16 and BF16 matrices stay as they are, F32 matrices
+//! become F16 (as llama.cpp's converter does by default), and vectors (norms, biases) are F32.
+//! Quantizing is llama.cpp's work, done after this by `create --quantize`.
+
+mod gguf;
+mod llama;
+mod source;
+mod tokenizer;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+
+pub use gguf::TensorType;
+use gguf::{TensorInfo, Value};
+use source::{Dtype, Safetensors};
+
+/// Why a folder cannot be converted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("{0} is missing: a safetensors model needs config.json, tokenizer.json and its *.safetensors weights")]
+    Missing(String),
+    #[error("{file}: {why}")]
+    Invalid { file: String, why: String },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// The files of a model folder, by name.
+pub struct Files {
+    paths: BTreeMap<String, PathBuf>,
+}
+
+impl Files {
+    /// The regular files (or links to them) directly in `dir`.
+    pub fn open(dir: &Path) -> io::Result<Files> {
+        let mut paths = BTreeMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.path().is_file() {
+                if let Some(name) = entry.file_name().to_str() {
+                    paths.insert(name.to_string(), entry.path());
+                }
+            }
+        }
+        Ok(Files { paths })
+    }
+
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>, ConvertError> {
+        self.paths
+            .get(name)
+            .map(std::fs::read)
+            .transpose()
+            .map_err(ConvertError::from)
+    }
+
+    fn json(&self, name: &str) -> Result<Json, ConvertError> {
+        let bytes = self
+            .read(name)?
+            .ok_or_else(|| ConvertError::Missing(name.into()))?;
+        serde_json::from_slice(&bytes).map_err(|e| ConvertError::Invalid {
+            file: name.into(),
+            why: format!("not valid JSON: {e}"),
+        })
+    }
+
+    /// A JSON file that may be absent (`null` then).
+    fn json_or_null(&self, name: &str) -> Result<Json, ConvertError> {
+        match self.paths.contains_key(name) {
+            true => self.json(name),
+            false => Ok(Json::Null),
+        }
+    }
+
+    fn text(&self, name: &str) -> Result<Option<String>, ConvertError> {
+        self.read(name)?
+            .map(|b| {
+                String::from_utf8(b).map_err(|_| ConvertError::Invalid {
+                    file: name.into(),
+                    why: "not UTF-8 text".into(),
+                })
+            })
+            .transpose()
+    }
+
+    /// The weight files, in name order (`model-00001-of-00002.safetensors` ...).
+    fn safetensors(&self) -> Vec<(&str, &Path)> {
+        self.paths
+            .iter()
+            .filter(|(n, _)| n.ends_with(".safetensors"))
+            .map(|(n, p)| (n.as_str(), p.as_path()))
+            .collect()
+    }
+}
+
+/// What a conversion wrote.
+#[derive(Debug, Clone)]
+pub struct Converted {
+    /// The GGUF architecture (`llama`).
+    pub architecture: String,
+    pub tensors: usize,
+}
+
+/// A tensor of the output and where its data comes from.
+struct Planned {
+    info: TensorInfo,
+    from: From,
+}
+
+enum From {
+    /// A source tensor, its rows reordered by llama.cpp's rotary permutation for this many
+    /// heads when set.
+    Source { name: String, permute: Option<u64> },
+    /// Data computed by the converter (F32 values).
+    Computed(Vec<f32>),
+}
+
+/// The architectures of `config.json` that can be converted, as their `architectures` entry.
+pub const ARCHITECTURES: &[&str] = &["LlamaForCausalLM", "MistralForCausalLM"];
+
+/// Check what can be checked from `config.json` alone: the architecture is one this converter
+/// knows. The server calls it before it starts a conversion, to refuse a model at once.
+pub fn check_config(config: &[u8]) -> Result<(), ConvertError> {
+    let config: Json = serde_json::from_slice(config).map_err(|e| ConvertError::Invalid {
+        file: "config.json".into(),
+        why: format!("not valid JSON: {e}"),
+    })?;
+    architecture(&config).map(|_| ())
+}
+
+fn architecture(config: &Json) -> Result<&str, ConvertError> {
+    let arch = config["architectures"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(Json::as_str)
+        .ok_or_else(|| ConvertError::Invalid {
+            file: "config.json".into(),
+            why: "it names no architecture (\"architectures\": [...])".into(),
+        })?;
+    if !ARCHITECTURES.contains(&arch) {
+        return Err(ConvertError::Unsupported(format!(
+            "unsupported architecture \"{arch}\": Corral converts {} models",
+            ARCHITECTURES.join(" and ")
+        )));
+    }
+    Ok(arch)
+}
+
+/// Convert the model folder `dir` into the GGUF file `out`, calling `progress(done, total)`
+/// as each tensor begins and once all are written.
+pub fn convert(
+    dir: &Path,
+    out: &Path,
+    mut progress: impl FnMut(u32, u32),
+) -> Result<Converted, ConvertError> {
+    let files = Files::open(dir)?;
+    let config = files.json("config.json")?;
+    architecture(&config)?;
+    let source = Safetensors::open(&files.safetensors())?;
+    let model = llama::plan(&config, &source)?;
+    let mut metadata = model.metadata;
+    metadata.extend(tokenizer::metadata(&files, model.vocab_size)?);
+    // llama.cpp's file types: 0 all F32, 1 mostly F16, 32 mostly BF16.
+    let matrices = || model.tensors.iter().filter(|t| t.info.dims.len() > 1);
+    let file_type = if matrices().any(|t| t.info.ty == TensorType::Bf16) {
+        32
+    } else if matrices().any(|t| t.info.ty == TensorType::F16) {
+        1
+    } else {
+        0
+    };
+    metadata.push(("general.file_type".into(), Value::U32(file_type)));
+
+    let infos: Vec<TensorInfo> = model.tensors.iter().map(|t| t.info.clone()).collect();
+    let mut w = BufWriter::with_capacity(1 << 20, File::create(out)?);
+    gguf::write_header(&mut w, &metadata, &infos)?;
+    let total = model.tensors.len() as u32;
+    for (i, t) in model.tensors.iter().enumerate() {
+        progress(i as u32, total);
+        gguf::write_data(&mut w, &t.info, |w| match &t.from {
+            From::Source { name, permute } => source.write_as(name, t.info.ty, *permute, w),
+            From::Computed(values) => {
+                for v in values {
+                    w.write_all(&v.to_le_bytes())?;
+                }
+                Ok(4 * values.len() as u64)
+            }
+        })?;
+    }
+    w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    progress(total, total);
+    Ok(Converted {
+        architecture: "llama".into(),
+        tensors: model.tensors.len(),
+    })
+}
+
+/// The output type of a tensor: vectors as F32 (llama.cpp wants norms in F32), matrices as
+/// F16, BF16 kept as BF16 (it holds ranges F16 does not).
+fn output_type(dtype: Dtype, dims: usize) -> TensorType {
+    match (dims, dtype) {
+        (1, _) => TensorType::F32,
+        (_, Dtype::Bf16) => TensorType::Bf16,
+        _ => TensorType::F16,
+    }
+}

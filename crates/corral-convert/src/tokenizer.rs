@@ -1,0 +1,251 @@
+//! The vocabulary: a Hugging Face `tokenizer.json` (byte-level BPE) and its
+//! `tokenizer_config.json` as llama.cpp's metadata (`tokenizer.ggml.*`).
+//!
+//! llama.cpp does not read a tokenizer's pre-tokenizer from the file: it picks one of its own
+//! by name (`tokenizer.ggml.pre`). A pre-tokenizer that does not match a name exactly would
+//! split text differently from the model's training, so one this module does not recognise
+//! is refused, never guessed.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value as Json;
+
+use crate::gguf::Value;
+use crate::{ConvertError, Files};
+
+/// llama.cpp's token types.
+const NORMAL: i32 = 1;
+const CONTROL: i32 = 3;
+const USER_DEFINED: i32 = 4;
+const UNUSED: i32 = 5;
+
+/// The split pattern of Llama 3's tokenizer (llama.cpp's `llama-bpe`).
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Metadata for the vocabulary, padded with unused tokens to `vocab_size` (the embedding's
+/// rows) when the model has more rows than the tokenizer has tokens.
+pub fn metadata(files: &Files, vocab_size: usize) -> Result<Vec<(String, Value)>, ConvertError> {
+    let tok: Json = files.json("tokenizer.json")?;
+    let bad = |why: String| ConvertError::Unsupported(format!("tokenizer.json: {why}"));
+    let model = &tok["model"];
+    match model["type"].as_str() {
+        Some("BPE") => {}
+        Some(other) => {
+            return Err(bad(format!(
+                "its model is {other}; only byte-level BPE tokenizers can be imported"
+            )))
+        }
+        None => return Err(bad("it has no model.type".into())),
+    }
+    if model["byte_fallback"].as_bool() == Some(true) {
+        return Err(bad(
+            "a SentencePiece-style BPE (byte_fallback, as Llama 2's and Mistral 7B's) is not \
+             supported; only byte-level BPE tokenizers can be imported"
+                .into(),
+        ));
+    }
+    let pre = pre_tokenizer(&tok["pre_tokenizer"]).map_err(bad)?;
+
+    let mut tokens: BTreeMap<usize, (String, i32)> = BTreeMap::new();
+    let vocab = model["vocab"]
+        .as_object()
+        .ok_or_else(|| bad("model.vocab is not an object".into()))?;
+    for (text, id) in vocab {
+        let id = id
+            .as_u64()
+            .ok_or_else(|| bad(format!("token {text:?} has no integer id")))?;
+        tokens.insert(id as usize, (text.clone(), NORMAL));
+    }
+    for t in tok["added_tokens"].as_array().into_iter().flatten() {
+        let (Some(id), Some(text)) = (t["id"].as_u64(), t["content"].as_str()) else {
+            return Err(bad("an added token has no id or content".into()));
+        };
+        let ty = if t["special"].as_bool() == Some(true) {
+            CONTROL
+        } else {
+            USER_DEFINED
+        };
+        tokens.insert(id as usize, (text.to_string(), ty));
+    }
+    let n = tokens
+        .keys()
+        .next_back()
+        .map_or(0, |last| last + 1)
+        .max(vocab_size);
+    if n > vocab_size {
+        return Err(bad(format!(
+            "it has {n} tokens, more than the model's {vocab_size} embedding rows"
+        )));
+    }
+    let mut texts = Vec::with_capacity(n);
+    let mut types = Vec::with_capacity(n);
+    for id in 0..n {
+        let (text, ty) = tokens
+            .remove(&id)
+            .unwrap_or_else(|| (format!("[PAD{id}]"), UNUSED));
+        texts.push(text);
+        types.push(ty);
+    }
+    let merges = model["merges"]
+        .as_array()
+        .ok_or_else(|| bad("model.merges is missing".into()))?
+        .iter()
+        .map(|m| match m {
+            Json::String(s) => Ok(s.clone()),
+            Json::Array(pair) => match pair.as_slice() {
+                [Json::String(a), Json::String(b)] => Ok(format!("{a} {b}")),
+                _ => Err(bad(format!("a merge is not a pair of strings: {m}"))),
+            },
+            _ => Err(bad(format!("a merge is not a string or a pair: {m}"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut out = vec![
+        (
+            "tokenizer.ggml.model".to_string(),
+            Value::Str("gpt2".into()),
+        ),
+        ("tokenizer.ggml.pre".to_string(), Value::Str(pre.into())),
+    ];
+    let config: Json = files.json_or_null("tokenizer_config.json")?;
+    let model_config: Json = files.json("config.json")?;
+    let id_of = |text: &str| texts.iter().position(|t| t == text).map(|i| i as u32);
+    for (name, key) in [
+        ("bos", "bos_token_id"),
+        ("eos", "eos_token_id"),
+        ("unk", "unknown_token_id"),
+        ("pad", "padding_token_id"),
+    ] {
+        // The token's text in tokenizer_config.json (a string, or {"content": ...}), else
+        // the id in config.json, as llama.cpp's converter looks them up.
+        let field = &config[format!("{name}_token")];
+        let text = field.as_str().or_else(|| field["content"].as_str());
+        let id = match text {
+            Some(t) => Some(id_of(t).ok_or_else(|| {
+                bad(format!(
+                    "tokenizer_config.json's {name}_token {t:?} is not in the vocabulary"
+                ))
+            })?),
+            None => match &model_config[format!("{name}_token_id")] {
+                Json::Number(x) => x.as_u64().map(|x| x as u32),
+                Json::Array(ids) => ids.first().and_then(Json::as_u64).map(|x| x as u32),
+                _ => None,
+            },
+        };
+        if let Some(id) = id {
+            if id as usize >= n {
+                return Err(bad(format!(
+                    "the {name} token id {id} is outside the vocabulary"
+                )));
+            }
+            out.push((format!("tokenizer.ggml.{key}"), Value::U32(id)));
+        }
+    }
+    for key in ["add_bos_token", "add_eos_token"] {
+        if let Some(b) = config[key].as_bool() {
+            out.push((format!("tokenizer.ggml.{key}"), Value::Bool(b)));
+        }
+    }
+    if let Some(t) = chat_template(files, &config)? {
+        out.push(("tokenizer.chat_template".into(), Value::Str(t)));
+    }
+    out.push(("tokenizer.ggml.tokens".into(), Value::Strs(texts)));
+    out.push(("tokenizer.ggml.token_type".into(), Value::I32s(types)));
+    out.push(("tokenizer.ggml.merges".into(), Value::Strs(merges)));
+    Ok(out)
+}
+
+/// The name llama.cpp knows the pre-tokenizer by.
+fn pre_tokenizer(pre: &Json) -> Result<&'static str, String> {
+    let steps: Vec<&Json> = match pre["type"].as_str() {
+        Some("Sequence") => pre["pretokenizers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect(),
+        Some(_) => vec![pre],
+        None => return Err("it has no pre_tokenizer; a byte-level BPE needs one".into()),
+    };
+    let byte_level = |s: &Json, regex: bool| {
+        s["type"] == "ByteLevel"
+            && s["use_regex"].as_bool().unwrap_or(true) == regex
+            && s["add_prefix_space"].as_bool() != Some(true)
+    };
+    let split = |s: &Json, pattern: &str| {
+        s["type"] == "Split"
+            && s["pattern"]["Regex"] == pattern
+            && s["behavior"] == "Isolated"
+            && s["invert"] != true
+    };
+    let digits = |s: &Json| s["type"] == "Digits" && s["individual_digits"] == true;
+    match steps.as_slice() {
+        // GPT-2's own: the byte-level step splits with GPT-2's pattern.
+        [b] if byte_level(b, true) => Ok("gpt-2"),
+        // Digits one by one, then GPT-2's pattern (SmolLM, StarCoder).
+        [d, b] if digits(d) && byte_level(b, true) => Ok("smollm"),
+        // Llama 3's pattern, then bytes.
+        [s, b] if split(s, LLAMA3_SPLIT) && byte_level(b, false) => Ok("llama-bpe"),
+        _ => Err(format!(
+            "its pre-tokenizer ({}) is not one Corral can map onto llama.cpp's (GPT-2's, \
+             SmolLM's or Llama 3's)",
+            summary(&steps)
+        )),
+    }
+}
+
+fn summary(steps: &[&Json]) -> String {
+    steps
+        .iter()
+        .map(|s| match s["pattern"]["Regex"].as_str() {
+            Some(p) => format!("{} {p:?}", s["type"].as_str().unwrap_or("?")),
+            None => s["type"].as_str().unwrap_or("?").to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The chat template: `chat_template` in tokenizer_config.json (a string, or a list of named
+/// templates, of which the `default` one), else the newer `chat_template.jinja` file.
+fn chat_template(files: &Files, config: &Json) -> Result<Option<String>, ConvertError> {
+    match &config["chat_template"] {
+        Json::String(t) => return Ok(Some(t.clone())),
+        Json::Array(list) => {
+            let named = |n: &str| list.iter().find(|t| t["name"] == n);
+            if let Some(t) = named("default").or(list.first()) {
+                return Ok(t["template"].as_str().map(str::to_string));
+            }
+        }
+        _ => {}
+    }
+    files.text("chat_template.jinja")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pre_tokenizers_map_onto_llama_cpp_names() {
+        let bl = |regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "use_regex": regex});
+        assert_eq!(pre_tokenizer(&bl(true)), Ok("gpt-2"));
+        let smol = json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": true}, bl(true)]});
+        assert_eq!(pre_tokenizer(&smol), Ok("smollm"));
+        let llama3 = json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": false},
+            bl(false)]});
+        assert_eq!(pre_tokenizer(&llama3), Ok("llama-bpe"));
+        // Qwen 2's pattern splits digits one by one: not Llama 3's, so refused.
+        let qwen = json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")},
+             "behavior": "Isolated", "invert": false},
+            bl(false)]});
+        let err = pre_tokenizer(&qwen).unwrap_err();
+        assert!(err.contains(r#"Split "(?i:'s"#), "{err}");
+        assert!(pre_tokenizer(&json!({"type": "Metaspace"})).is_err());
+        assert!(pre_tokenizer(&Json::Null)
+            .unwrap_err()
+            .contains("no pre_tokenizer"));
+    }
+}
