@@ -138,6 +138,8 @@ pub enum RunnerEvent {
     Ready(ReadyInfo),
     /// A runner started with `--quantize` has written `done` of the model's `total` tensors.
     Quantizing { done: u32, total: u32 },
+    /// A runner started with `--convert` has written `done` of the model's `total` tensors.
+    Converting { done: u32, total: u32 },
     /// The request is valid and queued for a slot: its prompt is rendered and tokenized.
     Accepted {
         id: u64,

@@ -107,6 +107,9 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
                 if path.is_file() {
                     req.files = Some(upload_named(client, &path).await?);
                     req.from = None;
+                } else if path.is_dir() {
+                    req.files = Some(upload_folder(client, &path).await?);
+                    req.from = None;
                 } else if looks_like_path(from) {
                     anyhow::bail!("{}: FROM {from}: no such file", args.file.display());
                 } else {
@@ -239,11 +242,53 @@ async fn upload_named(
     Ok([(file, digest)].into_iter().collect())
 }
 
+/// A Hugging Face model folder, uploaded as the files a create from it needs, named as in
+/// the folder: the weights (`*.safetensors`), every JSON file (config, tokenizer, generation
+/// settings), `chat_template.jinja` and `tokenizer.model`, as Ollama's client picks them.
+async fn upload_folder(
+    client: &Client,
+    dir: &Path,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let wanted = |n: &str| {
+        n.ends_with(".safetensors")
+            || n.ends_with(".json")
+            || n == "chat_template.jinja"
+            || n == "tokenizer.model"
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if path.is_file() && wanted(name) {
+            files.push((name.to_string(), path.clone()));
+        }
+    }
+    if !files.iter().any(|(n, _)| n.ends_with(".safetensors")) {
+        anyhow::bail!(
+            "{}: no *.safetensors weights in this folder (FROM a folder imports a Hugging Face \
+             model: config.json, tokenizer.json and *.safetensors files)",
+            dir.display()
+        );
+    }
+    files.sort();
+    eprintln!("gathering model components");
+    let mut named = std::collections::BTreeMap::new();
+    for (name, path) in files {
+        named.insert(name, upload_file(client, &path).await?);
+    }
+    Ok(named)
+}
+
 async fn upload_gguf(client: &Client, path: &Path) -> anyhow::Result<String> {
-    let p = path.to_path_buf();
-    corral_gguf::read(&p)
+    corral_gguf::read(path)
         .map_err(|e| anyhow::anyhow!("invalid model file {}: {e}", path.display()))?;
     eprintln!("gathering model components");
+    upload_file(client, path).await
+}
+
+/// Upload a file as a blob unless the server has it; returns its digest.
+async fn upload_file(client: &Client, path: &Path) -> anyhow::Result<String> {
+    let p = path.to_path_buf();
     let digest = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
         let mut f = std::fs::File::open(&p)?;
         let mut h = sha2::Sha256::new();

@@ -5,7 +5,8 @@
 //! - `fail@load`: exit with status 1 and a message, as a model that cannot load;
 //! - `stall@load`: hang while loading (tests the load timeout);
 //! - `crash@token:N`: abort (SIGABRT) when the Nth token of this runner is produced;
-//! - `crash@tensor:N`: abort when a runner started to quantize begins its Nth tensor;
+//! - `crash@tensor:N`: abort when a runner started to quantize or convert begins its Nth
+//!   tensor;
 //! - `stall@token:N`: stop making progress at the Nth token (tests the stall timeout);
 //! - `stall@idle`: hang once idle after a first answer (tests the health check);
 //! - `fail@gpu-load`: loading with any layers offloaded fails, as a driver that refuses the
@@ -24,7 +25,7 @@ pub enum Point {
     Idle,
     /// Loading with layers offloaded.
     GpuLoad,
-    /// Quantizing, as a tensor begins.
+    /// Quantizing or converting, as a tensor begins.
     Tensor,
 }
 

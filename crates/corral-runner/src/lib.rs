@@ -34,7 +34,7 @@ pub use worker::{rpc_worker, RpcWorkerArgs};
 /// How the server starts a runner (`corral runner ...`, hidden from help).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunnerArgs {
-    /// GGUF file to load.
+    /// GGUF file to load (with `--convert`: the Hugging Face model folder to convert).
     #[arg(long)]
     pub model: PathBuf,
     /// Context window in tokens.
@@ -74,7 +74,12 @@ pub struct RunnerArgs {
     /// progress as `Quantizing` events: what `create --quantize` runs.
     #[arg(long, requires = "output")]
     pub quantize: Option<corral_api::quantize::QuantType>,
-    /// Where `--quantize` writes the new model.
+    /// Convert the Hugging Face model folder `--model` (config.json, *.safetensors,
+    /// tokenizer.json) into a GGUF file at `--output` and exit, reporting progress as
+    /// `Converting` events: what `create` runs for `FROM <folder>`.
+    #[arg(long, requires = "output", conflicts_with = "quantize")]
+    pub convert: bool,
+    /// Where `--quantize` or `--convert` writes the new model.
     #[arg(long)]
     pub output: Option<PathBuf>,
 }
@@ -93,6 +98,14 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
                 send(&RunnerEvent::Quantizing { done, total });
             },
         )?;
+        return Ok(());
+    }
+    if let (true, Some(output)) = (args.convert, &args.output) {
+        // Pure Rust: no backend is loaded and no device touched.
+        corral_convert::convert(&args.model, output, |done, total| {
+            fault::at(fault::Point::Tensor);
+            send(&RunnerEvent::Converting { done, total });
+        })?;
         return Ok(());
     }
     let started = Instant::now();

@@ -1,8 +1,13 @@
-//! `POST /api/create`: build a model's manifest from an uploaded GGUF or an existing model,
-//! plus template, system, parameters, messages and license layers.
+//! `POST /api/create`: build a model's manifest from an uploaded GGUF, an uploaded Hugging
+//! Face model (safetensors, converted to GGUF) or an existing model, plus template, system,
+//! parameters, messages and license layers.
 //!
 //! Everything is checked before anything is written: a bad GGUF, template, parameter or
-//! message leaves the store as it was.
+//! message leaves the store as it was. What only a conversion can find (a tensor missing from
+//! the weights, a tokenizer llama.cpp cannot reproduce) ends the stream with an error, and the
+//! store is left as it was too.
+
+use std::collections::BTreeMap;
 
 use corral_api::quantize::QuantType;
 use corral_api::{CreateRequest, Message, Options, ProgressResponse};
@@ -20,6 +25,8 @@ pub struct Plan {
     params: Options,
     adapter: Option<Layer>,
     draft: Option<Layer>,
+    /// The uploaded files of a Hugging Face model to convert into the model layer first.
+    pub convert: Option<BTreeMap<String, Digest>>,
     /// What the model layer is to be quantized to; its file type was checked to allow it.
     pub quantize: Option<QuantType>,
     /// Progress lines so far, sent once the request is known to be good.
@@ -47,6 +54,23 @@ impl Plan {
     }
 }
 
+/// The config blob of a model whose weights are `info`.
+fn gguf_config(info: &corral_gguf::GgufInfo) -> ConfigBlob {
+    let arch = info.architecture().to_string();
+    ConfigBlob {
+        model_format: "gguf".into(),
+        model_family: arch.clone(),
+        model_families: Some(vec![arch]),
+        model_type: info.parameter_size(),
+        file_type: info.file_type(),
+        architecture: std::env::consts::ARCH
+            .replace("x86_64", "amd64")
+            .replace("aarch64", "arm64"),
+        os: std::env::consts::OS.into(),
+        rootfs: RootFs::default(),
+    }
+}
+
 fn status(p: &mut Vec<ProgressResponse>, s: String) {
     p.push(ProgressResponse {
         status: s,
@@ -67,14 +91,26 @@ pub async fn run(
     let mut plan = tokio::task::spawn_blocking(move || check(&store, &r))
         .await
         .map_err(blocking)??;
-    if let Some(to) = plan.quantize {
+    if plan.convert.is_some() || plan.quantize.is_some() {
         for p in plan.progress.drain(..) {
             let _ = tx.send(Ok(p));
         }
+    }
+    if let Some(files) = plan.convert.take() {
+        let (layer, info) = crate::weights::convert(&st, &files, &tx).await?;
+        plan.layers.push(layer);
+        plan.config = gguf_config(&info);
+        // The draft is compared with the model's vocabulary, which exists only now.
+        let (store, r, layers) = (st.store.clone(), req.clone(), plan.layers.clone());
+        plan.draft = tokio::task::spawn_blocking(move || check_draft(&store, &r, &layers))
+            .await
+            .map_err(blocking)??;
+    }
+    if let Some(to) = plan.quantize {
         let source = plan.model().expect("checked").clone();
         let from = plan.file_type().to_string();
-        let (layer, file_type) = crate::quantize::quantize(&st, &source, &from, to, &tx).await?;
-        plan.replace_model(&source, layer, file_type);
+        let (layer, info) = crate::weights::quantize(&st, &source, &from, to, &tx).await?;
+        plan.replace_model(&source, layer, info.file_type());
     }
     let store = st.store.clone();
     let lines = tokio::task::spawn_blocking(move || write(&store, &req, plan))
@@ -104,12 +140,23 @@ pub fn check(store: &Store, req: &CreateRequest) -> ApiResult<Plan> {
         _ => None,
     };
 
-    // The base: one GGUF file, or an existing model.
+    // The base: one GGUF file, a Hugging Face model's files, or an existing model.
+    let mut convert = None;
     let (layers, config, mut params) = match (&req.files, &req.from) {
+        (Some(files), _) if files.keys().any(|f| f.ends_with(".safetensors")) => {
+            let mut blobs = BTreeMap::new();
+            for (file, digest) in files {
+                blobs.insert(file.clone(), uploaded_blob(store, file, digest)?);
+            }
+            check_hugging_face(store, &blobs)?;
+            convert = Some(blobs);
+            (Vec::new(), ConfigBlob::default(), Options::default())
+        }
         (Some(files), _) if !files.is_empty() => {
             if files.len() != 1 {
                 return Err(ApiError::bad_request(format!(
-                    "expected one GGUF file, got {}: split models are not supported",
+                    "expected one GGUF file or a safetensors model, got {} files and no \
+                     *.safetensors: split GGUF models are not supported",
                     files.len()
                 )));
             }
@@ -119,26 +166,13 @@ pub fn check(store: &Store, req: &CreateRequest) -> ApiResult<Plan> {
             let info = corral_gguf::read(&store.blob_path(&digest))
                 .map_err(|e| ApiError::bad_request(format!("invalid model file '{file}': {e}")))?;
             let size = store.blob_size(&digest).unwrap_or(info.file_size);
-            let arch = info.architecture().to_string();
-            let config = ConfigBlob {
-                model_format: "gguf".into(),
-                model_family: arch.clone(),
-                model_families: Some(vec![arch]),
-                model_type: info.parameter_size(),
-                file_type: info.file_type(),
-                architecture: std::env::consts::ARCH
-                    .replace("x86_64", "amd64")
-                    .replace("aarch64", "arm64"),
-                os: std::env::consts::OS.into(),
-                rootfs: RootFs::default(),
-            };
             let layer = Layer {
                 media_type: Layer::media_type_for("model"),
                 digest,
                 size,
                 from: None,
             };
-            (vec![layer], config, Options::default())
+            (vec![layer], gguf_config(&info), Options::default())
         }
         (_, Some(from)) if !from.is_empty() => {
             let base = models::load(store, from)?;
@@ -188,8 +222,13 @@ pub fn check(store: &Store, req: &CreateRequest) -> ApiResult<Plan> {
         },
         None => None,
     };
-    let draft = check_draft(store, req, &layers)?;
-    if quantize.is_some() {
+    // A converted model's vocabulary is known once it is converted: its draft is checked then.
+    let draft = match convert {
+        Some(_) => None,
+        None => check_draft(store, req, &layers)?,
+    };
+    // A conversion writes F16, BF16 or F32 weights, which can all be quantized.
+    if quantize.is_some() && convert.is_none() {
         if !layers.iter().any(|l| l.kind() == "model") {
             return Err(ApiError::bad_request(
                 "nothing to quantize: the model has no weights",
@@ -209,9 +248,43 @@ pub fn check(store: &Store, req: &CreateRequest) -> ApiResult<Plan> {
         params,
         adapter,
         draft,
+        convert,
         quantize,
         progress,
     })
+}
+
+/// Largest `config.json` the server reads itself (real ones are a few kB).
+const MAX_CONFIG: u64 = 1 << 20;
+
+/// The files of a Hugging Face model: what can be refused before converting is refused now
+/// (a missing config.json or tokenizer.json, an architecture the converter does not know).
+fn check_hugging_face(store: &Store, files: &BTreeMap<String, Digest>) -> ApiResult<()> {
+    let needs = "a safetensors model needs config.json, tokenizer.json and its *.safetensors \
+                 weights";
+    let Some(config) = files.get("config.json") else {
+        return Err(ApiError::bad_request(format!(
+            "config.json is missing: {needs}"
+        )));
+    };
+    if !files.contains_key("tokenizer.json") {
+        let why = match files.contains_key("tokenizer.model") {
+            true => {
+                "only tokenizer.model (SentencePiece) was sent, and Corral converts \
+                     tokenizer.json vocabularies only"
+            }
+            false => needs,
+        };
+        return Err(ApiError::bad_request(format!(
+            "tokenizer.json is missing: {why}"
+        )));
+    }
+    if store.blob_size(config).unwrap_or(0) > MAX_CONFIG {
+        return Err(ApiError::bad_request("config.json is larger than 1 MiB"));
+    }
+    let bytes = std::fs::read(store.blob_path(config))
+        .map_err(|e| ApiError::internal(format!("read config.json: {e}")))?;
+    corral_convert::check_config(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// Write the new layers and the manifest of a checked request; returns the progress lines.

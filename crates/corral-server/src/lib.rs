@@ -19,12 +19,12 @@ mod metrics;
 mod models;
 mod openai;
 mod output;
-mod quantize;
 mod runner;
 mod scheduler;
 mod sse;
 mod tls;
 mod transfer;
+mod weights;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -183,7 +183,7 @@ impl RunnerProcess {
                             continue;
                         }
                         // Only a runner started to quantize sends it (see `quantize`).
-                        RunnerEvent::Quantizing { .. } => continue,
+                        RunnerEvent::Quantizing { .. } | RunnerEvent::Converting { .. } => continue,
                         RunnerEvent::Accepted { id, .. }
                         | RunnerEvent::Started { id }
                         | RunnerEvent::Progress { id, .. }

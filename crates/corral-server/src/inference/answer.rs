@@ -190,6 +190,7 @@ pub(super) fn stream_response(answer: Answer, id: u64) -> Response {
                 | RunnerEvent::Ready(_)
                 | RunnerEvent::Loading { .. }
                 | RunnerEvent::Quantizing { .. }
+                | RunnerEvent::Converting { .. }
                 | RunnerEvent::Pong { .. }
                 | RunnerEvent::Embeddings { .. } => continue,
             };

@@ -12,6 +12,7 @@ mod conformance;
 mod context;
 mod devices;
 mod end_to_end;
+mod import;
 mod infill;
 mod logprobs;
 mod management;

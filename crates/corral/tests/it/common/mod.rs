@@ -51,25 +51,45 @@ pub fn client_python() -> PathBuf {
 }
 
 /// SmolLM2 with F16 weights (its Q4_1 weights dequantized by gguf-py,
-/// `tests/clients/f16_model.py`): what `create --quantize` starts from. Made once per build
-/// folder, and again when the script or the pinned packages change.
+/// `tests/clients/f16_model.py`): what `create --quantize` starts from.
 pub fn smol_f16() -> PathBuf {
+    from_smol("f16_model.py", "F16.gguf", |p| p.is_file())
+}
+
+/// SmolLM2 as a Hugging Face model folder (config.json, model.safetensors, tokenizer.json ...;
+/// `tests/clients/hf_model.py`), holding the same F16 and F32 tensors as [`smol_f16`] in
+/// Hugging Face's layout: what `FROM <folder>` imports.
+pub fn smol_hf() -> PathBuf {
+    from_smol("hf_model.py", "hf", |p| {
+        p.join("model.safetensors").is_file()
+    })
+}
+
+/// What `tests/clients/<script> <SmolLM2's GGUF> <path>` makes, at a path named by `suffix`
+/// in the build folder: made once, and again when the script or the pinned packages change
+/// (`done` says whether the path holds it already).
+fn from_smol(script: &str, suffix: &str, done: impl Fn(&Path) -> bool) -> PathBuf {
     let clients = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients");
-    let script = clients.join("f16_model.py");
+    let script = clients.join(script);
     let mut inputs = std::fs::read(&script).unwrap();
     inputs.extend(std::fs::read(clients.join("requirements.txt")).unwrap());
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "SmolLM2-135M-Instruct.F16.{}.gguf",
+        "SmolLM2-135M-Instruct.{}.{suffix}",
         &sha256_hex(&inputs)[..12]
     ));
-    if !path.is_file() {
+    if !done(&path) {
         let out = Command::new(client_python())
-            .arg(script)
+            .arg(&script)
             .arg(model_file(SMOL))
             .arg(&path)
             .output()
             .unwrap();
-        assert!(out.status.success(), "f16_model.py: {}", stderr(&out));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            script.display(),
+            stderr(&out)
+        );
     }
     path
 }

@@ -1,0 +1,181 @@
+//! New weights made by a runner child: `create --quantize` (llama.cpp's quantizer, `corral
+//! runner --quantize`) and `create` from a Hugging Face folder (the safetensors converter,
+//! `corral runner --convert`). Loading or rewriting a model's tensors is a child's work: the
+//! server never holds a model. The child writes into a temp file in the store's blob folder;
+//! the server checks it as a GGUF and hashes it into a blob, so a failed, killed or abandoned
+//! child leaves nothing behind.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ffi::OsString;
+use std::process::Stdio;
+
+use corral_api::quantize::QuantType;
+use corral_api::runner::RunnerEvent;
+use corral_api::ProgressResponse;
+use corral_gguf::GgufInfo;
+use corral_store::{Digest, Layer};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::error::{ApiError, ApiResult};
+
+/// Lines of the child's log kept for the error message.
+const TAIL_LINES: usize = 8;
+
+type Progress = UnboundedSender<ApiResult<ProgressResponse>>;
+
+/// Quantize the model blob `source` (of file type `from`) to `to`, sending one progress line
+/// per tensor to `tx`. Returns the new model layer and its GGUF. Dropped (the request's task
+/// aborted when its client goes away), it kills the child and removes its file.
+pub async fn quantize(
+    st: &crate::AppState,
+    source: &Layer,
+    from: &str,
+    to: QuantType,
+    tx: &Progress,
+) -> ApiResult<(Layer, GgufInfo)> {
+    let args = vec![
+        "--model".into(),
+        st.store.blob_path(&source.digest).into(),
+        "--quantize".into(),
+        to.name.into(),
+    ];
+    let job = Job {
+        status: format!("quantizing {from} model to {to}"),
+        failed: format!("quantizing to {to} failed (the quantizer"),
+    };
+    made_by_child(st, args, job, tx).await
+}
+
+/// Convert the uploaded files of a Hugging Face model (name -> blob: config.json,
+/// *.safetensors, tokenizer.json ...) into a GGUF model layer, sending one progress line per
+/// tensor to `tx`.
+pub async fn convert(
+    st: &crate::AppState,
+    files: &BTreeMap<String, Digest>,
+    tx: &Progress,
+) -> ApiResult<(Layer, GgufInfo)> {
+    // The folder the converter reads: a link to each blob under the name it was sent with.
+    // Only links, so a folder left by a killed server costs nothing; dropped, it goes.
+    let store = st.store.clone();
+    let files = files.clone();
+    let dir = tokio::task::spawn_blocking(move || -> std::io::Result<tempfile::TempDir> {
+        let dir = tempfile::Builder::new()
+            .prefix("corral-convert-")
+            .tempdir()?;
+        for (name, digest) in &files {
+            let link = dir.path().join(name);
+            if let Some(parent) = link.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::os::unix::fs::symlink(store.blob_path(digest), link)?;
+        }
+        Ok(dir)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(format!("could not lay out the model's files: {e}")))?;
+    let args = vec!["--model".into(), dir.path().into(), "--convert".into()];
+    let job = Job {
+        status: "converting model".into(),
+        failed: "converting the model failed (the converter".into(),
+    };
+    made_by_child(st, args, job, tx).await
+}
+
+/// What a child job says: its progress status, and the start of its failure message.
+struct Job {
+    status: String,
+    failed: String,
+}
+
+async fn made_by_child(
+    st: &crate::AppState,
+    args: Vec<OsString>,
+    job: Job,
+    tx: &Progress,
+) -> ApiResult<(Layer, GgufInfo)> {
+    let store = st.store.clone();
+    let out = tokio::task::spawn_blocking(move || store.blob_temp())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let line = |completed: Option<u64>, total: Option<u64>| {
+        Ok(ProgressResponse {
+            status: job.status.clone(),
+            digest: None,
+            total,
+            completed,
+        })
+    };
+    let _ = tx.send(line(None, None));
+
+    let mut c = st.config.runner.command();
+    c.args(&args)
+        .arg("--output")
+        .arg(&out)
+        .args(["--threads", &st.config.threads.to_string()])
+        .stdin(Stdio::null());
+    let mut child = corral_os::spawn_bound(c)
+        .await
+        .map_err(|e| ApiError::internal(format!("could not start a runner for this: {e}")))?;
+    let stderr = child.stderr.take().expect("piped");
+    let tail = tokio::spawn(async move {
+        let mut tail = VecDeque::new();
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(l)) = lines.next_line().await {
+            tracing::debug!(target: "corral::weights", "{l}");
+            if !l.trim().is_empty() {
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(l);
+            }
+        }
+        tail
+    });
+    // Returning early drops `child`, which kills it, and `out`, which removes its file.
+    let mut events = BufReader::new(child.stdout.take().expect("piped")).lines();
+    loop {
+        match events.next_line().await {
+            Ok(Some(l)) => match serde_json::from_str(&l) {
+                Ok(RunnerEvent::Quantizing { done, total })
+                | Ok(RunnerEvent::Converting { done, total }) => {
+                    let _ = tx.send(line(Some(done.into()), Some(total.into())));
+                }
+                _ => {}
+            },
+            Ok(None) => break,
+            Err(e) => return Err(ApiError::internal(format!("{}: {e}", job.status))),
+        }
+    }
+    let exit = child
+        .wait()
+        .await
+        .map_err(|e| ApiError::internal(format!("{}: {e}", job.status)))?;
+    if !exit.success() {
+        let tail = tail.await.unwrap_or_default();
+        // The runner's own `Error: ...` line when it has one, else the last it logged.
+        let why = tail
+            .iter()
+            .rev()
+            .find_map(|l| l.strip_prefix("Error: "))
+            .or(tail.back().map(String::as_str))
+            .unwrap_or("no output")
+            .to_string();
+        return Err(ApiError::internal(format!(
+            "{} ended with {}): {why}",
+            job.failed,
+            corral_os::describe_exit(&exit)
+        )));
+    }
+    let store = st.store.clone();
+    tokio::task::spawn_blocking(move || {
+        // Checked while still a temp file, so a bad one never becomes a blob.
+        let info = corral_gguf::read(&out)
+            .map_err(|e| ApiError::internal(format!("the new model is not a valid GGUF: {e}")))?;
+        let layer = store.put_blob_file(Layer::media_type_for("model"), out)?;
+        Ok((layer, info))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+}
