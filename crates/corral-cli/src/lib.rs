@@ -243,38 +243,45 @@ async fn upload_named(
 }
 
 /// A Hugging Face model folder, uploaded as the files a create from it needs, named as in
-/// the folder: the weights (`*.safetensors`), every JSON file (config, tokenizer, generation
-/// settings), `chat_template.jinja` and `tokenizer.model`, as Ollama's client picks them.
+/// the folder: the weights the converter reads (`model*.safetensors`, or those the index
+/// names), every JSON file (config, tokenizer, generation settings), `chat_template.jinja` and
+/// `tokenizer.model`, as Ollama's client picks them. What the server would refuse at once (no
+/// weights, no config.json or tokenizer.json, an architecture it cannot convert) is refused
+/// here, before gigabytes are uploaded.
 async fn upload_folder(
     client: &Client,
     dir: &Path,
 ) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
-    let wanted = |n: &str| {
-        n.ends_with(".safetensors")
-            || n.ends_with(".json")
-            || n == "chat_template.jinja"
-            || n == "tokenizer.model"
-    };
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
-        let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if path.is_file() && wanted(name) {
-            files.push((name.to_string(), path.clone()));
-        }
-    }
-    if !files.iter().any(|(n, _)| n.ends_with(".safetensors")) {
+    let here = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: {e}", dir.display());
+    let folder = corral_convert::Files::open(dir).map_err(|e| here(&e))?;
+    let weights = folder.safetensors().map_err(|e| here(&e))?;
+    if weights.is_empty() {
         anyhow::bail!(
             "{}: no *.safetensors weights in this folder (FROM a folder imports a Hugging Face \
-             model: config.json, tokenizer.json and *.safetensors files)",
-            dir.display()
+             model: {})",
+            dir.display(),
+            corral_convert::NEEDS
         );
     }
+    for needed in ["config.json", "tokenizer.json"] {
+        if !folder.has(needed) {
+            return Err(here(&corral_convert::ConvertError::Missing(needed.into())));
+        }
+    }
+    let config = std::fs::read(dir.join("config.json"))?;
+    corral_convert::check_config(&config).map_err(|e| here(&e))?;
+    let mut files: Vec<(&str, &Path)> = folder
+        .iter()
+        .filter(|(n, _)| {
+            n.ends_with(".json") || *n == "chat_template.jinja" || *n == "tokenizer.model"
+        })
+        .chain(weights)
+        .collect();
     files.sort();
     eprintln!("gathering model components");
     let mut named = std::collections::BTreeMap::new();
     for (name, path) in files {
-        named.insert(name, upload_file(client, &path).await?);
+        named.insert(name.to_string(), upload_file(client, path).await?);
     }
     Ok(named)
 }

@@ -8,8 +8,8 @@
 //! become F16 (as llama.cpp's converter does by default), and vectors (norms, biases) are F32.
 //! Quantizing is llama.cpp's work, done after this by `create --quantize`.
 
+mod decoder;
 mod gguf;
-mod llama;
 mod source;
 mod tokenizer;
 
@@ -24,10 +24,14 @@ pub use gguf::TensorType;
 use gguf::{TensorInfo, Value};
 use source::{Dtype, Safetensors};
 
+/// What a folder must hold, for messages about what it lacks.
+pub const NEEDS: &str =
+    "a safetensors model needs config.json, tokenizer.json and its *.safetensors weights";
+
 /// Why a folder cannot be converted.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
-    #[error("{0} is missing: a safetensors model needs config.json, tokenizer.json and its *.safetensors weights")]
+    #[error("{0} is missing: {NEEDS}")]
     Missing(String),
     #[error("{file}: {why}")]
     Invalid { file: String, why: String },
@@ -43,18 +47,35 @@ pub struct Files {
 }
 
 impl Files {
-    /// The regular files (or links to them) directly in `dir`.
+    /// The regular files (or links to them) directly in `dir`. A link to nothing is an
+    /// error, not a file left out.
     pub fn open(dir: &Path) -> io::Result<Files> {
         let mut paths = BTreeMap::new();
         for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            if entry.path().is_file() {
-                if let Some(name) = entry.file_name().to_str() {
-                    paths.insert(name.to_string(), entry.path());
+            let path = entry?.path();
+            if path.is_symlink() && !path.exists() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{} links to nothing", path.display()),
+                ));
+            }
+            if path.is_file() {
+                if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+                    paths.insert(name.to_string(), path.clone());
                 }
             }
         }
         Ok(Files { paths })
+    }
+
+    /// Whether the folder has this file.
+    pub fn has(&self, name: &str) -> bool {
+        self.paths.contains_key(name)
+    }
+
+    /// The files' names and paths.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Path)> {
+        self.paths.iter().map(|(n, p)| (n.as_str(), p.as_path()))
     }
 
     fn read(&self, name: &str) -> Result<Option<Vec<u8>>, ConvertError> {
@@ -94,20 +115,45 @@ impl Files {
             .transpose()
     }
 
-    /// The weight files, in name order (`model-00001-of-00002.safetensors` ...).
-    fn safetensors(&self) -> Vec<(&str, &Path)> {
-        self.paths
-            .iter()
-            .filter(|(n, _)| n.ends_with(".safetensors"))
-            .map(|(n, p)| (n.as_str(), p.as_path()))
-            .collect()
+    /// The weight files, as Hugging Face's loaders find them: those that
+    /// `model.safetensors.index.json` names (each must be there), else `model*.safetensors`
+    /// (`model.safetensors`, or shards `model-00001-of-00002.safetensors` ...), else every
+    /// `*.safetensors`. Other files (Mistral's `consolidated.safetensors` beside the shards)
+    /// are left out.
+    pub fn safetensors(&self) -> Result<Vec<(&str, &Path)>, ConvertError> {
+        let index = "model.safetensors.index.json";
+        let pick = |keep: &dyn Fn(&str) -> bool| -> Vec<(&str, &Path)> {
+            self.iter().filter(|(n, _)| keep(n)).collect()
+        };
+        if self.has(index) {
+            let map = &self.json(index)?["weight_map"];
+            let Some(map) = map.as_object() else {
+                return Err(ConvertError::Invalid {
+                    file: index.into(),
+                    why: "it has no weight_map".into(),
+                });
+            };
+            let named: std::collections::BTreeSet<&str> =
+                map.values().filter_map(Json::as_str).collect();
+            if let Some(absent) = named.iter().find(|n| !self.has(n)) {
+                return Err(ConvertError::Missing(format!(
+                    "{absent} (named by {index})"
+                )));
+            }
+            return Ok(pick(&|n| named.contains(n)));
+        }
+        let models = pick(&|n| n.starts_with("model") && n.ends_with(".safetensors"));
+        match models.is_empty() {
+            false => Ok(models),
+            true => Ok(pick(&|n| n.ends_with(".safetensors"))),
+        }
     }
 }
 
 /// What a conversion wrote.
 #[derive(Debug, Clone)]
 pub struct Converted {
-    /// The GGUF architecture (`llama`).
+    /// The GGUF architecture (`llama`, `qwen2`).
     pub architecture: String,
     pub tensors: usize,
 }
@@ -126,21 +172,20 @@ enum From {
     Computed(Vec<f32>),
 }
 
-/// The architectures of `config.json` that can be converted, as their `architectures` entry.
-pub const ARCHITECTURES: &[&str] = &["LlamaForCausalLM", "MistralForCausalLM"];
-
 /// Check what can be checked from `config.json` alone: the architecture is one this converter
-/// knows. The server calls it before it starts a conversion, to refuse a model at once.
+/// knows, and the sizes it needs are there. The server (and the CLI, before it uploads) calls
+/// it before a conversion starts, to refuse a model at once.
 pub fn check_config(config: &[u8]) -> Result<(), ConvertError> {
     let config: Json = serde_json::from_slice(config).map_err(|e| ConvertError::Invalid {
         file: "config.json".into(),
         why: format!("not valid JSON: {e}"),
     })?;
-    architecture(&config).map(|_| ())
+    architecture(&config)?;
+    decoder::Dims::read(&config).map(|_| ())
 }
 
-fn architecture(config: &Json) -> Result<&str, ConvertError> {
-    let arch = config["architectures"]
+fn architecture(config: &Json) -> Result<decoder::Arch, ConvertError> {
+    let name = config["architectures"]
         .as_array()
         .and_then(|a| a.first())
         .and_then(Json::as_str)
@@ -148,13 +193,14 @@ fn architecture(config: &Json) -> Result<&str, ConvertError> {
             file: "config.json".into(),
             why: "it names no architecture (\"architectures\": [...])".into(),
         })?;
-    if !ARCHITECTURES.contains(&arch) {
-        return Err(ConvertError::Unsupported(format!(
-            "unsupported architecture \"{arch}\": Corral converts {} models",
-            ARCHITECTURES.join(" and ")
-        )));
+    let known = decoder::ARCHITECTURES;
+    match known.iter().find(|(n, _)| *n == name) {
+        Some((_, arch)) => Ok(*arch),
+        None => Err(ConvertError::Unsupported(format!(
+            "unsupported architecture \"{name}\": Corral converts {} models",
+            known.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+        ))),
     }
-    Ok(arch)
 }
 
 /// Convert the model folder `dir` into the GGUF file `out`, calling `progress(done, total)`
@@ -166,11 +212,11 @@ pub fn convert(
 ) -> Result<Converted, ConvertError> {
     let files = Files::open(dir)?;
     let config = files.json("config.json")?;
-    architecture(&config)?;
-    let source = Safetensors::open(&files.safetensors())?;
-    let model = llama::plan(&config, &source)?;
+    let arch = architecture(&config)?;
+    let source = Safetensors::open(&files.safetensors()?)?;
+    let model = decoder::plan(arch, &config, &source)?;
     let mut metadata = model.metadata;
-    metadata.extend(tokenizer::metadata(&files, model.vocab_size)?);
+    metadata.extend(tokenizer::metadata(&files, &config, model.vocab_size)?);
     // llama.cpp's file types: 0 all F32, 1 mostly F16, 32 mostly BF16.
     let matrices = || model.tensors.iter().filter(|t| t.info.dims.len() > 1);
     let file_type = if matrices().any(|t| t.info.ty == TensorType::Bf16) {
@@ -201,7 +247,7 @@ pub fn convert(
     w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     progress(total, total);
     Ok(Converted {
-        architecture: "llama".into(),
+        architecture: arch.gguf.into(),
         tensors: model.tensors.len(),
     })
 }

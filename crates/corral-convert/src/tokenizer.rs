@@ -21,10 +21,17 @@ const UNUSED: i32 = 5;
 
 /// The split pattern of Llama 3's tokenizer (llama.cpp's `llama-bpe`).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// The split pattern of Qwen 2's tokenizer (llama.cpp's `qwen2`): Llama 3's with digits one
+/// by one.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Metadata for the vocabulary, padded with unused tokens to `vocab_size` (the embedding's
 /// rows) when the model has more rows than the tokenizer has tokens.
-pub fn metadata(files: &Files, vocab_size: usize) -> Result<Vec<(String, Value)>, ConvertError> {
+pub fn metadata(
+    files: &Files,
+    model_config: &Json,
+    vocab_size: usize,
+) -> Result<Vec<(String, Value)>, ConvertError> {
     let tok: Json = files.json("tokenizer.json")?;
     let bad = |why: String| ConvertError::Unsupported(format!("tokenizer.json: {why}"));
     let model = &tok["model"];
@@ -45,6 +52,17 @@ pub fn metadata(files: &Files, vocab_size: usize) -> Result<Vec<(String, Value)>
         ));
     }
     let pre = pre_tokenizer(&tok["pre_tokenizer"]).map_err(bad)?;
+    // llama.cpp applies no normalizer; Unicode NFC (Qwen's) changes only unusual text.
+    match &tok["normalizer"] {
+        Json::Null => {}
+        n if n["type"] == "NFC" => {}
+        n => {
+            return Err(bad(format!(
+                "its normalizer ({}) is one llama.cpp does not apply",
+                n["type"].as_str().unwrap_or("?")
+            )))
+        }
+    }
 
     let mut tokens: BTreeMap<usize, (String, i32)> = BTreeMap::new();
     let vocab = model["vocab"]
@@ -108,7 +126,6 @@ pub fn metadata(files: &Files, vocab_size: usize) -> Result<Vec<(String, Value)>
         ("tokenizer.ggml.pre".to_string(), Value::Str(pre.into())),
     ];
     let config: Json = files.json_or_null("tokenizer_config.json")?;
-    let model_config: Json = files.json("config.json")?;
     let id_of = |text: &str| texts.iter().position(|t| t == text).map(|i| i as u32);
     for (name, key) in [
         ("bos", "bos_token_id"),
@@ -141,8 +158,19 @@ pub fn metadata(files: &Files, vocab_size: usize) -> Result<Vec<(String, Value)>
             out.push((format!("tokenizer.ggml.{key}"), Value::U32(id)));
         }
     }
-    for key in ["add_bos_token", "add_eos_token"] {
-        if let Some(b) = config[key].as_bool() {
+    // Whether BOS and EOS are added: tokenizer_config.json says, else the post-processor's
+    // template for one text does (Llama 3's puts <|begin_of_text|> first), else llama.cpp's
+    // default for the pre-tokenizer stands.
+    let (first, last) = template_ends(&tok["post_processor"]);
+    for (key, end, special) in [
+        ("add_bos_token", first, "bos"),
+        ("add_eos_token", last, "eos"),
+    ] {
+        let id = |key: &str| out.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let special_id = id(&format!("tokenizer.ggml.{special}_token_id"));
+        let from_template =
+            end.map(|t| id_of(t).map(Value::U32) == special_id && special_id.is_some());
+        if let Some(b) = config[key].as_bool().or(from_template) {
             out.push((format!("tokenizer.ggml.{key}"), Value::Bool(b)));
         }
     }
@@ -185,9 +213,11 @@ fn pre_tokenizer(pre: &Json) -> Result<&'static str, String> {
         [d, b] if digits(d) && byte_level(b, true) => Ok("smollm"),
         // Llama 3's pattern, then bytes.
         [s, b] if split(s, LLAMA3_SPLIT) && byte_level(b, false) => Ok("llama-bpe"),
+        // Qwen 2's.
+        [s, b] if split(s, QWEN2_SPLIT) && byte_level(b, false) => Ok("qwen2"),
         _ => Err(format!(
             "its pre-tokenizer ({}) is not one Corral can map onto llama.cpp's (GPT-2's, \
-             SmolLM's or Llama 3's)",
+             SmolLM's, Llama 3's or Qwen 2's)",
             summary(&steps)
         )),
     }
@@ -202,6 +232,29 @@ fn summary(steps: &[&Json]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The special tokens a `TemplateProcessing` post-processor puts first and last around one
+/// text (`None` for an end that is the text itself, or no such post-processor).
+fn template_ends(post: &Json) -> (Option<&str>, Option<&str>) {
+    let template = match post["type"].as_str() {
+        Some("TemplateProcessing") => post,
+        Some("Sequence") => match post["processors"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["type"] == "TemplateProcessing"))
+        {
+            Some(t) => t,
+            None => return (None, None),
+        },
+        _ => return (None, None),
+    };
+    let Some(single) = template["single"].as_array() else {
+        return (None, None);
+    };
+    fn special(item: Option<&Json>) -> Option<&str> {
+        item.and_then(|i| i["SpecialToken"]["id"].as_str())
+    }
+    (special(single.first()), special(single.last()))
 }
 
 /// The chat template: `chat_template` in tokenizer_config.json (a string, or a list of named
@@ -236,16 +289,36 @@ mod tests {
             {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": false},
             bl(false)]});
         assert_eq!(pre_tokenizer(&llama3), Ok("llama-bpe"));
-        // Qwen 2's pattern splits digits one by one: not Llama 3's, so refused.
         let qwen = json!({"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")},
+            {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": false},
+            bl(false)]});
+        assert_eq!(pre_tokenizer(&qwen), Ok("qwen2"));
+        // Another pattern (digits in threes but no final `\s+`): refused, the pattern named.
+        let other = json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT.trim_end_matches(r"|\s+")},
              "behavior": "Isolated", "invert": false},
             bl(false)]});
-        let err = pre_tokenizer(&qwen).unwrap_err();
+        let err = pre_tokenizer(&other).unwrap_err();
         assert!(err.contains(r#"Split "(?i:'s"#), "{err}");
         assert!(pre_tokenizer(&json!({"type": "Metaspace"})).is_err());
         assert!(pre_tokenizer(&Json::Null)
             .unwrap_err()
             .contains("no pre_tokenizer"));
+    }
+
+    #[test]
+    fn a_post_processor_template_says_whether_bos_and_eos_are_added() {
+        // Llama 3's: BOS, then the text.
+        let llama3 = json!({"type": "Sequence", "processors": [
+            {"type": "ByteLevel"},
+            {"type": "TemplateProcessing", "single": [
+                {"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}},
+                {"Sequence": {"id": "A", "type_id": 0}}]}]});
+        assert_eq!(template_ends(&llama3), (Some("<|begin_of_text|>"), None));
+        let both = json!({"type": "TemplateProcessing", "single": [
+            {"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}, {"SpecialToken": {"id": "</s>"}}]});
+        assert_eq!(template_ends(&both), (Some("<s>"), Some("</s>")));
+        assert_eq!(template_ends(&json!({"type": "ByteLevel"})), (None, None));
+        assert_eq!(template_ends(&Json::Null), (None, None));
     }
 }

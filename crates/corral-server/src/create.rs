@@ -8,6 +8,7 @@
 //! store is left as it was too.
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
 
 use corral_api::quantize::QuantType;
 use corral_api::{CreateRequest, Message, Options, ProgressResponse};
@@ -97,19 +98,34 @@ pub async fn run(
         }
     }
     if let Some(files) = plan.convert.take() {
-        let (layer, info) = crate::weights::convert(&st, &files, &tx).await?;
-        plan.layers.push(layer);
+        // The converted file becomes a blob only as the final model: quantized, it is the
+        // quantizer's source and goes when dropped.
+        let (converted, info) = crate::weights::convert(&st, &files, &tx).await?;
         plan.config = gguf_config(&info);
-        // The draft is compared with the model's vocabulary, which exists only now.
-        let (store, r, layers) = (st.store.clone(), req.clone(), plan.layers.clone());
-        plan.draft = tokio::task::spawn_blocking(move || check_draft(&store, &r, &layers))
-            .await
-            .map_err(blocking)??;
+        if let Some(draft) = plan.draft.clone() {
+            // The draft is compared with the model's vocabulary, which exists only now.
+            let (store, model) = (st.store.clone(), converted.to_path_buf());
+            tokio::task::spawn_blocking(move || same_vocabulary(&store, &draft, &model))
+                .await
+                .map_err(blocking)??;
+        }
+        let layer = match plan.quantize.take() {
+            Some(to) => {
+                let from = plan.file_type().to_string();
+                let (layer, info) =
+                    crate::weights::quantize(&st, &converted, &from, to, &tx).await?;
+                plan.config.file_type = info.file_type();
+                layer
+            }
+            None => crate::weights::into_blob(&st, converted).await?,
+        };
+        plan.layers.push(layer);
     }
     if let Some(to) = plan.quantize {
         let source = plan.model().expect("checked").clone();
         let from = plan.file_type().to_string();
-        let (layer, info) = crate::weights::quantize(&st, &source, &from, to, &tx).await?;
+        let path = st.store.blob_path(&source.digest);
+        let (layer, info) = crate::weights::quantize(&st, &path, &from, to, &tx).await?;
         plan.replace_model(&source, layer, info.file_type());
     }
     let store = st.store.clone();
@@ -222,11 +238,8 @@ pub fn check(store: &Store, req: &CreateRequest) -> ApiResult<Plan> {
         },
         None => None,
     };
-    // A converted model's vocabulary is known once it is converted: its draft is checked then.
-    let draft = match convert {
-        Some(_) => None,
-        None => check_draft(store, req, &layers)?,
-    };
+    // A converted model's vocabulary is known once it is converted: a draft's is compared then.
+    let draft = check_draft(store, req, &layers, convert.is_none())?;
     // A conversion writes F16, BF16 or F32 weights, which can all be quantized.
     if quantize.is_some() && convert.is_none() {
         if !layers.iter().any(|l| l.kind() == "model") {
@@ -260,8 +273,16 @@ const MAX_CONFIG: u64 = 1 << 20;
 /// The files of a Hugging Face model: what can be refused before converting is refused now
 /// (a missing config.json or tokenizer.json, an architecture the converter does not know).
 fn check_hugging_face(store: &Store, files: &BTreeMap<String, Digest>) -> ApiResult<()> {
-    let needs = "a safetensors model needs config.json, tokenizer.json and its *.safetensors \
-                 weights";
+    let needs = corral_convert::NEEDS;
+    // The converter reads one folder, the files under these names.
+    if let Some(name) = files
+        .keys()
+        .find(|n| n.contains('/') || *n == "." || *n == "..")
+    {
+        return Err(ApiError::bad_request(format!(
+            "file name {name:?}: a safetensors model's files must be plain names, one folder"
+        )));
+    }
     let Some(config) = files.get("config.json") else {
         return Err(ApiError::bad_request(format!(
             "config.json is missing: {needs}"
@@ -279,11 +300,13 @@ fn check_hugging_face(store: &Store, files: &BTreeMap<String, Digest>) -> ApiRes
             "tokenizer.json is missing: {why}"
         )));
     }
-    if store.blob_size(config).unwrap_or(0) > MAX_CONFIG {
+    let mut bytes = Vec::new();
+    std::fs::File::open(store.blob_path(config))
+        .and_then(|f| f.take(MAX_CONFIG + 1).read_to_end(&mut bytes))
+        .map_err(|e| ApiError::internal(format!("read config.json: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG {
         return Err(ApiError::bad_request("config.json is larger than 1 MiB"));
     }
-    let bytes = std::fs::read(store.blob_path(config))
-        .map_err(|e| ApiError::internal(format!("read config.json: {e}")))?;
     corral_convert::check_config(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
@@ -413,8 +436,15 @@ fn check_adapter(store: &Store, file: &str, digest: &str) -> ApiResult<Layer> {
 }
 
 /// `DRAFT`: a GGUF uploaded for it, or another model's weights. It must be a model, not the
-/// model itself, and share the model's vocabulary (speculation compares token ids).
-fn check_draft(store: &Store, req: &CreateRequest, layers: &[Layer]) -> ApiResult<Option<Layer>> {
+/// model itself, and share the model's vocabulary (speculation compares token ids). With
+/// `model_known` false (a model still to be converted) the comparisons with the model wait
+/// for [`same_vocabulary`].
+fn check_draft(
+    store: &Store,
+    req: &CreateRequest,
+    layers: &[Layer],
+    model_known: bool,
+) -> ApiResult<Option<Layer>> {
     let (label, digest) = match (&req.draft_files, &req.draft) {
         (Some(files), _) if !files.is_empty() => {
             if files.len() != 1 {
@@ -439,36 +469,23 @@ fn check_draft(store: &Store, req: &CreateRequest, layers: &[Layer]) -> ApiResul
         _ => return Ok(None),
     };
     let bad = |why: String| Err(ApiError::bad_request(format!("{label} {why}")));
-    let Some(model) = layers.iter().find(|l| l.kind() == "model") else {
-        return bad("needs a model to draft for".into());
-    };
-    if model.digest == digest {
-        return bad(
-            "is the model itself: a draft must be a smaller model with its vocabulary".into(),
-        );
-    }
-    let read = |d: &Digest| corral_gguf::read(&store.blob_path(d));
-    let info = match read(&digest) {
+    let info = match corral_gguf::read(&store.blob_path(&digest)) {
         Ok(i) => i,
         Err(e) => return bad(format!("is not a valid GGUF: {e}")),
     };
     if info.string("general.type") == Some("adapter") {
         return bad("is a LoRA adapter, not a model".into());
     }
-    let main = read(&model.digest)
-        .map_err(|e| ApiError::internal(format!("the model's GGUF cannot be read: {e}")))?;
-    if info.vocab_hash.is_none() || info.vocab_hash != main.vocab_hash {
-        let tokens = |i: &corral_gguf::GgufInfo| {
-            i.metadata
-                .get("tokenizer.ggml.tokens")
-                .and_then(|v| v["array_length"].as_u64())
-                .unwrap_or(0)
+    if model_known {
+        let Some(model) = layers.iter().find(|l| l.kind() == "model") else {
+            return bad("needs a model to draft for".into());
         };
-        return bad(format!(
-            "cannot draft for this model: its vocabulary ({} tokens) is not the model's ({} tokens)",
-            tokens(&info),
-            tokens(&main)
-        ));
+        if model.digest == digest {
+            return bad(
+                "is the model itself: a draft must be a smaller model with its vocabulary".into(),
+            );
+        }
+        vocabulary_matches(&label, &info, &store.blob_path(&model.digest))?;
     }
     let size = store.blob_size(&digest).unwrap_or(info.file_size);
     Ok(Some(Layer {
@@ -477,6 +494,37 @@ fn check_draft(store: &Store, req: &CreateRequest, layers: &[Layer]) -> ApiResul
         size,
         from: None,
     }))
+}
+
+/// A converted model's draft, checked against the converted file `model`.
+fn same_vocabulary(store: &Store, draft: &Layer, model: &std::path::Path) -> ApiResult<()> {
+    let info = corral_gguf::read(&store.blob_path(&draft.digest))
+        .map_err(|e| ApiError::internal(format!("the draft's GGUF cannot be read: {e}")))?;
+    vocabulary_matches("the draft", &info, model)
+}
+
+fn vocabulary_matches(
+    label: &str,
+    draft: &corral_gguf::GgufInfo,
+    model: &std::path::Path,
+) -> ApiResult<()> {
+    let main = corral_gguf::read(model)
+        .map_err(|e| ApiError::internal(format!("the model's GGUF cannot be read: {e}")))?;
+    if draft.vocab_hash.is_none() || draft.vocab_hash != main.vocab_hash {
+        let tokens = |i: &corral_gguf::GgufInfo| {
+            i.metadata
+                .get("tokenizer.ggml.tokens")
+                .and_then(|v| v["array_length"].as_u64())
+                .unwrap_or(0)
+        };
+        return Err(ApiError::bad_request(format!(
+            "{label} cannot draft for this model: its vocabulary ({} tokens) is not the model's \
+             ({} tokens)",
+            tokens(draft),
+            tokens(&main)
+        )));
+    }
+    Ok(())
 }
 
 fn check_roles(msgs: &[Message]) -> ApiResult<()> {

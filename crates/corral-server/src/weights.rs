@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
+use std::path::Path;
 use std::process::Stdio;
 
 use corral_api::quantize::QuantType;
@@ -14,6 +15,7 @@ use corral_api::runner::RunnerEvent;
 use corral_api::ProgressResponse;
 use corral_gguf::GgufInfo;
 use corral_store::{Digest, Layer};
+use tempfile::TempPath;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -24,19 +26,20 @@ const TAIL_LINES: usize = 8;
 
 type Progress = UnboundedSender<ApiResult<ProgressResponse>>;
 
-/// Quantize the model blob `source` (of file type `from`) to `to`, sending one progress line
-/// per tensor to `tx`. Returns the new model layer and its GGUF. Dropped (the request's task
-/// aborted when its client goes away), it kills the child and removes its file.
+/// Quantize the GGUF model `source` (a blob, or a converted model's temp file; of file type
+/// `from`) to `to`, sending one progress line per tensor to `tx`. Returns the new model layer
+/// and its GGUF. Dropped (the request's task aborted when its client goes away), it kills the
+/// child and removes its file.
 pub async fn quantize(
     st: &crate::AppState,
-    source: &Layer,
+    source: &Path,
     from: &str,
     to: QuantType,
     tx: &Progress,
 ) -> ApiResult<(Layer, GgufInfo)> {
     let args = vec![
         "--model".into(),
-        st.store.blob_path(&source.digest).into(),
+        source.into(),
         "--quantize".into(),
         to.name.into(),
     ];
@@ -44,19 +47,22 @@ pub async fn quantize(
         status: format!("quantizing {from} model to {to}"),
         failed: format!("quantizing to {to} failed (the quantizer"),
     };
-    made_by_child(st, args, job, tx).await
+    let (out, info) = made_by_child(st, args, job, tx).await?;
+    Ok((into_blob(st, out).await?, info))
 }
 
-/// Convert the uploaded files of a Hugging Face model (name -> blob: config.json,
-/// *.safetensors, tokenizer.json ...) into a GGUF model layer, sending one progress line per
-/// tensor to `tx`.
+/// Convert the uploaded files of a Hugging Face model (plain name -> blob: config.json,
+/// *.safetensors, tokenizer.json ...) into a GGUF file, sending one progress line per tensor
+/// to `tx`. Returns the file, a temp file in the store's blob folder that becomes a blob
+/// through [`into_blob`] or is removed when dropped, and its GGUF.
 pub async fn convert(
     st: &crate::AppState,
     files: &BTreeMap<String, Digest>,
     tx: &Progress,
-) -> ApiResult<(Layer, GgufInfo)> {
-    // The folder the converter reads: a link to each blob under the name it was sent with.
-    // Only links, so a folder left by a killed server costs nothing; dropped, it goes.
+) -> ApiResult<(TempPath, GgufInfo)> {
+    // The folder the converter reads: a link to each blob under the name it was sent with
+    // (names were checked to be plain file names). Only links, so a folder left by a killed
+    // server costs nothing; dropped, it goes.
     let store = st.store.clone();
     let files = files.clone();
     let dir = tokio::task::spawn_blocking(move || -> std::io::Result<tempfile::TempDir> {
@@ -64,11 +70,9 @@ pub async fn convert(
             .prefix("corral-convert-")
             .tempdir()?;
         for (name, digest) in &files {
-            let link = dir.path().join(name);
-            if let Some(parent) = link.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::os::unix::fs::symlink(store.blob_path(digest), link)?;
+            // Absolute, so that a store given as a relative path links from anywhere.
+            let blob = std::path::absolute(store.blob_path(digest))?;
+            std::os::unix::fs::symlink(blob, dir.path().join(name))?;
         }
         Ok(dir)
     })
@@ -89,12 +93,14 @@ struct Job {
     failed: String,
 }
 
+/// Run a runner child that writes a GGUF file, relaying its progress; returns the file, checked
+/// to be a GGUF while still a temp file, so a bad one never becomes a blob.
 async fn made_by_child(
     st: &crate::AppState,
     args: Vec<OsString>,
     job: Job,
     tx: &Progress,
-) -> ApiResult<(Layer, GgufInfo)> {
+) -> ApiResult<(TempPath, GgufInfo)> {
     let store = st.store.clone();
     let out = tokio::task::spawn_blocking(move || store.blob_temp())
         .await
@@ -168,13 +174,20 @@ async fn made_by_child(
             corral_os::describe_exit(&exit)
         )));
     }
-    let store = st.store.clone();
     tokio::task::spawn_blocking(move || {
-        // Checked while still a temp file, so a bad one never becomes a blob.
         let info = corral_gguf::read(&out)
             .map_err(|e| ApiError::internal(format!("the new model is not a valid GGUF: {e}")))?;
-        let layer = store.put_blob_file(Layer::media_type_for("model"), out)?;
-        Ok((layer, info))
+        Ok((out, info))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+}
+
+/// Hash a new model file into the store as the model layer.
+pub async fn into_blob(st: &crate::AppState, file: TempPath) -> ApiResult<Layer> {
+    let store = st.store.clone();
+    tokio::task::spawn_blocking(move || {
+        Ok(store.put_blob_file(Layer::media_type_for("model"), file)?)
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?

@@ -46,6 +46,25 @@ fn answer(s: &TestServer, model: &str) -> Value {
     v
 }
 
+/// Blobs in the store that no manifest names.
+fn unreferenced_blobs(s: &TestServer) -> Vec<String> {
+    let files = s.store_files();
+    let mut named = Vec::new();
+    for f in files.iter().filter(|f| f.contains("/manifests/")) {
+        let m: Value = serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap();
+        named.push(m["config"]["digest"].as_str().unwrap().to_string());
+        for l in m["layers"].as_array().unwrap() {
+            named.push(l["digest"].as_str().unwrap().to_string());
+        }
+    }
+    files
+        .iter()
+        .filter_map(|f| f.rsplit_once("/blobs/sha256-"))
+        .map(|(_, hex)| format!("sha256:{hex}"))
+        .filter(|d| !named.contains(d))
+        .collect()
+}
+
 /// Temp files of unfinished blobs in the store.
 fn unfinished(s: &TestServer) -> Vec<String> {
     s.store_files()
@@ -167,6 +186,174 @@ fn a_hugging_face_folder_becomes_a_model_that_answers_as_its_gguf_does() {
     );
 }
 
+/// A folder beside the test's files holding `hf`'s tokenizer files (linked) and `config`.
+fn variant(s: &TestServer, name: &str, hf: &Path, config: &Value) -> std::path::PathBuf {
+    let dir = s.dir.path().join(name);
+    std::fs::create_dir(&dir).unwrap();
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::os::unix::fs::symlink(hf.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(dir.join("config.json"), serde_json::to_vec(config).unwrap()).unwrap();
+    dir
+}
+
+/// Write safetensors `tensors` (name, dtype, shape, bytes) into `path` with Hugging Face's
+/// own library.
+fn write_safetensors(path: &Path, tensors: &[(String, safetensors::Dtype, Vec<usize>, Vec<u8>)]) {
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, dtype, shape, data)| {
+            let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap();
+            (n.clone(), view)
+        })
+        .collect();
+    let meta = Some([("format".to_string(), "pt".to_string())].into());
+    safetensors::serialize_to_file(views, meta, path).unwrap();
+}
+
+/// The top five tokens of the first answer token.
+fn first_top(v: &Value) -> Vec<Value> {
+    v["logprobs"][0]["top_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["token"].clone())
+        .collect()
+}
+
+#[test]
+fn qwen2_in_shards_and_bf16_weights_convert_too() {
+    let s = TestServer::start();
+    let hf = smol_hf();
+    s.create("smol-f16", &format!("FROM {}\n", smol_f16().display()));
+    let reference = answer(&s, "smol-f16");
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(hf.join("config.json")).unwrap()).unwrap();
+    let st = std::fs::read(hf.join("model.safetensors")).unwrap();
+    let weights = safetensors::SafeTensors::deserialize(&st).unwrap();
+
+    // Qwen 2 is SmolLM2's layers with Q, K and V biases and the NeoX rope, which rotates
+    // Hugging Face's layout as it is: the same weights, declared Qwen2ForCausalLM, with zero
+    // biases in a second shard, are the same model.
+    let mut qwen_config = config.clone();
+    qwen_config["architectures"] = json!(["Qwen2ForCausalLM"]);
+    qwen_config["model_type"] = json!("qwen2");
+    qwen_config["use_sliding_window"] = json!(false);
+    let qwen = variant(&s, "qwen", &hf, &qwen_config);
+    std::os::unix::fs::symlink(
+        hf.join("model.safetensors"),
+        qwen.join("model-00001-of-00002.safetensors"),
+    )
+    .unwrap();
+    let layers = config["num_hidden_layers"].as_u64().unwrap();
+    let mut biases = Vec::new();
+    for n in 0..layers {
+        for p in ["q", "k", "v"] {
+            let rows = weights
+                .tensor(&format!("model.layers.{n}.self_attn.{p}_proj.weight"))
+                .unwrap()
+                .shape()[0];
+            biases.push((
+                format!("model.layers.{n}.self_attn.{p}_proj.bias"),
+                safetensors::Dtype::F16,
+                vec![rows],
+                vec![0u8; 2 * rows],
+            ));
+        }
+    }
+    write_safetensors(&qwen.join("model-00002-of-00002.safetensors"), &biases);
+    s.create("smol-qwen2", &format!("FROM {}\n", qwen.display()));
+    let (code, show) = s.post("/api/show", json!({"model": "smol-qwen2"}));
+    assert_eq!(code, 200, "{show}");
+    assert_eq!(show["details"]["family"], "qwen2", "{show}");
+    assert_eq!(
+        show["model_info"]["qwen2.attention.head_count_kv"], 3,
+        "{show}"
+    );
+    let q = answer(&s, "smol-qwen2");
+    assert_eq!(
+        q["message"]["content"], reference["message"]["content"],
+        "{q}"
+    );
+    assert_eq!(first_top(&q), first_top(&reference), "{q}");
+    // The same numbers up to the order of additions in the rotated dot products.
+    let d = q["logprobs"][0]["logprob"].as_f64().unwrap()
+        - reference["logprobs"][0]["logprob"].as_f64().unwrap();
+    assert!(d.abs() < 0.01, "{q}\n{reference}");
+
+    // Most checkpoints are BF16: the same weights rounded to BF16 stay BF16 in the model
+    // (norms F32), answer as the F16 model nearly does, and quantize.
+    let bf16: Vec<_> = weights
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let data: Vec<u8> = match t.dtype() {
+                safetensors::Dtype::F16 => t
+                    .data()
+                    .chunks_exact(2)
+                    .flat_map(|c| {
+                        let x = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
+                        half::bf16::from_f32(x).to_le_bytes()
+                    })
+                    .collect(),
+                _ => t.data().to_vec(),
+            };
+            let dtype = match t.dtype() {
+                safetensors::Dtype::F16 => safetensors::Dtype::BF16,
+                other => other,
+            };
+            (name, dtype, t.shape().to_vec(), data)
+        })
+        .collect();
+    let mut bf16_config = config.clone();
+    bf16_config["torch_dtype"] = json!("bfloat16");
+    let dir = variant(&s, "bf16", &hf, &bf16_config);
+    write_safetensors(&dir.join("model.safetensors"), &bf16);
+    drop(bf16);
+    drop(weights);
+    drop(st);
+    let mf = s.dir.path().join("Modelfile.bf16");
+    std::fs::write(&mf, format!("FROM {}\n", dir.display())).unwrap();
+    // Quantized first: the converted BF16 file is then the quantizer's source only, and no
+    // blob may be left of it (the uploaded files of both folders stay, as after any create).
+    let uploaded: Vec<String> = [&qwen, &dir]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap().flatten())
+        .map(|e| format!("sha256:{}", sha256_hex(&std::fs::read(e.path()).unwrap())))
+        .collect();
+    for (name, q, level) in [
+        ("smol-bf16-q4", Some("q4_K_M"), "Q4_K_M"),
+        ("smol-bf16", None, "BF16"),
+    ] {
+        let mut args = vec!["create", name, "-f", mf.to_str().unwrap()];
+        args.extend(q.iter().flat_map(|q| ["-q", *q]));
+        let out = s.corral(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let (code, show) = s.post("/api/show", json!({"model": name}));
+        assert_eq!(code, 200, "{show}");
+        assert_eq!(show["details"]["quantization_level"], level, "{show}");
+        let v = answer(&s, name);
+        assert_eq!(v["done"], true, "{v}");
+        let top = first_top(&v);
+        let want = first_top(&reference);
+        let shared = top.iter().filter(|t| want.contains(t)).count();
+        assert!(
+            shared >= 3 && top.contains(&want[0]),
+            "{name}: {top:?}, F16: {want:?}"
+        );
+        let left: Vec<String> = unreferenced_blobs(&s)
+            .into_iter()
+            .filter(|d| !uploaded.contains(d))
+            .collect();
+        assert!(left.is_empty(), "{name}: blobs of no model: {left:?}");
+    }
+    assert!(unfinished(&s).is_empty(), "{:?}", unfinished(&s));
+}
+
 #[test]
 fn a_bad_hugging_face_folder_is_refused_by_name_and_leaves_nothing() {
     let s = TestServer::start_with(&[("CORRAL_RUNNER_FAULT", "crash@tensor:100")]);
@@ -207,12 +394,39 @@ fn a_bad_hugging_face_folder_is_refused_by_name_and_leaves_nothing() {
             "unsupported architecture \"GPT2LMHeadModel\"",
         ),
         (
+            with(
+                "config.json",
+                edited_config("rope_scaling", json!({"rope_type": "yarn"})),
+            ),
+            "rope_scaling \"yarn\" is not supported",
+        ),
+        (
+            with("config.json", edited_config("hidden_size", Value::Null)),
+            "config.json: \"hidden_size\" is missing",
+        ),
+        (
             with("config.json", Some(b"{\"architectures\": [".to_vec())),
             "config.json: not valid JSON",
         ),
     ];
+    let mut lowercase = read_json("tokenizer.json");
+    lowercase["normalizer"] = json!({"type": "Lowercase"});
+    let index = json!({"metadata": {}, "weight_map": {
+        "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+        "model.norm.weight": "model-00002-of-00002.safetensors"}});
     // Found by the converter: the stream ends with an error that names it.
     let failed = [
+        (
+            with("tokenizer.json", Some(serde_json::to_vec(&lowercase).unwrap())),
+            "tokenizer.json: its normalizer (Lowercase) is one llama.cpp does not apply",
+        ),
+        (
+            with(
+                "model.safetensors.index.json",
+                Some(serde_json::to_vec(&index).unwrap()),
+            ),
+            "model-00001-of-00002.safetensors (named by model.safetensors.index.json) is missing",
+        ),
         (
             with("tokenizer.json", Some(serde_json::to_vec(&tokenizer).unwrap())),
             "tokenizer.json: its pre-tokenizer (Metaspace) is not one Corral can map",
@@ -257,18 +471,32 @@ fn a_bad_hugging_face_folder_is_refused_by_name_and_leaves_nothing() {
     }
     assert!(s.get("/api/tags")["models"].as_array().unwrap().is_empty());
 
-    // The CLI refuses a folder without weights before it uploads anything.
-    let empty = s.dir.path().join("empty-model");
-    std::fs::create_dir(&empty).unwrap();
-    std::fs::copy(hf.join("config.json"), empty.join("config.json")).unwrap();
+    // The CLI refuses what the server would refuse at once before it uploads anything: a
+    // folder without weights, without a tokenizer, of an unknown architecture.
+    let folder = s.dir.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    let link = |f: &str| std::os::unix::fs::symlink(hf.join(f), folder.join(f)).unwrap();
     let mf = s.dir.path().join("Modelfile");
-    std::fs::write(&mf, format!("FROM {}\n", empty.display())).unwrap();
-    let out = s.corral(&["create", "x", "-f", mf.to_str().unwrap()]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("no *.safetensors weights in this folder"),
-        "{}",
-        stderr(&out)
-    );
-    assert_eq!(s.store_files(), before);
+    std::fs::write(&mf, format!("FROM {}\n", folder.display())).unwrap();
+    let mut gpt2 = config.clone();
+    gpt2["architectures"] = json!(["GPT2LMHeadModel"]);
+    for (step, says) in [
+        (0, "no *.safetensors weights in this folder"),
+        (1, "tokenizer.json is missing"),
+        (2, "unsupported architecture \"GPT2LMHeadModel\""),
+    ] {
+        match step {
+            0 => std::fs::write(
+                folder.join("config.json"),
+                serde_json::to_vec(&gpt2).unwrap(),
+            )
+            .unwrap(),
+            1 => link("model.safetensors"),
+            _ => link("tokenizer.json"),
+        }
+        let out = s.corral(&["create", "x", "-f", mf.to_str().unwrap()]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(says), "{says}: {}", stderr(&out));
+        assert_eq!(s.store_files(), before);
+    }
 }

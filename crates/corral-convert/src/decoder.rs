@@ -1,12 +1,45 @@
-//! Llama-family models (`LlamaForCausalLM`, `MistralForCausalLM`): `config.json` as
-//! llama.cpp's `llama.*` metadata, and the Hugging Face tensor names as GGUF's, with Q and K
-//! permuted into the layout llama.cpp's rope expects, as llama.cpp's own converter does.
+//! Decoder-only transformers of the Llama family, as llama.cpp's `llama` (`LlamaForCausalLM`,
+//! `MistralForCausalLM`) and `qwen2` (`Qwen2ForCausalLM`): `config.json` as `<arch>.*`
+//! metadata, and the Hugging Face tensor names as GGUF's. For `llama`, Q and K are permuted
+//! into the layout llama.cpp's rope rotates, as llama.cpp's own converter does; `qwen2` uses
+//! the NeoX rope, which rotates Hugging Face's layout as it is, and needs Q, K and V biases.
 
 use serde_json::Value as Json;
 
 use crate::gguf::{TensorInfo, TensorType, Value};
 use crate::source::Safetensors;
 use crate::{output_type, ConvertError, From, Planned};
+
+/// A `config.json` architecture this module converts, as llama.cpp names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Arch {
+    /// llama.cpp's name: the metadata's prefix.
+    pub gguf: &'static str,
+    /// Q and K permuted for llama.cpp's normal rope (else NeoX: as they are).
+    permute: bool,
+    /// Q, K and V biases are required (else taken when present).
+    qkv_bias: bool,
+}
+
+const LLAMA: Arch = Arch {
+    gguf: "llama",
+    permute: true,
+    qkv_bias: false,
+};
+
+/// The architectures of `config.json` that can be converted, as their `architectures` entry.
+pub const ARCHITECTURES: &[(&str, Arch)] = &[
+    ("LlamaForCausalLM", LLAMA),
+    ("MistralForCausalLM", LLAMA),
+    (
+        "Qwen2ForCausalLM",
+        Arch {
+            gguf: "qwen2",
+            permute: false,
+            qkv_bias: true,
+        },
+    ),
+];
 
 pub struct Model {
     pub metadata: Vec<(String, Value)>,
@@ -39,8 +72,7 @@ fn float(config: &Json, key: &str, default: f64) -> Result<f32, ConvertError> {
     }
 }
 
-/// The layer tensors: Hugging Face's name within `model.layers.N.`, GGUF's within `blk.N.`,
-/// and whether it is a rotary projection (permuted; the number says Q or K).
+/// The layer tensors: Hugging Face's name within `model.layers.N.`, GGUF's within `blk.N.`.
 const LAYER: &[(&str, &str)] = &[
     ("input_layernorm", "attn_norm"),
     ("self_attn.q_proj", "attn_q"),
@@ -53,27 +85,68 @@ const LAYER: &[(&str, &str)] = &[
     ("mlp.down_proj", "ffn_down"),
 ];
 
-/// Plan the conversion: metadata, and every output tensor with its source and checked shape.
-pub fn plan(config: &Json, source: &Safetensors) -> Result<Model, ConvertError> {
-    let hidden = number(config, "hidden_size")?;
-    let heads = number(config, "num_attention_heads")?;
-    let kv_heads = match config["num_key_value_heads"] {
-        Json::Null => heads,
-        _ => number(config, "num_key_value_heads")?,
-    };
-    let layers = number(config, "num_hidden_layers")?;
-    let ff = number(config, "intermediate_size")?;
-    let head_dim = match config["head_dim"] {
-        Json::Null => hidden / heads,
-        _ => number(config, "head_dim")?,
-    };
-    if heads % kv_heads != 0 || head_dim % 2 != 0 {
-        return Err(invalid(format!(
-            "{heads} attention heads, {kv_heads} key-value heads and a head size of {head_dim} \
-             do not make a valid attention"
-        )));
+/// The sizes `config.json` gives, checked.
+pub struct Dims {
+    hidden: u64,
+    heads: u64,
+    kv_heads: u64,
+    layers: u64,
+    ff: u64,
+    head_dim: u64,
+    context: u64,
+    theta: f32,
+    eps: f32,
+    rope: Rope,
+}
+
+impl Dims {
+    pub fn read(config: &Json) -> Result<Dims, ConvertError> {
+        let hidden = number(config, "hidden_size")?;
+        let heads = number(config, "num_attention_heads")?;
+        let kv_heads = match config["num_key_value_heads"] {
+            Json::Null => heads,
+            _ => number(config, "num_key_value_heads")?,
+        };
+        let head_dim = match config["head_dim"] {
+            Json::Null => hidden / heads,
+            _ => number(config, "head_dim")?,
+        };
+        if heads % kv_heads != 0 || head_dim % 2 != 0 || head_dim == 0 {
+            return Err(invalid(format!(
+                "{heads} attention heads, {kv_heads} key-value heads and a head size of \
+                 {head_dim} do not make a valid attention"
+            )));
+        }
+        Ok(Dims {
+            hidden,
+            heads,
+            kv_heads,
+            layers: number(config, "num_hidden_layers")?,
+            ff: number(config, "intermediate_size")?,
+            head_dim,
+            context: number(config, "max_position_embeddings")?,
+            theta: float(config, "rope_theta", 10000.0)?,
+            eps: float(config, "rms_norm_eps", 1e-6)?,
+            rope: rope_scaling(config)?,
+        })
     }
-    let theta = float(config, "rope_theta", 10000.0)?;
+}
+
+/// Plan the conversion: metadata, and every output tensor with its source and checked shape.
+pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, ConvertError> {
+    let key = |k: &str| format!("{}.{k}", arch.gguf);
+    let Dims {
+        hidden,
+        heads,
+        kv_heads,
+        layers,
+        ff,
+        head_dim,
+        context,
+        theta,
+        eps,
+        rope,
+    } = Dims::read(config)?;
     let embed = source
         .get("model.embed_tokens.weight")
         .ok_or_else(|| missing("model.embed_tokens.weight"))?;
@@ -83,55 +156,34 @@ pub fn plan(config: &Json, source: &Safetensors) -> Result<Model, ConvertError> 
     };
 
     let mut metadata = vec![
-        (
-            "general.architecture".to_string(),
-            Value::Str("llama".into()),
-        ),
-        ("llama.vocab_size".into(), Value::U32(vocab as u32)),
-        ("llama.block_count".into(), Value::U32(layers as u32)),
-        (
-            "llama.context_length".into(),
-            Value::U32(number(config, "max_position_embeddings")? as u32),
-        ),
-        ("llama.embedding_length".into(), Value::U32(hidden as u32)),
-        ("llama.feed_forward_length".into(), Value::U32(ff as u32)),
-        (
-            "llama.attention.head_count".into(),
-            Value::U32(heads as u32),
-        ),
-        (
-            "llama.attention.head_count_kv".into(),
-            Value::U32(kv_heads as u32),
-        ),
-        (
-            "llama.rope.dimension_count".into(),
-            Value::U32(head_dim as u32),
-        ),
-        ("llama.rope.freq_base".into(), Value::F32(theta)),
-        (
-            "llama.attention.layer_norm_rms_epsilon".into(),
-            Value::F32(float(config, "rms_norm_eps", 1e-6)?),
-        ),
+        ("general.architecture".into(), Value::Str(arch.gguf.into())),
+        (key("vocab_size"), Value::U32(vocab as u32)),
+        (key("block_count"), Value::U32(layers as u32)),
+        (key("context_length"), Value::U32(context as u32)),
+        (key("embedding_length"), Value::U32(hidden as u32)),
+        (key("feed_forward_length"), Value::U32(ff as u32)),
+        (key("attention.head_count"), Value::U32(heads as u32)),
+        (key("attention.head_count_kv"), Value::U32(kv_heads as u32)),
+        (key("rope.dimension_count"), Value::U32(head_dim as u32)),
+        (key("rope.freq_base"), Value::F32(theta)),
+        (key("attention.layer_norm_rms_epsilon"), Value::F32(eps)),
     ];
     if head_dim != hidden / heads {
-        metadata.push((
-            "llama.attention.key_length".into(),
-            Value::U32(head_dim as u32),
-        ));
-        metadata.push((
-            "llama.attention.value_length".into(),
-            Value::U32(head_dim as u32),
-        ));
+        metadata.push((key("attention.key_length"), Value::U32(head_dim as u32)));
+        metadata.push((key("attention.value_length"), Value::U32(head_dim as u32)));
     }
     let mut tensors = Vec::new();
-    match rope_scaling(config)? {
+    match rope {
         Rope::None => {}
         Rope::Linear(factor) => {
-            metadata.push((
-                "llama.rope.scaling.type".into(),
-                Value::Str("linear".into()),
-            ));
-            metadata.push(("llama.rope.scaling.factor".into(), Value::F32(factor)));
+            metadata.push((key("rope.scaling.type"), Value::Str("linear".into())));
+            metadata.push((key("rope.scaling.factor"), Value::F32(factor)));
+        }
+        Rope::Llama3(_) if arch.gguf != "llama" => {
+            return Err(ConvertError::Unsupported(format!(
+                "config.json: rope_scaling \"llama3\" is for llama models, not {}",
+                arch.gguf
+            )))
         }
         Rope::Llama3(s) => {
             let values = llama3_rope_factors(theta, head_dim, &s);
@@ -188,10 +240,11 @@ pub fn plan(config: &Json, source: &Safetensors) -> Result<Model, ConvertError> 
     let (q, kv) = (heads * head_dim, kv_heads * head_dim);
     for n in 0..layers {
         for (hf, gguf) in LAYER {
+            let rope = |heads| Some(heads).filter(|_| arch.permute);
             let (rows, cols, permute) = match *gguf {
                 "attn_norm" | "ffn_norm" => (hidden, 0, None),
-                "attn_q" => (q, hidden, Some(heads)),
-                "attn_k" => (kv, hidden, Some(kv_heads)),
+                "attn_q" => (q, hidden, rope(heads)),
+                "attn_k" => (kv, hidden, rope(kv_heads)),
                 "attn_v" => (kv, hidden, None),
                 "attn_output" => (hidden, q, None),
                 "ffn_gate" | "ffn_up" => (ff, hidden, None),
@@ -206,15 +259,12 @@ pub fn plan(config: &Json, source: &Safetensors) -> Result<Model, ConvertError> 
                 permute,
                 true,
             )?;
-            // Some checkpoints have attention biases (`attention_bias: true`).
+            // Biases: Qwen 2 has them on Q, K and V; some Llama checkpoints on all four
+            // projections (`attention_bias: true`).
             if gguf.contains("attn_") && !gguf.ends_with("norm") {
-                add(
-                    &format!("{hf}.bias"),
-                    &format!("{gguf}.bias"),
-                    &[rows],
-                    permute,
-                    false,
-                )?;
+                let required = arch.qkv_bias && !gguf.ends_with("output");
+                let (hf, gguf) = (format!("{hf}.bias"), format!("{gguf}.bias"));
+                add(&hf, &gguf, &[rows], permute, required)?;
             }
         }
     }
@@ -225,7 +275,11 @@ pub fn plan(config: &Json, source: &Safetensors) -> Result<Model, ConvertError> 
         None,
         true,
     )?;
-    // Without lm_head (tied embeddings) llama.cpp uses token_embd as the output.
+    // Without lm_head (tied embeddings) llama.cpp uses token_embd as the output; a model that
+    // says it has its own must have it.
+    if config["tie_word_embeddings"] == false && source.get("lm_head.weight").is_none() {
+        return Err(missing("lm_head.weight (tie_word_embeddings is false)"));
+    }
     add(
         "lm_head.weight",
         "output.weight",
@@ -239,10 +293,14 @@ pub fn plan(config: &Json, source: &Safetensors) -> Result<Model, ConvertError> 
         .collect();
     extra.sort();
     if let Some(first) = extra.first() {
+        let more = match extra.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
         return Err(ConvertError::Unsupported(format!(
-            "tensor {first} (and {} more) has no place in a llama model: the weights do not \
-             match config.json's architecture",
-            extra.len() - 1
+            "tensor {first}{more} has no place in a {} model: the weights do not match \
+             config.json's architecture",
+            arch.gguf
         )));
     }
     Ok(Model {
