@@ -128,10 +128,13 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
                     anyhow::bail!("{}: only one ADAPTER is supported", args.file.display());
                 }
                 let path = resolve_path(&dir, a);
-                if !path.is_file() {
+                req.adapters = Some(if path.is_dir() {
+                    upload_adapter_folder(client, &path).await?
+                } else if path.is_file() {
+                    upload_named(client, &path).await?
+                } else {
                     anyhow::bail!("{}: ADAPTER {a}: no such file", args.file.display());
-                }
-                req.adapters = Some(upload_named(client, &path).await?);
+                });
             }
             Command::Draft(d) => {
                 let path = resolve_path(&dir, d);
@@ -282,6 +285,35 @@ async fn upload_folder(
     let mut named = std::collections::BTreeMap::new();
     for (name, path) in files {
         named.insert(name.to_string(), upload_file(client, path).await?);
+    }
+    Ok(named)
+}
+
+/// A PEFT LoRA adapter's folder: `adapter_config.json` (checked here first) and
+/// `adapter_model.safetensors`.
+async fn upload_adapter_folder(
+    client: &Client,
+    dir: &Path,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut named = std::collections::BTreeMap::new();
+    for name in ["adapter_config.json", "adapter_model.safetensors"] {
+        if !dir.join(name).is_file() {
+            anyhow::bail!(
+                "{}: {name} is missing (ADAPTER a folder imports a PEFT LoRA adapter: \
+                 adapter_config.json and adapter_model.safetensors)",
+                dir.display()
+            );
+        }
+    }
+    let config = std::fs::read(dir.join("adapter_config.json"))?;
+    corral_convert::check_adapter_config(&config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    eprintln!("gathering model components");
+    for name in ["adapter_config.json", "adapter_model.safetensors"] {
+        named.insert(
+            name.to_string(),
+            upload_file(client, &dir.join(name)).await?,
+        );
     }
     Ok(named)
 }

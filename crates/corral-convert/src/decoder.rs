@@ -16,7 +16,7 @@ pub struct Arch {
     /// llama.cpp's name: the metadata's prefix.
     pub gguf: &'static str,
     /// Q and K permuted for llama.cpp's normal rope (else NeoX: as they are).
-    permute: bool,
+    pub permute: bool,
     /// Q, K and V biases are required (else taken when present).
     qkv_bias: bool,
 }
@@ -73,7 +73,7 @@ fn float(config: &Json, key: &str, default: f64) -> Result<f32, ConvertError> {
 }
 
 /// The layer tensors: Hugging Face's name within `model.layers.N.`, GGUF's within `blk.N.`.
-const LAYER: &[(&str, &str)] = &[
+pub const LAYER: &[(&str, &str)] = &[
     ("input_layernorm", "attn_norm"),
     ("self_attn.q_proj", "attn_q"),
     ("self_attn.k_proj", "attn_k"),

@@ -18,6 +18,9 @@ pub enum Value {
     I32s(Vec<i32>),
 }
 
+/// A file's metadata, in the order it is written.
+pub type Metadata = Vec<(String, Value)>;
+
 /// ggml's tensor types the converter writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TensorType {

@@ -1,6 +1,8 @@
 //! Hugging Face models as GGUF: a folder of `config.json`, `*.safetensors` weights and a
 //! `tokenizer.json`, as `FROM /path/to/folder` in a Modelfile gives it (Ollama's import of
-//! safetensors models), written as one GGUF file that llama.cpp loads.
+//! safetensors models), or a PEFT LoRA adapter's folder (`adapter_config.json`,
+//! `adapter_model.safetensors`) as `ADAPTER /path/to/folder` gives it, written as one GGUF
+//! file that llama.cpp loads.
 //!
 //! Pure Rust, so it runs anywhere; the server still runs it in a child process (`corral runner
 //! --convert`), since it reads a whole model's weights and the server never holds a model.
@@ -8,6 +10,7 @@
 //! become F16 (as llama.cpp's converter does by default), and vectors (norms, biases) are F32.
 //! Quantizing is llama.cpp's work, done after this by `create --quantize`.
 
+mod adapter;
 mod decoder;
 mod gguf;
 mod source;
@@ -115,6 +118,13 @@ impl Files {
             .transpose()
     }
 
+    /// An adapter's weight files: `adapter_model.safetensors` as PEFT names it.
+    fn adapter_weights(&self) -> Vec<(&str, &Path)> {
+        self.iter()
+            .filter(|(n, _)| *n == "adapter_model.safetensors")
+            .collect()
+    }
+
     /// The weight files, as Hugging Face's loaders find them: those that
     /// `model.safetensors.index.json` names (each must be there), else `model*.safetensors`
     /// (`model.safetensors`, or shards `model-00001-of-00002.safetensors` ...), else every
@@ -184,6 +194,15 @@ pub fn check_config(config: &[u8]) -> Result<(), ConvertError> {
     decoder::Dims::read(&config).map(|_| ())
 }
 
+/// Check a LoRA adapter's `adapter_config.json` before its conversion starts.
+pub fn check_adapter_config(config: &[u8]) -> Result<(), ConvertError> {
+    let config: Json = serde_json::from_slice(config).map_err(|e| ConvertError::Invalid {
+        file: "adapter_config.json".into(),
+        why: format!("not valid JSON: {e}"),
+    })?;
+    adapter::lora_config(&config).map(|_| ())
+}
+
 fn architecture(config: &Json) -> Result<decoder::Arch, ConvertError> {
     let name = config["architectures"]
         .as_array()
@@ -203,14 +222,32 @@ fn architecture(config: &Json) -> Result<decoder::Arch, ConvertError> {
     }
 }
 
-/// Convert the model folder `dir` into the GGUF file `out`, calling `progress(done, total)`
-/// as each tensor begins and once all are written.
+/// Convert the model folder `dir` (or, when it holds an `adapter_config.json`, the LoRA
+/// adapter folder, for the GGUF model `base`) into the GGUF file `out`, calling
+/// `progress(done, total)` as each tensor begins and once all are written.
 pub fn convert(
     dir: &Path,
+    base: Option<&Path>,
     out: &Path,
-    mut progress: impl FnMut(u32, u32),
+    progress: impl FnMut(u32, u32),
 ) -> Result<Converted, ConvertError> {
     let files = Files::open(dir)?;
+    if files.has("adapter_config.json") {
+        let base = base.ok_or_else(|| {
+            ConvertError::Unsupported("an adapter is converted for a base model; none given".into())
+        })?;
+        let base = corral_gguf::read(base).map_err(|e| ConvertError::Invalid {
+            file: "the base model".into(),
+            why: e.to_string(),
+        })?;
+        let source = Safetensors::open(&files.adapter_weights())?;
+        let (metadata, tensors) = adapter::plan(&files, &base.metadata, &source)?;
+        write(out, &metadata, &tensors, &source, progress)?;
+        return Ok(Converted {
+            architecture: base.architecture().into(),
+            tensors: tensors.len(),
+        });
+    }
     let config = files.json("config.json")?;
     let arch = architecture(&config)?;
     let source = Safetensors::open(&files.safetensors()?)?;
@@ -227,12 +264,26 @@ pub fn convert(
         0
     };
     metadata.push(("general.file_type".into(), Value::U32(file_type)));
+    write(out, &metadata, &model.tensors, &source, progress)?;
+    Ok(Converted {
+        architecture: arch.gguf.into(),
+        tensors: model.tensors.len(),
+    })
+}
 
-    let infos: Vec<TensorInfo> = model.tensors.iter().map(|t| t.info.clone()).collect();
+/// Write the GGUF file: the header, then each tensor's data, synced before it is called done.
+fn write(
+    out: &Path,
+    metadata: &[(String, Value)],
+    tensors: &[Planned],
+    source: &Safetensors,
+    mut progress: impl FnMut(u32, u32),
+) -> Result<(), ConvertError> {
+    let infos: Vec<TensorInfo> = tensors.iter().map(|t| t.info.clone()).collect();
     let mut w = BufWriter::with_capacity(1 << 20, File::create(out)?);
-    gguf::write_header(&mut w, &metadata, &infos)?;
-    let total = model.tensors.len() as u32;
-    for (i, t) in model.tensors.iter().enumerate() {
+    gguf::write_header(&mut w, metadata, &infos)?;
+    let total = tensors.len() as u32;
+    for (i, t) in tensors.iter().enumerate() {
         progress(i as u32, total);
         gguf::write_data(&mut w, &t.info, |w| match &t.from {
             From::Source { name, permute } => source.write_as(name, t.info.ty, *permute, w),
@@ -246,10 +297,7 @@ pub fn convert(
     }
     w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     progress(total, total);
-    Ok(Converted {
-        architecture: arch.gguf.into(),
-        tensors: model.tensors.len(),
-    })
+    Ok(())
 }
 
 /// The output type of a tensor: vectors as F32 (llama.cpp wants norms in F32), matrices as

@@ -79,6 +79,9 @@ pub struct RunnerArgs {
     /// `Converting` events: what `create` runs for `FROM <folder>`.
     #[arg(long, requires = "output", conflicts_with = "quantize")]
     pub convert: bool,
+    /// With `--convert` of a LoRA adapter's folder: the GGUF model it adapts.
+    #[arg(long, requires = "convert")]
+    pub base: Option<PathBuf>,
     /// Where `--quantize` or `--convert` writes the new model.
     #[arg(long)]
     pub output: Option<PathBuf>,
@@ -102,7 +105,7 @@ pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
     }
     if let (true, Some(output)) = (args.convert, &args.output) {
         // Pure Rust: no backend is loaded and no device touched.
-        corral_convert::convert(&args.model, output, |done, total| {
+        corral_convert::convert(&args.model, args.base.as_deref(), output, |done, total| {
             fault::at(fault::Point::Tensor);
             send(&RunnerEvent::Converting { done, total });
         })?;

@@ -28,6 +28,8 @@ pub struct Plan {
     draft: Option<Layer>,
     /// The uploaded files of a Hugging Face model to convert into the model layer first.
     pub convert: Option<BTreeMap<String, Digest>>,
+    /// The uploaded files of a PEFT LoRA adapter to convert into the adapter layer.
+    pub convert_adapter: Option<BTreeMap<String, Digest>>,
     /// What the model layer is to be quantized to; its file type was checked to allow it.
     pub quantize: Option<QuantType>,
     /// Progress lines so far, sent once the request is known to be good.
@@ -92,32 +94,50 @@ pub async fn run(
     let mut plan = tokio::task::spawn_blocking(move || check(&store, &r))
         .await
         .map_err(blocking)??;
-    if plan.convert.is_some() || plan.quantize.is_some() {
+    if plan.convert.is_some() || plan.convert_adapter.is_some() || plan.quantize.is_some() {
         for p in plan.progress.drain(..) {
             let _ = tx.send(Ok(p));
         }
     }
+    // Converted files become blobs only once every step has succeeded (quantized, the
+    // converted model is the quantizer's source and goes when dropped), so a failure at any
+    // step leaves no blob of no model.
+    let mut converted = None;
     if let Some(files) = plan.convert.take() {
-        // The converted file becomes a blob only as the final model: quantized, it is the
-        // quantizer's source and goes when dropped.
-        let (converted, info) = crate::weights::convert(&st, &files, &tx).await?;
+        let (file, info) = crate::weights::convert(&st, &files, None, &tx).await?;
         plan.config = gguf_config(&info);
         if let Some(draft) = plan.draft.clone() {
             // The draft is compared with the model's vocabulary, which exists only now.
-            let (store, model) = (st.store.clone(), converted.to_path_buf());
+            let (store, model) = (st.store.clone(), file.to_path_buf());
             tokio::task::spawn_blocking(move || same_vocabulary(&store, &draft, &model))
                 .await
                 .map_err(blocking)??;
         }
+        converted = Some(file);
+    }
+    let adapter = match plan.convert_adapter.take() {
+        Some(files) => {
+            let base = match &converted {
+                Some(file) => file.to_path_buf(),
+                None => st.store.blob_path(&plan.model().expect("checked").digest),
+            };
+            Some(
+                crate::weights::convert(&st, &files, Some(&base), &tx)
+                    .await?
+                    .0,
+            )
+        }
+        None => None,
+    };
+    if let Some(file) = converted {
         let layer = match plan.quantize.take() {
             Some(to) => {
                 let from = plan.file_type().to_string();
-                let (layer, info) =
-                    crate::weights::quantize(&st, &converted, &from, to, &tx).await?;
+                let (layer, info) = crate::weights::quantize(&st, &file, &from, to, &tx).await?;
                 plan.config.file_type = info.file_type();
                 layer
             }
-            None => crate::weights::into_blob(&st, converted).await?,
+            None => crate::weights::into_blob(&st, file, "model").await?,
         };
         plan.layers.push(layer);
     }
@@ -127,6 +147,9 @@ pub async fn run(
         let path = st.store.blob_path(&source.digest);
         let (layer, info) = crate::weights::quantize(&st, &path, &from, to, &tx).await?;
         plan.replace_model(&source, layer, info.file_type());
+    }
+    if let Some(file) = adapter {
+        plan.adapter = Some(crate::weights::into_blob(&st, file, "adapter").await?);
     }
     let store = st.store.clone();
     let lines = tokio::task::spawn_blocking(move || write(&store, &req, plan))
@@ -225,7 +248,23 @@ pub fn check(store: &Store, req: &CreateRequest) -> ApiResult<Plan> {
     if let Some(msgs) = &req.messages {
         check_roles(msgs)?;
     }
+    let mut convert_adapter = None;
     let adapter = match &req.adapters {
+        Some(a)
+            if a.keys()
+                .any(|f| f.ends_with(".safetensors") || f == "adapter_config.json") =>
+        {
+            let mut blobs = BTreeMap::new();
+            for (file, digest) in a {
+                blobs.insert(file.clone(), uploaded_blob(store, file, digest)?);
+            }
+            check_peft(store, &blobs)?;
+            if convert.is_none() && !layers.iter().any(|l| l.kind() == "model") {
+                return Err(ApiError::bad_request("an adapter needs a model to adapt"));
+            }
+            convert_adapter = Some(blobs);
+            None
+        }
         Some(a) if a.len() > 1 => {
             return Err(ApiError::bad_request(format!(
                 "only one adapter is supported, got {}",
@@ -262,27 +301,20 @@ pub fn check(store: &Store, req: &CreateRequest) -> ApiResult<Plan> {
         adapter,
         draft,
         convert,
+        convert_adapter,
         quantize,
         progress,
     })
 }
 
-/// Largest `config.json` the server reads itself (real ones are a few kB).
+/// Largest `config.json` or `adapter_config.json` the server reads itself.
 const MAX_CONFIG: u64 = 1 << 20;
 
 /// The files of a Hugging Face model: what can be refused before converting is refused now
 /// (a missing config.json or tokenizer.json, an architecture the converter does not know).
 fn check_hugging_face(store: &Store, files: &BTreeMap<String, Digest>) -> ApiResult<()> {
     let needs = corral_convert::NEEDS;
-    // The converter reads one folder, the files under these names.
-    if let Some(name) = files
-        .keys()
-        .find(|n| n.contains('/') || *n == "." || *n == "..")
-    {
-        return Err(ApiError::bad_request(format!(
-            "file name {name:?}: a safetensors model's files must be plain names, one folder"
-        )));
-    }
+    plain_names(files)?;
     let Some(config) = files.get("config.json") else {
         return Err(ApiError::bad_request(format!(
             "config.json is missing: {needs}"
@@ -300,14 +332,54 @@ fn check_hugging_face(store: &Store, files: &BTreeMap<String, Digest>) -> ApiRes
             "tokenizer.json is missing: {why}"
         )));
     }
-    let mut bytes = Vec::new();
-    std::fs::File::open(store.blob_path(config))
-        .and_then(|f| f.take(MAX_CONFIG + 1).read_to_end(&mut bytes))
-        .map_err(|e| ApiError::internal(format!("read config.json: {e}")))?;
-    if bytes.len() as u64 > MAX_CONFIG {
-        return Err(ApiError::bad_request("config.json is larger than 1 MiB"));
-    }
+    let bytes = read_config(store, "config.json", config)?;
     corral_convert::check_config(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// The files of a PEFT LoRA adapter: its config checked before anything runs.
+fn check_peft(store: &Store, files: &BTreeMap<String, Digest>) -> ApiResult<()> {
+    plain_names(files)?;
+    let needs = "a safetensors LoRA adapter needs adapter_config.json and \
+                 adapter_model.safetensors";
+    let Some(config) = files.get("adapter_config.json") else {
+        return Err(ApiError::bad_request(format!(
+            "adapter_config.json is missing: {needs}"
+        )));
+    };
+    if !files.contains_key("adapter_model.safetensors") {
+        return Err(ApiError::bad_request(format!(
+            "adapter_model.safetensors is missing: {needs}"
+        )));
+    }
+    let bytes = read_config(store, "adapter_config.json", config)?;
+    corral_convert::check_adapter_config(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// The converter reads one folder, the files under these names.
+fn plain_names(files: &BTreeMap<String, Digest>) -> ApiResult<()> {
+    match files
+        .keys()
+        .find(|n| n.contains('/') || *n == "." || *n == "..")
+    {
+        Some(name) => Err(ApiError::bad_request(format!(
+            "file name {name:?}: a safetensors model's files must be plain names, one folder"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// An uploaded JSON configuration, read with a cap (real ones are a few kB).
+fn read_config(store: &Store, name: &str, digest: &Digest) -> ApiResult<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(store.blob_path(digest))
+        .and_then(|f| f.take(MAX_CONFIG + 1).read_to_end(&mut bytes))
+        .map_err(|e| ApiError::internal(format!("read {name}: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG {
+        return Err(ApiError::bad_request(format!(
+            "{name} is larger than 1 MiB"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Write the new layers and the manifest of a checked request; returns the progress lines.

@@ -48,16 +48,17 @@ pub async fn quantize(
         failed: format!("quantizing to {to} failed (the quantizer"),
     };
     let (out, info) = made_by_child(st, args, job, tx).await?;
-    Ok((into_blob(st, out).await?, info))
+    Ok((into_blob(st, out, "model").await?, info))
 }
 
 /// Convert the uploaded files of a Hugging Face model (plain name -> blob: config.json,
-/// *.safetensors, tokenizer.json ...) into a GGUF file, sending one progress line per tensor
-/// to `tx`. Returns the file, a temp file in the store's blob folder that becomes a blob
+/// *.safetensors, tokenizer.json ...), or of a LoRA adapter for the GGUF model `base`, into a
+/// GGUF file, sending one progress line per tensor to `tx`. Returns the file, a temp file in the store's blob folder that becomes a blob
 /// through [`into_blob`] or is removed when dropped, and its GGUF.
 pub async fn convert(
     st: &crate::AppState,
     files: &BTreeMap<String, Digest>,
+    base: Option<&Path>,
     tx: &Progress,
 ) -> ApiResult<(TempPath, GgufInfo)> {
     // The folder the converter reads: a link to each blob under the name it was sent with
@@ -79,10 +80,17 @@ pub async fn convert(
     .await
     .map_err(|e| ApiError::internal(e.to_string()))?
     .map_err(|e| ApiError::internal(format!("could not lay out the model's files: {e}")))?;
-    let args = vec!["--model".into(), dir.path().into(), "--convert".into()];
+    let mut args: Vec<OsString> = vec!["--model".into(), dir.path().into(), "--convert".into()];
+    let what = match base {
+        Some(base) => {
+            args.extend(["--base".into(), base.into()]);
+            "adapter"
+        }
+        None => "model",
+    };
     let job = Job {
-        status: "converting model".into(),
-        failed: "converting the model failed (the converter".into(),
+        status: format!("converting {what}"),
+        failed: format!("converting the {what} failed (the converter"),
     };
     made_by_child(st, args, job, tx).await
 }
@@ -183,12 +191,10 @@ async fn made_by_child(
     .map_err(|e| ApiError::internal(e.to_string()))?
 }
 
-/// Hash a new model file into the store as the model layer.
-pub async fn into_blob(st: &crate::AppState, file: TempPath) -> ApiResult<Layer> {
-    let store = st.store.clone();
-    tokio::task::spawn_blocking(move || {
-        Ok(store.put_blob_file(Layer::media_type_for("model"), file)?)
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
+/// Hash a new file into the store as the layer of `kind` (`model`, `adapter`).
+pub async fn into_blob(st: &crate::AppState, file: TempPath, kind: &str) -> ApiResult<Layer> {
+    let (store, media_type) = (st.store.clone(), Layer::media_type_for(kind));
+    tokio::task::spawn_blocking(move || Ok(store.put_blob_file(media_type, file)?))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
 }

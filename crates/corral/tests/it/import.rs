@@ -46,6 +46,17 @@ fn answer(s: &TestServer, model: &str) -> Value {
     v
 }
 
+/// Converter children of this server (its runners started with `--convert`).
+fn converters(s: &TestServer) -> Vec<u32> {
+    s.runner_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--convert"))
+        })
+        .collect()
+}
+
 /// Blobs in the store that no manifest names.
 fn unreferenced_blobs(s: &TestServer) -> Vec<String> {
     let files = s.store_files();
@@ -464,7 +475,7 @@ fn a_bad_hugging_face_folder_is_refused_by_name_and_leaves_nothing() {
             .unwrap_or_else(|| panic!("{lines:?}"));
         assert!(error.contains(says), "{says}: {error}");
         assert!(
-            wait_for(Duration::from_secs(10), || s.runner_pids().is_empty()),
+            wait_for(Duration::from_secs(10), || converters(&s).is_empty()),
             "a converter is left"
         );
         assert_eq!(s.store_files(), before, "{says}");
@@ -499,4 +510,116 @@ fn a_bad_hugging_face_folder_is_refused_by_name_and_leaves_nothing() {
         assert!(stderr(&out).contains(says), "{says}: {}", stderr(&out));
         assert_eq!(s.store_files(), before);
     }
+}
+
+#[test]
+fn a_peft_lora_folder_becomes_the_adapter_its_gguf_is() {
+    let s = TestServer::start();
+    s.create_smol();
+    let (gguf, peft) = (s.dir.path().join("lora.gguf"), s.dir.path().join("peft"));
+    write_smol_lora(&gguf, 8);
+    write_smol_peft(&peft, 8);
+    s.create(
+        "smol-lora",
+        &format!("FROM smol\nADAPTER {}\n", gguf.display()),
+    );
+    let mf = s.dir.path().join("Modelfile");
+    std::fs::write(&mf, format!("FROM smol\nADAPTER {}\n", peft.display())).unwrap();
+    let out = s.corral(&["create", "smol-peft", "-f", mf.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("converting adapter"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The same update of every query projection: the same answer as the GGUF adapter's, with
+    // the same probabilities, and not the plain model's (a B left in Hugging Face's row order
+    // would rotate the wrong pairs).
+    let (a, b, plain) = (
+        answer(&s, "smol-peft"),
+        answer(&s, "smol-lora"),
+        answer(&s, "smol"),
+    );
+    assert_eq!(a["message"]["content"], b["message"]["content"], "{a}\n{b}");
+    assert_ne!(a["message"]["content"], plain["message"]["content"], "{a}");
+    for (x, y) in a["logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(b["logprobs"].as_array().unwrap())
+    {
+        assert_eq!(x["token"], y["token"]);
+        let d = x["logprob"].as_f64().unwrap() - y["logprob"].as_f64().unwrap();
+        assert!(d.abs() < 1e-4, "{x}\n{y}");
+    }
+    let out = s.corral(&["show", "smol-peft", "--modelfile"]);
+    assert!(stdout(&out).contains("ADAPTER "), "{}", stdout(&out));
+
+    // Refusals: at once (400) for what the config says, in the stream for the weights.
+    let files = upload_folder(&s, &peft);
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(peft.join("adapter_config.json")).unwrap()).unwrap();
+    let with_config = |key: &str, v: Value| {
+        let mut c = config.clone();
+        c[key] = v;
+        let mut f = files.clone();
+        f.insert(
+            "adapter_config.json".into(),
+            json!(upload(&s, &serde_json::to_vec(&c).unwrap())),
+        );
+        f
+    };
+    let mut no_weights = files.clone();
+    no_weights.remove("adapter_model.safetensors");
+    let refused = [
+        (
+            with_config("peft_type", json!("IA3")),
+            "peft_type \"IA3\" is not LORA",
+        ),
+        (
+            with_config("use_dora", json!(true)),
+            "DoRA is not supported",
+        ),
+        (no_weights, "adapter_model.safetensors is missing"),
+    ];
+    let rank_4 = with_config("r", json!(4));
+    let before = s.store_files();
+    for (adapters, says) in refused {
+        let (code, v) = s.post(
+            "/api/create",
+            json!({"model": "x", "from": "smol", "adapters": adapters}),
+        );
+        assert_eq!(code, 400, "{says}: {v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{says}: {v}");
+        assert_eq!(s.store_files(), before);
+    }
+    let lines = s.stream(
+        "/api/create",
+        json!({"model": "x", "from": "smol", "adapters": rank_4}),
+    );
+    let error = lines.last().unwrap().1["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("are not a rank-4 pair for blk.0.attn_q"),
+        "{lines:?}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || converters(&s).is_empty()),
+        "a converter is left"
+    );
+    assert_eq!(s.store_files(), before);
+    assert!(unfinished(&s).is_empty(), "{:?}", unfinished(&s));
+
+    // The CLI checks the folder before it uploads.
+    std::fs::remove_file(peft.join("adapter_config.json")).unwrap();
+    let out = s.corral(&["create", "x", "-f", mf.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("adapter_config.json is missing"),
+        "{}",
+        stderr(&out)
+    );
 }

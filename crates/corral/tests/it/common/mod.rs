@@ -524,12 +524,7 @@ pub fn write_smol_lora(path: &Path, r: u64) {
         out.extend_from_slice(&(v.len() as u64).to_le_bytes());
         out.extend_from_slice(v.as_bytes());
     }
-    let n_embd = 576u64;
-    let mut tensors: Vec<(String, [u64; 2])> = Vec::new();
-    for l in 0..30 {
-        tensors.push((format!("blk.{l}.attn_q.weight.lora_a"), [n_embd, r]));
-        tensors.push((format!("blk.{l}.attn_q.weight.lora_b"), [r, n_embd]));
-    }
+    let tensors = smol_lora_tensors(r);
     let mut out = Vec::new();
     out.extend_from_slice(b"GGUF");
     out.extend_from_slice(&3u32.to_le_bytes());
@@ -548,7 +543,7 @@ pub fn write_smol_lora(path: &Path, r: u64) {
     out.extend_from_slice(&6u32.to_le_bytes());
     out.extend_from_slice(&(r as f32).to_le_bytes());
     let mut offset = 0u64;
-    for (name, dims) in &tensors {
+    for (name, dims, _) in &tensors {
         s(&mut out, name);
         out.extend_from_slice(&2u32.to_le_bytes());
         out.extend_from_slice(&dims[0].to_le_bytes());
@@ -560,20 +555,96 @@ pub fn write_smol_lora(path: &Path, r: u64) {
     while out.len() % 32 != 0 {
         out.push(0);
     }
-    let mut seed = 0x2545F4914F6CDD1Du64;
-    for (_, dims) in &tensors {
-        let n = dims[0] * dims[1];
-        for _ in 0..n {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let x = ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.5;
+    for (_, _, values) in &tensors {
+        for x in values {
             out.extend_from_slice(&x.to_le_bytes());
         }
-        let pad = ((n * 4).div_ceil(32) * 32 - n * 4) as usize;
-        out.extend(std::iter::repeat_n(0u8, pad));
+        let n = values.len() * 4;
+        out.extend(std::iter::repeat_n(0u8, n.div_ceil(32) * 32 - n));
     }
     std::fs::write(path, out).unwrap();
+}
+
+/// The tensors of [`write_smol_lora`]'s adapter: GGUF name, GGUF dimensions (innermost first)
+/// and values, pseudo-random and the same every time.
+fn smol_lora_tensors(r: u64) -> Vec<(String, [u64; 2], Vec<f32>)> {
+    let n_embd = 576u64;
+    let mut seed = 0x2545F4914F6CDD1Du64;
+    let mut values = |n: u64| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.5
+            })
+            .collect()
+    };
+    let mut tensors = Vec::new();
+    for l in 0..30 {
+        let a = values(n_embd * r);
+        tensors.push((format!("blk.{l}.attn_q.weight.lora_a"), [n_embd, r], a));
+        let b = values(r * n_embd);
+        tensors.push((format!("blk.{l}.attn_q.weight.lora_b"), [r, n_embd], b));
+    }
+    tensors
+}
+
+/// The adapter of [`write_smol_lora`] as PEFT saves a LoRA adapter: `adapter_config.json` and
+/// `adapter_model.safetensors` (written with Hugging Face's `safetensors`) under Hugging
+/// Face's names, B's rows in Hugging Face's order (the inverse of the permutation llama.cpp's
+/// converters apply to the query's rows, 9 heads for SmolLM2), in the folder `dir`.
+pub fn write_smol_peft(dir: &Path, r: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let heads = 9;
+    let mut tensors = Vec::new();
+    for (name, dims, values) in smol_lora_tensors(r) {
+        let (layer, end) = name
+            .strip_prefix("blk.")
+            .and_then(|n| n.split_once(".attn_q.weight."))
+            .unwrap();
+        let (rows, cols) = (dims[1] as usize, dims[0] as usize);
+        let mut hf = values.clone();
+        if end == "lora_b" {
+            // GGUF row i holds Hugging Face row src(i).
+            let (per_head, half) = (rows / heads, rows / heads / 2);
+            for i in 0..rows {
+                let (h, w) = (i / per_head, i % per_head);
+                let src = h * per_head + (w % 2) * half + w / 2;
+                hf[src * cols..(src + 1) * cols].copy_from_slice(&values[i * cols..(i + 1) * cols]);
+            }
+        }
+        let ab = if end == "lora_a" { "A" } else { "B" };
+        let bytes: Vec<u8> = hf.iter().flat_map(|x| x.to_le_bytes()).collect();
+        tensors.push((
+            format!("base_model.model.model.layers.{layer}.self_attn.q_proj.lora_{ab}.weight"),
+            vec![rows, cols],
+            bytes,
+        ));
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, shape, data)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                    .unwrap();
+            (n.clone(), view)
+        })
+        .collect();
+    let meta = Some([("format".to_string(), "pt".to_string())].into());
+    safetensors::serialize_to_file(views, meta, &dir.join("adapter_model.safetensors")).unwrap();
+    let config = serde_json::json!({
+        "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": r,
+        "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": false,
+        "target_modules": ["q_proj"], "use_rslora": false, "use_dora": false,
+        "rank_pattern": {}, "alpha_pattern": {}, "modules_to_save": null
+    });
+    std::fs::write(
+        dir.join("adapter_config.json"),
+        serde_json::to_vec_pretty(&config).unwrap(),
+    )
+    .unwrap();
 }
 
 /// sha256 of bytes, in hex (with the system's sha256sum, to check the server independently).

@@ -1,0 +1,200 @@
+//! LoRA adapters as PEFT saves them (`adapter_config.json`, `adapter_model.safetensors`), as
+//! `ADAPTER /path/to/folder` gives them: each `lora_A`/`lora_B` pair of a layer's projection
+//! becomes llama.cpp's `blk.N.<tensor>.weight.lora_a`/`.lora_b`, for the base model's
+//! architecture. B's rows are the projection's outputs, so for Q and K of a `llama` base they
+//! are permuted as the base's Q and K rows were.
+
+use serde_json::Value as Json;
+
+use crate::decoder::{ARCHITECTURES, LAYER};
+use crate::gguf::{Metadata, TensorInfo, TensorType, Value};
+use crate::source::{Dtype, Safetensors};
+use crate::{ConvertError, Files, From, Planned};
+
+fn unsupported(why: String) -> ConvertError {
+    ConvertError::Unsupported(format!("adapter_config.json: {why}"))
+}
+
+/// The rank and llama.cpp's alpha (scale = alpha / rank) of a PEFT `adapter_config.json`, or
+/// why it cannot be imported.
+pub fn lora_config(config: &Json) -> Result<(u64, f64), ConvertError> {
+    if config["peft_type"] != "LORA" {
+        return Err(unsupported(format!(
+            "peft_type {} is not LORA; only LoRA adapters can be imported",
+            config["peft_type"]
+        )));
+    }
+    for (key, what) in [
+        ("use_dora", "DoRA"),
+        (
+            "fan_in_fan_out",
+            "fan_in_fan_out (GPT-2's transposed layers)",
+        ),
+    ] {
+        if config[key] == true {
+            return Err(unsupported(format!("{what} is not supported")));
+        }
+    }
+    for key in ["rank_pattern", "alpha_pattern"] {
+        if config[key].as_object().is_some_and(|m| !m.is_empty()) {
+            return Err(unsupported(format!(
+                "{key} (a rank or alpha per layer) is not supported"
+            )));
+        }
+    }
+    let r = config["r"]
+        .as_u64()
+        .filter(|&r| r > 0)
+        .ok_or_else(|| unsupported("\"r\" is missing or not a positive integer".into()))?;
+    let mut alpha = config["lora_alpha"].as_f64().unwrap_or(r as f64);
+    // llama.cpp scales by alpha / r; rsLoRA by alpha / sqrt(r).
+    if config["use_rslora"] == true {
+        alpha *= (r as f64).sqrt();
+    }
+    Ok((r, alpha))
+}
+
+/// What PEFT's names put before the base model's own tensor names.
+const PREFIX: &str = "base_model.model.";
+
+/// Plan the adapter for the base model whose GGUF metadata is `base`.
+pub fn plan(
+    files: &Files,
+    base: &std::collections::BTreeMap<String, Json>,
+    source: &Safetensors,
+) -> Result<(Metadata, Vec<Planned>), ConvertError> {
+    let (r, alpha) = lora_config(&files.json("adapter_config.json")?)?;
+
+    let arch_name = base["general.architecture"].as_str().unwrap_or("");
+    let Some(arch) = ARCHITECTURES
+        .iter()
+        .map(|(_, a)| *a)
+        .find(|a| a.gguf == arch_name)
+    else {
+        return Err(ConvertError::Unsupported(format!(
+            "adapters for {arch_name:?} models cannot be converted (only for llama and qwen2 \
+             models)"
+        )));
+    };
+    let count = |key: &str| base[&format!("{arch_name}.{key}")].as_u64();
+    let heads = count("attention.head_count").unwrap_or(1);
+    let kv_heads = count("attention.head_count_kv").unwrap_or(heads);
+
+    let mut names: Vec<&str> = source.names().collect();
+    names.sort();
+    let mut tensors = Vec::new();
+    let mut placed = std::collections::HashSet::new();
+    for &name in names.iter().filter(|n| n.ends_with(".lora_B.weight")) {
+        let module = name.strip_prefix(PREFIX).unwrap_or(name);
+        let module = module.trim_end_matches(".lora_B.weight");
+        let Some((gguf, kind)) = layer_tensor(module) else {
+            continue; // named below as having no place
+        };
+        let a_name = name.replace(".lora_B.weight", ".lora_A.weight");
+        let a = source.get(&a_name).ok_or_else(|| missing(&a_name))?;
+        let b = source.get(name).expect("listed");
+        let pair = a.shape.len() == 2 && b.shape.len() == 2 && a.shape[0] == r && b.shape[1] == r;
+        let rows = b.shape.first().copied().unwrap_or(0);
+        let permute = match kind {
+            "attn_q" => Some(heads),
+            "attn_k" => Some(kv_heads),
+            _ => None,
+        }
+        .filter(|_| arch.permute);
+        if !pair || permute.is_some_and(|h| rows % (2 * h) != 0) {
+            return Err(ConvertError::Invalid {
+                file: "adapter_model.safetensors".into(),
+                why: format!(
+                    "{a_name} {:?} and {name} {:?} are not a rank-{r} pair for {gguf}",
+                    a.shape, b.shape
+                ),
+            });
+        }
+        for (t, src, end, permute) in [
+            (a, &a_name, "lora_a", None),
+            (b, &name.to_string(), "lora_b", permute),
+        ] {
+            tensors.push(Planned {
+                info: TensorInfo {
+                    name: format!("{gguf}.weight.{end}"),
+                    dims: t.shape.iter().rev().copied().collect(),
+                    ty: as_is(t.dtype),
+                },
+                from: From::Source {
+                    name: src.clone(),
+                    permute,
+                },
+            });
+            placed.insert(src.clone());
+        }
+    }
+    if let Some(name) = names.iter().find(|n| !placed.contains(**n)) {
+        return Err(ConvertError::Unsupported(format!(
+            "tensor {name} has no place in a LoRA adapter for a {arch_name} model (only the \
+             lora_A and lora_B of the layers' projections can be imported)"
+        )));
+    }
+    if tensors.is_empty() {
+        return Err(ConvertError::Invalid {
+            file: "adapter_model.safetensors".into(),
+            why: "it holds no LoRA tensors".into(),
+        });
+    }
+    let metadata = vec![
+        (
+            "general.architecture".to_string(),
+            Value::Str(arch.gguf.into()),
+        ),
+        ("general.type".into(), Value::Str("adapter".into())),
+        ("adapter.type".into(), Value::Str("lora".into())),
+        ("adapter.lora.alpha".into(), Value::F32(alpha as f32)),
+    ];
+    Ok((metadata, tensors))
+}
+
+/// `model.layers.N.<projection>` as GGUF's `blk.N.<tensor>` and that tensor's kind.
+fn layer_tensor(module: &str) -> Option<(String, &'static str)> {
+    let (n, part) = module.strip_prefix("model.layers.")?.split_once('.')?;
+    let n: u32 = n.parse().ok()?;
+    let (_, gguf) = LAYER
+        .iter()
+        .find(|(hf, gguf)| *hf == part && !gguf.ends_with("norm"))?;
+    Some((format!("blk.{n}.{gguf}"), gguf))
+}
+
+/// LoRA tensors are small: they keep their type, F32 included.
+fn as_is(dtype: Dtype) -> TensorType {
+    match dtype {
+        Dtype::F32 => TensorType::F32,
+        Dtype::F16 => TensorType::F16,
+        Dtype::Bf16 => TensorType::Bf16,
+    }
+}
+
+fn missing(name: &str) -> ConvertError {
+    ConvertError::Invalid {
+        file: "adapter_model.safetensors".into(),
+        why: format!("tensor {name} is missing"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peft_names_map_onto_gguf_layer_tensors() {
+        let t = |m: &str| layer_tensor(m).map(|(n, k)| (n, k.to_string()));
+        assert_eq!(
+            t("model.layers.3.self_attn.q_proj"),
+            Some(("blk.3.attn_q".into(), "attn_q".into()))
+        );
+        assert_eq!(
+            t("model.layers.0.mlp.down_proj"),
+            Some(("blk.0.ffn_down".into(), "ffn_down".into()))
+        );
+        assert_eq!(t("model.layers.0.input_layernorm"), None);
+        assert_eq!(t("model.embed_tokens"), None);
+        assert_eq!(t("lm_head"), None);
+    }
+}
