@@ -6,7 +6,7 @@
 
 use serde_json::Value as Json;
 
-use crate::decoder::{ARCHITECTURES, LAYER};
+use crate::decoder::{Arch, ARCHITECTURES, LAYER};
 use crate::gguf::{Metadata, TensorInfo, TensorType, Value};
 use crate::source::{Dtype, Safetensors};
 use crate::{ConvertError, Files, From, Planned};
@@ -65,20 +65,30 @@ pub fn plan(
 ) -> Result<(Metadata, Vec<Planned>), ConvertError> {
     let (r, alpha) = lora_config(&files.json("adapter_config.json")?)?;
 
-    let arch_name = base["general.architecture"].as_str().unwrap_or("");
-    let Some(arch) = ARCHITECTURES
-        .iter()
-        .map(|(_, a)| *a)
-        .find(|a| a.gguf == arch_name)
-    else {
-        return Err(ConvertError::Unsupported(format!(
-            "adapters for {arch_name:?} models cannot be converted (only for llama and qwen2 \
-             models)"
-        )));
+    let arch_name = base
+        .get("general.architecture")
+        .and_then(Json::as_str)
+        .unwrap_or("");
+    let arch = base_architecture(arch_name)?;
+    // The base's sizes: an adapter for another model is refused here, not by llama.cpp at
+    // the first request.
+    let size = |key: &str| {
+        base.get(&format!("{arch_name}.{key}"))
+            .and_then(Json::as_u64)
+            .ok_or_else(|| ConvertError::Invalid {
+                file: "the base model".into(),
+                why: format!("its metadata has no single {arch_name}.{key}"),
+            })
     };
-    let count = |key: &str| base[&format!("{arch_name}.{key}")].as_u64();
-    let heads = count("attention.head_count").unwrap_or(1);
-    let kv_heads = count("attention.head_count_kv").unwrap_or(heads);
+    let (n_embd, ff, layers) = (
+        size("embedding_length")?,
+        size("feed_forward_length")?,
+        size("block_count")?,
+    );
+    let heads = size("attention.head_count")?;
+    let kv_heads = size("attention.head_count_kv").unwrap_or(heads);
+    let head_dim = size("attention.key_length").unwrap_or(n_embd / heads);
+    let (q, kv) = (heads * head_dim, kv_heads * head_dim);
 
     let mut names: Vec<&str> = source.names().collect();
     names.sort();
@@ -87,26 +97,30 @@ pub fn plan(
     for &name in names.iter().filter(|n| n.ends_with(".lora_B.weight")) {
         let module = name.strip_prefix(PREFIX).unwrap_or(name);
         let module = module.trim_end_matches(".lora_B.weight");
-        let Some((gguf, kind)) = layer_tensor(module) else {
+        let Some((layer, gguf, kind)) = layer_tensor(module) else {
             continue; // named below as having no place
         };
         let a_name = name.replace(".lora_B.weight", ".lora_A.weight");
         let a = source.get(&a_name).ok_or_else(|| missing(&a_name))?;
         let b = source.get(name).expect("listed");
-        let pair = a.shape.len() == 2 && b.shape.len() == 2 && a.shape[0] == r && b.shape[1] == r;
-        let rows = b.shape.first().copied().unwrap_or(0);
-        let permute = match kind {
-            "attn_q" => Some(heads),
-            "attn_k" => Some(kv_heads),
-            _ => None,
-        }
-        .filter(|_| arch.permute);
-        if !pair || permute.is_some_and(|h| rows % (2 * h) != 0) {
+        // The base tensor's inputs and outputs.
+        let (inputs, outputs, permute) = match kind {
+            "attn_q" => (n_embd, q, Some(heads)),
+            "attn_k" => (n_embd, kv, Some(kv_heads)),
+            "attn_v" => (n_embd, kv, None),
+            "attn_output" => (q, n_embd, None),
+            "ffn_gate" | "ffn_up" => (n_embd, ff, None),
+            _ => (ff, n_embd, None),
+        };
+        let permute = permute.filter(|_| arch.permute);
+        if layer >= layers || a.shape != [r, inputs] || b.shape != [outputs, r] {
             return Err(ConvertError::Invalid {
                 file: "adapter_model.safetensors".into(),
                 why: format!(
-                    "{a_name} {:?} and {name} {:?} are not a rank-{r} pair for {gguf}",
-                    a.shape, b.shape
+                    "{a_name} {:?} and {name} {:?} are not a rank-{r} update of the base \
+                     model's {gguf} ({} layers, {outputs} x {inputs}): is it an adapter for \
+                     another model?",
+                    a.shape, b.shape, layers
                 ),
             });
         }
@@ -152,22 +166,35 @@ pub fn plan(
     Ok((metadata, tensors))
 }
 
-/// `model.layers.N.<projection>` as GGUF's `blk.N.<tensor>` and that tensor's kind.
-fn layer_tensor(module: &str) -> Option<(String, &'static str)> {
+/// The architecture of a base model (GGUF's name) that adapters are converted for.
+pub fn base_architecture(name: &str) -> Result<Arch, ConvertError> {
+    let known = || ARCHITECTURES.iter().map(|(_, a)| *a);
+    known().find(|a| a.gguf == name).ok_or_else(|| {
+        let mut names: Vec<&str> = known().map(|a| a.gguf).collect();
+        names.dedup();
+        ConvertError::Unsupported(format!(
+            "adapters for {name:?} models cannot be converted (only for {} models)",
+            names.join(" and ")
+        ))
+    })
+}
+
+/// `model.layers.N.<projection>` as its layer, GGUF's `blk.N.<tensor>` and that tensor's kind.
+fn layer_tensor(module: &str) -> Option<(u64, String, &'static str)> {
     let (n, part) = module.strip_prefix("model.layers.")?.split_once('.')?;
-    let n: u32 = n.parse().ok()?;
+    let n: u64 = n.parse().ok()?;
     let (_, gguf) = LAYER
         .iter()
         .find(|(hf, gguf)| *hf == part && !gguf.ends_with("norm"))?;
-    Some((format!("blk.{n}.{gguf}"), gguf))
+    Some((n, format!("blk.{n}.{gguf}"), gguf))
 }
 
-/// LoRA tensors are small: they keep their type, F32 included.
+/// LoRA tensors are small: F32 ones stay F32; F16 and BF16 ones are F16, which every backend
+/// multiplies (as llama.cpp's converter writes them).
 fn as_is(dtype: Dtype) -> TensorType {
     match dtype {
         Dtype::F32 => TensorType::F32,
-        Dtype::F16 => TensorType::F16,
-        Dtype::Bf16 => TensorType::Bf16,
+        Dtype::F16 | Dtype::Bf16 => TensorType::F16,
     }
 }
 
@@ -184,14 +211,14 @@ mod tests {
 
     #[test]
     fn peft_names_map_onto_gguf_layer_tensors() {
-        let t = |m: &str| layer_tensor(m).map(|(n, k)| (n, k.to_string()));
+        let t = |m: &str| layer_tensor(m).map(|(l, n, k)| (l, n, k.to_string()));
         assert_eq!(
             t("model.layers.3.self_attn.q_proj"),
-            Some(("blk.3.attn_q".into(), "attn_q".into()))
+            Some((3, "blk.3.attn_q".into(), "attn_q".into()))
         );
         assert_eq!(
             t("model.layers.0.mlp.down_proj"),
-            Some(("blk.0.ffn_down".into(), "ffn_down".into()))
+            Some((0, "blk.0.ffn_down".into(), "ffn_down".into()))
         );
         assert_eq!(t("model.layers.0.input_layernorm"), None);
         assert_eq!(t("model.embed_tokens"), None);

@@ -17,7 +17,9 @@ pub struct Arch {
     pub gguf: &'static str,
     /// Q and K permuted for llama.cpp's normal rope (else NeoX: as they are).
     pub permute: bool,
-    /// Q, K and V biases are required (else taken when present).
+    /// Qwen's attention: Q, K and V biases required, none on the output, and Q and the
+    /// output as wide as the hidden state (llama.cpp's `qwen2` makes them so). Else biases
+    /// are taken when present.
     qkv_bias: bool,
 }
 
@@ -100,7 +102,7 @@ pub struct Dims {
 }
 
 impl Dims {
-    pub fn read(config: &Json) -> Result<Dims, ConvertError> {
+    pub fn read(arch: Arch, config: &Json) -> Result<Dims, ConvertError> {
         let hidden = number(config, "hidden_size")?;
         let heads = number(config, "num_attention_heads")?;
         let kv_heads = match config["num_key_value_heads"] {
@@ -117,6 +119,20 @@ impl Dims {
                  {head_dim} do not make a valid attention"
             )));
         }
+        if arch.qkv_bias && heads * head_dim != hidden {
+            return Err(invalid(format!(
+                "a head size of {head_dim} times {heads} heads is not the hidden size {hidden}, \
+                 which llama.cpp's {} needs",
+                arch.gguf
+            )));
+        }
+        let rope = rope_scaling(config)?;
+        if matches!(rope, Rope::Llama3(_)) && arch.gguf != "llama" {
+            return Err(ConvertError::Unsupported(format!(
+                "config.json: rope_scaling \"llama3\" is for llama models, not {}",
+                arch.gguf
+            )));
+        }
         Ok(Dims {
             hidden,
             heads,
@@ -127,7 +143,7 @@ impl Dims {
             context: number(config, "max_position_embeddings")?,
             theta: float(config, "rope_theta", 10000.0)?,
             eps: float(config, "rms_norm_eps", 1e-6)?,
-            rope: rope_scaling(config)?,
+            rope,
         })
     }
 }
@@ -146,7 +162,7 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
         theta,
         eps,
         rope,
-    } = Dims::read(config)?;
+    } = Dims::read(arch, config)?;
     let embed = source
         .get("model.embed_tokens.weight")
         .ok_or_else(|| missing("model.embed_tokens.weight"))?;
@@ -178,12 +194,6 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
         Rope::Linear(factor) => {
             metadata.push((key("rope.scaling.type"), Value::Str("linear".into())));
             metadata.push((key("rope.scaling.factor"), Value::F32(factor)));
-        }
-        Rope::Llama3(_) if arch.gguf != "llama" => {
-            return Err(ConvertError::Unsupported(format!(
-                "config.json: rope_scaling \"llama3\" is for llama models, not {}",
-                arch.gguf
-            )))
         }
         Rope::Llama3(s) => {
             let values = llama3_rope_factors(theta, head_dim, &s);
@@ -262,9 +272,12 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
             // Biases: Qwen 2 has them on Q, K and V; some Llama checkpoints on all four
             // projections (`attention_bias: true`).
             if gguf.contains("attn_") && !gguf.ends_with("norm") {
-                let required = arch.qkv_bias && !gguf.ends_with("output");
+                let output = gguf.ends_with("output");
                 let (hf, gguf) = (format!("{hf}.bias"), format!("{gguf}.bias"));
-                add(&hf, &gguf, &[rows], permute, required)?;
+                // Qwen's output has none: one there is left over, and refused below.
+                if !(arch.qkv_bias && output) {
+                    add(&hf, &gguf, &[rows], permute, arch.qkv_bias)?;
+                }
             }
         }
     }

@@ -190,8 +190,7 @@ pub fn check_config(config: &[u8]) -> Result<(), ConvertError> {
         file: "config.json".into(),
         why: format!("not valid JSON: {e}"),
     })?;
-    architecture(&config)?;
-    decoder::Dims::read(&config).map(|_| ())
+    decoder::Dims::read(architecture(&config)?, &config).map(|_| ())
 }
 
 /// Check a LoRA adapter's `adapter_config.json` before its conversion starts.
@@ -201,6 +200,11 @@ pub fn check_adapter_config(config: &[u8]) -> Result<(), ConvertError> {
         why: format!("not valid JSON: {e}"),
     })?;
     adapter::lora_config(&config).map(|_| ())
+}
+
+/// Check that adapters can be converted for a base model of this GGUF architecture.
+pub fn check_adapter_base(architecture: &str) -> Result<(), ConvertError> {
+    adapter::base_architecture(architecture).map(|_| ())
 }
 
 fn architecture(config: &Json) -> Result<decoder::Arch, ConvertError> {
@@ -222,8 +226,8 @@ fn architecture(config: &Json) -> Result<decoder::Arch, ConvertError> {
     }
 }
 
-/// Convert the model folder `dir` (or, when it holds an `adapter_config.json`, the LoRA
-/// adapter folder, for the GGUF model `base`) into the GGUF file `out`, calling
+/// Convert the model folder `dir` (or, with `base`, the LoRA adapter folder `dir` for the GGUF
+/// model `base`) into the GGUF file `out`, calling
 /// `progress(done, total)` as each tensor begins and once all are written.
 pub fn convert(
     dir: &Path,
@@ -232,10 +236,8 @@ pub fn convert(
     progress: impl FnMut(u32, u32),
 ) -> Result<Converted, ConvertError> {
     let files = Files::open(dir)?;
-    if files.has("adapter_config.json") {
-        let base = base.ok_or_else(|| {
-            ConvertError::Unsupported("an adapter is converted for a base model; none given".into())
-        })?;
+    // An adapter is converted for a base; a model folder may hold a stray adapter_config.json.
+    if let Some(base) = base {
         let base = corral_gguf::read(base).map_err(|e| ConvertError::Invalid {
             file: "the base model".into(),
             why: e.to_string(),

@@ -161,15 +161,17 @@ pub fn metadata(
     // Whether BOS and EOS are added: tokenizer_config.json says, else the post-processor's
     // template for one text does (Llama 3's puts <|begin_of_text|> first), else llama.cpp's
     // default for the pre-tokenizer stands.
-    let (first, last) = template_ends(&tok["post_processor"]);
+    let ends = template_ends(&tok["post_processor"]);
     for (key, end, special) in [
-        ("add_bos_token", first, "bos"),
-        ("add_eos_token", last, "eos"),
+        ("add_bos_token", ends.map(|e| e.0), "bos"),
+        ("add_eos_token", ends.map(|e| e.1), "eos"),
     ] {
         let id = |key: &str| out.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
         let special_id = id(&format!("tokenizer.ggml.{special}_token_id"));
-        let from_template =
-            end.map(|t| id_of(t).map(Value::U32) == special_id && special_id.is_some());
+        // A template says yes (its end is that token) or no (its end is the text).
+        let from_template = end.map(|end| {
+            end.is_some_and(|t| special_id.is_some() && id_of(t).map(Value::U32) == special_id)
+        });
         if let Some(b) = config[key].as_bool().or(from_template) {
             out.push((format!("tokenizer.ggml.{key}"), Value::Bool(b)));
         }
@@ -234,27 +236,25 @@ fn summary(steps: &[&Json]) -> String {
         .join(", ")
 }
 
-/// The special tokens a `TemplateProcessing` post-processor puts first and last around one
-/// text (`None` for an end that is the text itself, or no such post-processor).
-fn template_ends(post: &Json) -> (Option<&str>, Option<&str>) {
-    let template = match post["type"].as_str() {
-        Some("TemplateProcessing") => post,
-        Some("Sequence") => match post["processors"]
-            .as_array()
-            .and_then(|p| p.iter().find(|p| p["type"] == "TemplateProcessing"))
-        {
-            Some(t) => t,
-            None => return (None, None),
-        },
-        _ => return (None, None),
+/// The ends of a `TemplateProcessing` post-processor's template for one text: the special
+/// token it puts first and last (`None` for an end that is the text itself); `None` for no
+/// such post-processor.
+type Ends<'a> = (Option<&'a str>, Option<&'a str>);
+
+fn template_ends(post: &Json) -> Option<Ends<'_>> {
+    let template = match post["type"].as_str()? {
+        "TemplateProcessing" => post,
+        "Sequence" => post["processors"]
+            .as_array()?
+            .iter()
+            .find(|p| p["type"] == "TemplateProcessing")?,
+        _ => return None,
     };
-    let Some(single) = template["single"].as_array() else {
-        return (None, None);
-    };
+    let single = template["single"].as_array()?;
     fn special(item: Option<&Json>) -> Option<&str> {
         item.and_then(|i| i["SpecialToken"]["id"].as_str())
     }
-    (special(single.first()), special(single.last()))
+    Some((special(single.first()), special(single.last())))
 }
 
 /// The chat template: `chat_template` in tokenizer_config.json (a string, or a list of named
@@ -314,11 +314,17 @@ mod tests {
             {"type": "TemplateProcessing", "single": [
                 {"SpecialToken": {"id": "<|begin_of_text|>", "type_id": 0}},
                 {"Sequence": {"id": "A", "type_id": 0}}]}]});
-        assert_eq!(template_ends(&llama3), (Some("<|begin_of_text|>"), None));
+        assert_eq!(
+            template_ends(&llama3),
+            Some((Some("<|begin_of_text|>"), None))
+        );
         let both = json!({"type": "TemplateProcessing", "single": [
             {"SpecialToken": {"id": "<s>"}}, {"Sequence": {"id": "A"}}, {"SpecialToken": {"id": "</s>"}}]});
-        assert_eq!(template_ends(&both), (Some("<s>"), Some("</s>")));
-        assert_eq!(template_ends(&json!({"type": "ByteLevel"})), (None, None));
-        assert_eq!(template_ends(&Json::Null), (None, None));
+        assert_eq!(template_ends(&both), Some((Some("<s>"), Some("</s>"))));
+        // A template that adds nothing says no BOS (not llama.cpp's default for the type).
+        let none = json!({"type": "TemplateProcessing", "single": [{"Sequence": {"id": "A"}}]});
+        assert_eq!(template_ends(&none), Some((None, None)));
+        assert_eq!(template_ends(&json!({"type": "ByteLevel"})), None);
+        assert_eq!(template_ends(&Json::Null), None);
     }
 }

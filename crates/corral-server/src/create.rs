@@ -259,8 +259,14 @@ pub fn check(store: &Store, req: &CreateRequest) -> ApiResult<Plan> {
                 blobs.insert(file.clone(), uploaded_blob(store, file, digest)?);
             }
             check_peft(store, &blobs)?;
-            if convert.is_none() && !layers.iter().any(|l| l.kind() == "model") {
-                return Err(ApiError::bad_request("an adapter needs a model to adapt"));
+            if convert.is_none() {
+                let Some(model) = layers.iter().find(|l| l.kind() == "model") else {
+                    return Err(ApiError::bad_request("an adapter needs a model to adapt"));
+                };
+                let info = corral_gguf::read(&store.blob_path(&model.digest))
+                    .map_err(|e| ApiError::internal(format!("the model's GGUF: {e}")))?;
+                corral_convert::check_adapter_base(info.architecture())
+                    .map_err(|e| ApiError::bad_request(e.to_string()))?;
             }
             convert_adapter = Some(blobs);
             None
@@ -338,9 +344,14 @@ fn check_hugging_face(store: &Store, files: &BTreeMap<String, Digest>) -> ApiRes
 
 /// The files of a PEFT LoRA adapter: its config checked before anything runs.
 fn check_peft(store: &Store, files: &BTreeMap<String, Digest>) -> ApiResult<()> {
-    plain_names(files)?;
     let needs = "a safetensors LoRA adapter needs adapter_config.json and \
                  adapter_model.safetensors";
+    let names = ["adapter_config.json", "adapter_model.safetensors"];
+    if let Some(other) = files.keys().find(|n| !names.contains(&n.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "adapter file {other:?}: {needs}, and nothing else"
+        )));
+    }
     let Some(config) = files.get("adapter_config.json") else {
         return Err(ApiError::bad_request(format!(
             "adapter_config.json is missing: {needs}"

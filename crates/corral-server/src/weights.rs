@@ -168,14 +168,21 @@ async fn made_by_child(
         .map_err(|e| ApiError::internal(format!("{}: {e}", job.status)))?;
     if !exit.success() {
         let tail = tail.await.unwrap_or_default();
-        // The runner's own `Error: ...` line when it has one, else the last it logged.
-        let why = tail
+        // The runner's own `Error: ...` line when it has one, a panic's message (the line
+        // after Rust's "panicked at"), else the last line it logged.
+        let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
+        let panic = lines
+            .windows(2)
+            .find(|w| w[0].contains(" panicked at "))
+            .map(|w| format!("a bug: {}", w[1]));
+        let why = lines
             .iter()
             .rev()
             .find_map(|l| l.strip_prefix("Error: "))
-            .or(tail.back().map(String::as_str))
-            .unwrap_or("no output")
-            .to_string();
+            .map(str::to_string)
+            .or(panic)
+            .or(lines.last().map(|l| l.to_string()))
+            .unwrap_or("no output".into());
         return Err(ApiError::internal(format!(
             "{} ended with {}): {why}",
             job.failed,
@@ -184,7 +191,7 @@ async fn made_by_child(
     }
     tokio::task::spawn_blocking(move || {
         let info = corral_gguf::read(&out)
-            .map_err(|e| ApiError::internal(format!("the new model is not a valid GGUF: {e}")))?;
+            .map_err(|e| ApiError::internal(format!("the new file is not a valid GGUF: {e}")))?;
         Ok((out, info))
     })
     .await

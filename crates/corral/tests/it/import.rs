@@ -556,6 +556,22 @@ fn a_peft_lora_folder_becomes_the_adapter_its_gguf_is() {
     let out = s.corral(&["show", "smol-peft", "--modelfile"]);
     assert!(stdout(&out).contains("ADAPTER "), "{}", stdout(&out));
 
+    // Both from folders in one create: the adapter is converted for the model converted
+    // before it, and the pair answers as the F16 GGUF with the GGUF adapter does.
+    let f16 = smol_f16();
+    s.create(
+        "f16-lora",
+        &format!("FROM {}\nADAPTER {}\n", f16.display(), gguf.display()),
+    );
+    let both = s.dir.path().join("Modelfile.both");
+    let modelfile = format!("FROM {}\nADAPTER {}\n", smol_hf().display(), peft.display());
+    std::fs::write(&both, modelfile).unwrap();
+    let out = s.corral(&["create", "hf-peft", "-f", both.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (x, y) = (answer(&s, "hf-peft"), answer(&s, "f16-lora"));
+    assert_eq!(x["message"]["content"], y["message"]["content"], "{x}\n{y}");
+    assert_eq!(first_top(&x), first_top(&y));
+
     // Refusals: at once (400) for what the config says, in the stream for the weights.
     let files = upload_folder(&s, &peft);
     let config: Value =
@@ -603,7 +619,7 @@ fn a_peft_lora_folder_becomes_the_adapter_its_gguf_is() {
         .unwrap_or_default()
         .to_string();
     assert!(
-        error.contains("are not a rank-4 pair for blk.0.attn_q"),
+        error.contains("are not a rank-4 update of the base model's blk.0.attn_q"),
         "{lines:?}"
     );
     assert!(
