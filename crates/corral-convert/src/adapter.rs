@@ -6,7 +6,7 @@
 
 use serde_json::Value as Json;
 
-use crate::decoder::{Arch, ARCHITECTURES, LAYER};
+use crate::decoder::{layer_shape, Arch, ARCHITECTURES, LAYER};
 use crate::gguf::{Metadata, TensorInfo, TensorType, Value};
 use crate::source::{Dtype, Safetensors};
 use crate::{ConvertError, Files, From, Planned};
@@ -103,16 +103,8 @@ pub fn plan(
         let a_name = name.replace(".lora_B.weight", ".lora_A.weight");
         let a = source.get(&a_name).ok_or_else(|| missing(&a_name))?;
         let b = source.get(name).expect("listed");
-        // The base tensor's inputs and outputs.
-        let (inputs, outputs, permute) = match kind {
-            "attn_q" => (n_embd, q, Some(heads)),
-            "attn_k" => (n_embd, kv, Some(kv_heads)),
-            "attn_v" => (n_embd, kv, None),
-            "attn_output" => (q, n_embd, None),
-            "ffn_gate" | "ffn_up" => (n_embd, ff, None),
-            _ => (ff, n_embd, None),
-        };
-        let permute = permute.filter(|_| arch.permute);
+        let (outputs, inputs) = layer_shape(kind, n_embd, q, kv, ff);
+        let permute = arch.rope_heads(kind, heads, kv_heads);
         if layer >= layers || a.shape != [r, inputs] || b.shape != [outputs, r] {
             return Err(ConvertError::Invalid {
                 file: "adapter_model.safetensors".into(),

@@ -16,7 +16,7 @@ pub struct Arch {
     /// llama.cpp's name: the metadata's prefix.
     pub gguf: &'static str,
     /// Q and K permuted for llama.cpp's normal rope (else NeoX: as they are).
-    pub permute: bool,
+    permute: bool,
     /// Qwen's attention: Q, K and V biases required, none on the output, and Q and the
     /// output as wide as the hidden state (llama.cpp's `qwen2` makes them so). Else biases
     /// are taken when present.
@@ -71,6 +71,32 @@ fn float(config: &Json, key: &str, default: f64) -> Result<f32, ConvertError> {
             .as_f64()
             .map(|x| x as f32)
             .ok_or_else(|| invalid(format!("\"{key}\" is not a number"))),
+    }
+}
+
+impl Arch {
+    /// The heads whose rows llama.cpp's rope permutation reorders in a layer tensor of this
+    /// kind (Q and K, for an architecture that permutes).
+    pub fn rope_heads(self, kind: &str, heads: u64, kv_heads: u64) -> Option<u64> {
+        match kind {
+            "attn_q" => Some(heads),
+            "attn_k" => Some(kv_heads),
+            _ => None,
+        }
+        .filter(|_| self.permute)
+    }
+}
+
+/// A layer tensor's rows (its outputs) and columns (its inputs; 0 for a vector), for a model
+/// of these widths: hidden state, all query heads, all key-value heads, feed-forward.
+pub fn layer_shape(kind: &str, hidden: u64, q: u64, kv: u64, ff: u64) -> (u64, u64) {
+    match kind {
+        "attn_norm" | "ffn_norm" => (hidden, 0),
+        "attn_q" => (q, hidden),
+        "attn_k" | "attn_v" => (kv, hidden),
+        "attn_output" => (hidden, q),
+        "ffn_gate" | "ffn_up" => (ff, hidden),
+        _ => (hidden, ff),
     }
 }
 
@@ -250,16 +276,8 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
     let (q, kv) = (heads * head_dim, kv_heads * head_dim);
     for n in 0..layers {
         for (hf, gguf) in LAYER {
-            let rope = |heads| Some(heads).filter(|_| arch.permute);
-            let (rows, cols, permute) = match *gguf {
-                "attn_norm" | "ffn_norm" => (hidden, 0, None),
-                "attn_q" => (q, hidden, rope(heads)),
-                "attn_k" => (kv, hidden, rope(kv_heads)),
-                "attn_v" => (kv, hidden, None),
-                "attn_output" => (hidden, q, None),
-                "ffn_gate" | "ffn_up" => (ff, hidden, None),
-                _ => (hidden, ff, None),
-            };
+            let (rows, cols) = layer_shape(gguf, hidden, q, kv, ff);
+            let permute = arch.rope_heads(gguf, heads, kv_heads);
             let shape: &[u64] = if cols == 0 { &[rows] } else { &[rows, cols] };
             let (hf, gguf) = (format!("model.layers.{n}.{hf}"), format!("blk.{n}.{gguf}"));
             add(
