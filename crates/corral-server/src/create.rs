@@ -99,9 +99,10 @@ pub async fn run(
             let _ = tx.send(Ok(p));
         }
     }
-    // Converted files become blobs only once every step has succeeded (quantized, the
-    // converted model is the quantizer's source and goes when dropped), so a failure at any
-    // step leaves no blob of no model.
+    // Converted files become blobs only once every conversion and quantization has succeeded
+    // (quantized, the converted model is the quantizer's source and goes when dropped), so a
+    // failed or abandoned one leaves no blob of no model. (A failure after that, in writing
+    // the layers or the manifest, leaves blobs to start-up's pruning, as any create does.)
     let mut converted = None;
     if let Some(files) = plan.convert.take() {
         let (file, info) = crate::weights::convert(&st, &files, None, &tx).await?;
