@@ -268,7 +268,8 @@ async fn upload_folder(
     }
     for needed in ["config.json", "tokenizer.json"] {
         if !folder.has(needed) {
-            return Err(here(&corral_convert::ConvertError::Missing(needed.into())));
+            let needs = corral_convert::NEEDS;
+            anyhow::bail!("{}: {needed} is missing ({needs})", dir.display());
         }
     }
     let config = std::fs::read(dir.join("config.json"))?;
@@ -295,21 +296,18 @@ async fn upload_adapter_folder(
     client: &Client,
     dir: &Path,
 ) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
-    let mut named = std::collections::BTreeMap::new();
-    for name in ["adapter_config.json", "adapter_model.safetensors"] {
+    use corral_convert::{ADAPTER_FILES, ADAPTER_NEEDS};
+    for name in ADAPTER_FILES {
         if !dir.join(name).is_file() {
-            anyhow::bail!(
-                "{}: {name} is missing (ADAPTER a folder imports a PEFT LoRA adapter: \
-                 adapter_config.json and adapter_model.safetensors)",
-                dir.display()
-            );
+            anyhow::bail!("{}: {name} is missing ({ADAPTER_NEEDS})", dir.display());
         }
     }
-    let config = std::fs::read(dir.join("adapter_config.json"))?;
+    let config = std::fs::read(dir.join(ADAPTER_FILES[0]))?;
     corral_convert::check_adapter_config(&config)
         .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
     eprintln!("gathering model components");
-    for name in ["adapter_config.json", "adapter_model.safetensors"] {
+    let mut named = std::collections::BTreeMap::new();
+    for name in ADAPTER_FILES {
         named.insert(
             name.to_string(),
             upload_file(client, &dir.join(name)).await?,

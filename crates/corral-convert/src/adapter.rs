@@ -63,7 +63,7 @@ pub fn plan(
     base: &std::collections::BTreeMap<String, Json>,
     source: &Safetensors,
 ) -> Result<(Metadata, Vec<Planned>), ConvertError> {
-    let (r, alpha) = lora_config(&files.json("adapter_config.json")?)?;
+    let (r, alpha) = lora_config(&files.json(crate::ADAPTER_FILES[0])?)?;
 
     let arch_name = base
         .get("general.architecture")

@@ -6,7 +6,7 @@
 
 use serde_json::Value as Json;
 
-use crate::gguf::{TensorInfo, TensorType, Value};
+use crate::gguf::{Metadata, TensorInfo, TensorType, Value};
 use crate::source::Safetensors;
 use crate::{output_type, ConvertError, From, Planned};
 
@@ -44,7 +44,7 @@ pub const ARCHITECTURES: &[(&str, Arch)] = &[
 ];
 
 pub struct Model {
-    pub metadata: Vec<(String, Value)>,
+    pub metadata: Metadata,
     pub tensors: Vec<Planned>,
     /// Rows of the embedding: the tokens the vocabulary must have.
     pub vocab_size: usize,

@@ -23,18 +23,24 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
 
-pub use gguf::TensorType;
-use gguf::{TensorInfo, Value};
+use gguf::{Metadata, TensorInfo, TensorType, Value};
 use source::{Dtype, Safetensors};
 
 /// What a folder must hold, for messages about what it lacks.
 pub const NEEDS: &str =
     "a safetensors model needs config.json, tokenizer.json and its *.safetensors weights";
 
+/// A PEFT LoRA adapter's files, as PEFT names them: its config, then its weights.
+pub const ADAPTER_FILES: [&str; 2] = ["adapter_config.json", "adapter_model.safetensors"];
+
+/// What an adapter folder must hold, for messages about what it lacks.
+pub const ADAPTER_NEEDS: &str =
+    "a safetensors LoRA adapter needs adapter_config.json and adapter_model.safetensors";
+
 /// Why a folder cannot be converted.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
-    #[error("{0} is missing: {NEEDS}")]
+    #[error("{0} is missing")]
     Missing(String),
     #[error("{file}: {why}")]
     Invalid { file: String, why: String },
@@ -121,7 +127,7 @@ impl Files {
     /// An adapter's weight files: `adapter_model.safetensors` as PEFT names it.
     fn adapter_weights(&self) -> Vec<(&str, &Path)> {
         self.iter()
-            .filter(|(n, _)| *n == "adapter_model.safetensors")
+            .filter(|(n, _)| *n == ADAPTER_FILES[1])
             .collect()
     }
 
@@ -158,14 +164,6 @@ impl Files {
             true => Ok(pick(&|n| n.ends_with(".safetensors"))),
         }
     }
-}
-
-/// What a conversion wrote.
-#[derive(Debug, Clone)]
-pub struct Converted {
-    /// The GGUF architecture (`llama`, `qwen2`).
-    pub architecture: String,
-    pub tensors: usize,
 }
 
 /// A tensor of the output and where its data comes from.
@@ -234,7 +232,7 @@ pub fn convert(
     base: Option<&Path>,
     out: &Path,
     progress: impl FnMut(u32, u32),
-) -> Result<Converted, ConvertError> {
+) -> Result<(), ConvertError> {
     let files = Files::open(dir)?;
     // An adapter is converted for a base; a model folder may hold a stray adapter_config.json.
     if let Some(base) = base {
@@ -244,11 +242,7 @@ pub fn convert(
         })?;
         let source = Safetensors::open(&files.adapter_weights())?;
         let (metadata, tensors) = adapter::plan(&files, &base.metadata, &source)?;
-        write(out, &metadata, &tensors, &source, progress)?;
-        return Ok(Converted {
-            architecture: base.architecture().into(),
-            tensors: tensors.len(),
-        });
+        return write(out, &metadata, &tensors, &source, progress);
     }
     let config = files.json("config.json")?;
     let arch = architecture(&config)?;
@@ -266,17 +260,13 @@ pub fn convert(
         0
     };
     metadata.push(("general.file_type".into(), Value::U32(file_type)));
-    write(out, &metadata, &model.tensors, &source, progress)?;
-    Ok(Converted {
-        architecture: arch.gguf.into(),
-        tensors: model.tensors.len(),
-    })
+    write(out, &metadata, &model.tensors, &source, progress)
 }
 
 /// Write the GGUF file: the header, then each tensor's data, synced before it is called done.
 fn write(
     out: &Path,
-    metadata: &[(String, Value)],
+    metadata: &Metadata,
     tensors: &[Planned],
     source: &Safetensors,
     mut progress: impl FnMut(u32, u32),

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
 
-use crate::gguf::Value;
+use crate::gguf::{Metadata, Value};
 use crate::{ConvertError, Files};
 
 /// llama.cpp's token types.
@@ -31,7 +31,7 @@ pub fn metadata(
     files: &Files,
     model_config: &Json,
     vocab_size: usize,
-) -> Result<Vec<(String, Value)>, ConvertError> {
+) -> Result<Metadata, ConvertError> {
     let tok: Json = files.json("tokenizer.json")?;
     let bad = |why: String| ConvertError::Unsupported(format!("tokenizer.json: {why}"));
     let model = &tok["model"];
@@ -127,6 +127,7 @@ pub fn metadata(
     ];
     let config: Json = files.json_or_null("tokenizer_config.json")?;
     let id_of = |text: &str| texts.iter().position(|t| t == text).map(|i| i as u32);
+    let mut special_ids = BTreeMap::new();
     for (name, key) in [
         ("bos", "bos_token_id"),
         ("eos", "eos_token_id"),
@@ -156,6 +157,7 @@ pub fn metadata(
                 )));
             }
             out.push((format!("tokenizer.ggml.{key}"), Value::U32(id)));
+            special_ids.insert(name, id);
         }
     }
     // Whether BOS and EOS are added: tokenizer_config.json says, else the post-processor's
@@ -166,12 +168,10 @@ pub fn metadata(
         ("add_bos_token", ends.map(|e| e.0), "bos"),
         ("add_eos_token", ends.map(|e| e.1), "eos"),
     ] {
-        let id = |key: &str| out.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-        let special_id = id(&format!("tokenizer.ggml.{special}_token_id"));
         // A template says yes (its end is that token) or no (its end is the text).
-        let from_template = end.map(|end| {
-            end.is_some_and(|t| special_id.is_some() && id_of(t).map(Value::U32) == special_id)
-        });
+        let special_id = special_ids.get(special).copied();
+        let from_template =
+            end.map(|end| special_id.is_some() && end.and_then(id_of) == special_id);
         if let Some(b) = config[key].as_bool().or(from_template) {
             out.push((format!("tokenizer.ggml.{key}"), Value::Bool(b)));
         }

@@ -34,7 +34,8 @@ pub use worker::{rpc_worker, RpcWorkerArgs};
 /// How the server starts a runner (`corral runner ...`, hidden from help).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunnerArgs {
-    /// GGUF file to load (with `--convert`: the Hugging Face model folder to convert).
+    /// GGUF file to load (with `--convert`: the Hugging Face model or LoRA adapter folder to
+    /// convert).
     #[arg(long)]
     pub model: PathBuf,
     /// Context window in tokens.

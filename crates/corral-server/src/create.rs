@@ -253,7 +253,7 @@ pub fn check(store: &Store, req: &CreateRequest) -> ApiResult<Plan> {
     let adapter = match &req.adapters {
         Some(a)
             if a.keys()
-                .any(|f| f.ends_with(".safetensors") || f == "adapter_config.json") =>
+                .any(|f| f.ends_with(".safetensors") || f == corral_convert::ADAPTER_FILES[0]) =>
         {
             let mut blobs = BTreeMap::new();
             for (file, digest) in a {
@@ -345,25 +345,21 @@ fn check_hugging_face(store: &Store, files: &BTreeMap<String, Digest>) -> ApiRes
 
 /// The files of a PEFT LoRA adapter: its config checked before anything runs.
 fn check_peft(store: &Store, files: &BTreeMap<String, Digest>) -> ApiResult<()> {
-    let needs = "a safetensors LoRA adapter needs adapter_config.json and \
-                 adapter_model.safetensors";
-    let names = ["adapter_config.json", "adapter_model.safetensors"];
-    if let Some(other) = files.keys().find(|n| !names.contains(&n.as_str())) {
+    use corral_convert::{ADAPTER_FILES, ADAPTER_NEEDS};
+    if let Some(other) = files.keys().find(|n| !ADAPTER_FILES.contains(&n.as_str())) {
         return Err(ApiError::bad_request(format!(
-            "adapter file {other:?}: {needs}, and nothing else"
+            "adapter file {other:?}: {ADAPTER_NEEDS}, and nothing else"
         )));
     }
-    let Some(config) = files.get("adapter_config.json") else {
-        return Err(ApiError::bad_request(format!(
-            "adapter_config.json is missing: {needs}"
-        )));
-    };
-    if !files.contains_key("adapter_model.safetensors") {
-        return Err(ApiError::bad_request(format!(
-            "adapter_model.safetensors is missing: {needs}"
-        )));
+    for name in ADAPTER_FILES {
+        if !files.contains_key(name) {
+            return Err(ApiError::bad_request(format!(
+                "{name} is missing: {ADAPTER_NEEDS}"
+            )));
+        }
     }
-    let bytes = read_config(store, "adapter_config.json", config)?;
+    let config = ADAPTER_FILES[0];
+    let bytes = read_config(store, config, &files[config])?;
     corral_convert::check_adapter_config(&bytes).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 

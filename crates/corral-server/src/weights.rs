@@ -53,8 +53,9 @@ pub async fn quantize(
 
 /// Convert the uploaded files of a Hugging Face model (plain name -> blob: config.json,
 /// *.safetensors, tokenizer.json ...), or of a LoRA adapter for the GGUF model `base`, into a
-/// GGUF file, sending one progress line per tensor to `tx`. Returns the file, a temp file in the store's blob folder that becomes a blob
-/// through [`into_blob`] or is removed when dropped, and its GGUF.
+/// GGUF file, sending one progress line per tensor to `tx`. Returns the file (a temp file in
+/// the store's blob folder that becomes a blob through [`into_blob`] or is removed when
+/// dropped) and its GGUF.
 pub async fn convert(
     st: &crate::AppState,
     files: &BTreeMap<String, Digest>,
