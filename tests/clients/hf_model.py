@@ -1,10 +1,11 @@
-"""Write a Hugging Face model folder (safetensors) from a llama GGUF: the source `FROM DIR` starts from.
+"""Write a Hugging Face model folder (safetensors) from a GGUF: the source `FROM DIR` starts from.
 
     python hf_model.py SRC DSTDIR
 
 SRC is a llama-architecture GGUF with a BPE ("gpt2") vocabulary, such as
-SmolLM2-135M-Instruct; DSTDIR becomes the folder `huggingface_hub` would have downloaded for
-it, holding the GGUF's weights instead of the original ones:
+SmolLM2-135M-Instruct, or a Gemma 3 GGUF (gemma_folder below); DSTDIR becomes the folder
+`huggingface_hub` would have downloaded for it, holding the GGUF's weights instead of the
+original ones:
 
 - model.safetensors: every quantized tensor dequantized (gguf-py, NumPy) and stored as F16,
   F32 tensors (the norms) kept as F32, exactly as f16_model.py writes them, under their
@@ -80,6 +81,24 @@ def write_json(path: str, obj: dict, sort_keys: bool = False) -> None:
         f.write("\n")
 
 
+def start(dst: str) -> str:
+    """The temp folder the model is written into, beside DSTDIR (renamed by finish)."""
+    partial = f"{dst}.{os.getpid()}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    return partial
+
+
+def values(t) -> np.ndarray:
+    """A GGUF tensor's values, dequantized, in NumPy's (and Hugging Face's) shape."""
+    if t.tensor_type == Q.F32:
+        data = np.asarray(t.data, dtype=np.float32)
+    else:
+        data = gguf.quants.dequantize(t.data, t.tensor_type)
+    # gguf-py keeps shapes innermost first; NumPy (and Hugging Face) order is the reverse.
+    return data.reshape(tuple(reversed([int(d) for d in t.shape])))
+
+
 def main(src: str, dst: str) -> None:
     reader = gguf.GGUFReader(src)
 
@@ -88,8 +107,10 @@ def main(src: str, dst: str) -> None:
         return default if f is None else f.contents()
 
     arch = field("general.architecture")
+    if arch == "gemma3":
+        return gemma_folder(reader, field, dst)
     if arch != "llama":
-        raise SystemExit(f"{src}: architecture {arch!r}, only llama is written")
+        raise SystemExit(f"{src}: architecture {arch!r}, only llama and gemma3 are written")
     n_head = int(field("llama.attention.head_count"))
     n_head_kv = int(field("llama.attention.head_count_kv", n_head))
     n_embd = int(field("llama.embedding_length"))
@@ -111,20 +132,13 @@ def main(src: str, dst: str) -> None:
     add_eos = bool(field("tokenizer.ggml.add_eos_token", False))
     chat_template = field("tokenizer.chat_template")
 
-    partial = f"{dst}.{os.getpid()}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial)
+    partial = start(dst)
 
     # --- weights ---
     names = {t.name for t in reader.tensors}
     tensors = {}
     for t in reader.tensors:
-        if t.tensor_type == Q.F32:
-            data = np.asarray(t.data, dtype=np.float32)
-        else:
-            data = gguf.quants.dequantize(t.data, t.tensor_type)
-        # gguf-py keeps shapes innermost first; NumPy (and Hugging Face) order is the reverse.
-        data = data.reshape(tuple(reversed([int(d) for d in t.shape])))
+        data = values(t)
         if t.name.endswith(".attn_q.weight"):
             data = unpermute(data, n_head)
         elif t.name.endswith(".attn_k.weight"):
@@ -264,6 +278,10 @@ def main(src: str, dst: str) -> None:
                                 "rstrip": False, "single_word": False}
     write_json(os.path.join(partial, "special_tokens_map.json"), special_map)
 
+    finish(partial, dst)
+
+
+def finish(partial: str, dst: str) -> None:
     try:
         os.replace(partial, dst)
     except OSError:
@@ -271,6 +289,212 @@ def main(src: str, dst: str) -> None:
         if not os.path.isfile(os.path.join(dst, "model.safetensors")):
             raise
         shutil.rmtree(partial)
+
+
+GEMMA3_LAYER_NAMES = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "post_ffw_norm": "post_feedforward_layernorm",
+}
+
+# Gemma 3's chat template, as its tokenizer_config.json carries it.
+GEMMA3_CHAT_TEMPLATE = """{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\n'}}
+{%- endif -%}
+"""
+
+
+def gemma_folder(reader, field, dst: str) -> None:
+    """Gemma3ForCausalLM, as google/gemma-3-270m-it is laid out, with a SentencePiece vocabulary.
+
+    - model.safetensors: matrices as F16 (as f16_model.py stores them), norms as F32 minus 1
+      (Gemma stores a norm's weight as an offset from 1; llama.cpp's converter adds the 1);
+      no permutation (Gemma's rope is NeoX's), no lm_head (tied embeddings).
+    - config.json: the numbers read from the GGUF, the sliding window on five layers of six.
+    - tokenizer.model: SentencePiece's ModelProto (the `sentencepiece` package's own message
+      class), each GGUF token a piece with its score and type, spaces written as `▁`; checked
+      by loading it with SentencePieceProcessor. The user-defined pieces are named again in
+      tokenizer_config.json's added_tokens_decoder (special: false), whose `▁` llama.cpp's
+      converter reads as spaces, as the GGUF has them. No tokenizer.json: the converter reads
+      tokenizer.model, as llama.cpp's does.
+    """
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    g = lambda k, d=None: field(f"gemma3.{k}", d)  # noqa: E731
+    n_layer = int(g("block_count"))
+    head_dim = int(g("attention.key_length"))
+    tokens = field("tokenizer.ggml.tokens")
+    scores = field("tokenizer.ggml.scores")
+    types = field("tokenizer.ggml.token_type")
+    if field("tokenizer.ggml.model") != "llama":
+        raise SystemExit("not a SentencePiece (llama) vocabulary")
+    ids = {k: field(f"tokenizer.ggml.{k}_token_id") for k in ("bos", "eos", "unknown", "padding")}
+
+    partial = start(dst)
+
+    tensors = {}
+    for t in reader.tensors:
+        data = values(t)
+        base = t.name.removesuffix(".weight")
+        if base.startswith("blk."):
+            _, layer, kind = base.split(".", 2)
+            name = f"model.layers.{int(layer)}.{GEMMA3_LAYER_NAMES[kind]}.weight"
+        else:
+            name = {"token_embd": "model.embed_tokens", "output_norm": "model.norm"}[base] + ".weight"
+        if base.endswith("norm"):
+            stored = data.astype(np.float32) - np.float32(1)
+            # The converter adds the 1 back in F32: every value must come back exactly.
+            assert ((stored + np.float32(1)) == data).all(), t.name
+        else:
+            stored = data.astype(np.float16)
+        assert np.isfinite(stored).all(), t.name
+        tensors[name] = np.ascontiguousarray(stored)
+    weights = os.path.join(partial, "model.safetensors")
+    save_file(tensors, weights, metadata={"format": "pt"})
+    os.chmod(weights, 0o644)
+    vocab_size = tensors["model.embed_tokens.weight"].shape[0]
+    del tensors
+
+    window = int(g("attention.sliding_window"))
+    config = {
+        "_sliding_window_pattern": 6,
+        "architectures": ["Gemma3ForCausalLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "attn_logit_softcapping": None,
+        "bos_token_id": ids["bos"],
+        "eos_token_id": [ids["eos"], tokens.index("<end_of_turn>")],
+        "final_logit_softcapping": None,
+        "head_dim": head_dim,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "hidden_size": int(g("embedding_length")),
+        "initializer_range": 0.02,
+        "intermediate_size": int(g("feed_forward_length")),
+        "layer_types": ["full_attention" if i % 6 == 5 else "sliding_attention" for i in range(n_layer)],
+        "max_position_embeddings": int(g("context_length")),
+        "model_type": "gemma3_text",
+        "num_attention_heads": int(g("attention.head_count")),
+        "num_hidden_layers": n_layer,
+        "num_key_value_heads": int(g("attention.head_count_kv")),
+        "pad_token_id": ids["padding"],
+        "query_pre_attn_scalar": head_dim,
+        "rms_norm_eps": number(g("attention.layer_norm_rms_epsilon")),
+        "rope_local_base_freq": 10000.0,
+        "rope_scaling": None,
+        "rope_theta": number(g("rope.freq_base")),
+        "sliding_window": window,
+        "torch_dtype": "float16",
+        "transformers_version": "4.55.0.dev0",
+        "use_bidirectional_attention": False,
+        "use_cache": True,
+        "vocab_size": vocab_size,
+    }
+    write_json(os.path.join(partial, "config.json"), config, sort_keys=True)
+    write_json(os.path.join(partial, "generation_config.json"),
+               {"bos_token_id": ids["bos"], "eos_token_id": config["eos_token_id"],
+                "pad_token_id": ids["padding"], "transformers_version": "4.55.0.dev0"})
+
+    # --- tokenizer.model ---
+    model = pb.ModelProto()
+    for tok, score, ty in zip(tokens, scores, types):
+        p = model.pieces.add()
+        p.piece = tok.replace(" ", "\u2581")
+        p.score = float(score)
+        p.type = int(ty)
+    trainer = model.trainer_spec
+    trainer.model_type = pb.TrainerSpec.BPE
+    trainer.vocab_size = len(tokens)
+    trainer.byte_fallback = True
+    trainer.unk_id, trainer.bos_id, trainer.eos_id, trainer.pad_id = (
+        ids["unknown"], ids["bos"], ids["eos"], ids["padding"])
+    norm = model.normalizer_spec
+    norm.name = "identity"
+    norm.add_dummy_prefix = bool(field("tokenizer.ggml.add_space_prefix", True))
+    norm.remove_extra_whitespaces = False
+    norm.escape_whitespaces = True
+    tokenizer_path = os.path.join(partial, "tokenizer.model")
+    with open(tokenizer_path, "wb") as f:
+        f.write(model.SerializeToString())
+    check = spm.SentencePieceProcessor(model_file=tokenizer_path)
+    assert check.vocab_size() == len(tokens)
+    text = "Hello world, the capital of France is Paris.\n\n  123"
+    assert check.decode(check.encode(text)) == text
+    assert check.encode("Hello")[0] == tokens.index("Hello"), check.encode("Hello")
+
+    # --- tokenizer_config.json, special_tokens_map.json ---
+    CONTROL_, USER = 3, 4
+    decoder = {
+        str(i): {"content": tok.replace(" ", "\u2581"), "lstrip": False, "normalized": False,
+                 "rstrip": False, "single_word": False, "special": ty == CONTROL_}
+        for i, (tok, ty) in enumerate(zip(tokens, types)) if ty in (CONTROL_, USER)
+    }
+    names = {"bos": "bos_token", "eos": "eos_token", "unknown": "unk_token", "padding": "pad_token"}
+    tok_config = {
+        "add_bos_token": bool(field("tokenizer.ggml.add_bos_token", True)),
+        "add_eos_token": bool(field("tokenizer.ggml.add_eos_token", False)),
+        "added_tokens_decoder": decoder,
+        "chat_template": GEMMA3_CHAT_TEMPLATE,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 1000000000000000019884624838656,
+        "sp_model_kwargs": {},
+        "spaces_between_special_tokens": False,
+        "tokenizer_class": "GemmaTokenizer",
+        "use_default_system_prompt": False,
+        **{names[k]: tokens[i] for k, i in ids.items()},
+    }
+    write_json(os.path.join(partial, "tokenizer_config.json"), tok_config)
+    write_json(os.path.join(partial, "special_tokens_map.json"),
+               {names[k]: {"content": tokens[i], "lstrip": False, "normalized": False,
+                           "rstrip": False, "single_word": False} for k, i in ids.items()})
+    finish(partial, dst)
 
 
 if __name__ == "__main__":

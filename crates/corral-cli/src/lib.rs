@@ -249,7 +249,7 @@ async fn upload_named(
 /// the folder: the weights the converter reads (`model*.safetensors`, or those the index
 /// names), every JSON file (config, tokenizer, generation settings), `chat_template.jinja` and
 /// `tokenizer.model`, as Ollama's client picks them. What the server would refuse at once (no
-/// weights, no config.json or tokenizer.json, an architecture it cannot convert) is refused
+/// weights, no config.json or tokenizer, an architecture it cannot convert) is refused
 /// here, before gigabytes are uploaded.
 async fn upload_folder(
     client: &Client,
@@ -266,11 +266,12 @@ async fn upload_folder(
             corral_convert::NEEDS
         );
     }
-    for needed in ["config.json", "tokenizer.json"] {
-        if !folder.has(needed) {
-            let needs = corral_convert::NEEDS;
-            anyhow::bail!("{}: {needed} is missing ({needs})", dir.display());
-        }
+    let needs = corral_convert::NEEDS;
+    if !folder.has("config.json") {
+        anyhow::bail!("{}: config.json is missing ({needs})", dir.display());
+    }
+    if !corral_convert::TOKENIZERS.iter().any(|t| folder.has(t)) {
+        anyhow::bail!("{}: tokenizer.json is missing ({needs})", dir.display());
     }
     let config = std::fs::read(dir.join("config.json"))?;
     corral_convert::check_config(&config).map_err(|e| here(&e))?;

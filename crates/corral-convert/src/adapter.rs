@@ -6,7 +6,7 @@
 
 use serde_json::Value as Json;
 
-use crate::decoder::{layer_shape, Arch, ARCHITECTURES, LAYER};
+use crate::decoder::{layer_shape, Arch, Widths, ARCHITECTURES};
 use crate::gguf::{Metadata, TensorInfo, TensorType, Value};
 use crate::source::{Dtype, Safetensors};
 use crate::{ConvertError, Files, From, Planned};
@@ -88,7 +88,13 @@ pub fn plan(
     let heads = size("attention.head_count")?;
     let kv_heads = size("attention.head_count_kv").unwrap_or(heads);
     let head_dim = size("attention.key_length").unwrap_or(n_embd / heads);
-    let (q, kv) = (heads * head_dim, kv_heads * head_dim);
+    let widths = Widths {
+        hidden: n_embd,
+        head: head_dim,
+        q: heads * head_dim,
+        kv: kv_heads * head_dim,
+        ff,
+    };
 
     let mut names: Vec<&str> = source.names().collect();
     names.sort();
@@ -97,13 +103,13 @@ pub fn plan(
     for &name in names.iter().filter(|n| n.ends_with(".lora_B.weight")) {
         let module = name.strip_prefix(PREFIX).unwrap_or(name);
         let module = module.trim_end_matches(".lora_B.weight");
-        let Some((layer, gguf, kind)) = layer_tensor(module) else {
+        let Some((layer, gguf, kind)) = layer_tensor(arch, module) else {
             continue; // named below as having no place
         };
         let a_name = name.replace(".lora_B.weight", ".lora_A.weight");
         let a = source.get(&a_name).ok_or_else(|| missing(&a_name))?;
         let b = source.get(name).expect("listed");
-        let (outputs, inputs) = layer_shape(kind, n_embd, q, kv, ff);
+        let (outputs, inputs) = layer_shape(kind, widths);
         let permute = arch.rope_heads(kind, heads, kv_heads);
         if layer >= layers || a.shape != [r, inputs] || b.shape != [outputs, r] {
             return Err(ConvertError::Invalid {
@@ -129,6 +135,7 @@ pub fn plan(
                 from: From::Source {
                     name: src.clone(),
                     permute,
+                    plus_one: false,
                 },
             });
             placed.insert(src.clone());
@@ -172,10 +179,11 @@ pub fn base_architecture(name: &str) -> Result<Arch, ConvertError> {
 }
 
 /// `model.layers.N.<projection>` as its layer, GGUF's `blk.N.<tensor>` and that tensor's kind.
-fn layer_tensor(module: &str) -> Option<(u64, String, &'static str)> {
+fn layer_tensor(arch: Arch, module: &str) -> Option<(u64, String, &'static str)> {
     let (n, part) = module.strip_prefix("model.layers.")?.split_once('.')?;
     let n: u64 = n.parse().ok()?;
-    let (_, gguf) = LAYER
+    let (_, gguf) = arch
+        .layer
         .iter()
         .find(|(hf, gguf)| *hf == part && !gguf.ends_with("norm"))?;
     Some((n, format!("blk.{n}.{gguf}"), gguf))
@@ -203,7 +211,8 @@ mod tests {
 
     #[test]
     fn peft_names_map_onto_gguf_layer_tensors() {
-        let t = |m: &str| layer_tensor(m).map(|(l, n, k)| (l, n, k.to_string()));
+        let llama = base_architecture("llama").unwrap();
+        let t = |m: &str| layer_tensor(llama, m).map(|(l, n, k)| (l, n, k.to_string()));
         assert_eq!(
             t("model.layers.3.self_attn.q_proj"),
             Some((3, "blk.3.attn_q".into(), "attn_q".into()))

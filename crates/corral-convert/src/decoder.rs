@@ -1,8 +1,11 @@
 //! Decoder-only transformers of the Llama family, as llama.cpp's `llama` (`LlamaForCausalLM`,
-//! `MistralForCausalLM`) and `qwen2` (`Qwen2ForCausalLM`): `config.json` as `<arch>.*`
-//! metadata, and the Hugging Face tensor names as GGUF's. For `llama`, Q and K are permuted
-//! into the layout llama.cpp's rope rotates, as llama.cpp's own converter does; `qwen2` uses
-//! the NeoX rope, which rotates Hugging Face's layout as it is, and needs Q, K and V biases.
+//! `MistralForCausalLM`), `qwen2` (`Qwen2ForCausalLM`) and `gemma3` (`Gemma3ForCausalLM`):
+//! `config.json` as `<arch>.*` metadata, and the Hugging Face tensor names as GGUF's. For
+//! `llama`, Q and K are permuted into the layout llama.cpp's rope rotates, as llama.cpp's own
+//! converter does; `qwen2` and `gemma3` use the NeoX rope, which rotates Hugging Face's layout
+//! as it is. `qwen2` needs Q, K and V biases; `gemma3` has norms around attention and the
+//! feed-forward, and Q and K norms, whose weights are stored as offsets from 1 (Gemma's
+//! `x * (1 + w)`) and written as llama.cpp multiplies them (`w + 1`).
 
 use serde_json::Value as Json;
 
@@ -21,12 +24,18 @@ pub struct Arch {
     /// output as wide as the hidden state (llama.cpp's `qwen2` makes them so). Else biases
     /// are taken when present.
     qkv_bias: bool,
+    /// The layer tensors: Hugging Face's name within `model.layers.N.`, GGUF's within `blk.N.`.
+    pub layer: &'static [(&'static str, &'static str)],
+    /// Gemma: norm weights are offsets from 1, and `config.json` has Gemma's own settings.
+    gemma: bool,
 }
 
 const LLAMA: Arch = Arch {
     gguf: "llama",
     permute: true,
     qkv_bias: false,
+    layer: LAYER,
+    gemma: false,
 };
 
 /// The architectures of `config.json` that can be converted, as their `architectures` entry.
@@ -39,6 +48,18 @@ pub const ARCHITECTURES: &[(&str, Arch)] = &[
             gguf: "qwen2",
             permute: false,
             qkv_bias: true,
+            layer: LAYER,
+            gemma: false,
+        },
+    ),
+    (
+        "Gemma3ForCausalLM",
+        Arch {
+            gguf: "gemma3",
+            permute: false,
+            qkv_bias: false,
+            layer: GEMMA3_LAYER,
+            gemma: true,
         },
     ),
 ];
@@ -87,11 +108,29 @@ impl Arch {
     }
 }
 
-/// A layer tensor's rows (its outputs) and columns (its inputs; 0 for a vector), for a model
-/// of these widths: hidden state, all query heads, all key-value heads, feed-forward.
-pub fn layer_shape(kind: &str, hidden: u64, q: u64, kv: u64, ff: u64) -> (u64, u64) {
+/// The widths of a model's layers: hidden state, one head, all query heads, all key-value
+/// heads, feed-forward.
+#[derive(Debug, Clone, Copy)]
+pub struct Widths {
+    pub hidden: u64,
+    pub head: u64,
+    pub q: u64,
+    pub kv: u64,
+    pub ff: u64,
+}
+
+/// A layer tensor's rows (its outputs) and columns (its inputs; 0 for a vector).
+pub fn layer_shape(kind: &str, w: Widths) -> (u64, u64) {
+    let Widths {
+        hidden,
+        head,
+        q,
+        kv,
+        ff,
+    } = w;
     match kind {
-        "attn_norm" | "ffn_norm" => (hidden, 0),
+        "attn_q_norm" | "attn_k_norm" => (head, 0),
+        "attn_norm" | "ffn_norm" | "post_attention_norm" | "post_ffw_norm" => (hidden, 0),
         "attn_q" => (q, hidden),
         "attn_k" | "attn_v" => (kv, hidden),
         "attn_output" => (hidden, q),
@@ -100,7 +139,8 @@ pub fn layer_shape(kind: &str, hidden: u64, q: u64, kv: u64, ff: u64) -> (u64, u
     }
 }
 
-/// The layer tensors: Hugging Face's name within `model.layers.N.`, GGUF's within `blk.N.`.
+/// The layer tensors of the Llama family: Hugging Face's name within `model.layers.N.`,
+/// GGUF's within `blk.N.`.
 pub const LAYER: &[(&str, &str)] = &[
     ("input_layernorm", "attn_norm"),
     ("self_attn.q_proj", "attn_q"),
@@ -113,7 +153,25 @@ pub const LAYER: &[(&str, &str)] = &[
     ("mlp.down_proj", "ffn_down"),
 ];
 
-/// The sizes `config.json` gives, checked.
+/// Gemma 3's: a norm after attention and one after the feed-forward (Gemma's "sandwich"),
+/// and norms of Q and K.
+const GEMMA3_LAYER: &[(&str, &str)] = &[
+    ("input_layernorm", "attn_norm"),
+    ("self_attn.q_proj", "attn_q"),
+    ("self_attn.k_proj", "attn_k"),
+    ("self_attn.v_proj", "attn_v"),
+    ("self_attn.o_proj", "attn_output"),
+    ("self_attn.q_norm", "attn_q_norm"),
+    ("self_attn.k_norm", "attn_k_norm"),
+    ("post_attention_layernorm", "post_attention_norm"),
+    ("pre_feedforward_layernorm", "ffn_norm"),
+    ("mlp.gate_proj", "ffn_gate"),
+    ("mlp.up_proj", "ffn_up"),
+    ("mlp.down_proj", "ffn_down"),
+    ("post_feedforward_layernorm", "post_ffw_norm"),
+];
+
+/// The sizes `config.json` gives, checked, and the metadata of an architecture's own settings.
 pub struct Dims {
     hidden: u64,
     heads: u64,
@@ -125,6 +183,7 @@ pub struct Dims {
     theta: f32,
     eps: f32,
     rope: Rope,
+    extra: Metadata,
 }
 
 impl Dims {
@@ -159,19 +218,135 @@ impl Dims {
                 arch.gguf
             )));
         }
+        let layers = number(config, "num_hidden_layers")?;
+        let extra = match arch.gemma {
+            true => gemma3(config, layers, hidden / heads, head_dim)?,
+            false => Vec::new(),
+        };
+        let default_theta = if arch.gemma { 1_000_000.0 } else { 10000.0 };
         Ok(Dims {
             hidden,
             heads,
             kv_heads,
-            layers: number(config, "num_hidden_layers")?,
+            layers,
             ff: number(config, "intermediate_size")?,
             head_dim,
             context: number(config, "max_position_embeddings")?,
-            theta: float(config, "rope_theta", 10000.0)?,
+            theta: float(
+                rope_parameters(config, "full_attention"),
+                "rope_theta",
+                default_theta,
+            )?,
             eps: float(config, "rms_norm_eps", 1e-6)?,
             rope,
+            extra,
         })
     }
+}
+
+/// The rope settings of `config.json` for a kind of layer: Transformers 5 writes them in
+/// `rope_parameters` (for Gemma 3 one object per kind of layer), older versions at the top
+/// level (`rope_theta`, `rope_scaling`, `rope_local_base_freq`).
+fn rope_parameters<'a>(config: &'a Json, layer_type: &str) -> &'a Json {
+    let p = &config["rope_parameters"];
+    match &p[layer_type] {
+        Json::Object(_) => &p[layer_type],
+        _ if p["rope_theta"].is_number() => p,
+        _ => config,
+    }
+}
+
+/// Gemma 3's own settings, checked against what llama.cpp's `gemma3` does, as metadata: the
+/// sliding window and which layers use it, the local layers' rope base, the final logits'
+/// soft cap. `head_size` is hidden / heads; `head_dim` the configured head size.
+fn gemma3(
+    config: &Json,
+    layers: u64,
+    head_size: u64,
+    head_dim: u64,
+) -> Result<Metadata, ConvertError> {
+    let refuse = |why: String| Err(ConvertError::Unsupported(format!("config.json: {why}")));
+    let key = |k: &str| format!("gemma3.{k}");
+    let mut out = Vec::new();
+    match config["hidden_activation"].as_str() {
+        None | Some("gelu_pytorch_tanh") => {}
+        Some(other) => {
+            return refuse(format!(
+                "hidden_activation {other:?} is not gelu_pytorch_tanh, which llama.cpp's \
+                 gemma3 uses"
+            ))
+        }
+    }
+    if !config["attn_logit_softcapping"].is_null() {
+        return refuse("attn_logit_softcapping is set; Gemma 3 has none".into());
+    }
+    if config["use_bidirectional_attention"] == true {
+        return refuse(
+            "use_bidirectional_attention is set (an embedding model such as EmbeddingGemma), \
+             and Corral imports Gemma 3's generating models"
+                .into(),
+        );
+    }
+    if !config["final_logit_softcapping"].is_null() {
+        let cap = float(config, "final_logit_softcapping", 0.0)?;
+        out.push((key("final_logit_softcapping"), Value::F32(cap)));
+    }
+    // llama.cpp scales queries by 1/sqrt(head size), but for the 27B model (62 layers) by
+    // 1/sqrt(hidden / heads): other scales would be computed wrongly.
+    let scale = if layers == 62 { head_size } else { head_dim };
+    if let Some(s) = config["query_pre_attn_scalar"].as_f64() {
+        if s != scale as f64 {
+            return refuse(format!(
+                "query_pre_attn_scalar {s} is not {scale}, the scale llama.cpp's gemma3 uses \
+                 for a model of {layers} layers"
+            ));
+        }
+    }
+    // The sliding window: on every layer but each `pattern`-th, as llama.cpp lays it out.
+    let window = config["sliding_window"].as_u64().unwrap_or(0);
+    let pattern = ["sliding_window_pattern", "_sliding_window_pattern"]
+        .iter()
+        .find_map(|k| config[k].as_u64())
+        .unwrap_or(6);
+    let sliding = |il: u64| window > 0 && (pattern == 0 || il % pattern < pattern - 1);
+    if let Some(types) = config["layer_types"].as_array() {
+        let expected: Vec<&str> = (0..layers)
+            .map(|il| match sliding(il) {
+                true => "sliding_attention",
+                false => "full_attention",
+            })
+            .collect();
+        if types
+            .iter()
+            .map(Json::as_str)
+            .ne(expected.iter().map(|t| Some(*t)))
+        {
+            return refuse(format!(
+                "layer_types is not a sliding window on all but every {pattern}th of its \
+                 {layers} layers, the layout llama.cpp's gemma3 gives a window of {window}"
+            ));
+        }
+    }
+    if window > 0 {
+        out.push((key("attention.sliding_window"), Value::U32(window as u32)));
+        if pattern != 6 {
+            let k = key("attention.sliding_window_pattern");
+            out.push((k, Value::U32(pattern as u32)));
+        }
+        // llama.cpp's default for the local layers' rope base is Gemma 3's 10000.
+        let local = match config["rope_local_base_freq"] {
+            Json::Null => float(
+                rope_parameters(config, "sliding_attention"),
+                "rope_theta",
+                1e4,
+            )?,
+            _ => float(config, "rope_local_base_freq", 1e4)?,
+        };
+        if local != 10000.0 {
+            out.push((key("rope.freq_base_swa"), Value::F32(local)));
+        }
+    }
+    Ok(out)
 }
 
 /// Plan the conversion: metadata, and every output tensor with its source and checked shape.
@@ -188,6 +363,7 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
         theta,
         eps,
         rope,
+        extra,
     } = Dims::read(arch, config)?;
     let embed = source
         .get("model.embed_tokens.weight")
@@ -214,6 +390,7 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
         metadata.push((key("attention.key_length"), Value::U32(head_dim as u32)));
         metadata.push((key("attention.value_length"), Value::U32(head_dim as u32)));
     }
+    metadata.extend(extra);
     let mut tensors = Vec::new();
     match rope {
         Rope::None => {}
@@ -237,6 +414,8 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
     // Every source tensor must be placed, and every tensor llama.cpp needs must be there.
     let mut used = std::collections::HashSet::new();
     let mut add = |hf: &str, gguf: &str, shape: &[u64], permute: Option<u64>, required: bool| {
+        // Gemma stores norm weights as offsets from 1.
+        let plus_one = arch.gemma && gguf.ends_with("norm.weight");
         let Some(t) = source.get(hf) else {
             return match required {
                 true => Err(missing(hf)),
@@ -262,6 +441,7 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
             from: From::Source {
                 name: hf.to_string(),
                 permute,
+                plus_one,
             },
         });
         Ok(())
@@ -273,10 +453,16 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
         None,
         true,
     )?;
-    let (q, kv) = (heads * head_dim, kv_heads * head_dim);
+    let widths = Widths {
+        hidden,
+        head: head_dim,
+        q: heads * head_dim,
+        kv: kv_heads * head_dim,
+        ff,
+    };
     for n in 0..layers {
-        for (hf, gguf) in LAYER {
-            let (rows, cols) = layer_shape(gguf, hidden, q, kv, ff);
+        for (hf, gguf) in arch.layer {
+            let (rows, cols) = layer_shape(gguf, widths);
             let permute = arch.rope_heads(gguf, heads, kv_heads);
             let shape: &[u64] = if cols == 0 { &[rows] } else { &[rows, cols] };
             let (hf, gguf) = (format!("model.layers.{n}.{hf}"), format!("blk.{n}.{gguf}"));
@@ -363,11 +549,17 @@ struct Llama3Scaling {
 }
 
 fn rope_scaling(config: &Json) -> Result<Rope, ConvertError> {
-    let s = &config["rope_scaling"];
-    if s.is_null() {
+    let (s, default) = match &config["rope_scaling"] {
+        Json::Null => (rope_parameters(config, "full_attention"), "default"),
+        s => (s, ""),
+    };
+    if s.is_null() || std::ptr::eq(s, config) {
         return Ok(Rope::None);
     }
-    let kind = s["rope_type"].as_str().or(s["type"].as_str()).unwrap_or("");
+    let kind = s["rope_type"]
+        .as_str()
+        .or(s["type"].as_str())
+        .unwrap_or(default);
     let get = |k: &str, d: f64| float(s, k, d);
     match kind {
         "default" => Ok(Rope::None),

@@ -16,6 +16,7 @@ pub enum Value {
     Str(String),
     Strs(Vec<String>),
     I32s(Vec<i32>),
+    F32s(Vec<f32>),
 }
 
 /// A file's metadata, in the order it is written.
@@ -101,6 +102,10 @@ fn value(w: &mut impl Write, v: &Value) -> io::Result<()> {
         }
         Value::I32s(items) => {
             array(w, 5, items.len())?;
+            items.iter().try_for_each(|x| w.write_all(&x.to_le_bytes()))
+        }
+        Value::F32s(items) => {
+            array(w, 6, items.len())?;
             items.iter().try_for_each(|x| w.write_all(&x.to_le_bytes()))
         }
     }

@@ -1,5 +1,5 @@
 //! Hugging Face models as GGUF: a folder of `config.json`, `*.safetensors` weights and a
-//! `tokenizer.json`, as `FROM /path/to/folder` in a Modelfile gives it (Ollama's import of
+//! `tokenizer.json` or SentencePiece `tokenizer.model`, as `FROM /path/to/folder` in a Modelfile gives it (Ollama's import of
 //! safetensors models), or a PEFT LoRA adapter's folder (`adapter_config.json`,
 //! `adapter_model.safetensors`) as `ADAPTER /path/to/folder` gives it, written as one GGUF
 //! file that llama.cpp loads.
@@ -13,6 +13,7 @@
 mod adapter;
 mod decoder;
 mod gguf;
+mod sentencepiece;
 mod source;
 mod tokenizer;
 
@@ -27,8 +28,12 @@ use gguf::{Metadata, TensorInfo, TensorType, Value};
 use source::{Dtype, Safetensors};
 
 /// What a folder must hold, for messages about what it lacks.
-pub const NEEDS: &str =
-    "a safetensors model needs config.json, tokenizer.json and its *.safetensors weights";
+pub const NEEDS: &str = "a safetensors model needs config.json, tokenizer.json (or a \
+     SentencePiece tokenizer.model) and its *.safetensors weights";
+
+/// The vocabulary files a model folder may have (one is needed): Hugging Face's, or
+/// SentencePiece's.
+pub const TOKENIZERS: [&str; 2] = ["tokenizer.json", "tokenizer.model"];
 
 /// A PEFT LoRA adapter's files, as PEFT names them: its config, then its weights.
 pub const ADAPTER_FILES: [&str; 2] = ["adapter_config.json", "adapter_model.safetensors"];
@@ -174,8 +179,12 @@ struct Planned {
 
 enum From {
     /// A source tensor, its rows reordered by llama.cpp's rotary permutation for this many
-    /// heads when set.
-    Source { name: String, permute: Option<u64> },
+    /// heads when set, and 1 added to each value for `plus_one` (Gemma's norms).
+    Source {
+        name: String,
+        permute: Option<u64>,
+        plus_one: bool,
+    },
     /// Data computed by the converter (F32 values).
     Computed(Vec<f32>),
 }
@@ -278,7 +287,11 @@ fn write(
     for (i, t) in tensors.iter().enumerate() {
         progress(i as u32, total);
         gguf::write_data(&mut w, &t.info, |w| match &t.from {
-            From::Source { name, permute } => source.write_as(name, t.info.ty, *permute, w),
+            From::Source {
+                name,
+                permute,
+                plus_one,
+            } => source.write_as(name, t.info.ty, *permute, *plus_one, w),
             From::Computed(values) => {
                 for v in values {
                     w.write_all(&v.to_le_bytes())?;

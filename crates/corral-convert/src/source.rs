@@ -102,12 +102,14 @@ impl Safetensors {
     }
 
     /// Write tensor `name` as `to`, its rows (the outermost dimension) reordered by
-    /// llama.cpp's rotary permutation for `permute` heads when set. Returns the bytes written.
+    /// llama.cpp's rotary permutation for `permute` heads when set, 1 added to each value
+    /// for `plus_one`. Returns the bytes written.
     pub fn write_as(
         &self,
         name: &str,
         to: TensorType,
         permute: Option<u64>,
+        plus_one: bool,
         w: &mut dyn Write,
     ) -> io::Result<u64> {
         let t = &self.tensors[name];
@@ -126,6 +128,7 @@ impl Safetensors {
                 &data[src * row_bytes..(src + 1) * row_bytes],
                 t.dtype,
                 to,
+                plus_one,
                 &mut out,
             );
             w.write_all(&out)?;
@@ -146,11 +149,17 @@ pub fn permuted_row(r: usize, rows: usize, heads: usize) -> usize {
     h * per_head + j * half + i
 }
 
-fn convert_row(src: &[u8], from: Dtype, to: TensorType, out: &mut Vec<u8>) {
+/// One row as `to`, with 1 added to each value for `plus_one` (in F32, as llama.cpp's
+/// converter adds it to the weights it has read as F32).
+fn convert_row(src: &[u8], from: Dtype, to: TensorType, plus_one: bool, out: &mut Vec<u8>) {
     match (from, to) {
         (Dtype::F32, TensorType::F32)
         | (Dtype::F16, TensorType::F16)
-        | (Dtype::Bf16, TensorType::Bf16) => out.extend_from_slice(src),
+        | (Dtype::Bf16, TensorType::Bf16)
+            if !plus_one =>
+        {
+            out.extend_from_slice(src)
+        }
         _ => {
             for chunk in src.chunks_exact(from.size()) {
                 let x = match from {
@@ -158,6 +167,7 @@ fn convert_row(src: &[u8], from: Dtype, to: TensorType, out: &mut Vec<u8>) {
                     Dtype::F16 => f16::from_le_bytes([chunk[0], chunk[1]]).to_f32(),
                     Dtype::Bf16 => bf16::from_le_bytes([chunk[0], chunk[1]]).to_f32(),
                 };
+                let x = if plus_one { x + 1.0 } else { x };
                 match to {
                     TensorType::F32 => out.extend_from_slice(&x.to_le_bytes()),
                     TensorType::F16 => out.extend_from_slice(&f16::from_f32(x).to_le_bytes()),
@@ -190,7 +200,7 @@ mod tests {
             .flat_map(|x| x.to_le_bytes())
             .collect();
         let mut out = Vec::new();
-        convert_row(&src, Dtype::F32, TensorType::F16, &mut out);
+        convert_row(&src, Dtype::F32, TensorType::F16, false, &mut out);
         assert_eq!(
             out,
             [
@@ -200,7 +210,7 @@ mod tests {
             .concat()
         );
         let mut back = Vec::new();
-        convert_row(&out, Dtype::F16, TensorType::F32, &mut back);
+        convert_row(&out, Dtype::F16, TensorType::F32, false, &mut back);
         assert_eq!(back, src);
     }
 }

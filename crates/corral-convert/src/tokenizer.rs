@@ -1,5 +1,6 @@
-//! The vocabulary: a Hugging Face `tokenizer.json` (byte-level BPE) and its
-//! `tokenizer_config.json` as llama.cpp's metadata (`tokenizer.ggml.*`).
+//! The vocabulary: a Hugging Face `tokenizer.json` (byte-level BPE), or a SentencePiece
+//! `tokenizer.model` (the `sentencepiece` module), and `tokenizer_config.json` as llama.cpp's
+//! metadata (`tokenizer.ggml.*`).
 //!
 //! llama.cpp does not read a tokenizer's pre-tokenizer from the file: it picks one of its own
 //! by name (`tokenizer.ggml.pre`). A pre-tokenizer that does not match a name exactly would
@@ -15,9 +16,9 @@ use crate::{ConvertError, Files};
 
 /// llama.cpp's token types.
 const NORMAL: i32 = 1;
-const CONTROL: i32 = 3;
-const USER_DEFINED: i32 = 4;
-const UNUSED: i32 = 5;
+pub(crate) const CONTROL: i32 = 3;
+pub(crate) const USER_DEFINED: i32 = 4;
+pub(crate) const UNUSED: i32 = 5;
 
 /// The split pattern of Llama 3's tokenizer (llama.cpp's `llama-bpe`).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -26,12 +27,22 @@ const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Metadata for the vocabulary, padded with unused tokens to `vocab_size` (the embedding's
-/// rows) when the model has more rows than the tokenizer has tokens.
+/// rows) when the model has more rows than the tokenizer has tokens. A folder with a
+/// `tokenizer.model` has a SentencePiece vocabulary, read from that file as llama.cpp's
+/// converter reads it (its `tokenizer.json` is then a BPE with byte fallback, built from it).
 pub fn metadata(
     files: &Files,
     model_config: &Json,
     vocab_size: usize,
 ) -> Result<Metadata, ConvertError> {
+    if files.has("tokenizer.model") {
+        return crate::sentencepiece::metadata(files, model_config, vocab_size);
+    }
+    if !files.has("tokenizer.json") {
+        return Err(ConvertError::Missing(
+            "tokenizer.json (or a SentencePiece tokenizer.model)".into(),
+        ));
+    }
     let tok: Json = files.json("tokenizer.json")?;
     let bad = |why: String| ConvertError::Unsupported(format!("tokenizer.json: {why}"));
     let model = &tok["model"];
@@ -46,8 +57,8 @@ pub fn metadata(
     }
     if model["byte_fallback"].as_bool() == Some(true) {
         return Err(bad(
-            "a SentencePiece-style BPE (byte_fallback, as Llama 2's and Mistral 7B's) is not \
-             supported; only byte-level BPE tokenizers can be imported"
+            "a SentencePiece-style BPE (byte_fallback, as Llama 2's and Mistral 7B's) is read \
+             from its tokenizer.model, which this folder lacks"
                 .into(),
         ));
     }
@@ -125,7 +136,34 @@ pub fn metadata(
         ),
         ("tokenizer.ggml.pre".to_string(), Value::Str(pre.into())),
     ];
+    out.extend(specials(
+        files,
+        model_config,
+        &texts,
+        &tok["post_processor"],
+    )?);
+    out.push(("tokenizer.ggml.tokens".into(), Value::Strs(texts)));
+    out.push(("tokenizer.ggml.token_type".into(), Value::I32s(types)));
+    out.push(("tokenizer.ggml.merges".into(), Value::Strs(merges)));
+    Ok(out)
+}
+
+/// The special tokens' ids (`tokenizer_config.json`'s texts, else `config.json`'s ids),
+/// whether BOS and EOS are added, and the chat template, for the vocabulary `texts` and the
+/// `tokenizer.json` post-processor (`null` when there is none).
+pub(crate) fn specials(
+    files: &Files,
+    model_config: &Json,
+    texts: &[String],
+    post_processor: &Json,
+) -> Result<Metadata, ConvertError> {
     let config: Json = files.json_or_null("tokenizer_config.json")?;
+    let bad = |file: &str, why: String| ConvertError::Invalid {
+        file: file.into(),
+        why,
+    };
+    let n = texts.len();
+    let mut out = Vec::new();
     let id_of = |text: &str| texts.iter().position(|t| t == text).map(|i| i as u32);
     let mut special_ids = BTreeMap::new();
     for (name, key) in [
@@ -140,9 +178,10 @@ pub fn metadata(
         let text = field.as_str().or_else(|| field["content"].as_str());
         let id = match text {
             Some(t) => Some(id_of(t).ok_or_else(|| {
-                bad(format!(
-                    "tokenizer_config.json's {name}_token {t:?} is not in the vocabulary"
-                ))
+                bad(
+                    "tokenizer_config.json",
+                    format!("its {name}_token {t:?} is not in the vocabulary"),
+                )
             })?),
             None => match &model_config[format!("{name}_token_id")] {
                 Json::Number(x) => x.as_u64().map(|x| x as u32),
@@ -152,9 +191,10 @@ pub fn metadata(
         };
         if let Some(id) = id {
             if id as usize >= n {
-                return Err(bad(format!(
-                    "the {name} token id {id} is outside the vocabulary"
-                )));
+                return Err(bad(
+                    "config.json",
+                    format!("the {name} token id {id} is outside the vocabulary of {n}"),
+                ));
             }
             out.push((format!("tokenizer.ggml.{key}"), Value::U32(id)));
             special_ids.insert(name, id);
@@ -163,7 +203,7 @@ pub fn metadata(
     // Whether BOS and EOS are added: tokenizer_config.json says, else the post-processor's
     // template for one text does (Llama 3's puts <|begin_of_text|> first), else llama.cpp's
     // default for the pre-tokenizer stands.
-    let ends = template_ends(&tok["post_processor"]);
+    let ends = template_ends(post_processor);
     for (key, end, special) in [
         ("add_bos_token", ends.map(|e| e.0), "bos"),
         ("add_eos_token", ends.map(|e| e.1), "eos"),
@@ -179,9 +219,6 @@ pub fn metadata(
     if let Some(t) = chat_template(files, &config)? {
         out.push(("tokenizer.chat_template".into(), Value::Str(t)));
     }
-    out.push(("tokenizer.ggml.tokens".into(), Value::Strs(texts)));
-    out.push(("tokenizer.ggml.token_type".into(), Value::I32s(types)));
-    out.push(("tokenizer.ggml.merges".into(), Value::Strs(merges)));
     Ok(out)
 }
 

@@ -318,7 +318,7 @@ pub fn check(store: &Store, req: &CreateRequest) -> ApiResult<Plan> {
 const MAX_CONFIG: u64 = 1 << 20;
 
 /// The files of a Hugging Face model: what can be refused before converting is refused now
-/// (a missing config.json or tokenizer.json, an architecture the converter does not know).
+/// (a missing config.json or tokenizer, an architecture the converter does not know).
 fn check_hugging_face(store: &Store, files: &BTreeMap<String, Digest>) -> ApiResult<()> {
     let needs = corral_convert::NEEDS;
     plain_names(files)?;
@@ -327,16 +327,12 @@ fn check_hugging_face(store: &Store, files: &BTreeMap<String, Digest>) -> ApiRes
             "config.json is missing: {needs}"
         )));
     };
-    if !files.contains_key("tokenizer.json") {
-        let why = match files.contains_key("tokenizer.model") {
-            true => {
-                "only tokenizer.model (SentencePiece) was sent, and Corral converts \
-                     tokenizer.json vocabularies only"
-            }
-            false => needs,
-        };
+    if !corral_convert::TOKENIZERS
+        .iter()
+        .any(|t| files.contains_key(*t))
+    {
         return Err(ApiError::bad_request(format!(
-            "tokenizer.json is missing: {why}"
+            "tokenizer.json is missing: {needs}"
         )));
     }
     let bytes = read_config(store, "config.json", config)?;

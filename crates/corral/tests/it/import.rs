@@ -13,7 +13,7 @@ use common::*;
 use serde_json::{json, Map, Value};
 
 /// Upload `bytes` as a blob unless the server has it (as the CLI does); returns its digest.
-fn upload(s: &TestServer, bytes: &[u8]) -> String {
+pub fn upload(s: &TestServer, bytes: &[u8]) -> String {
     let digest = format!("sha256:{}", sha256_hex(bytes));
     let url = s.url(&format!("/api/blobs/{digest}"));
     if s.http.head(&url).send().unwrap().status().is_success() {
@@ -25,7 +25,7 @@ fn upload(s: &TestServer, bytes: &[u8]) -> String {
 }
 
 /// Every file of `dir`, uploaded, as `/api/create`'s `files`.
-fn upload_folder(s: &TestServer, dir: &Path) -> Map<String, Value> {
+pub fn upload_folder(s: &TestServer, dir: &Path) -> Map<String, Value> {
     let mut files = Map::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -58,7 +58,7 @@ fn converters(s: &TestServer) -> Vec<u32> {
 }
 
 /// Blobs in the store that no manifest names.
-fn unreferenced_blobs(s: &TestServer) -> Vec<String> {
+pub fn unreferenced_blobs(s: &TestServer) -> Vec<String> {
     let files = s.store_files();
     let mut named = Vec::new();
     for f in files.iter().filter(|f| f.contains("/manifests/")) {
@@ -77,7 +77,7 @@ fn unreferenced_blobs(s: &TestServer) -> Vec<String> {
 }
 
 /// Temp files of unfinished blobs in the store.
-fn unfinished(s: &TestServer) -> Vec<String> {
+pub fn unfinished(s: &TestServer) -> Vec<String> {
     s.store_files()
         .into_iter()
         .filter(|f| f.contains("/blobs/new-"))
@@ -517,8 +517,8 @@ fn a_peft_lora_folder_becomes_the_adapter_its_gguf_is() {
     let s = TestServer::start();
     s.create_smol();
     let (gguf, peft) = (s.dir.path().join("lora.gguf"), s.dir.path().join("peft"));
-    write_smol_lora(&gguf, 8);
-    write_smol_peft(&peft, 8);
+    write_lora(&gguf, &SMOL_LORA, 8);
+    write_peft(&peft, &SMOL_LORA, 8);
     s.create(
         "smol-lora",
         &format!("FROM smol\nADAPTER {}\n", gguf.display()),

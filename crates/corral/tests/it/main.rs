@@ -13,6 +13,7 @@ mod context;
 mod devices;
 mod end_to_end;
 mod import;
+mod import_gemma;
 mod infill;
 mod logprobs;
 mod management;

@@ -164,7 +164,7 @@ fn list_and_ps_print_ollamas_tables() {
 fn an_adapter_changes_the_answer_and_only_one_is_allowed() {
     let s = TestServer::start();
     s.create_smol();
-    write_smol_lora(&s.dir.path().join("lora.gguf"), 8);
+    write_lora(&s.dir.path().join("lora.gguf"), &SMOL_LORA, 8);
     s.create("smol-lora", "FROM smol\nADAPTER ./lora.gguf\n");
     let (status, show) = s.post("/api/show", json!({"model": "smol-lora"}));
     assert_eq!(status, 200);

@@ -53,34 +53,49 @@ pub fn client_python() -> PathBuf {
 /// SmolLM2 with F16 weights (its Q4_1 weights dequantized by gguf-py,
 /// `tests/clients/f16_model.py`): what `create --quantize` starts from.
 pub fn smol_f16() -> PathBuf {
-    from_smol("f16_model.py", "F16.gguf", |p| p.is_file())
+    from_model(SMOL, "f16_model.py", "F16.gguf", |p| p.is_file())
+}
+
+/// Gemma 3 270M with F16 weights, made as [`smol_f16`] is.
+pub fn gemma_f16() -> PathBuf {
+    from_model(GEMMA, "f16_model.py", "F16.gguf", |p| p.is_file())
+}
+
+/// Gemma 3 270M as a Hugging Face folder (`Gemma3ForCausalLM`, a SentencePiece
+/// `tokenizer.model`; `tests/clients/hf_model.py`), holding the tensors of [`gemma_f16`]
+/// (its norms as Gemma stores them, offsets from 1).
+pub fn gemma_hf() -> PathBuf {
+    from_model(GEMMA, "hf_model.py", "hf", |p| {
+        p.join("model.safetensors").is_file()
+    })
 }
 
 /// SmolLM2 as a Hugging Face model folder (config.json, model.safetensors, tokenizer.json ...;
 /// `tests/clients/hf_model.py`), holding the same F16 and F32 tensors as [`smol_f16`] in
 /// Hugging Face's layout: what `FROM <folder>` imports.
 pub fn smol_hf() -> PathBuf {
-    from_smol("hf_model.py", "hf", |p| {
+    from_model(SMOL, "hf_model.py", "hf", |p| {
         p.join("model.safetensors").is_file()
     })
 }
 
-/// What `tests/clients/<script> <SmolLM2's GGUF> <path>` makes, at a path named by `suffix`
+/// What `tests/clients/<script> <the model's GGUF> <path>` makes, at a path named by `suffix`
 /// in the build folder: made once, and again when the script or the pinned packages change
 /// (`done` says whether the path holds it already).
-fn from_smol(script: &str, suffix: &str, done: impl Fn(&Path) -> bool) -> PathBuf {
+fn from_model(model: &str, script: &str, suffix: &str, done: impl Fn(&Path) -> bool) -> PathBuf {
     let clients = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients");
     let script = clients.join(script);
     let mut inputs = std::fs::read(&script).unwrap();
     inputs.extend(std::fs::read(clients.join("requirements.txt")).unwrap());
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "SmolLM2-135M-Instruct.{}.{suffix}",
+        "{}.{}.{suffix}",
+        model.trim_end_matches(".gguf"),
         &sha256_hex(&inputs)[..12]
     ));
     if !done(&path) {
         let out = Command::new(client_python())
             .arg(&script)
-            .arg(model_file(SMOL))
+            .arg(model_file(model))
             .arg(&path)
             .output()
             .unwrap();
@@ -517,21 +532,50 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Write a small LoRA adapter GGUF for SmolLM2: rank-`r` updates of every layer's query
+/// The sizes of a base model that [`write_lora`] and [`write_peft`] write adapters for.
+pub struct LoraBase {
+    arch: &'static str,
+    layers: u64,
+    /// The query projection's inputs (the hidden size) and outputs (all heads).
+    inputs: u64,
+    outputs: u64,
+    /// Heads whose rows llama.cpp's converter permutes (Q of a `llama` model), if any.
+    permuted_heads: Option<usize>,
+}
+
+/// SmolLM2: 30 layers, 576 wide, 9 query heads (a `llama`: Q's rows permuted).
+pub const SMOL_LORA: LoraBase = LoraBase {
+    arch: "llama",
+    layers: 30,
+    inputs: 576,
+    outputs: 576,
+    permuted_heads: Some(9),
+};
+
+/// Gemma 3 270M: 18 layers, 640 wide, 4 query heads of 256 (NeoX rope: nothing permuted).
+pub const GEMMA_LORA: LoraBase = LoraBase {
+    arch: "gemma3",
+    layers: 18,
+    inputs: 640,
+    outputs: 1024,
+    permuted_heads: None,
+};
+
+/// Write a small LoRA adapter GGUF for `base`: rank-`r` updates of every layer's query
 /// projection, with fixed pseudo-random weights (large enough to change what the model says).
-pub fn write_smol_lora(path: &Path, r: u64) {
+pub fn write_lora(path: &Path, base: &LoraBase, r: u64) {
     fn s(out: &mut Vec<u8>, v: &str) {
         out.extend_from_slice(&(v.len() as u64).to_le_bytes());
         out.extend_from_slice(v.as_bytes());
     }
-    let tensors = smol_lora_tensors(r);
+    let tensors = lora_tensors(base, r);
     let mut out = Vec::new();
     out.extend_from_slice(b"GGUF");
     out.extend_from_slice(&3u32.to_le_bytes());
     out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
     out.extend_from_slice(&4u64.to_le_bytes());
     for (k, v) in [
-        ("general.architecture", "llama"),
+        ("general.architecture", base.arch),
         ("general.type", "adapter"),
         ("adapter.type", "lora"),
     ] {
@@ -565,10 +609,10 @@ pub fn write_smol_lora(path: &Path, r: u64) {
     std::fs::write(path, out).unwrap();
 }
 
-/// The tensors of [`write_smol_lora`]'s adapter: GGUF name, GGUF dimensions (innermost first)
+/// The tensors of [`write_lora`]'s adapter: GGUF name, GGUF dimensions (innermost first)
 /// and values, pseudo-random and the same every time.
-fn smol_lora_tensors(r: u64) -> Vec<(String, [u64; 2], Vec<f32>)> {
-    let n_embd = 576u64;
+fn lora_tensors(base: &LoraBase, r: u64) -> Vec<(String, [u64; 2], Vec<f32>)> {
+    let (inputs, outputs) = (base.inputs, base.outputs);
     let mut seed = 0x2545F4914F6CDD1Du64;
     let mut values = |n: u64| -> Vec<f32> {
         (0..n)
@@ -581,31 +625,30 @@ fn smol_lora_tensors(r: u64) -> Vec<(String, [u64; 2], Vec<f32>)> {
             .collect()
     };
     let mut tensors = Vec::new();
-    for l in 0..30 {
-        let a = values(n_embd * r);
-        tensors.push((format!("blk.{l}.attn_q.weight.lora_a"), [n_embd, r], a));
-        let b = values(r * n_embd);
-        tensors.push((format!("blk.{l}.attn_q.weight.lora_b"), [r, n_embd], b));
+    for l in 0..base.layers {
+        let a = values(inputs * r);
+        tensors.push((format!("blk.{l}.attn_q.weight.lora_a"), [inputs, r], a));
+        let b = values(r * outputs);
+        tensors.push((format!("blk.{l}.attn_q.weight.lora_b"), [r, outputs], b));
     }
     tensors
 }
 
-/// The adapter of [`write_smol_lora`] as PEFT saves a LoRA adapter: `adapter_config.json` and
+/// The adapter of [`write_lora`] as PEFT saves a LoRA adapter: `adapter_config.json` and
 /// `adapter_model.safetensors` (written with Hugging Face's `safetensors`) under Hugging
-/// Face's names, B's rows in Hugging Face's order (the inverse of the permutation llama.cpp's
-/// converters apply to the query's rows, 9 heads for SmolLM2), in the folder `dir`.
-pub fn write_smol_peft(dir: &Path, r: u64) {
+/// Face's names, B's rows in Hugging Face's order (for a `llama` base, the inverse of the
+/// permutation llama.cpp's converters apply to the query's rows), in the folder `dir`.
+pub fn write_peft(dir: &Path, base: &LoraBase, r: u64) {
     std::fs::create_dir_all(dir).unwrap();
-    let heads = 9;
     let mut tensors = Vec::new();
-    for (name, dims, values) in smol_lora_tensors(r) {
+    for (name, dims, values) in lora_tensors(base, r) {
         let (layer, end) = name
             .strip_prefix("blk.")
             .and_then(|n| n.split_once(".attn_q.weight."))
             .unwrap();
         let (rows, cols) = (dims[1] as usize, dims[0] as usize);
         let mut hf = values.clone();
-        if end == "lora_b" {
+        if let (Some(heads), "lora_b") = (base.permuted_heads, end) {
             // GGUF row i holds Hugging Face row src(i).
             let (per_head, half) = (rows / heads, rows / heads / 2);
             for i in 0..rows {
@@ -634,7 +677,7 @@ pub fn write_smol_peft(dir: &Path, r: u64) {
     let meta = Some([("format".to_string(), "pt".to_string())].into());
     safetensors::serialize_to_file(views, meta, &dir.join("adapter_model.safetensors")).unwrap();
     let config = serde_json::json!({
-        "base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "base_model_name_or_path": base.arch,
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": r,
         "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": false,
         "target_modules": ["q_proj"], "use_rslora": false, "use_dora": false,
