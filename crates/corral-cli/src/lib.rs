@@ -271,7 +271,8 @@ async fn upload_folder(
         anyhow::bail!("{}: config.json is missing ({needs})", dir.display());
     }
     if !corral_convert::TOKENIZERS.iter().any(|t| folder.has(t)) {
-        anyhow::bail!("{}: tokenizer.json is missing ({needs})", dir.display());
+        let dir = dir.display();
+        anyhow::bail!("{dir}: tokenizer.json or tokenizer.model is missing ({needs})");
     }
     let config = std::fs::read(dir.join("config.json"))?;
     corral_convert::check_config(&config).map_err(|e| here(&e))?;

@@ -190,11 +190,14 @@ impl Dims {
     pub fn read(arch: Arch, config: &Json) -> Result<Dims, ConvertError> {
         let hidden = number(config, "hidden_size")?;
         let heads = number(config, "num_attention_heads")?;
+        // Transformers' defaults: Gemma 3's are 4 key-value heads of 256.
         let kv_heads = match config["num_key_value_heads"] {
+            Json::Null if arch.gemma => 4,
             Json::Null => heads,
             _ => number(config, "num_key_value_heads")?,
         };
         let head_dim = match config["head_dim"] {
+            Json::Null if arch.gemma => 256,
             Json::Null => hidden / heads,
             _ => number(config, "head_dim")?,
         };
@@ -303,7 +306,11 @@ fn gemma3(
         }
     }
     // The sliding window: on every layer but each `pattern`-th, as llama.cpp lays it out.
-    let window = config["sliding_window"].as_u64().unwrap_or(0);
+    // Transformers' default window is 4096; null is none.
+    let window = match config.get("sliding_window") {
+        None => 4096,
+        Some(w) => w.as_u64().unwrap_or(0),
+    };
     let pattern = ["sliding_window_pattern", "_sliding_window_pattern"]
         .iter()
         .find_map(|k| config[k].as_u64())
@@ -334,9 +341,9 @@ fn gemma3(
             out.push((k, Value::U32(pattern as u32)));
         }
         // llama.cpp's default for the local layers' rope base is Gemma 3's 10000.
-        let local = match config["rope_local_base_freq"] {
-            Json::Null => float(
-                rope_parameters(config, "sliding_attention"),
+        let local = match &config["rope_parameters"]["sliding_attention"] {
+            Json::Object(_) => float(
+                &config["rope_parameters"]["sliding_attention"],
                 "rope_theta",
                 1e4,
             )?,
@@ -621,6 +628,38 @@ mod tests {
             f.iter().any(|&x| x > 1.0 && x < 8.0),
             "a blend between: {f:?}"
         );
+    }
+
+    #[test]
+    fn gemma3_settings_come_from_either_config_layout() {
+        let (_, arch) = ARCHITECTURES
+            .iter()
+            .find(|(n, _)| *n == "Gemma3ForCausalLM")
+            .unwrap();
+        let base = serde_json::json!({"hidden_size": 640, "num_attention_heads": 4,
+            "num_hidden_layers": 18, "intermediate_size": 2048,
+            "max_position_embeddings": 32768, "sliding_window": 512});
+        // Transformers 4: rope_theta at the top; the local layers' base is 10000 unless
+        // rope_local_base_freq says otherwise (not the global one).
+        let mut v4 = base.clone();
+        v4["rope_theta"] = 1e6.into();
+        let d = Dims::read(*arch, &v4).unwrap();
+        assert_eq!((d.theta, d.head_dim, d.kv_heads), (1e6, 256, 4));
+        let window = (
+            "gemma3.attention.sliding_window".to_string(),
+            Value::U32(512),
+        );
+        assert_eq!(d.extra, vec![window.clone()]);
+        // Transformers 5: rope_parameters per kind of layer.
+        let mut v5 = base.clone();
+        v5["rope_parameters"] = serde_json::json!({
+            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 20000.0}});
+        let d = Dims::read(*arch, &v5).unwrap();
+        assert_eq!(d.theta, 1e6);
+        assert!(matches!(d.rope, Rope::Linear(f) if f == 8.0));
+        let swa = ("gemma3.rope.freq_base_swa".to_string(), Value::F32(20000.0));
+        assert_eq!(d.extra, vec![window, swa]);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use prost::Message;
 use serde_json::Value as Json;
 
 use crate::gguf::{Metadata, Value};
-use crate::tokenizer::{specials, CONTROL, UNUSED, USER_DEFINED};
+use crate::tokenizer::{added_token, specials, UNUSED, USER_DEFINED};
 use crate::{ConvertError, Files};
 
 /// The parts of SentencePiece's `ModelProto` (sentencepiece_model.proto) that llama.cpp
@@ -66,15 +66,19 @@ struct NormalizerSpec {
 }
 
 const BPE: i32 = 2;
+const NOT_SENTENCEPIECE: &str =
+    "not a SentencePiece model, and there is no tokenizer.json to read instead";
 const NORMAL: i32 = 1;
 
 /// Metadata for the vocabulary of `tokenizer.model`, padded with unused tokens to
-/// `vocab_size` (the embedding's rows).
+/// `vocab_size` (the embedding's rows); `None` when the file is not a SentencePiece model
+/// but the folder has a `tokenizer.json` to read instead (as Llama 3's tiktoken file
+/// beside it would be), as llama.cpp's converter falls back to it.
 pub fn metadata(
     files: &Files,
     model_config: &Json,
     vocab_size: usize,
-) -> Result<Metadata, ConvertError> {
+) -> Result<Option<Metadata>, ConvertError> {
     let file = "tokenizer.model";
     let invalid = |why: String| ConvertError::Invalid {
         file: file.into(),
@@ -83,11 +87,12 @@ pub fn metadata(
     let bytes = files
         .read(file)?
         .ok_or_else(|| ConvertError::Missing(file.into()))?;
-    let model = ModelProto::decode(bytes.as_slice()).map_err(|e| {
-        invalid(format!(
-            "not a SentencePiece model ({e}); a tokenizer.model must be SentencePiece's"
-        ))
-    })?;
+    let model = match ModelProto::decode(bytes.as_slice()) {
+        Ok(m) if !m.pieces.is_empty() => m,
+        _ if files.has("tokenizer.json") => return Ok(None),
+        Ok(_) => return Err(invalid(NOT_SENTENCEPIECE.into())),
+        Err(e) => return Err(invalid(format!("{NOT_SENTENCEPIECE} ({e})"))),
+    };
     let unsupported = |why: String| ConvertError::Unsupported(format!("{file}: {why}"));
     let kind = model
         .trainer_spec
@@ -140,10 +145,13 @@ pub fn metadata(
     let mut scores = Vec::with_capacity(vocab_size);
     let mut types = Vec::with_capacity(vocab_size);
     for (id, p) in model.pieces.into_iter().enumerate() {
-        let ty = p.r#type.unwrap_or(NORMAL);
-        if !(1..=6).contains(&ty) {
-            return Err(invalid(format!("piece {id} has the unknown type {ty}")));
-        }
+        let ty = match p.r#type.unwrap_or(NORMAL) {
+            // User-defined pieces are normal ones to llama.cpp's converter; those the added
+            // tokens name again become user-defined below.
+            USER_DEFINED => NORMAL,
+            ty @ 1..=6 => ty,
+            ty => return Err(invalid(format!("piece {id} has the unknown type {ty}"))),
+        };
         texts.push(p.piece.unwrap_or_default());
         scores.push(p.score.unwrap_or(0.0));
         types.push(ty);
@@ -174,13 +182,13 @@ pub fn metadata(
     out.push(("tokenizer.ggml.tokens".into(), Value::Strs(texts)));
     out.push(("tokenizer.ggml.scores".into(), Value::F32s(scores)));
     out.push(("tokenizer.ggml.token_type".into(), Value::I32s(types)));
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// Tokens added beside the SentencePiece model, as llama.cpp's converter takes them:
-/// `added_tokens.json` (text to id), then `tokenizer_config.json`'s `added_tokens_decoder`,
-/// whose special tokens are control tokens and whose others are user-defined (their `▁` read
-/// as spaces). Ids beyond the vocabulary are left out, as there.
+/// `added_tokens.json` (text to id, user-defined), then `tokenizer_config.json`'s
+/// `added_tokens_decoder` ([`added_token`]: control tokens, or user-defined ones with their
+/// `▁` read as spaces). Ids beyond the vocabulary are left out, as there.
 fn added_tokens(
     files: &Files,
     texts: &mut [String],
@@ -216,10 +224,8 @@ fn added_tokens(
                 why: format!("added token {id:?} has no integer id or no content"),
             });
         };
-        match token["special"] == true {
-            true => set(id, text.to_string(), CONTROL),
-            false => set(id, text.replace('\u{2581}', " "), USER_DEFINED),
-        }
+        let (text, ty) = added_token(text, token["special"] == true);
+        set(id, text, ty);
     }
     Ok(())
 }
@@ -242,6 +248,8 @@ mod tests {
                 piece("<0x0A>", 0.0, 6),
                 piece("\u{2581}t", -1.0, 1),
                 piece("he", -2.0, 1),
+                piece("\u{2581}\u{2581}", 0.0, 4),
+                piece("<unused0>", 0.0, 4),
             ],
             trainer_spec: Some(TrainerSpec {
                 model_type: Some(kind),
@@ -263,7 +271,10 @@ mod tests {
     fn convert(dir: &std::path::Path, bytes: &[u8], vocab: usize) -> Result<Metadata, String> {
         std::fs::write(dir.join("tokenizer.model"), bytes).unwrap();
         let files = Files::open(dir).unwrap();
-        metadata(&files, &Json::Null, vocab).map_err(|e| e.to_string())
+        match metadata(&files, &Json::Null, vocab) {
+            Ok(m) => Ok(m.expect("no tokenizer.json")),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     fn get<'a>(m: &'a Metadata, key: &str) -> &'a Value {
@@ -273,25 +284,67 @@ mod tests {
     #[test]
     fn pieces_keep_their_scores_and_types_and_are_padded_to_the_embedding() {
         let dir = tempfile::tempdir().unwrap();
-        let m = convert(dir.path(), &model(BPE, identity()), 8).unwrap();
+        let m = convert(dir.path(), &model(BPE, identity()), 10).unwrap();
         let Value::Strs(texts) = get(&m, "tokenizer.ggml.tokens") else {
             panic!()
         };
         assert_eq!(texts[4], "\u{2581}t");
-        assert_eq!(texts[7], "[PAD7]");
+        assert_eq!(texts[9], "[PAD9]");
+        // User-defined pieces are normal ones, as llama.cpp's converter reads them.
         assert_eq!(
             get(&m, "tokenizer.ggml.token_type"),
-            &Value::I32s(vec![2, 3, 3, 6, 1, 1, UNUSED, UNUSED])
+            &Value::I32s(vec![2, 3, 3, 6, 1, 1, 1, 1, UNUSED, UNUSED])
         );
         let Value::F32s(scores) = get(&m, "tokenizer.ggml.scores") else {
             panic!()
         };
-        assert_eq!(&scores[3..7], &[0.0, -1.0, -2.0, -10000.0]);
+        assert_eq!(&scores[3..9], &[0.0, -1.0, -2.0, 0.0, 0.0, -10000.0]);
         assert_eq!(get(&m, "tokenizer.ggml.model"), &Value::Str("llama".into()));
         assert_eq!(
             get(&m, "tokenizer.ggml.add_space_prefix"),
             &Value::Bool(true)
         );
+    }
+
+    #[test]
+    fn added_tokens_are_laid_over_the_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let decoder = serde_json::json!({"added_tokens_decoder": {
+            "6": {"content": "\u{2581}\u{2581}", "special": false},
+            "7": {"content": "<unused0>", "special": false},
+        }});
+        std::fs::write(
+            dir.path().join("tokenizer_config.json"),
+            decoder.to_string(),
+        )
+        .unwrap();
+        // One beyond the embedding's rows, left out (as Gemma 3's <image_soft_token>).
+        let added = r#"{"<extra>": 9, "<image_soft_token>": 10}"#;
+        std::fs::write(dir.path().join("added_tokens.json"), added).unwrap();
+        let m = convert(dir.path(), &model(BPE, identity()), 10).unwrap();
+        let Value::Strs(texts) = get(&m, "tokenizer.ggml.tokens") else {
+            panic!()
+        };
+        assert_eq!(&texts[6..], &["  ", "<unused0>", "[PAD8]", "<extra>"]);
+        assert_eq!(
+            get(&m, "tokenizer.ggml.token_type"),
+            &Value::I32s(vec![
+                2,
+                3,
+                3,
+                6,
+                1,
+                1,
+                USER_DEFINED,
+                3,
+                UNUSED,
+                USER_DEFINED
+            ])
+        );
+        let Value::F32s(scores) = get(&m, "tokenizer.ggml.scores") else {
+            panic!()
+        };
+        assert_eq!(&scores[6..], &[-1000.0, -1000.0, -10000.0, -1000.0]);
     }
 
     #[test]
@@ -312,7 +365,7 @@ mod tests {
         let e = convert(dir.path(), &model(BPE, collapse), 8).unwrap_err();
         assert!(e.contains("removes extra whitespace"), "{e}");
         let e = convert(dir.path(), &model(BPE, identity()), 4).unwrap_err();
-        assert!(e.contains("6 pieces, more than the model's 4"), "{e}");
+        assert!(e.contains("8 pieces, more than the model's 4"), "{e}");
         let e = convert(dir.path(), b"{\"not\": \"protobuf\"}", 8).unwrap_err();
         assert!(
             e.contains("tokenizer.model: not a SentencePiece model"),

@@ -36,7 +36,9 @@ pub fn metadata(
     vocab_size: usize,
 ) -> Result<Metadata, ConvertError> {
     if files.has("tokenizer.model") {
-        return crate::sentencepiece::metadata(files, model_config, vocab_size);
+        if let Some(m) = crate::sentencepiece::metadata(files, model_config, vocab_size)? {
+            return Ok(m);
+        }
     }
     if !files.has("tokenizer.json") {
         return Err(ConvertError::Missing(
@@ -89,12 +91,7 @@ pub fn metadata(
         let (Some(id), Some(text)) = (t["id"].as_u64(), t["content"].as_str()) else {
             return Err(bad("an added token has no id or content".into()));
         };
-        let ty = if t["special"].as_bool() == Some(true) {
-            CONTROL
-        } else {
-            USER_DEFINED
-        };
-        tokens.insert(id as usize, (text.to_string(), ty));
+        tokens.insert(id as usize, added_token(text, t["special"] == true));
     }
     let n = tokens
         .keys()
@@ -146,6 +143,22 @@ pub fn metadata(
     out.push(("tokenizer.ggml.token_type".into(), Value::I32s(types)));
     out.push(("tokenizer.ggml.merges".into(), Value::Strs(merges)));
     Ok(out)
+}
+
+/// An added token as llama.cpp's converter writes it: a control token when it is marked
+/// special or looks special (models mark some control tokens, Gemma's `<unused0>` ..., as not
+/// special), else a user-defined token with its `▁` read as spaces (llama.cpp matches
+/// user-defined tokens in the raw text, before spaces become `▁`).
+pub(crate) fn added_token(text: &str, special: bool) -> (String, i32) {
+    let between = |open: &str, close: &str| text.starts_with(open) && text.ends_with(close);
+    let looks_special = matches!(text, "<pad>" | "<mask>" | "<2mass>" | "[@BOS@]")
+        || between("<|", "|>")
+        || between("<\u{ff5c}", "\u{ff5c}>")
+        || between("<unused", ">");
+    match special || looks_special {
+        true => (text.to_string(), CONTROL),
+        false => (text.replace('\u{2581}', " "), USER_DEFINED),
+    }
 }
 
 /// The special tokens' ids (`tokenizer_config.json`'s texts, else `config.json`'s ids),
@@ -341,6 +354,23 @@ mod tests {
         assert!(pre_tokenizer(&Json::Null)
             .unwrap_err()
             .contains("no pre_tokenizer"));
+    }
+
+    #[test]
+    fn added_tokens_are_control_tokens_when_special_or_looking_special() {
+        assert_eq!(added_token("<tool>", true), ("<tool>".into(), CONTROL));
+        for text in [
+            "<unused7>",
+            "<|im_start|>",
+            "<mask>",
+            "<\u{ff5c}fim\u{2581}hole\u{ff5c}>",
+        ] {
+            assert_eq!(added_token(text, false), (text.into(), CONTROL), "{text}");
+        }
+        // Gemma's runs of spaces, stored with SentencePiece's `▁`.
+        let spaces = "\u{2581}\u{2581}";
+        assert_eq!(added_token(spaces, false), ("  ".into(), USER_DEFINED));
+        assert_eq!(added_token("\n\n", false), ("\n\n".into(), USER_DEFINED));
     }
 
     #[test]

@@ -332,7 +332,7 @@ fn check_hugging_face(store: &Store, files: &BTreeMap<String, Digest>) -> ApiRes
         .any(|t| files.contains_key(*t))
     {
         return Err(ApiError::bad_request(format!(
-            "tokenizer.json is missing: {needs}"
+            "tokenizer.json or tokenizer.model is missing: {needs}"
         )));
     }
     let bytes = read_config(store, "config.json", config)?;

@@ -396,7 +396,10 @@ fn a_bad_hugging_face_folder_is_refused_by_name_and_leaves_nothing() {
     // Refused before anything runs: a 400 that names the problem.
     let refused = [
         (with("config.json", None), "config.json is missing"),
-        (with("tokenizer.json", None), "tokenizer.json is missing"),
+        (
+            with("tokenizer.json", None),
+            "tokenizer.json or tokenizer.model is missing",
+        ),
         (
             with(
                 "config.json",
@@ -493,7 +496,7 @@ fn a_bad_hugging_face_folder_is_refused_by_name_and_leaves_nothing() {
     gpt2["architectures"] = json!(["GPT2LMHeadModel"]);
     for (step, says) in [
         (0, "no *.safetensors weights in this folder"),
-        (1, "tokenizer.json is missing"),
+        (1, "tokenizer.json or tokenizer.model is missing"),
         (2, "unsupported architecture \"GPT2LMHeadModel\""),
     ] {
         match step {

@@ -1,5 +1,6 @@
 //! `create` from a Gemma 3 folder: `Gemma3ForCausalLM` weights and a SentencePiece
-//! `tokenizer.model` (no `tokenizer.json`), as google/gemma-3-270m-it is laid out. The folder
+//! `tokenizer.model`, as google/gemma-3-270m is laid out, less its `tokenizer.json` (built
+//! from the tokenizer.model, and not read when that is there). The folder
 //! is Gemma 3 270M's own tensors (`tests/clients/hf_model.py`: its tokenizer.model written with
 //! the `sentencepiece` package's own message class and checked by loading it there, its norms
 //! stored as Gemma stores them, offsets from 1), so the converted model must be the F16 GGUF
