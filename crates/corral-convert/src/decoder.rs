@@ -28,6 +28,9 @@ pub struct Arch {
     pub layer: &'static [(&'static str, &'static str)],
     /// Gemma: norm weights are offsets from 1, and `config.json` has Gemma's own settings.
     gemma: bool,
+    /// A vision-language checkpoint whose text model is converted (its `text_config`, and
+    /// its tensors under `language_model`), the vision tower left out.
+    pub multimodal: bool,
 }
 
 const LLAMA: Arch = Arch {
@@ -36,6 +39,7 @@ const LLAMA: Arch = Arch {
     qkv_bias: false,
     layer: LAYER,
     gemma: false,
+    multimodal: false,
 };
 
 /// The architectures of `config.json` that can be converted, as their `architectures` entry.
@@ -50,19 +54,95 @@ pub const ARCHITECTURES: &[(&str, Arch)] = &[
             qkv_bias: true,
             layer: LAYER,
             gemma: false,
+            multimodal: false,
         },
     ),
+    ("Gemma3ForCausalLM", GEMMA3),
     (
-        "Gemma3ForCausalLM",
+        "Gemma3ForConditionalGeneration",
         Arch {
-            gguf: "gemma3",
-            permute: false,
-            qkv_bias: false,
-            layer: GEMMA3_LAYER,
-            gemma: true,
+            multimodal: true,
+            ..GEMMA3
         },
     ),
 ];
+
+const GEMMA3: Arch = Arch {
+    gguf: "gemma3",
+    permute: false,
+    qkv_bias: false,
+    layer: GEMMA3_LAYER,
+    gemma: true,
+    multimodal: false,
+};
+
+/// Gemma 3's settings that Transformers' `Gemma3TextConfig` gives when `config.json` leaves
+/// them out (as the 4B and larger models' `text_config` does).
+const GEMMA3_DEFAULTS: &[(&str, f64)] = &[
+    ("vocab_size", 262_208.0),
+    ("hidden_size", 2304.0),
+    ("intermediate_size", 9216.0),
+    ("num_hidden_layers", 26.0),
+    ("num_attention_heads", 8.0),
+    ("num_key_value_heads", 4.0),
+    ("head_dim", 256.0),
+    ("max_position_embeddings", 131_072.0),
+    ("rms_norm_eps", 1e-6),
+    ("rope_theta", 1_000_000.0),
+    ("rope_local_base_freq", 10_000.0),
+    ("query_pre_attn_scalar", 256.0),
+    ("sliding_window", 4096.0),
+];
+
+/// The text model's `config.json`: a vision-language checkpoint's `text_config` over its
+/// top level, and for Gemma 3 Transformers' defaults where a setting is absent (not where it
+/// is null: a null `sliding_window` is none).
+pub fn text_config(arch: Arch, config: &Json) -> Json {
+    let mut out = config.clone();
+    if let (true, Some(text), Some(top)) = (
+        arch.multimodal,
+        config["text_config"].as_object(),
+        out.as_object_mut(),
+    ) {
+        for (k, v) in text {
+            top.insert(k.clone(), v.clone());
+        }
+    }
+    if let (true, Some(top)) = (arch.gemma, out.as_object_mut()) {
+        for (k, v) in GEMMA3_DEFAULTS {
+            if !top.contains_key(*k) {
+                let v = match v.fract() == 0.0 {
+                    true => Json::from(*v as u64),
+                    false => Json::from(*v),
+                };
+                top.insert(k.to_string(), v);
+            }
+        }
+    }
+    out
+}
+
+/// A vision-language checkpoint's tensor under a text model's name: `language_model.model.X`
+/// (Transformers 4.50's layout) and `model.language_model.X` (4.52's on) as `model.X`, the
+/// language model's head as `lm_head`; `None` for the vision tower and its projector, which
+/// are left out. Other names stay (and are refused later as having no place).
+pub fn text_model_name(name: &str) -> Option<String> {
+    const VISION: [&str; 2] = ["vision_tower.", "multi_modal_projector."];
+    let inner = name.strip_prefix("model.").unwrap_or(name);
+    if VISION.iter().any(|v| inner.starts_with(v)) {
+        return None;
+    }
+    let renamed = if let Some(rest) = name.strip_prefix("language_model.model.") {
+        format!("model.{rest}")
+    } else if let Some(rest) = name.strip_prefix("model.language_model.") {
+        format!("model.{rest}")
+    } else if let Some(rest) = name.strip_prefix("language_model.") {
+        rest.to_string()
+    } else {
+        name.to_string()
+    };
+    Some(renamed)
+}
 
 pub struct Model {
     pub metadata: Metadata,
@@ -190,14 +270,11 @@ impl Dims {
     pub fn read(arch: Arch, config: &Json) -> Result<Dims, ConvertError> {
         let hidden = number(config, "hidden_size")?;
         let heads = number(config, "num_attention_heads")?;
-        // Transformers' defaults: Gemma 3's are 4 key-value heads of 256.
         let kv_heads = match config["num_key_value_heads"] {
-            Json::Null if arch.gemma => 4,
             Json::Null => heads,
             _ => number(config, "num_key_value_heads")?,
         };
         let head_dim = match config["head_dim"] {
-            Json::Null if arch.gemma => 256,
             Json::Null => hidden / heads,
             _ => number(config, "head_dim")?,
         };
@@ -306,11 +383,8 @@ fn gemma3(
         }
     }
     // The sliding window: on every layer but each `pattern`-th, as llama.cpp lays it out.
-    // Transformers' default window is 4096; null is none.
-    let window = match config.get("sliding_window") {
-        None => 4096,
-        Some(w) => w.as_u64().unwrap_or(0),
-    };
+    // A null window is none (Transformers' default, 4096, is in `text_config`).
+    let window = config["sliding_window"].as_u64().unwrap_or(0);
     let pattern = ["sliding_window_pattern", "_sliding_window_pattern"]
         .iter()
         .find_map(|k| config[k].as_u64())
@@ -643,7 +717,7 @@ mod tests {
         // rope_local_base_freq says otherwise (not the global one).
         let mut v4 = base.clone();
         v4["rope_theta"] = 1e6.into();
-        let d = Dims::read(*arch, &v4).unwrap();
+        let d = Dims::read(*arch, &text_config(*arch, &v4)).unwrap();
         assert_eq!((d.theta, d.head_dim, d.kv_heads), (1e6, 256, 4));
         let window = (
             "gemma3.attention.sliding_window".to_string(),
@@ -655,11 +729,49 @@ mod tests {
         v5["rope_parameters"] = serde_json::json!({
             "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
             "sliding_attention": {"rope_type": "default", "rope_theta": 20000.0}});
-        let d = Dims::read(*arch, &v5).unwrap();
+        let d = Dims::read(*arch, &text_config(*arch, &v5)).unwrap();
         assert_eq!(d.theta, 1e6);
         assert!(matches!(d.rope, Rope::Linear(f) if f == 8.0));
         let swa = ("gemma3.rope.freq_base_swa".to_string(), Value::F32(20000.0));
         assert_eq!(d.extra, vec![window, swa]);
+    }
+
+    #[test]
+    fn a_vision_language_checkpoint_keeps_its_text_model() {
+        for (name, text) in [
+            (
+                "language_model.model.layers.0.mlp.up_proj.weight",
+                Some("model.layers.0.mlp.up_proj.weight"),
+            ),
+            (
+                "model.language_model.embed_tokens.weight",
+                Some("model.embed_tokens.weight"),
+            ),
+            ("language_model.lm_head.weight", Some("lm_head.weight")),
+            ("lm_head.weight", Some("lm_head.weight")),
+            ("vision_tower.vision_model.post_layernorm.weight", None),
+            ("model.multi_modal_projector.mm_soft_emb_norm.weight", None),
+        ] {
+            assert_eq!(text_model_name(name).as_deref(), text, "{name}");
+        }
+        // Gemma 3 4B's config: text_config over the top level, Transformers' defaults for
+        // what it leaves out (8 heads, 4 key-value heads of 256, theta 1e6).
+        let (_, arch) = ARCHITECTURES
+            .iter()
+            .find(|(n, _)| *n == "Gemma3ForConditionalGeneration")
+            .unwrap();
+        let config = serde_json::json!({"architectures": ["Gemma3ForConditionalGeneration"],
+            "text_config": {"hidden_size": 2560, "intermediate_size": 10240,
+                "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                "sliding_window": 1024},
+            "vision_config": {"hidden_size": 1152}});
+        let d = Dims::read(*arch, &text_config(*arch, &config)).unwrap();
+        assert_eq!(
+            (d.hidden, d.heads, d.kv_heads, d.head_dim),
+            (2560, 8, 4, 256)
+        );
+        assert_eq!((d.layers, d.context, d.theta), (34, 131072, 1e6));
+        assert!(matches!(d.rope, Rope::Linear(f) if f == 8.0));
     }
 
     #[test]

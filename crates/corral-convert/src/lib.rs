@@ -197,7 +197,8 @@ pub fn check_config(config: &[u8]) -> Result<(), ConvertError> {
         file: "config.json".into(),
         why: format!("not valid JSON: {e}"),
     })?;
-    decoder::Dims::read(architecture(&config)?, &config).map(|_| ())
+    let arch = architecture(&config)?;
+    decoder::Dims::read(arch, &decoder::text_config(arch, &config)).map(|_| ())
 }
 
 /// Check a LoRA adapter's `adapter_config.json` before its conversion starts.
@@ -255,7 +256,11 @@ pub fn convert(
     }
     let config = files.json("config.json")?;
     let arch = architecture(&config)?;
-    let source = Safetensors::open(&files.safetensors()?)?;
+    let config = decoder::text_config(arch, &config);
+    let mut source = Safetensors::open(&files.safetensors()?)?;
+    if arch.multimodal {
+        source.rename(decoder::text_model_name);
+    }
     let model = decoder::plan(arch, &config, &source)?;
     let mut metadata = model.metadata;
     metadata.extend(tokenizer::metadata(&files, &config, model.vocab_size)?);

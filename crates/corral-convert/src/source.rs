@@ -93,6 +93,14 @@ impl Safetensors {
         Ok(Safetensors { maps, tensors })
     }
 
+    /// Rename every tensor by `rename`, leaving out those it maps to `None`.
+    pub fn rename(&mut self, rename: impl Fn(&str) -> Option<String>) {
+        self.tensors = std::mem::take(&mut self.tensors)
+            .into_iter()
+            .filter_map(|(name, t)| rename(&name).map(|n| (n, t)))
+            .collect();
+    }
+
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.tensors.get(name)
     }

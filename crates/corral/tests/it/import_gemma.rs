@@ -9,7 +9,10 @@
 use crate::common;
 use crate::import::{unfinished, unreferenced_blobs, upload, upload_folder};
 
+use std::path::Path;
+
 use common::*;
+use safetensors::tensor::TensorView;
 use serde_json::{json, Value};
 
 /// A greedy continuation of `prompt` (no template) with the log probabilities of its tokens.
@@ -24,9 +27,14 @@ fn continuation(s: &TestServer, model: &str, prompt: &str) -> Value {
     v
 }
 
+/// The prompt's tokens: those evaluated and those a slot's cache held.
+fn prompt_tokens(v: &Value) -> u64 {
+    v["prompt_eval_count"].as_u64().unwrap() + v["prompt_cached_count"].as_u64().unwrap_or(0)
+}
+
 fn same_answer(a: &Value, b: &Value) {
     assert_eq!(a["response"], b["response"], "{a}\n{b}");
-    assert_eq!(a["prompt_eval_count"], b["prompt_eval_count"], "{a}\n{b}");
+    assert_eq!(prompt_tokens(a), prompt_tokens(b), "{a}\n{b}");
     let (la, lb) = (
         a["logprobs"].as_array().unwrap(),
         b["logprobs"].as_array().unwrap(),
@@ -119,8 +127,76 @@ fn a_gemma_folder_with_a_sentencepiece_vocabulary_answers_as_its_gguf_does() {
                 <start_of_turn>model\n";
     let raw = continuation(&s, "gemma-f16", turn);
     assert_eq!(chat["message"]["content"], raw["response"], "{chat}\n{raw}");
-    assert_eq!(chat["prompt_eval_count"], raw["prompt_eval_count"]);
+    assert_eq!(prompt_tokens(&chat), prompt_tokens(&raw), "{chat}\n{raw}");
     assert_eq!(chat["eval_count"], 12, "{chat}");
+
+    // Gemma 3 4B and larger are vision-language checkpoints: the text model's tensors under
+    // `language_model.`, its settings in `text_config` (leaving out what Transformers
+    // defaults), a vision tower beside them. The text model converts to the same model.
+    let vl = s.dir.path().join("gemma-vl");
+    write_vision_language(&hf, &vl);
+    std::fs::write(&mf, format!("FROM {}\n", vl.display())).unwrap();
+    let out = s.corral(&["create", "gemma-vl", "-f", mf.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let prompt = "The capital of France is";
+    same_answer(
+        &continuation(&s, "gemma-vl", prompt),
+        &continuation(&s, "gemma-f16", prompt),
+    );
+}
+
+/// `hf` as Gemma 3's vision-language checkpoints are laid out (`Gemma3ForConditionalGeneration`,
+/// Transformers 4.50's names), with a token vision tower and projector, in `dir`.
+fn write_vision_language(hf: &Path, dir: &Path) {
+    std::fs::create_dir(dir).unwrap();
+    for f in [
+        "tokenizer.model",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::os::unix::fs::symlink(hf.join(f), dir.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(hf.join("model.safetensors")).unwrap();
+    let weights = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut views: Vec<(String, TensorView)> = weights
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (format!("language_model.{name}"), view))
+        .collect();
+    let zeros = vec![0u8; 1152 * 4];
+    for name in [
+        "vision_tower.vision_model.post_layernorm.weight",
+        "multi_modal_projector.mm_soft_emb_norm.weight",
+    ] {
+        let view = TensorView::new(safetensors::Dtype::F32, vec![1152], &zeros).unwrap();
+        views.push((name.to_string(), view));
+    }
+    let meta = Some([("format".to_string(), "pt".to_string())].into());
+    safetensors::serialize_to_file(views, meta, &dir.join("model.safetensors")).unwrap();
+
+    let mut text: Value =
+        serde_json::from_slice(&std::fs::read(hf.join("config.json")).unwrap()).unwrap();
+    let text_config = text.as_object_mut().unwrap();
+    // What Transformers' Gemma3TextConfig defaults to, as the 4B model's config leaves out.
+    for key in [
+        "architectures",
+        "head_dim",
+        "query_pre_attn_scalar",
+        "rms_norm_eps",
+        "rope_local_base_freq",
+        "rope_theta",
+    ] {
+        text_config.remove(key);
+    }
+    let config = json!({
+        "architectures": ["Gemma3ForConditionalGeneration"],
+        "boi_token_index": 255999, "eoi_token_index": 256000, "image_token_index": 262144,
+        "initializer_range": 0.02, "mm_tokens_per_image": 256, "model_type": "gemma3",
+        "text_config": text,
+        "vision_config": {"hidden_size": 1152, "image_size": 896, "model_type": "siglip_vision_model",
+                          "num_hidden_layers": 27, "patch_size": 14},
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
 }
 
 #[test]
