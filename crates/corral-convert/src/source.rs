@@ -157,8 +157,8 @@ pub fn permuted_row(r: usize, rows: usize, heads: usize) -> usize {
     h * per_head + j * half + i
 }
 
-/// One row as `to`, with 1 added to each value for `plus_one` (in F32, as llama.cpp's
-/// converter adds it to the weights it has read as F32).
+/// One row as `to`, with 1 added to each value for `plus_one` (in F32, as Gemma's own norm
+/// computes `1 + w` from its BF16 weights, so no precision is lost to the addition).
 fn convert_row(src: &[u8], from: Dtype, to: TensorType, plus_one: bool, out: &mut Vec<u8>) {
     match (from, to) {
         (Dtype::F32, TensorType::F32)

@@ -305,3 +305,44 @@ fn a_peft_lora_folder_for_gemma_becomes_the_adapter_its_gguf_is() {
     same_answer(&a, &b);
     assert_ne!(a["response"], plain["response"], "{a}\n{plain}");
 }
+
+#[test]
+fn a_tokenizer_model_is_read_first_and_passed_over_when_it_is_not_sentencepiece() {
+    let s = TestServer::start();
+    let mf = s.dir.path().join("Modelfile");
+    let tokenizer_model = |name: &str| {
+        let (code, v) = s.post("/api/show", json!({"model": name}));
+        assert_eq!(code, 200, "{v}");
+        v["model_info"]["tokenizer.ggml.model"].clone()
+    };
+    // A folder's files, linked, with one more written beside them.
+    let variant = |name: &str, from: &Path, extra: (&str, &str)| {
+        let dir = s.dir.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        for e in std::fs::read_dir(from).unwrap().flatten() {
+            std::os::unix::fs::symlink(e.path(), dir.join(e.file_name())).unwrap();
+        }
+        std::fs::write(dir.join(extra.0), extra.1).unwrap();
+        std::fs::write(&mf, format!("FROM {}\n", dir.display())).unwrap();
+        let out = s.corral(&["create", name, "-f", mf.to_str().unwrap()]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+    };
+
+    // Gemma's real folder also has a tokenizer.json, a BPE with byte fallback built from the
+    // tokenizer.model (which the BPE reader alone would refuse): the tokenizer.model is read.
+    let bpe = r#"{"model": {"type": "BPE", "byte_fallback": true, "vocab": {}, "merges": []}}"#;
+    variant("gemma-both", &gemma_hf(), ("tokenizer.json", bpe));
+    assert_eq!(tokenizer_model("gemma-both"), "llama");
+
+    // A tokenizer.model that is not SentencePiece's (Llama 3's is tiktoken's text) beside a
+    // tokenizer.json: the tokenizer.json is read, as llama.cpp's converter falls back to it.
+    let tiktoken = "IQ== 0\nIg== 1\nIw== 2\n";
+    variant("smol-tiktoken", &smol_hf(), ("tokenizer.model", tiktoken));
+    assert_eq!(tokenizer_model("smol-tiktoken"), "gpt2");
+    let (code, v) = s.post(
+        "/api/generate",
+        json!({"model": "smol-tiktoken", "prompt": "The capital of France is", "raw": true,
+               "stream": false, "options": {"temperature": 0, "num_predict": 4}}),
+    );
+    assert_eq!((code, &v["done"]), (200, &json!(true)), "{v}");
+}
