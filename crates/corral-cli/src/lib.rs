@@ -28,9 +28,10 @@ use crate::format::{go_duration, human_bytes, human_time, table};
 pub struct CreateArgs {
     /// Name of the new model.
     pub model: String,
-    /// Modelfile to build from.
-    #[arg(short = 'f', long = "file", default_value = "Modelfile")]
-    pub file: PathBuf,
+    /// Modelfile to build from [default: Modelfile; without one, the current folder is
+    /// imported as a Hugging Face model, as `FROM .`].
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
     /// Quantize the model's F16 or F32 weights to this type (q4_K_M, q8_0, ...).
     #[arg(short = 'q', long)]
     pub quantize: Option<String>,
@@ -78,14 +79,9 @@ pub fn stats_block(m: &Metrics) -> String {
 
 /// `corral create`.
 pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
-    let text = read_modelfile(&args.file)?;
-    let mf =
-        Modelfile::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
-    let dir = args
-        .file
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let (file, text) = modelfile(args.file.as_deref())?;
+    let mf = Modelfile::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
     let parameters = mf.parameters().map_err(|e| anyhow::anyhow!(e))?;
     for name in mf.deprecated_parameters() {
         eprintln!("warning: parameter '{name}' is no longer supported and was ignored");
@@ -111,7 +107,7 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
                     req.files = Some(upload_folder(client, &path).await?);
                     req.from = None;
                 } else if looks_like_path(from) {
-                    anyhow::bail!("{}: FROM {from}: no such file", args.file.display());
+                    anyhow::bail!("{}: FROM {from}: no such file", file.display());
                 } else {
                     req.from = Some(from.clone());
                     req.files = None;
@@ -125,7 +121,7 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
             }
             Command::Adapter(a) => {
                 if req.adapters.is_some() {
-                    anyhow::bail!("{}: only one ADAPTER is supported", args.file.display());
+                    anyhow::bail!("{}: only one ADAPTER is supported", file.display());
                 }
                 let path = resolve_path(&dir, a);
                 req.adapters = Some(if path.is_dir() {
@@ -133,7 +129,7 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
                 } else if path.is_file() {
                     upload_named(client, &path).await?
                 } else {
-                    anyhow::bail!("{}: ADAPTER {a}: no such file", args.file.display());
+                    anyhow::bail!("{}: ADAPTER {a}: no such file", file.display());
                 });
             }
             Command::Draft(d) => {
@@ -152,13 +148,13 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
                     if from.is_some_and(|f| same(&f, &path)) {
                         anyhow::bail!(
                             "{}: DRAFT {d}: the draft is the FROM model itself",
-                            args.file.display()
+                            file.display()
                         );
                     }
                     req.draft_files = Some(upload_named(client, &path).await?);
                     req.draft = None;
                 } else if looks_like_path(d) {
-                    anyhow::bail!("{}: DRAFT {d}: no such file", args.file.display());
+                    anyhow::bail!("{}: DRAFT {d}: no such file", file.display());
                 } else {
                     req.draft = Some(d.clone());
                     req.draft_files = None;
@@ -182,6 +178,30 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
         .await;
     view.finish();
     result
+}
+
+/// The Modelfile `create` builds from, and its text: the file `-f` names, else `Modelfile`
+/// here, else (as Ollama does) `FROM .`, when this folder holds a Hugging Face model's
+/// safetensors weights.
+fn modelfile(named: Option<&Path>) -> anyhow::Result<(PathBuf, String)> {
+    let default = PathBuf::from("Modelfile");
+    if let Some(path) = named {
+        return Ok((path.to_path_buf(), read_modelfile(path)?));
+    }
+    if default.exists() {
+        let text = read_modelfile(&default)?;
+        return Ok((default, text));
+    }
+    let weights = corral_convert::Files::open(Path::new("."))
+        .map_err(anyhow::Error::from)
+        .and_then(|f| Ok(!f.safetensors()?.is_empty()));
+    match weights {
+        Ok(true) => Ok((default, "FROM .\n".to_string())),
+        _ => anyhow::bail!(
+            "no Modelfile or safetensors files found: there is no Modelfile here (name one \
+             with -f), and this folder holds no *.safetensors weights to import"
+        ),
+    }
 }
 
 fn read_modelfile(path: &Path) -> anyhow::Result<String> {

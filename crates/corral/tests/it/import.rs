@@ -157,6 +157,20 @@ fn a_hugging_face_folder_becomes_a_model_that_answers_as_its_gguf_does() {
         assert!(d.abs() < 1e-4, "{x}\n{y}");
     }
 
+    // As Ollama: without -f or a Modelfile, `create` in the model's folder imports it (`FROM
+    // .`); in a folder without weights it says what it lacks.
+    let out = s.corral_in(&hf, &["create", "smol-here"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(show("smol-here")["details"], hf_show["details"]);
+    let empty = tempfile::tempdir().unwrap();
+    let out = s.corral_in(empty.path(), &["create", "nothing"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Error: no Modelfile or safetensors files found"),
+        "{}",
+        stderr(&out)
+    );
+
     // The API, the same files: a progress line per tensor, then quantized in the same create.
     let files = upload_folder(&s, &hf);
     let lines = s.stream(

@@ -210,6 +210,17 @@ impl TestServer {
         self.corral_stdin(args, None)
     }
 
+    /// Run the CLI against this server in the folder `dir`.
+    pub fn corral_in(&self, dir: &Path, args: &[&str]) -> Output {
+        Command::new(corral_exe())
+            .args(args)
+            .current_dir(dir)
+            .env("CORRAL_HOST", format!("127.0.0.1:{}", self.port))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     /// Run the CLI with extra environment variables.
     pub fn corral_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         self.corral_full(args, None, env)
