@@ -22,12 +22,7 @@ def main(src: str, dst: str) -> None:
     arch = reader.fields["general.architecture"].contents()
     partial = f"{dst}.{os.getpid()}.partial"
     writer = gguf.GGUFWriter(partial, arch)
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type"):
-            continue
-        vtype = field.types[0]
-        sub = field.types[-1] if vtype == V.ARRAY else None
-        writer.add_key_value(key, field.contents(), vtype, sub_type=sub)
+    copy_fields(reader, writer, lambda key: key not in ("general.architecture", "general.file_type"))
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
     for t in reader.tensors:
         if t.tensor_type == Q.F32:
@@ -39,6 +34,21 @@ def main(src: str, dst: str) -> None:
         # gguf-py keeps shapes in NumPy order (outermost first), the reverse of GGUF's.
         shape = tuple(reversed([int(d) for d in t.shape]))
         writer.add_tensor(t.name, data.reshape(shape))
+    finish(writer, partial, dst)
+
+
+def copy_fields(reader, writer, keep) -> None:
+    """Copy the metadata of `reader` whose keys `keep` accepts into `writer`."""
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or not keep(key):
+            continue
+        vtype = field.types[0]
+        sub = field.types[-1] if vtype == V.ARRAY else None
+        writer.add_key_value(key, field.contents(), vtype, sub_type=sub)
+
+
+def finish(writer, partial: str, dst: str) -> None:
+    """Write the file out under its temp name, then rename it to `dst`."""
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -173,7 +173,7 @@ pub fn base_architecture(name: &str) -> Result<Arch, ConvertError> {
         names.dedup();
         ConvertError::Unsupported(format!(
             "adapters for {name:?} models cannot be converted (only for {} models)",
-            names.join(" and ")
+            names.join(", ")
         ))
     })
 }

@@ -1,11 +1,13 @@
 //! Decoder-only transformers of the Llama family, as llama.cpp's `llama` (`LlamaForCausalLM`,
-//! `MistralForCausalLM`), `qwen2` (`Qwen2ForCausalLM`) and `gemma3` (`Gemma3ForCausalLM`):
+//! `MistralForCausalLM`), `qwen2` (`Qwen2ForCausalLM`), `qwen3` (`Qwen3ForCausalLM`) and
+//! `gemma3` (`Gemma3ForCausalLM`, and the text model of `Gemma3ForConditionalGeneration`):
 //! `config.json` as `<arch>.*` metadata, and the Hugging Face tensor names as GGUF's. For
 //! `llama`, Q and K are permuted into the layout llama.cpp's rope rotates, as llama.cpp's own
-//! converter does; `qwen2` and `gemma3` use the NeoX rope, which rotates Hugging Face's layout
-//! as it is. `qwen2` needs Q, K and V biases; `gemma3` has norms around attention and the
-//! feed-forward, and Q and K norms, whose weights are stored as offsets from 1 (Gemma's
-//! `x * (1 + w)`) and written as llama.cpp multiplies them (`w + 1`).
+//! converter does; the others use the NeoX rope, which rotates Hugging Face's layout as it
+//! is. `qwen2` needs Q, K and V biases; `qwen3` has norms of Q and K instead; `gemma3` has
+//! norms around attention and the feed-forward, and Q and K norms, whose weights are stored
+//! as offsets from 1 (Gemma's `x * (1 + w)`) and written as llama.cpp multiplies them
+//! (`w + 1`).
 
 use serde_json::Value as Json;
 
@@ -24,6 +26,9 @@ pub struct Arch {
     /// output as wide as the hidden state (llama.cpp's `qwen2` makes them so). Else biases
     /// are taken when present.
     qkv_bias: bool,
+    /// A bias on the attention's output is loaded (llama.cpp's `llama` does; the others
+    /// would refuse the file).
+    output_bias: bool,
     /// The layer tensors: Hugging Face's name within `model.layers.N.`, GGUF's within `blk.N.`.
     pub layer: &'static [(&'static str, &'static str)],
     /// Gemma: norm weights are offsets from 1, and `config.json` has Gemma's own settings.
@@ -37,6 +42,7 @@ const LLAMA: Arch = Arch {
     gguf: "llama",
     permute: true,
     qkv_bias: false,
+    output_bias: true,
     layer: LAYER,
     gemma: false,
     multimodal: false,
@@ -52,7 +58,20 @@ pub const ARCHITECTURES: &[(&str, Arch)] = &[
             gguf: "qwen2",
             permute: false,
             qkv_bias: true,
+            output_bias: false,
             layer: LAYER,
+            gemma: false,
+            multimodal: false,
+        },
+    ),
+    (
+        "Qwen3ForCausalLM",
+        Arch {
+            gguf: "qwen3",
+            permute: false,
+            qkv_bias: false,
+            output_bias: false,
+            layer: QWEN3_LAYER,
             gemma: false,
             multimodal: false,
         },
@@ -71,6 +90,7 @@ const GEMMA3: Arch = Arch {
     gguf: "gemma3",
     permute: false,
     qkv_bias: false,
+    output_bias: false,
     layer: GEMMA3_LAYER,
     gemma: true,
     multimodal: false,
@@ -233,6 +253,21 @@ pub const LAYER: &[(&str, &str)] = &[
     ("mlp.down_proj", "ffn_down"),
 ];
 
+/// Qwen 3's: Llama's, with norms of Q and K (per head, before the rope).
+const QWEN3_LAYER: &[(&str, &str)] = &[
+    ("input_layernorm", "attn_norm"),
+    ("self_attn.q_proj", "attn_q"),
+    ("self_attn.k_proj", "attn_k"),
+    ("self_attn.v_proj", "attn_v"),
+    ("self_attn.o_proj", "attn_output"),
+    ("self_attn.q_norm", "attn_q_norm"),
+    ("self_attn.k_norm", "attn_k_norm"),
+    ("post_attention_layernorm", "ffn_norm"),
+    ("mlp.gate_proj", "ffn_gate"),
+    ("mlp.up_proj", "ffn_up"),
+    ("mlp.down_proj", "ffn_down"),
+];
+
 /// Gemma 3's: a norm after attention and one after the feed-forward (Gemma's "sandwich"),
 /// and norms of Q and K.
 const GEMMA3_LAYER: &[(&str, &str)] = &[
@@ -295,6 +330,13 @@ impl Dims {
         if matches!(rope, Rope::Llama3(_)) && arch.gguf != "llama" {
             return Err(ConvertError::Unsupported(format!(
                 "config.json: rope_scaling \"llama3\" is for llama models, not {}",
+                arch.gguf
+            )));
+        }
+        if !arch.gemma && config["use_sliding_window"] == true {
+            return Err(ConvertError::Unsupported(format!(
+                "config.json: use_sliding_window is set, and llama.cpp's {} has no sliding \
+                 window",
                 arch.gguf
             )));
         }
@@ -559,9 +601,9 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
             if gguf.contains("attn_") && !gguf.ends_with("norm") {
                 let output = gguf.ends_with("output");
                 let (hf, gguf) = (format!("{hf}.bias"), format!("{gguf}.bias"));
-                // Qwen's output has none: one there is left over, and refused below.
-                if !(arch.qkv_bias && output) {
-                    add(&hf, &gguf, &[rows], permute, arch.qkv_bias)?;
+                // An output bias where llama.cpp loads none is left over, and refused below.
+                if !output || arch.output_bias {
+                    add(&hf, &gguf, &[rows], permute, arch.qkv_bias && !output)?;
                 }
             }
         }
@@ -684,6 +726,10 @@ fn llama3_rope_factors(theta: f32, head_dim: u64, s: &Llama3Scaling) -> Vec<f32>
 mod tests {
     use super::*;
 
+    fn arch_named(name: &str) -> Arch {
+        ARCHITECTURES.iter().find(|(n, _)| *n == name).unwrap().1
+    }
+
     #[test]
     fn llama3_rope_factors_keep_high_frequencies_and_scale_low_ones() {
         // Llama 3.1 8B: theta 500000, head size 128, factor 8, 1, 4, 8192.
@@ -706,10 +752,7 @@ mod tests {
 
     #[test]
     fn gemma3_settings_come_from_either_config_layout() {
-        let (_, arch) = ARCHITECTURES
-            .iter()
-            .find(|(n, _)| *n == "Gemma3ForCausalLM")
-            .unwrap();
+        let arch = arch_named("Gemma3ForCausalLM");
         let base = serde_json::json!({"hidden_size": 640, "num_attention_heads": 4,
             "num_hidden_layers": 18, "intermediate_size": 2048,
             "max_position_embeddings": 32768, "sliding_window": 512});
@@ -717,7 +760,7 @@ mod tests {
         // rope_local_base_freq says otherwise (not the global one).
         let mut v4 = base.clone();
         v4["rope_theta"] = 1e6.into();
-        let d = Dims::read(*arch, &text_config(*arch, &v4)).unwrap();
+        let d = Dims::read(arch, &text_config(arch, &v4)).unwrap();
         assert_eq!((d.theta, d.head_dim, d.kv_heads), (1e6, 256, 4));
         let window = (
             "gemma3.attention.sliding_window".to_string(),
@@ -729,7 +772,7 @@ mod tests {
         v5["rope_parameters"] = serde_json::json!({
             "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
             "sliding_attention": {"rope_type": "default", "rope_theta": 20000.0}});
-        let d = Dims::read(*arch, &text_config(*arch, &v5)).unwrap();
+        let d = Dims::read(arch, &text_config(arch, &v5)).unwrap();
         assert_eq!(d.theta, 1e6);
         assert!(matches!(d.rope, Rope::Linear(f) if f == 8.0));
         let swa = ("gemma3.rope.freq_base_swa".to_string(), Value::F32(20000.0));
@@ -756,22 +799,35 @@ mod tests {
         }
         // Gemma 3 4B's config: text_config over the top level, Transformers' defaults for
         // what it leaves out (8 heads, 4 key-value heads of 256, theta 1e6).
-        let (_, arch) = ARCHITECTURES
-            .iter()
-            .find(|(n, _)| *n == "Gemma3ForConditionalGeneration")
-            .unwrap();
+        let arch = arch_named("Gemma3ForConditionalGeneration");
         let config = serde_json::json!({"architectures": ["Gemma3ForConditionalGeneration"],
             "text_config": {"hidden_size": 2560, "intermediate_size": 10240,
                 "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
                 "sliding_window": 1024},
             "vision_config": {"hidden_size": 1152}});
-        let d = Dims::read(*arch, &text_config(*arch, &config)).unwrap();
+        let d = Dims::read(arch, &text_config(arch, &config)).unwrap();
         assert_eq!(
             (d.hidden, d.heads, d.kv_heads, d.head_dim),
             (2560, 8, 4, 256)
         );
         assert_eq!((d.layers, d.context, d.theta), (34, 131072, 1e6));
         assert!(matches!(d.rope, Rope::Linear(f) if f == 8.0));
+    }
+
+    #[test]
+    fn a_qwen_sliding_window_is_refused() {
+        let arch = arch_named("Qwen3ForCausalLM");
+        // Qwen 3 0.6B's sizes: heads of 128, wider than the hidden state together.
+        let config = serde_json::json!({"hidden_size": 1024, "num_attention_heads": 16,
+            "num_key_value_heads": 8, "head_dim": 128, "num_hidden_layers": 28,
+            "intermediate_size": 3072, "max_position_embeddings": 40960,
+            "use_sliding_window": true, "sliding_window": 4096});
+        let e = Dims::read(arch, &config).err().unwrap().to_string();
+        assert!(e.contains("llama.cpp's qwen3 has no sliding window"), "{e}");
+        let mut off = config.clone();
+        off["use_sliding_window"] = false.into();
+        let d = Dims::read(arch, &off).unwrap();
+        assert_eq!((d.head_dim, d.heads * d.head_dim), (128, 2048));
     }
 
     #[test]

@@ -46,6 +46,13 @@ fn answer(s: &TestServer, model: &str) -> Value {
     v
 }
 
+/// `/api/show` of a model that exists.
+pub fn show(s: &TestServer, name: &str) -> Value {
+    let (code, v) = s.post("/api/show", json!({"model": name}));
+    assert_eq!(code, 200, "{v}");
+    v
+}
+
 /// Converter children of this server (its runners started with `--convert`).
 fn converters(s: &TestServer) -> Vec<u32> {
     s.runner_pids()
@@ -103,11 +110,7 @@ fn a_hugging_face_folder_becomes_a_model_that_answers_as_its_gguf_does() {
     );
 
     // Described as the GGUF model is: the same architecture, size, type and chat template.
-    let show = |name: &str| {
-        let (code, v) = s.post("/api/show", json!({"model": name}));
-        assert_eq!(code, 200, "{v}");
-        v
-    };
+    let show = |name: &str| show(&s, name);
     let (hf_show, f16_show) = (show("smol-hf"), show("smol-f16"));
     assert_eq!(hf_show["details"], f16_show["details"], "{hf_show}");
     assert_eq!(hf_show["details"]["quantization_level"], "F16");
@@ -212,7 +215,7 @@ fn a_hugging_face_folder_becomes_a_model_that_answers_as_its_gguf_does() {
 }
 
 /// A folder beside the test's files holding `hf`'s tokenizer files (linked) and `config`.
-fn variant(s: &TestServer, name: &str, hf: &Path, config: &Value) -> std::path::PathBuf {
+pub fn variant(s: &TestServer, name: &str, hf: &Path, config: &Value) -> std::path::PathBuf {
     let dir = s.dir.path().join(name);
     std::fs::create_dir(&dir).unwrap();
     for f in [
@@ -228,7 +231,10 @@ fn variant(s: &TestServer, name: &str, hf: &Path, config: &Value) -> std::path::
 
 /// Write safetensors `tensors` (name, dtype, shape, bytes) into `path` with Hugging Face's
 /// own library.
-fn write_safetensors(path: &Path, tensors: &[(String, safetensors::Dtype, Vec<usize>, Vec<u8>)]) {
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, safetensors::Dtype, Vec<usize>, Vec<u8>)],
+) {
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
         .map(|(n, dtype, shape, data)| {

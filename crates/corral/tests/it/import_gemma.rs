@@ -7,7 +7,7 @@
 //! made from the same weights: the same answers with the same probabilities.
 
 use crate::common;
-use crate::import::{unfinished, unreferenced_blobs, upload, upload_folder};
+use crate::import::{show, unfinished, unreferenced_blobs, upload, upload_folder};
 
 use std::path::Path;
 
@@ -68,11 +68,7 @@ fn a_gemma_folder_with_a_sentencepiece_vocabulary_answers_as_its_gguf_does() {
     let out = s.corral(&["create", "gemma-hf", "-f", mf.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
 
-    let show = |name: &str| {
-        let (code, v) = s.post("/api/show", json!({"model": name}));
-        assert_eq!(code, 200, "{v}");
-        v
-    };
+    let show = |name: &str| show(&s, name);
     let (hf_show, f16_show) = (show("gemma-hf"), show("gemma-f16"));
     assert_eq!(hf_show["details"], f16_show["details"], "{hf_show}");
     assert_eq!(hf_show["details"]["family"], "gemma3");
@@ -310,11 +306,7 @@ fn a_peft_lora_folder_for_gemma_becomes_the_adapter_its_gguf_is() {
 fn a_tokenizer_model_is_read_first_and_passed_over_when_it_is_not_sentencepiece() {
     let s = TestServer::start();
     let mf = s.dir.path().join("Modelfile");
-    let tokenizer_model = |name: &str| {
-        let (code, v) = s.post("/api/show", json!({"model": name}));
-        assert_eq!(code, 200, "{v}");
-        v["model_info"]["tokenizer.ggml.model"].clone()
-    };
+    let tokenizer_model = |name: &str| show(&s, name)["model_info"]["tokenizer.ggml.model"].clone();
     // A folder's files, linked, with one more written beside them.
     let variant = |name: &str, from: &Path, extra: (&str, &str)| {
         let dir = s.dir.path().join(name);

@@ -14,6 +14,7 @@ mod devices;
 mod end_to_end;
 mod import;
 mod import_gemma;
+mod import_qwen3;
 mod infill;
 mod logprobs;
 mod management;
