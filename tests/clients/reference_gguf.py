@@ -5,8 +5,9 @@ conversion by Corral is compared with.
 
 HFDIR is a Qwen3ForCausalLM folder (config.json, model*.safetensors); its tensors are named by
 gguf-py's TensorNameMap for Qwen 3 (llama.cpp's table of Hugging Face names), kept as they are
-(the NeoX rope rotates Hugging Face's layout: nothing permuted), and its settings written with
-gguf-py's GGUFWriter under the architecture's keys. The vocabulary (every tokenizer.* key) is
+(the NeoX rope rotates Hugging Face's layout: nothing permuted). Its settings are read from
+config.json here, by hand, and written with gguf-py's GGUFWriter, whose methods give the
+architecture's key names. The vocabulary (every tokenizer.* key) is
 copied from VOCAB_GGUF, the model the folder's tokenizer was written from. Written to a temp
 name beside DST and renamed when complete.
 """
@@ -43,7 +44,7 @@ def main(hf: str, vocab: str, dst: str) -> None:
     writer.add_head_count_kv(config.get("num_key_value_heads", heads))
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
-    writer.add_rope_freq_base(config.get("rope_theta", 1_000_000.0))
+    writer.add_rope_freq_base(config.get("rope_theta", 10000.0))
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
 

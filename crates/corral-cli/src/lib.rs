@@ -181,8 +181,8 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
 }
 
 /// The Modelfile `create` builds from, and its text: the file `-f` names, else `Modelfile`
-/// here, else (as Ollama does) `FROM .`, when this folder holds a Hugging Face model's
-/// safetensors weights.
+/// here, else (as Ollama does) this folder: `FROM .` when it holds a Hugging Face model's
+/// safetensors weights, else `FROM` its one GGUF file.
 fn modelfile(named: Option<&Path>) -> anyhow::Result<(PathBuf, String)> {
     let default = PathBuf::from("Modelfile");
     if let Some(path) = named {
@@ -192,14 +192,28 @@ fn modelfile(named: Option<&Path>) -> anyhow::Result<(PathBuf, String)> {
         let text = read_modelfile(&default)?;
         return Ok((default, text));
     }
-    let weights = corral_convert::Files::open(Path::new("."))
-        .map_err(anyhow::Error::from)
-        .and_then(|f| Ok(!f.safetensors()?.is_empty()));
-    match weights {
-        Ok(true) => Ok((default, "FROM .\n".to_string())),
-        _ => anyhow::bail!(
+    let here = Path::new(".");
+    let folder = corral_convert::Files::open(here).context("read this folder")?;
+    // A folder whose index names a missing shard says so here, rather than "no weights".
+    if !folder.safetensors()?.is_empty() {
+        return Ok((default, "FROM .\n".to_string()));
+    }
+    let ggufs: Vec<&str> = folder
+        .iter()
+        .map(|(name, _)| name)
+        .filter(|n| n.ends_with(".gguf"))
+        .collect();
+    match ggufs.as_slice() {
+        [one] => Ok((default, format!("FROM ./{one}\n"))),
+        [] => anyhow::bail!(
             "no Modelfile or safetensors files found: there is no Modelfile here (name one \
-             with -f), and this folder holds no *.safetensors weights to import"
+             with -f), and this folder holds no *.safetensors weights or GGUF file to import"
+        ),
+        many => anyhow::bail!(
+            "no Modelfile here, and this folder holds {} GGUF files ({}): name the model's in \
+             a Modelfile (FROM ./file.gguf)",
+            many.len(),
+            many.join(", ")
         ),
     }
 }

@@ -6,7 +6,7 @@
 
 use serde_json::Value as Json;
 
-use crate::decoder::{layer_shape, Arch, Widths, ARCHITECTURES};
+use crate::decoder::{layer_shape, text_model_name, Arch, Widths, ARCHITECTURES};
 use crate::gguf::{Metadata, TensorInfo, TensorType, Value};
 use crate::source::{Dtype, Safetensors};
 use crate::{ConvertError, Files, From, Planned};
@@ -178,6 +178,16 @@ pub fn base_architecture(name: &str) -> Result<Arch, ConvertError> {
     })
 }
 
+/// A PEFT tensor's name with a vision-language model's text layers under a text model's
+/// names (`base_model.model.language_model.model.layers.N...` as
+/// `base_model.model.model.layers.N...`); `None` for the vision tower's.
+pub fn text_module_name(name: &str) -> Option<String> {
+    match name.strip_prefix(PREFIX) {
+        Some(inner) => text_model_name(inner).map(|t| format!("{PREFIX}{t}")),
+        None => text_model_name(name),
+    }
+}
+
 /// `model.layers.N.<projection>` as its layer, GGUF's `blk.N.<tensor>` and that tensor's kind.
 fn layer_tensor(arch: Arch, module: &str) -> Option<(u64, String, &'static str)> {
     let (n, part) = module.strip_prefix("model.layers.")?.split_once('.')?;
@@ -222,6 +232,23 @@ mod tests {
             Some((0, "blk.0.ffn_down".into(), "ffn_down".into()))
         );
         assert_eq!(t("model.layers.0.input_layernorm"), None);
+        // A vision-language model's, in Transformers 4.50's and 4.52's layouts.
+        for (peft, text) in [
+            (
+                "base_model.model.language_model.model.layers.2.mlp.up_proj.lora_A.weight",
+                Some("base_model.model.model.layers.2.mlp.up_proj.lora_A.weight"),
+            ),
+            (
+                "base_model.model.model.language_model.layers.2.mlp.up_proj.lora_B.weight",
+                Some("base_model.model.model.layers.2.mlp.up_proj.lora_B.weight"),
+            ),
+            (
+                "base_model.model.vision_tower.vision_model.encoder.layers.0.mlp.fc1.lora_A.weight",
+                None,
+            ),
+        ] {
+            assert_eq!(text_module_name(peft).as_deref(), text, "{peft}");
+        }
         assert_eq!(t("model.embed_tokens"), None);
         assert_eq!(t("lm_head"), None);
     }

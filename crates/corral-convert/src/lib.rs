@@ -250,7 +250,10 @@ pub fn convert(
             file: "the base model".into(),
             why: e.to_string(),
         })?;
-        let source = Safetensors::open(&files.adapter_weights())?;
+        let mut source = Safetensors::open(&files.adapter_weights())?;
+        // An adapter of a vision-language model (Gemma 3 4B ...) names its text model's
+        // layers under `language_model`, and may train the vision tower, which is left out.
+        source.rename(adapter::text_module_name);
         let (metadata, tensors) = adapter::plan(&files, &base.metadata, &source)?;
         return write(out, &metadata, &tensors, &source, progress);
     }

@@ -4,13 +4,13 @@
 
 use serde_json::Value as Json;
 
-use super::{float, Arch};
+use super::float;
 use crate::gguf::{Metadata, Value};
 use crate::ConvertError;
 
 /// Gemma 3's settings that Transformers' `Gemma3TextConfig` gives when `config.json` leaves
 /// them out (as the 4B and larger models' `text_config` does).
-const GEMMA3_DEFAULTS: &[(&str, f64)] = &[
+pub(super) const GEMMA3_DEFAULTS: &[(&str, f64)] = &[
     ("vocab_size", 262_208.0),
     ("hidden_size", 2304.0),
     ("intermediate_size", 9216.0),
@@ -25,34 +25,6 @@ const GEMMA3_DEFAULTS: &[(&str, f64)] = &[
     ("query_pre_attn_scalar", 256.0),
     ("sliding_window", 4096.0),
 ];
-
-/// The text model's `config.json`: a vision-language checkpoint's `text_config` over its
-/// top level, and for Gemma 3 Transformers' defaults where a setting is absent (not where it
-/// is null: a null `sliding_window` is none).
-pub fn text_config(arch: Arch, config: &Json) -> Json {
-    let mut out = config.clone();
-    if let (true, Some(text), Some(top)) = (
-        arch.multimodal,
-        config["text_config"].as_object(),
-        out.as_object_mut(),
-    ) {
-        for (k, v) in text {
-            top.insert(k.clone(), v.clone());
-        }
-    }
-    if let (true, Some(top)) = (arch.gemma, out.as_object_mut()) {
-        for (k, v) in GEMMA3_DEFAULTS {
-            if !top.contains_key(*k) {
-                let v = match v.fract() == 0.0 {
-                    true => Json::from(*v as u64),
-                    false => Json::from(*v),
-                };
-                top.insert(k.to_string(), v);
-            }
-        }
-    }
-    out
-}
 
 /// A vision-language checkpoint's tensor under a text model's name: `language_model.model.X`
 /// (Transformers 4.50's layout) and `model.language_model.X` (4.52's on) as `model.X`, the
@@ -173,7 +145,7 @@ pub(super) fn gemma3(
 #[cfg(test)]
 mod tests {
     use super::super::tests::arch_named;
-    use super::super::Dims;
+    use super::super::{text_config, Dims};
     use super::*;
     use crate::decoder::rope::Rope;
 

@@ -15,7 +15,8 @@ mod rope;
 use serde_json::Value as Json;
 
 use gemma::gemma3;
-pub use gemma::{text_config, text_model_name};
+pub use gemma::text_model_name;
+use gemma::GEMMA3_DEFAULTS;
 use rope::{llama3_rope_factors, rope_parameters, rope_scaling, Rope};
 
 use crate::gguf::{Metadata, TensorInfo, TensorType, Value};
@@ -40,6 +41,9 @@ pub struct Arch {
     pub layer: &'static [(&'static str, &'static str)],
     /// Gemma: norm weights are offsets from 1, and `config.json` has Gemma's own settings.
     gemma: bool,
+    /// What Transformers' config class gives a setting `config.json` leaves out, where that is
+    /// not what the converter assumes (hidden / heads for `head_dim` ...).
+    defaults: &'static [(&'static str, f64)],
     /// A vision-language checkpoint whose text model is converted (its `text_config`, and
     /// its tensors under `language_model`), the vision tower left out.
     pub multimodal: bool,
@@ -52,6 +56,7 @@ const LLAMA: Arch = Arch {
     output_bias: true,
     layer: LAYER,
     gemma: false,
+    defaults: &[],
     multimodal: false,
 };
 
@@ -68,6 +73,7 @@ pub const ARCHITECTURES: &[(&str, Arch)] = &[
             output_bias: false,
             layer: LAYER,
             gemma: false,
+            defaults: &[],
             multimodal: false,
         },
     ),
@@ -80,6 +86,8 @@ pub const ARCHITECTURES: &[(&str, Arch)] = &[
             output_bias: false,
             layer: QWEN3_LAYER,
             gemma: false,
+            // Qwen3Config's heads are 128 wide, whatever the hidden size.
+            defaults: &[("head_dim", 128.0)],
             multimodal: false,
         },
     ),
@@ -100,6 +108,7 @@ const GEMMA3: Arch = Arch {
     output_bias: false,
     layer: GEMMA3_LAYER,
     gemma: true,
+    defaults: GEMMA3_DEFAULTS,
     multimodal: false,
 };
 
@@ -305,6 +314,34 @@ impl Dims {
     }
 }
 
+/// The text model's `config.json`: a vision-language checkpoint's `text_config` over its
+/// top level, and the architecture's Transformers defaults where a setting is absent (not
+/// where it is null: Gemma's null `sliding_window` is none).
+pub fn text_config(arch: Arch, config: &Json) -> Json {
+    let mut out = config.clone();
+    if let (true, Some(text), Some(top)) = (
+        arch.multimodal,
+        config["text_config"].as_object(),
+        out.as_object_mut(),
+    ) {
+        for (k, v) in text {
+            top.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(top) = out.as_object_mut() {
+        for (k, v) in arch.defaults {
+            if !top.contains_key(*k) {
+                let v = match v.fract() == 0.0 {
+                    true => Json::from(*v as u64),
+                    false => Json::from(*v),
+                };
+                top.insert(k.to_string(), v);
+            }
+        }
+    }
+    out
+}
+
 /// Plan the conversion: metadata, and every output tensor with its source and checked shape.
 pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, ConvertError> {
     let key = |k: &str| format!("{}.{k}", arch.gguf);
@@ -503,14 +540,15 @@ mod tests {
         let arch = arch_named("Qwen3ForCausalLM");
         // Qwen 3 0.6B's sizes: heads of 128, wider than the hidden state together.
         let config = serde_json::json!({"hidden_size": 1024, "num_attention_heads": 16,
-            "num_key_value_heads": 8, "head_dim": 128, "num_hidden_layers": 28,
+            "num_key_value_heads": 8, "num_hidden_layers": 28,
             "intermediate_size": 3072, "max_position_embeddings": 40960,
             "use_sliding_window": true, "sliding_window": 4096});
         let e = Dims::read(arch, &config).err().unwrap().to_string();
         assert!(e.contains("llama.cpp's qwen3 has no sliding window"), "{e}");
         let mut off = config.clone();
         off["use_sliding_window"] = false.into();
-        let d = Dims::read(arch, &off).unwrap();
+        // No head_dim: Qwen3Config's 128, not hidden / heads.
+        let d = Dims::read(arch, &text_config(arch, &off)).unwrap();
         assert_eq!((d.head_dim, d.heads * d.head_dim), (128, 2048));
     }
 }

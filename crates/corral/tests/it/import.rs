@@ -161,7 +161,7 @@ fn a_hugging_face_folder_becomes_a_model_that_answers_as_its_gguf_does() {
     }
 
     // As Ollama: without -f or a Modelfile, `create` in the model's folder imports it (`FROM
-    // .`); in a folder without weights it says what it lacks.
+    // .`, or its one GGUF file); in a folder without weights it says what it lacks.
     let out = s.corral_in(&hf, &["create", "smol-here"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(show("smol-here")["details"], hf_show["details"]);
@@ -172,6 +172,25 @@ fn a_hugging_face_folder_becomes_a_model_that_answers_as_its_gguf_does() {
         stderr(&out).contains("Error: no Modelfile or safetensors files found"),
         "{}",
         stderr(&out)
+    );
+    // An index that names a shard not there is named, not taken for no weights.
+    std::fs::write(
+        empty.path().join("model.safetensors.index.json"),
+        r#"{"weight_map": {"lm_head.weight": "model-00001-of-00002.safetensors"}}"#,
+    )
+    .unwrap();
+    let out = s.corral_in(empty.path(), &["create", "nothing"]);
+    let missing = "model-00001-of-00002.safetensors (named by model.safetensors.index.json) is \
+                   missing";
+    assert!(stderr(&out).contains(missing), "{}", stderr(&out));
+    // A folder with one GGUF file and no Modelfile: that file, as Ollama takes it.
+    let gguf_dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(model_file(SMOL), gguf_dir.path().join("smol.gguf")).unwrap();
+    let out = s.corral_in(gguf_dir.path(), &["create", "smol-gguf-here"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        show("smol-gguf-here")["details"]["quantization_level"],
+        "Q4_1"
     );
 
     // The API, the same files: a progress line per tensor, then quantized in the same create.

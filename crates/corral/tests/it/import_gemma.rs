@@ -300,6 +300,46 @@ fn a_peft_lora_folder_for_gemma_becomes_the_adapter_its_gguf_is() {
     );
     same_answer(&a, &b);
     assert_ne!(a["response"], plain["response"], "{a}\n{plain}");
+
+    // The same adapter trained on a vision-language Gemma (4B and larger): the text layers
+    // under `language_model`, and a LoRA of the vision tower, which is left out.
+    let vl = s.dir.path().join("peft-vl");
+    std::fs::create_dir(&vl).unwrap();
+    std::fs::copy(
+        peft.join("adapter_config.json"),
+        vl.join("adapter_config.json"),
+    )
+    .unwrap();
+    let bytes = std::fs::read(peft.join("adapter_model.safetensors")).unwrap();
+    let weights = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut views: Vec<(String, TensorView)> = weights
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let text = name.replacen("base_model.model.", "base_model.model.language_model.", 1);
+            (text, view)
+        })
+        .collect();
+    let zeros = vec![0u8; 8 * 1152 * 4];
+    for ab in ["A", "B"] {
+        let name = format!(
+            "base_model.model.vision_tower.vision_model.encoder.layers.0.mlp.fc1.lora_{ab}.weight"
+        );
+        let shape = if ab == "A" {
+            vec![8, 1152]
+        } else {
+            vec![1152, 8]
+        };
+        let view = TensorView::new(safetensors::Dtype::F32, shape, &zeros).unwrap();
+        views.push((name, view));
+    }
+    let meta = Some([("format".to_string(), "pt".to_string())].into());
+    safetensors::serialize_to_file(views, meta, &vl.join("adapter_model.safetensors")).unwrap();
+    s.create(
+        "gemma-peft-vl",
+        &format!("FROM gemma\nADAPTER {}\n", vl.display()),
+    );
+    same_answer(&continuation(&s, "gemma-peft-vl", prompt), &b);
 }
 
 #[test]
