@@ -6,7 +6,7 @@
 
 use serde_json::Value as Json;
 
-use crate::decoder::{layer_shape, text_model_name, Arch, Widths, ARCHITECTURES};
+use crate::decoder::{text_model_name, Arch, Widths, ARCHITECTURES};
 use crate::gguf::{Metadata, TensorInfo, TensorType, Value};
 use crate::source::{Dtype, Safetensors};
 use crate::{ConvertError, Files, From, Planned};
@@ -109,7 +109,7 @@ pub fn plan(
         let a_name = name.replace(".lora_B.weight", ".lora_A.weight");
         let a = source.get(&a_name).ok_or_else(|| missing(&a_name))?;
         let b = source.get(name).expect("listed");
-        let (outputs, inputs) = layer_shape(kind, widths);
+        let (outputs, inputs) = arch.layer_shape(kind, widths);
         let permute = arch.rope_heads(kind, heads, kv_heads);
         if layer >= layers || a.shape != [r, inputs] || b.shape != [outputs, r] {
             return Err(ConvertError::Invalid {

@@ -1,6 +1,7 @@
 //! Decoder-only transformers of the Llama family, as llama.cpp's `llama` (`LlamaForCausalLM`,
-//! `MistralForCausalLM`), `qwen2` (`Qwen2ForCausalLM`), `qwen3` (`Qwen3ForCausalLM`) and
-//! `gemma3` (`Gemma3ForCausalLM`, and the text model of `Gemma3ForConditionalGeneration`):
+//! `MistralForCausalLM`), `qwen2` (`Qwen2ForCausalLM`), `qwen3` (`Qwen3ForCausalLM`), `phi3`
+//! (`Phi3ForCausalLM`, its fused projections kept fused) and `gemma3` (`Gemma3ForCausalLM`,
+//! and the text model of `Gemma3ForConditionalGeneration`):
 //! `config.json` as `<arch>.*` metadata, and the Hugging Face tensor names as GGUF's. For
 //! `llama`, Q and K are permuted into the layout llama.cpp's rope rotates, as llama.cpp's own
 //! converter does; the others use the NeoX rope, which rotates Hugging Face's layout as it
@@ -34,6 +35,12 @@ pub struct Arch {
     /// output as wide as the hidden state (llama.cpp's `qwen2` makes them so). Else biases
     /// are taken when present.
     qkv_bias: bool,
+    /// Q and K together as wide as the hidden state, as llama.cpp's `qwen2` and `phi3` build
+    /// their layers.
+    square_attention: bool,
+    /// The feed-forward's gate and up projections are one tensor (`gate_up_proj`), the
+    /// gate's rows first, as llama.cpp's `ffn_up` of twice the width.
+    fused_up: bool,
     /// A bias on the attention's output is loaded (llama.cpp's `llama` does; the others
     /// would refuse the file).
     output_bias: bool,
@@ -53,6 +60,8 @@ const LLAMA: Arch = Arch {
     gguf: "llama",
     permute: true,
     qkv_bias: false,
+    square_attention: false,
+    fused_up: false,
     output_bias: true,
     layer: LAYER,
     gemma: false,
@@ -70,6 +79,8 @@ pub const ARCHITECTURES: &[(&str, Arch)] = &[
             gguf: "qwen2",
             permute: false,
             qkv_bias: true,
+            square_attention: true,
+            fused_up: false,
             output_bias: false,
             layer: LAYER,
             gemma: false,
@@ -83,11 +94,28 @@ pub const ARCHITECTURES: &[(&str, Arch)] = &[
             gguf: "qwen3",
             permute: false,
             qkv_bias: false,
+            square_attention: false,
+            fused_up: false,
             output_bias: false,
             layer: QWEN3_LAYER,
             gemma: false,
             // Qwen3Config's heads are 128 wide, whatever the hidden size.
             defaults: &[("head_dim", 128.0)],
+            multimodal: false,
+        },
+    ),
+    (
+        "Phi3ForCausalLM",
+        Arch {
+            gguf: "phi3",
+            permute: false,
+            qkv_bias: false,
+            square_attention: true,
+            fused_up: true,
+            output_bias: false,
+            layer: PHI3_LAYER,
+            gemma: false,
+            defaults: &[],
             multimodal: false,
         },
     ),
@@ -105,6 +133,8 @@ const GEMMA3: Arch = Arch {
     gguf: "gemma3",
     permute: false,
     qkv_bias: false,
+    square_attention: false,
+    fused_up: false,
     output_bias: false,
     layer: GEMMA3_LAYER,
     gemma: true,
@@ -154,6 +184,15 @@ impl Arch {
         }
         .filter(|_| self.permute)
     }
+
+    /// A layer tensor's rows (its outputs) and columns (its inputs; 0 for a vector) in this
+    /// architecture.
+    pub fn layer_shape(self, kind: &str, w: Widths) -> (u64, u64) {
+        match (kind, self.fused_up) {
+            ("ffn_up", true) => (2 * w.ff, w.hidden),
+            _ => layer_shape(kind, w),
+        }
+    }
 }
 
 /// The widths of a model's layers: hidden state, one head, all query heads, all key-value
@@ -168,7 +207,7 @@ pub struct Widths {
 }
 
 /// A layer tensor's rows (its outputs) and columns (its inputs; 0 for a vector).
-pub fn layer_shape(kind: &str, w: Widths) -> (u64, u64) {
+fn layer_shape(kind: &str, w: Widths) -> (u64, u64) {
     let Widths {
         hidden,
         head,
@@ -180,6 +219,7 @@ pub fn layer_shape(kind: &str, w: Widths) -> (u64, u64) {
         "attn_q_norm" | "attn_k_norm" => (head, 0),
         "attn_norm" | "ffn_norm" | "post_attention_norm" | "post_ffw_norm" => (hidden, 0),
         "attn_q" => (q, hidden),
+        "attn_qkv" => (q + 2 * kv, hidden),
         "attn_k" | "attn_v" => (kv, hidden),
         "attn_output" => (hidden, q),
         "ffn_gate" | "ffn_up" => (ff, hidden),
@@ -198,6 +238,17 @@ pub const LAYER: &[(&str, &str)] = &[
     ("post_attention_layernorm", "ffn_norm"),
     ("mlp.gate_proj", "ffn_gate"),
     ("mlp.up_proj", "ffn_up"),
+    ("mlp.down_proj", "ffn_down"),
+];
+
+/// Phi 3's: Q, K and V one tensor (`qkv_proj`, as llama.cpp's `attn_qkv`), and the gate and
+/// up projections one (`gate_up_proj`, as `ffn_up`).
+const PHI3_LAYER: &[(&str, &str)] = &[
+    ("input_layernorm", "attn_norm"),
+    ("self_attn.qkv_proj", "attn_qkv"),
+    ("self_attn.o_proj", "attn_output"),
+    ("post_attention_layernorm", "ffn_norm"),
+    ("mlp.gate_up_proj", "ffn_up"),
     ("mlp.down_proj", "ffn_down"),
 ];
 
@@ -242,6 +293,8 @@ pub struct Dims {
     layers: u64,
     ff: u64,
     head_dim: u64,
+    /// Dimensions of each head the rope rotates.
+    rotated: u64,
     context: u64,
     theta: f32,
     eps: f32,
@@ -267,7 +320,7 @@ impl Dims {
                  {head_dim} do not make a valid attention"
             )));
         }
-        if arch.qkv_bias && heads * head_dim != hidden {
+        if arch.square_attention && heads * head_dim != hidden {
             return Err(invalid(format!(
                 "a head size of {head_dim} times {heads} heads is not the hidden size {hidden}, \
                  which llama.cpp's {} needs",
@@ -275,12 +328,30 @@ impl Dims {
             )));
         }
         let rope = rope_scaling(config)?;
-        if matches!(rope, Rope::Llama3(_)) && arch.gguf != "llama" {
+        let only_for = match rope {
+            Rope::Llama3(_) => Some(("llama3", "llama")),
+            Rope::LongRope(_) => Some(("longrope", "phi3")),
+            _ => None,
+        };
+        if let Some((kind, only)) = only_for.filter(|(_, only)| *only != arch.gguf) {
             return Err(ConvertError::Unsupported(format!(
-                "config.json: rope_scaling \"llama3\" is for llama models, not {}",
+                "config.json: rope_scaling {kind:?} is for {only} models, not {}",
                 arch.gguf
             )));
         }
+        // Phi 3.5 and 4 rotate only part of each head.
+        let rotated = match config["partial_rotary_factor"].as_f64() {
+            None | Some(1.0) => head_dim,
+            Some(f) if arch.gguf == "phi3" && f > 0.0 && f < 1.0 => {
+                (head_dim as f64 * f).round() as u64
+            }
+            Some(f) => {
+                return Err(ConvertError::Unsupported(format!(
+                    "config.json: partial_rotary_factor {f} is not supported for {}",
+                    arch.gguf
+                )))
+            }
+        };
         if !arch.gemma && config["use_sliding_window"] == true {
             return Err(ConvertError::Unsupported(format!(
                 "config.json: use_sliding_window is set, and llama.cpp's {} has no sliding \
@@ -301,6 +372,7 @@ impl Dims {
             layers,
             ff: number(config, "intermediate_size")?,
             head_dim,
+            rotated,
             context: number(config, "max_position_embeddings")?,
             theta: float(
                 rope_parameters(config, "full_attention"),
@@ -352,6 +424,7 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
         layers,
         ff,
         head_dim,
+        rotated,
         context,
         theta,
         eps,
@@ -375,7 +448,7 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
         (key("feed_forward_length"), Value::U32(ff as u32)),
         (key("attention.head_count"), Value::U32(heads as u32)),
         (key("attention.head_count_kv"), Value::U32(kv_heads as u32)),
-        (key("rope.dimension_count"), Value::U32(head_dim as u32)),
+        (key("rope.dimension_count"), Value::U32(rotated as u32)),
         (key("rope.freq_base"), Value::F32(theta)),
         (key("attention.layer_norm_rms_epsilon"), Value::F32(eps)),
     ];
@@ -390,6 +463,25 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
         Rope::Linear(factor) => {
             metadata.push((key("rope.scaling.type"), Value::Str("linear".into())));
             metadata.push((key("rope.scaling.factor"), Value::F32(factor)));
+        }
+        Rope::LongRope(s) => {
+            let (long, short, attn_factor) = s.checked(rotated, context)?;
+            metadata.push((key("rope.scaling.attn_factor"), Value::F32(attn_factor)));
+            let original = Value::U32(s.original as u32);
+            metadata.push((key("rope.scaling.original_context_length"), original));
+            for (name, values) in [
+                ("rope_factors_long.weight", long),
+                ("rope_factors_short.weight", short),
+            ] {
+                tensors.push(Planned {
+                    info: TensorInfo {
+                        name: name.into(),
+                        dims: vec![values.len() as u64],
+                        ty: TensorType::F32,
+                    },
+                    from: From::Computed(values),
+                });
+            }
         }
         Rope::Llama3(s) => {
             let values = llama3_rope_factors(theta, head_dim, &s);
@@ -455,7 +547,7 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
     };
     for n in 0..layers {
         for (hf, gguf) in arch.layer {
-            let (rows, cols) = layer_shape(gguf, widths);
+            let (rows, cols) = arch.layer_shape(gguf, widths);
             let permute = arch.rope_heads(gguf, heads, kv_heads);
             let shape: &[u64] = if cols == 0 { &[rows] } else { &[rows, cols] };
             let (hf, gguf) = (format!("model.layers.{n}.{hf}"), format!("blk.{n}.{gguf}"));
@@ -533,6 +625,46 @@ mod tests {
 
     pub(super) fn arch_named(name: &str) -> Arch {
         ARCHITECTURES.iter().find(|(n, _)| *n == name).unwrap().1
+    }
+
+    #[test]
+    fn phi4_mini_rotates_part_of_each_head_with_longrope() {
+        let arch = arch_named("Phi3ForCausalLM");
+        let config = serde_json::json!({"hidden_size": 3072, "num_attention_heads": 24,
+            "num_key_value_heads": 8, "num_hidden_layers": 32, "intermediate_size": 8192,
+            "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
+            "partial_rotary_factor": 0.75,
+            "rope_scaling": {"type": "longrope", "long_factor": vec![2.0; 48],
+                             "short_factor": vec![1.0; 48]}});
+        let d = Dims::read(arch, &config).unwrap();
+        assert_eq!((d.head_dim, d.rotated), (128, 96));
+        let Rope::LongRope(s) = &d.rope else { panic!() };
+        assert!(s.checked(d.rotated, d.context).is_ok());
+        // Fused projections: Q, K and V in one, gate and up in one.
+        let w = Widths {
+            hidden: 3072,
+            head: 128,
+            q: 3072,
+            kv: 1024,
+            ff: 8192,
+        };
+        assert_eq!(arch.layer_shape("attn_qkv", w), (5120, 3072));
+        assert_eq!(arch.layer_shape("ffn_up", w), (16384, 3072));
+        assert_eq!(arch.layer_shape("ffn_down", w), (3072, 8192));
+        // LongRoPE elsewhere, and a partial rotation elsewhere, are refused.
+        let llama = arch_named("LlamaForCausalLM");
+        let e = Dims::read(llama, &config).err().unwrap().to_string();
+        assert!(
+            e.contains("\"longrope\" is for phi3 models, not llama"),
+            "{e}"
+        );
+        let mut partial = config.clone();
+        partial["rope_scaling"] = Json::Null;
+        let e = Dims::read(llama, &partial).err().unwrap().to_string();
+        assert!(
+            e.contains("partial_rotary_factor 0.75 is not supported for llama"),
+            "{e}"
+        );
     }
 
     #[test]
