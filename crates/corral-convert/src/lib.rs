@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value as Json;
 
+pub use tokenizer::SPLIT_PRE_TOKENIZERS;
+
 use gguf::{Metadata, TensorInfo, TensorType, Value};
 use source::{Dtype, Safetensors};
 

@@ -22,9 +22,23 @@ pub(crate) const UNUSED: i32 = 5;
 
 /// The split pattern of Llama 3's tokenizer (llama.cpp's `llama-bpe`).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-/// The split pattern of Qwen 2's tokenizer (llama.cpp's `qwen2`): Llama 3's with digits one
-/// by one.
+/// Qwen 2's (`qwen2`): Llama 3's with digits one by one.
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Mistral's Tekken (`tekken`: Mistral Nemo, Ministral, Mistral Small 3): words split at
+/// case changes, digits one by one.
+const TEKKEN_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// GPT-4o's (`gpt-4o`: Phi 4 mini): Tekken's with English contractions and digits in threes.
+const GPT4O_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The byte-level BPE pre-tokenizers made of a `Split` step and a byte step that llama.cpp
+/// knows by name: its name, and the pattern exactly as a model's `tokenizer.json` has it
+/// (llama.cpp's sources quote each as the "original regex from tokenizer.json").
+pub const SPLIT_PRE_TOKENIZERS: &[(&str, &str)] = &[
+    ("llama-bpe", LLAMA3_SPLIT),
+    ("qwen2", QWEN2_SPLIT),
+    ("tekken", TEKKEN_SPLIT),
+    ("gpt-4o", GPT4O_SPLIT),
+];
 
 /// Metadata for the vocabulary, padded with unused tokens to `vocab_size` (the embedding's
 /// rows) when the model has more rows than the tokenizer has tokens. A folder with a
@@ -263,16 +277,22 @@ fn pre_tokenizer(pre: &Json) -> Result<&'static str, String> {
         [b] if byte_level(b, true) => Ok("gpt-2"),
         // Digits one by one, then GPT-2's pattern (SmolLM, StarCoder).
         [d, b] if digits(d) && byte_level(b, true) => Ok("smollm"),
-        // Llama 3's pattern, then bytes.
-        [s, b] if split(s, LLAMA3_SPLIT) && byte_level(b, false) => Ok("llama-bpe"),
-        // Qwen 2's.
-        [s, b] if split(s, QWEN2_SPLIT) && byte_level(b, false) => Ok("qwen2"),
-        _ => Err(format!(
-            "its pre-tokenizer ({}) is not one Corral can map onto llama.cpp's (GPT-2's, \
-             SmolLM's, Llama 3's or Qwen 2's)",
-            summary(&steps)
-        )),
+        // A pattern llama.cpp knows (Llama 3's, Qwen 2's ...), then bytes.
+        [s, b] if byte_level(b, false) => SPLIT_PRE_TOKENIZERS
+            .iter()
+            .find(|(_, pattern)| split(s, pattern))
+            .map(|(name, _)| *name)
+            .ok_or_else(|| unknown(&steps)),
+        _ => Err(unknown(&steps)),
     }
+}
+
+fn unknown(steps: &[&Json]) -> String {
+    format!(
+        "its pre-tokenizer ({}) is not one Corral can map onto llama.cpp's (GPT-2's, \
+         SmolLM's, Llama 3's, Qwen 2's, Tekken's or GPT-4o's)",
+        summary(steps)
+    )
 }
 
 fn summary(steps: &[&Json]) -> String {
@@ -343,6 +363,12 @@ mod tests {
             {"type": "Split", "pattern": {"Regex": QWEN2_SPLIT}, "behavior": "Isolated", "invert": false},
             bl(false)]});
         assert_eq!(pre_tokenizer(&qwen), Ok("qwen2"));
+        for (name, pattern) in SPLIT_PRE_TOKENIZERS {
+            let seq = json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false},
+                bl(false)]});
+            assert_eq!(pre_tokenizer(&seq), Ok(*name));
+        }
         // Another pattern (digits in threes but no final `\s+`): refused, the pattern named.
         let other = json!({"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT.trim_end_matches(r"|\s+")},

@@ -15,6 +15,7 @@ mod end_to_end;
 mod import;
 mod import_archs;
 mod import_gemma;
+mod import_pretokenizers;
 mod infill;
 mod logprobs;
 mod management;
