@@ -193,8 +193,7 @@ fn layer_tensor(arch: Arch, module: &str) -> Option<(u64, String, &'static str)>
     let (n, part) = module.strip_prefix("model.layers.")?.split_once('.')?;
     let n: u64 = n.parse().ok()?;
     let (_, gguf) = arch
-        .layer
-        .iter()
+        .layers()
         .find(|(hf, gguf)| *hf == part && !gguf.ends_with("norm"))?;
     Some((n, format!("blk.{n}.{gguf}"), gguf))
 }

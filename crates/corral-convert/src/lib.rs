@@ -189,6 +189,8 @@ enum From {
     },
     /// Data computed by the converter (F32 values).
     Computed(Vec<f32>),
+    /// Source tensors of one shape one after another (a mixture's experts).
+    Stack(Vec<String>),
 }
 
 /// Check what can be checked from `config.json` alone: the architecture is one this converter
@@ -317,6 +319,9 @@ fn write(
                 }
                 Ok(4 * values.len() as u64)
             }
+            From::Stack(names) => names.iter().try_fold(0, |n, name| {
+                Ok(n + source.write_as(name, t.info.ty, None, false, w)?)
+            }),
         })?;
     }
     w.into_inner().map_err(|e| e.into_error())?.sync_all()?;

@@ -1,5 +1,6 @@
 //! Decoder-only transformers of the Llama family, as llama.cpp's `llama` (`LlamaForCausalLM`,
-//! `MistralForCausalLM`), `qwen2` (`Qwen2ForCausalLM`), `qwen3` (`Qwen3ForCausalLM`), `phi3`
+//! `MistralForCausalLM`, and `MixtralForCausalLM` with its experts stacked), `qwen2`
+//! (`Qwen2ForCausalLM`), `qwen3` (`Qwen3ForCausalLM`), `qwen3moe` (`Qwen3MoeForCausalLM`), `phi3`
 //! (`Phi3ForCausalLM`, its fused projections kept fused) and `gemma3` (`Gemma3ForCausalLM`,
 //! and the text model of `Gemma3ForConditionalGeneration`):
 //! `config.json` as `<arch>.*` metadata, and the Hugging Face tensor names as GGUF's. For
@@ -10,137 +11,21 @@
 //! as offsets from 1 (Gemma's `x * (1 + w)`) and written as llama.cpp multiplies them
 //! (`w + 1`).
 
+mod arch;
 mod gemma;
 mod rope;
+
+pub use arch::{Arch, Widths, ARCHITECTURES};
 
 use serde_json::Value as Json;
 
 use gemma::gemma3;
 pub use gemma::text_model_name;
-use gemma::GEMMA3_DEFAULTS;
 use rope::{llama3_rope_factors, rope_parameters, rope_scaling, Rope};
 
 use crate::gguf::{Metadata, TensorInfo, TensorType, Value};
 use crate::source::Safetensors;
 use crate::{output_type, ConvertError, From, Planned};
-
-/// A `config.json` architecture this module converts, as llama.cpp names it.
-#[derive(Debug, Clone, Copy)]
-pub struct Arch {
-    /// llama.cpp's name: the metadata's prefix.
-    pub gguf: &'static str,
-    /// Q and K permuted for llama.cpp's normal rope (else NeoX: as they are).
-    permute: bool,
-    /// Qwen's attention: Q, K and V biases required, none on the output, and Q and the
-    /// output as wide as the hidden state (llama.cpp's `qwen2` makes them so). Else biases
-    /// are taken when present.
-    qkv_bias: bool,
-    /// Q and K together as wide as the hidden state, as llama.cpp's `qwen2` and `phi3` build
-    /// their layers.
-    square_attention: bool,
-    /// The feed-forward's gate and up projections are one tensor (`gate_up_proj`), the
-    /// gate's rows first, as llama.cpp's `ffn_up` of twice the width.
-    fused_up: bool,
-    /// A bias on the attention's output is loaded (llama.cpp's `llama` does; the others
-    /// would refuse the file).
-    output_bias: bool,
-    /// The layer tensors: Hugging Face's name within `model.layers.N.`, GGUF's within `blk.N.`.
-    pub layer: &'static [(&'static str, &'static str)],
-    /// Gemma: norm weights are offsets from 1, and `config.json` has Gemma's own settings.
-    gemma: bool,
-    /// What Transformers' config class gives a setting `config.json` leaves out, where that is
-    /// not what the converter assumes (hidden / heads for `head_dim` ...).
-    defaults: &'static [(&'static str, f64)],
-    /// A vision-language checkpoint whose text model is converted (its `text_config`, and
-    /// its tensors under `language_model`), the vision tower left out.
-    pub multimodal: bool,
-}
-
-const LLAMA: Arch = Arch {
-    gguf: "llama",
-    permute: true,
-    qkv_bias: false,
-    square_attention: false,
-    fused_up: false,
-    output_bias: true,
-    layer: LAYER,
-    gemma: false,
-    defaults: &[],
-    multimodal: false,
-};
-
-/// The architectures of `config.json` that can be converted, as their `architectures` entry.
-pub const ARCHITECTURES: &[(&str, Arch)] = &[
-    ("LlamaForCausalLM", LLAMA),
-    ("MistralForCausalLM", LLAMA),
-    (
-        "Qwen2ForCausalLM",
-        Arch {
-            gguf: "qwen2",
-            permute: false,
-            qkv_bias: true,
-            square_attention: true,
-            fused_up: false,
-            output_bias: false,
-            layer: LAYER,
-            gemma: false,
-            defaults: &[],
-            multimodal: false,
-        },
-    ),
-    (
-        "Qwen3ForCausalLM",
-        Arch {
-            gguf: "qwen3",
-            permute: false,
-            qkv_bias: false,
-            square_attention: false,
-            fused_up: false,
-            output_bias: false,
-            layer: QWEN3_LAYER,
-            gemma: false,
-            // Qwen3Config's heads are 128 wide, whatever the hidden size.
-            defaults: &[("head_dim", 128.0)],
-            multimodal: false,
-        },
-    ),
-    (
-        "Phi3ForCausalLM",
-        Arch {
-            gguf: "phi3",
-            permute: false,
-            qkv_bias: false,
-            square_attention: true,
-            fused_up: true,
-            output_bias: false,
-            layer: PHI3_LAYER,
-            gemma: false,
-            defaults: &[],
-            multimodal: false,
-        },
-    ),
-    ("Gemma3ForCausalLM", GEMMA3),
-    (
-        "Gemma3ForConditionalGeneration",
-        Arch {
-            multimodal: true,
-            ..GEMMA3
-        },
-    ),
-];
-
-const GEMMA3: Arch = Arch {
-    gguf: "gemma3",
-    permute: false,
-    qkv_bias: false,
-    square_attention: false,
-    fused_up: false,
-    output_bias: false,
-    layer: GEMMA3_LAYER,
-    gemma: true,
-    defaults: GEMMA3_DEFAULTS,
-    multimodal: false,
-};
 
 pub struct Model {
     pub metadata: Metadata,
@@ -173,118 +58,6 @@ fn float(config: &Json, key: &str, default: f64) -> Result<f32, ConvertError> {
     }
 }
 
-impl Arch {
-    /// The heads whose rows llama.cpp's rope permutation reorders in a layer tensor of this
-    /// kind (Q and K, for an architecture that permutes).
-    pub fn rope_heads(self, kind: &str, heads: u64, kv_heads: u64) -> Option<u64> {
-        match kind {
-            "attn_q" => Some(heads),
-            "attn_k" => Some(kv_heads),
-            _ => None,
-        }
-        .filter(|_| self.permute)
-    }
-
-    /// A layer tensor's rows (its outputs) and columns (its inputs; 0 for a vector) in this
-    /// architecture.
-    pub fn layer_shape(self, kind: &str, w: Widths) -> (u64, u64) {
-        match (kind, self.fused_up) {
-            ("ffn_up", true) => (2 * w.ff, w.hidden),
-            _ => layer_shape(kind, w),
-        }
-    }
-}
-
-/// The widths of a model's layers: hidden state, one head, all query heads, all key-value
-/// heads, feed-forward.
-#[derive(Debug, Clone, Copy)]
-pub struct Widths {
-    pub hidden: u64,
-    pub head: u64,
-    pub q: u64,
-    pub kv: u64,
-    pub ff: u64,
-}
-
-/// A layer tensor's rows (its outputs) and columns (its inputs; 0 for a vector).
-fn layer_shape(kind: &str, w: Widths) -> (u64, u64) {
-    let Widths {
-        hidden,
-        head,
-        q,
-        kv,
-        ff,
-    } = w;
-    match kind {
-        "attn_q_norm" | "attn_k_norm" => (head, 0),
-        "attn_norm" | "ffn_norm" | "post_attention_norm" | "post_ffw_norm" => (hidden, 0),
-        "attn_q" => (q, hidden),
-        "attn_qkv" => (q + 2 * kv, hidden),
-        "attn_k" | "attn_v" => (kv, hidden),
-        "attn_output" => (hidden, q),
-        "ffn_gate" | "ffn_up" => (ff, hidden),
-        _ => (hidden, ff),
-    }
-}
-
-/// The layer tensors of the Llama family: Hugging Face's name within `model.layers.N.`,
-/// GGUF's within `blk.N.`.
-pub const LAYER: &[(&str, &str)] = &[
-    ("input_layernorm", "attn_norm"),
-    ("self_attn.q_proj", "attn_q"),
-    ("self_attn.k_proj", "attn_k"),
-    ("self_attn.v_proj", "attn_v"),
-    ("self_attn.o_proj", "attn_output"),
-    ("post_attention_layernorm", "ffn_norm"),
-    ("mlp.gate_proj", "ffn_gate"),
-    ("mlp.up_proj", "ffn_up"),
-    ("mlp.down_proj", "ffn_down"),
-];
-
-/// Phi 3's: Q, K and V one tensor (`qkv_proj`, as llama.cpp's `attn_qkv`), and the gate and
-/// up projections one (`gate_up_proj`, as `ffn_up`).
-const PHI3_LAYER: &[(&str, &str)] = &[
-    ("input_layernorm", "attn_norm"),
-    ("self_attn.qkv_proj", "attn_qkv"),
-    ("self_attn.o_proj", "attn_output"),
-    ("post_attention_layernorm", "ffn_norm"),
-    ("mlp.gate_up_proj", "ffn_up"),
-    ("mlp.down_proj", "ffn_down"),
-];
-
-/// Qwen 3's: Llama's, with norms of Q and K (per head, before the rope).
-const QWEN3_LAYER: &[(&str, &str)] = &[
-    ("input_layernorm", "attn_norm"),
-    ("self_attn.q_proj", "attn_q"),
-    ("self_attn.k_proj", "attn_k"),
-    ("self_attn.v_proj", "attn_v"),
-    ("self_attn.o_proj", "attn_output"),
-    ("self_attn.q_norm", "attn_q_norm"),
-    ("self_attn.k_norm", "attn_k_norm"),
-    ("post_attention_layernorm", "ffn_norm"),
-    ("mlp.gate_proj", "ffn_gate"),
-    ("mlp.up_proj", "ffn_up"),
-    ("mlp.down_proj", "ffn_down"),
-];
-
-/// Gemma 3's: a norm after attention and one after the feed-forward (Gemma's "sandwich"),
-/// and norms of Q and K.
-const GEMMA3_LAYER: &[(&str, &str)] = &[
-    ("input_layernorm", "attn_norm"),
-    ("self_attn.q_proj", "attn_q"),
-    ("self_attn.k_proj", "attn_k"),
-    ("self_attn.v_proj", "attn_v"),
-    ("self_attn.o_proj", "attn_output"),
-    ("self_attn.q_norm", "attn_q_norm"),
-    ("self_attn.k_norm", "attn_k_norm"),
-    ("post_attention_layernorm", "post_attention_norm"),
-    ("pre_feedforward_layernorm", "ffn_norm"),
-    ("mlp.gate_proj", "ffn_gate"),
-    ("mlp.up_proj", "ffn_up"),
-    ("mlp.down_proj", "ffn_down"),
-    ("post_feedforward_layernorm", "post_ffw_norm"),
-];
-
 /// The sizes `config.json` gives, checked, and the metadata of an architecture's own settings.
 pub struct Dims {
     hidden: u64,
@@ -299,6 +72,9 @@ pub struct Dims {
     theta: f32,
     eps: f32,
     rope: Rope,
+    /// Experts, how many each token uses, and an expert's feed-forward width (0, 0, 0
+    /// without a mixture of experts).
+    experts: (u64, u64, u64),
     extra: Metadata,
 }
 
@@ -360,6 +136,36 @@ impl Dims {
             )));
         }
         let layers = number(config, "num_hidden_layers")?;
+        let experts = match arch.moe {
+            None => (0, 0, 0),
+            Some(moe) => {
+                let (n, used) = (
+                    number(config, moe.count)?,
+                    number(config, "num_experts_per_tok")?,
+                );
+                if used > n {
+                    return Err(invalid(format!(
+                        "num_experts_per_tok {used} is more than {} {n}",
+                        moe.count
+                    )));
+                }
+                // llama.cpp's qwen3moe makes every layer sparse and renormalizes the chosen
+                // experts' weights.
+                let dense = config["mlp_only_layers"]
+                    .as_array()
+                    .is_some_and(|l| !l.is_empty());
+                let step = config["decoder_sparse_step"].as_u64().unwrap_or(1);
+                if dense || step != 1 || config["norm_topk_prob"] == false {
+                    return Err(ConvertError::Unsupported(
+                        "config.json: dense layers among the experts' (mlp_only_layers, \
+                         decoder_sparse_step) or unnormalized expert weights (norm_topk_prob \
+                         false) are not what llama.cpp's qwen3moe runs"
+                            .into(),
+                    ));
+                }
+                (n, used, number(config, moe.width)?)
+            }
+        };
         let extra = match arch.gemma {
             true => gemma3(config, layers, hidden / heads, head_dim)?,
             false => Vec::new(),
@@ -381,6 +187,7 @@ impl Dims {
             )?,
             eps: float(config, "rms_norm_eps", 1e-6)?,
             rope,
+            experts,
             extra,
         })
     }
@@ -429,6 +236,7 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
         theta,
         eps,
         rope,
+        experts,
         extra,
     } = Dims::read(arch, config)?;
     let embed = source
@@ -457,6 +265,12 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
         metadata.push((key("attention.value_length"), Value::U32(head_dim as u32)));
     }
     metadata.extend(extra);
+    if experts.0 > 0 {
+        metadata.push((key("expert_count"), Value::U32(experts.0 as u32)));
+        metadata.push((key("expert_used_count"), Value::U32(experts.1 as u32)));
+        let width = Value::U32(experts.2 as u32);
+        metadata.push((key("expert_feed_forward_length"), width));
+    }
     let mut tensors = Vec::new();
     match rope {
         Rope::None => {}
@@ -543,10 +357,64 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
         head: head_dim,
         q: heads * head_dim,
         kv: kv_heads * head_dim,
-        ff,
+        // A mixture of experts has no other feed-forward.
+        ff: if experts.0 > 0 { experts.2 } else { ff },
     };
+    // A mixture of experts' stacks: each expert's projection, checked, one after another.
+    let mut stacks = Vec::new();
+    let mut stacked = Vec::new();
+    if let Some(moe) = arch.moe {
+        for n in 0..layers {
+            for (part, kind) in moe.parts {
+                let (rows, cols) = arch.layer_shape(kind, widths);
+                let mut names = Vec::new();
+                let mut dtype = None;
+                for e in 0..experts.0 {
+                    let name = format!("model.layers.{n}.{}.{e}.{part}.weight", moe.experts);
+                    let t = source.get(&name).ok_or_else(|| missing(&name))?;
+                    if t.shape != [rows, cols] {
+                        return Err(ConvertError::Invalid {
+                            file: "model weights".into(),
+                            why: format!(
+                                "tensor {name} has shape {:?}; config.json makes it {:?}",
+                                t.shape,
+                                [rows, cols]
+                            ),
+                        });
+                    }
+                    if dtype.is_some_and(|d| d != t.dtype) {
+                        return Err(ConvertError::Unsupported(format!(
+                            "{name} is {:?}, unlike the other experts' {}",
+                            t.dtype, part
+                        )));
+                    }
+                    dtype = Some(t.dtype);
+                    names.push(name);
+                }
+                let dtype = dtype.expect("at least one expert");
+                stacks.push(Planned {
+                    info: TensorInfo {
+                        name: format!("blk.{n}.{kind}.weight"),
+                        dims: vec![cols, rows, experts.0],
+                        ty: output_type(dtype, 3),
+                    },
+                    from: From::Stack(names.clone()),
+                });
+                stacked.extend(names);
+            }
+        }
+    }
     for n in 0..layers {
-        for (hf, gguf) in arch.layer {
+        if let Some(moe) = arch.moe {
+            add(
+                &format!("model.layers.{n}.{}.weight", moe.router),
+                &format!("blk.{n}.ffn_gate_inp.weight"),
+                &[experts.0, hidden],
+                None,
+                true,
+            )?;
+        }
+        for (hf, gguf) in arch.layers() {
             let (rows, cols) = arch.layer_shape(gguf, widths);
             let permute = arch.rope_heads(gguf, heads, kv_heads);
             let shape: &[u64] = if cols == 0 { &[rows] } else { &[rows, cols] };
@@ -589,6 +457,8 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
         None,
         false,
     )?;
+    tensors.extend(stacks);
+    used.extend(stacked);
     let mut extra: Vec<&str> = source
         .names()
         .filter(|n| !used.contains(*n) && !n.ends_with("rotary_emb.inv_freq"))
@@ -663,6 +533,39 @@ mod tests {
         let e = Dims::read(llama, &partial).err().unwrap().to_string();
         assert!(
             e.contains("partial_rotary_factor 0.75 is not supported for llama"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_mixture_llama_cpp_would_run_otherwise_is_refused() {
+        let arch = arch_named("Qwen3MoeForCausalLM");
+        // Qwen 3 30B-A3B's sizes.
+        let config = serde_json::json!({"hidden_size": 2048, "num_attention_heads": 32,
+            "num_key_value_heads": 4, "num_hidden_layers": 48, "intermediate_size": 6144,
+            "moe_intermediate_size": 768, "num_experts": 128, "num_experts_per_tok": 8,
+            "max_position_embeddings": 40960, "norm_topk_prob": true,
+            "decoder_sparse_step": 1, "mlp_only_layers": []});
+        let d = Dims::read(arch, &text_config(arch, &config)).unwrap();
+        assert_eq!((d.head_dim, d.experts), (128, (128, 8, 768)));
+        for (key, value) in [
+            ("norm_topk_prob", serde_json::json!(false)),
+            ("mlp_only_layers", serde_json::json!([0, 47])),
+            ("decoder_sparse_step", serde_json::json!(2)),
+        ] {
+            let mut c = config.clone();
+            c[key] = value;
+            let e = Dims::read(arch, &c).err().unwrap().to_string();
+            assert!(
+                e.contains("not what llama.cpp's qwen3moe runs"),
+                "{key}: {e}"
+            );
+        }
+        let mut c = config.clone();
+        c["num_experts_per_tok"] = 200.into();
+        let e = Dims::read(arch, &c).err().unwrap().to_string();
+        assert!(
+            e.contains("num_experts_per_tok 200 is more than num_experts 128"),
             "{e}"
         );
     }

@@ -3,6 +3,10 @@
 //! Phi 3 (`Phi3ForCausalLM`) is Llama's layers with Q, K and V in one tensor and the gate and
 //! up projections in one, under the NeoX rope: SmolLM2's tensors fused so are the same model.
 //!
+//! Mixtral (`MixtralForCausalLM`) is Llama's layers with a mixture of experts for the
+//! feed-forward: SmolLM2's with two identical experts and a router that weighs them equally
+//! is the same model again.
+//!
 //! Qwen 3 (`Qwen3ForCausalLM`) is Llama's layers with norms of Q and K, the NeoX rope, no
 //! biases. No Qwen 3 model can be fetched here, so the folder is SmolLM2's
 //! (its tensors in Hugging Face's layout, which the NeoX rope rotates as it is) with Q and K
@@ -16,6 +20,7 @@ use crate::import::{show, variant, write_safetensors};
 
 use safetensors::Dtype;
 
+use std::path::Path;
 use std::process::Command;
 
 use common::*;
@@ -131,6 +136,38 @@ fn a_qwen3_folder_becomes_the_model_llama_cpps_tables_make_of_it() {
         continuation(&s, "qwen3-reference"),
     );
     same_continuation(&a, &b, 1e-4);
+    // Qwen 3 MoE: the same layers, with that MLP as two experts weighed equally, is the
+    // same model as this Qwen 3.
+    let mut moe_config = config.clone();
+    moe_config["architectures"] = json!(["Qwen3MoeForCausalLM"]);
+    moe_config["model_type"] = json!("qwen3_moe");
+    moe_config["num_experts"] = json!(2);
+    moe_config["num_experts_per_tok"] = json!(2);
+    moe_config["moe_intermediate_size"] = config["intermediate_size"].clone();
+    moe_config["norm_topk_prob"] = json!(true);
+    moe_config["decoder_sparse_step"] = json!(1);
+    moe_config["mlp_only_layers"] = json!([]);
+    let moe = variant(&s, "qwen3moe", &hf, &moe_config);
+    write_two_experts(
+        &hf,
+        &moe.join("model-00001-of-00002.safetensors"),
+        "mlp",
+        [
+            ("gate_proj", "gate_proj"),
+            ("up_proj", "up_proj"),
+            ("down_proj", "down_proj"),
+        ],
+    );
+    std::os::unix::fs::symlink(
+        dir.join("model-00002-of-00002.safetensors"),
+        moe.join("model-00002-of-00002.safetensors"),
+    )
+    .unwrap();
+    s.create("qwen3moe", &format!("FROM {}\n", moe.display()));
+    let info = show("qwen3moe");
+    assert_eq!(info["model_info"]["qwen3moe.expert_count"], 2, "{info}");
+    same_continuation(&continuation(&s, "qwen3moe"), &a, 0.01);
+
     // The norms are in play: not SmolLM2's own answer.
     s.create("smol-f16", &format!("FROM {}\n", smol_f16().display()));
     assert_ne!(
@@ -199,5 +236,64 @@ fn a_phi3_folder_with_fused_projections_answers_as_its_unfused_model() {
     // The same model: the same continuation and likeliest tokens, the same numbers up to the
     // order of additions in the rotated dot products.
     let (a, b) = (continuation(&s, "phi3"), continuation(&s, "smol-f16"));
+    same_continuation(&a, &b, 0.01);
+}
+
+/// SmolLM2's weights with each layer's MLP twice, as experts 0 and 1 of a mixture under
+/// `<moe>.experts.E.` (`names`: each MLP projection's name there), and a router of zeros at
+/// `<moe>.gate`: both experts chosen, each weighed 0.5, their sum the MLP's output.
+fn write_two_experts(hf: &Path, path: &Path, moe: &str, names: [(&str, &str); 3]) {
+    let bytes = std::fs::read(hf.join("model.safetensors")).unwrap();
+    let weights = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out = Vec::new();
+    for (name, t) in weights.tensors() {
+        let Some((layer, proj)) = name.split_once(".mlp.") else {
+            out.push((name, t.dtype(), t.shape().to_vec(), t.data().to_vec()));
+            continue;
+        };
+        let proj = proj.trim_end_matches(".weight");
+        let (_, w) = names.iter().find(|(p, _)| *p == proj).unwrap();
+        for e in 0..2 {
+            let expert = format!("{layer}.{moe}.experts.{e}.{w}.weight");
+            out.push((expert, t.dtype(), t.shape().to_vec(), t.data().to_vec()));
+        }
+        if proj == "gate_proj" {
+            let hidden = t.shape()[1];
+            let router = format!("{layer}.{moe}.gate.weight");
+            out.push((
+                router,
+                Dtype::F16,
+                vec![2, hidden],
+                vec![0u8; 2 * 2 * hidden],
+            ));
+        }
+    }
+    write_safetensors(path, &out);
+}
+
+#[test]
+fn a_mixtral_folder_stacks_its_experts_as_llama_cpp_does() {
+    let s = TestServer::start();
+    let (hf, mut config) = smol_as("MixtralForCausalLM", "mixtral");
+    config["num_local_experts"] = json!(2);
+    config["num_experts_per_tok"] = json!(2);
+    let dir = variant(&s, "mixtral", &hf, &config);
+
+    write_two_experts(
+        &hf,
+        &dir.join("model.safetensors"),
+        "block_sparse_moe",
+        [("gate_proj", "w1"), ("up_proj", "w3"), ("down_proj", "w2")],
+    );
+
+    let mf = s.dir.path().join("Modelfile");
+    std::fs::write(&mf, format!("FROM {}\n", dir.display())).unwrap();
+    let out = s.corral(&["create", "mixtral", "-f", mf.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let info = show(&s, "mixtral");
+    assert_eq!(info["model_info"]["llama.expert_count"], 2, "{info}");
+    assert_eq!(info["model_info"]["llama.expert_used_count"], 2, "{info}");
+    s.create("smol-f16", &format!("FROM {}\n", smol_f16().display()));
+    let (a, b) = (continuation(&s, "mixtral"), continuation(&s, "smol-f16"));
     same_continuation(&a, &b, 0.01);
 }
