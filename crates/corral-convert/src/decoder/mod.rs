@@ -322,13 +322,7 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
             };
         };
         if t.shape != shape {
-            return Err(ConvertError::Invalid {
-                file: "model weights".into(),
-                why: format!(
-                    "tensor {hf} has shape {:?}; config.json makes it {shape:?}",
-                    t.shape
-                ),
-            });
+            return Err(wrong_shape(hf, &t.shape, shape));
         }
         used.insert(hf.to_string());
         tensors.push(Planned {
@@ -373,14 +367,7 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
                     let name = format!("model.layers.{n}.{}.{e}.{part}.weight", moe.experts);
                     let t = source.get(&name).ok_or_else(|| missing(&name))?;
                     if t.shape != [rows, cols] {
-                        return Err(ConvertError::Invalid {
-                            file: "model weights".into(),
-                            why: format!(
-                                "tensor {name} has shape {:?}; config.json makes it {:?}",
-                                t.shape,
-                                [rows, cols]
-                            ),
-                        });
+                        return Err(wrong_shape(&name, &t.shape, &[rows, cols]));
                     }
                     if dtype.is_some_and(|d| d != t.dtype) {
                         return Err(ConvertError::Unsupported(format!(
@@ -480,6 +467,13 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
         tensors,
         vocab_size: vocab as usize,
     })
+}
+
+fn wrong_shape(name: &str, shape: &[u64], expected: &[u64]) -> ConvertError {
+    ConvertError::Invalid {
+        file: "model weights".into(),
+        why: format!("tensor {name} has shape {shape:?}; config.json makes it {expected:?}"),
+    }
 }
 
 fn missing(name: &str) -> ConvertError {
