@@ -270,16 +270,8 @@ pub fn convert(
     }
     let model = decoder::plan(arch, &config, &source)?;
     let mut metadata = model.metadata;
-    metadata.extend(tokenizer::metadata(&files, &config, model.vocab_size)?);
-    if arch.gguf == "gemma3" {
-        // Gemma's text gets no space in front, whatever its tokenizer.model says, as
-        // llama.cpp's converter writes it.
-        for (key, value) in metadata.iter_mut() {
-            if key == "tokenizer.ggml.add_space_prefix" {
-                *value = Value::Bool(false);
-            }
-        }
-    }
+    let vocab = tokenizer::metadata(&files, &config, model.vocab_size, arch.space_prefix())?;
+    metadata.extend(vocab);
     // llama.cpp's file types: 0 all F32, 1 mostly F16, 32 mostly BF16.
     let matrices = || model.tensors.iter().filter(|t| t.info.dims.len() > 1);
     let file_type = if matrices().any(|t| t.info.ty == TensorType::Bf16) {

@@ -73,11 +73,13 @@ const NORMAL: i32 = 1;
 /// Metadata for the vocabulary of `tokenizer.model`, padded with unused tokens to
 /// `vocab_size` (the embedding's rows); `None` when the file is not a SentencePiece model
 /// but the folder has a `tokenizer.json` to read instead (as Llama 3's tiktoken file
-/// beside it would be), as llama.cpp's converter falls back to it.
+/// beside it would be), as llama.cpp's converter falls back to it. `space_prefix`, when the
+/// architecture sets it, stands instead of the model's `add_dummy_prefix`.
 pub fn metadata(
     files: &Files,
     model_config: &Json,
     vocab_size: usize,
+    space_prefix: Option<bool>,
 ) -> Result<Option<Metadata>, ConvertError> {
     let file = "tokenizer.model";
     let invalid = |why: String| ConvertError::Invalid {
@@ -171,7 +173,7 @@ pub fn metadata(
         ("tokenizer.ggml.pre".into(), Value::Str("default".into())),
         (
             "tokenizer.ggml.add_space_prefix".into(),
-            Value::Bool(norm.add_dummy_prefix.unwrap_or(true)),
+            Value::Bool(space_prefix.unwrap_or(norm.add_dummy_prefix.unwrap_or(true))),
         ),
     ];
     let post: Json = match files.has("tokenizer.json") {
@@ -271,7 +273,7 @@ mod tests {
     fn convert(dir: &std::path::Path, bytes: &[u8], vocab: usize) -> Result<Metadata, String> {
         std::fs::write(dir.join("tokenizer.model"), bytes).unwrap();
         let files = Files::open(dir).unwrap();
-        match metadata(&files, &Json::Null, vocab) {
+        match metadata(&files, &Json::Null, vocab, None) {
             Ok(m) => Ok(m.expect("no tokenizer.json")),
             Err(e) => Err(e.to_string()),
         }

@@ -43,14 +43,17 @@ pub const SPLIT_PRE_TOKENIZERS: &[(&str, &str)] = &[
 /// Metadata for the vocabulary, padded with unused tokens to `vocab_size` (the embedding's
 /// rows) when the model has more rows than the tokenizer has tokens. A folder with a
 /// `tokenizer.model` has a SentencePiece vocabulary, read from that file as llama.cpp's
-/// converter reads it (its `tokenizer.json` is then a BPE with byte fallback, built from it).
+/// converter reads it (its `tokenizer.json` is then a BPE with byte fallback, built from it);
+/// `space_prefix`, when set, overrides its `add_dummy_prefix`.
 pub fn metadata(
     files: &Files,
     model_config: &Json,
     vocab_size: usize,
+    space_prefix: Option<bool>,
 ) -> Result<Metadata, ConvertError> {
     if files.has("tokenizer.model") {
-        if let Some(m) = crate::sentencepiece::metadata(files, model_config, vocab_size)? {
+        let spm = crate::sentencepiece::metadata(files, model_config, vocab_size, space_prefix);
+        if let Some(m) = spm? {
             return Ok(m);
         }
     }

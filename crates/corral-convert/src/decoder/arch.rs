@@ -183,6 +183,13 @@ const GEMMA3: Arch = Arch {
 };
 
 impl Arch {
+    /// Whether text gets a space in front, when the architecture decides it rather than the
+    /// SentencePiece model's `add_dummy_prefix`: never for Gemma 3, as llama.cpp's converter
+    /// writes it.
+    pub fn space_prefix(self) -> Option<bool> {
+        self.gemma.then_some(false)
+    }
+
     /// Every tensor of a layer besides a mixture's experts: Hugging Face's name within
     /// `model.layers.N.`, GGUF's within `blk.N.`.
     pub fn layers(self) -> impl Iterator<Item = &'static (&'static str, &'static str)> {
