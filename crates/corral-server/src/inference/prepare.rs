@@ -73,6 +73,7 @@ pub(super) fn prepare_generate(
     let model = models::load(&st.store, &req.model)?;
     let (options, keep_alive) =
         options_and_keep_alive(st, &model, req.options.as_ref(), req.keep_alive.as_ref())?;
+    check_images(&model, req.images.as_ref().is_some_and(|i| !i.is_empty()))?;
     let template = effective_template(st, &model, req.template.as_deref());
     let think = check_think(&model, &template, req.think.as_ref())?;
     let suffix = req.suffix.clone().filter(|s| !s.is_empty());
@@ -145,6 +146,12 @@ pub(super) fn prepare_chat(st: &AppState, req: ChatRequest, started: Instant) ->
             )));
         }
     }
+    check_images(
+        &model,
+        req.messages
+            .iter()
+            .any(|m| m.images.as_ref().is_some_and(|i| !i.is_empty())),
+    )?;
     let template = effective_template(st, &model, None);
     let think = check_think(&model, &template, req.think.as_ref())?;
     // An empty list is what some clients send with every chat: no tools.
@@ -312,6 +319,29 @@ pub(super) fn check_insert(
         "{} does not support insert",
         model.display_name()
     )))
+}
+
+/// Images (`images` of generate, or of a chat message) are refused rather than dropped: an
+/// answer that silently never saw the picture would look like a real one. The message is
+/// Ollama's for a model without a vision projector, which clients match on; a model pulled
+/// with a projector layer is told apart, since there the model could see but Corral cannot
+/// run its projector yet.
+pub(super) fn check_images(model: &Model, has_images: bool) -> ApiResult<()> {
+    if !has_images {
+        return Ok(());
+    }
+    let name = model.display_name();
+    Err(ApiError::bad_request(
+        if model.entry.manifest.layer("projector").is_some() {
+            format!(
+                "this model is missing data required for image input: Corral runs only the text model of '{name}', not its vision projector"
+            )
+        } else {
+            format!(
+                "this model is missing data required for image input: '{name}' has no vision projector"
+            )
+        },
+    ))
 }
 
 /// `think`: `true`/`false`, or a level (`"low"`, `"medium"`, `"high"`, which mean true). Asking

@@ -60,6 +60,19 @@ fn unknown_model_and_malformed_requests() {
             400,
             "invalid message role 'wizard'",
         ),
+        // Images for a model that cannot see are refused, not dropped, in Ollama's words.
+        (
+            "/api/generate",
+            json!({"model": "smol", "prompt": "What is in this picture?", "images": ["iVBORw0KGgo="]}),
+            400,
+            "this model is missing data required for image input: 'smol:latest' has no vision projector",
+        ),
+        (
+            "/api/chat",
+            json!({"model": "smol", "messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "and this?", "images": ["iVBORw0KGgo="]}]}),
+            400,
+            "this model is missing data required for image input",
+        ),
         (
             "/api/create",
             json!({"model": "bad/../name", "from": "smol"}),
@@ -120,6 +133,14 @@ fn unknown_model_and_malformed_requests() {
     );
     let (status, resp) = s.post_raw("/api/generate", "{\"prompt\": 5}");
     assert_eq!(status, 400, "{resp}");
+    // An empty list of images is no image: the answer comes.
+    let (status, resp) = s.post(
+        "/api/chat",
+        json!({"model": "smol", "messages": [{"role": "user", "content": "hi", "images": []}],
+               "stream": false, "options": {"num_predict": 2}}),
+    );
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(resp["done"], true, "{resp}");
     assert_eq!(s.store_files(), before, "the store changed");
     still_serving(&s);
 }
