@@ -31,6 +31,10 @@ pub struct EmbedJob {
     pub truncate: bool,
 }
 
+/// Where a model's thinking ends: the server splits the answer there, and a format or a
+/// forced tool call constrains only what follows.
+pub const THINK_END: &str = "</think>";
+
 /// How the prompt is built from the request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

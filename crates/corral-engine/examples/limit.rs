@@ -47,6 +47,7 @@ fn main() {
         seed: Some(0),
         num_predict: Some(gen),
         grammar: None,
+        grammar_after: None,
         num_keep: 4,
         shift: true,
         logprobs: None,

@@ -26,6 +26,9 @@ pub struct SamplingParams {
     pub num_predict: Option<u32>,
     /// A GBNF grammar (root rule `root`) every answer must follow: structured output.
     pub grammar: Option<String>,
+    /// With a grammar: the text after which it applies (`</think>`: the model thinks freely,
+    /// then answers in the format, as Ollama does). `None`: from the first token.
+    pub grammar_after: Option<String>,
     /// Tokens at the start that a context shift keeps.
     pub num_keep: u32,
     /// Shift the context when an answer fills it; `false` ends the answer there instead

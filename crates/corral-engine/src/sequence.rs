@@ -257,7 +257,9 @@ impl Engine {
                         vocab.token_to_piece(LlamaToken(t), false, None)
                     })));
                 }
-                events[i].push(StepEvent::Piece(vocab.token_to_piece(tok, false, None)));
+                let piece = vocab.token_to_piece(tok, false, None);
+                s.picker.seen(&piece);
+                events[i].push(StepEvent::Piece(piece));
                 if drafts.get(j) == Some(&tok) {
                     j += 1;
                     continue;

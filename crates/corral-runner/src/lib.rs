@@ -23,7 +23,7 @@ use std::time::Instant;
 use corral_api::options::{self as opt, Options};
 use corral_api::runner::{
     CompletionRequest, DoneInfo, DoneReason, EmbedJob, Prompt, ReadyInfo, RunnerEvent,
-    RunnerRequest,
+    RunnerRequest, THINK_END,
 };
 use corral_engine::{Engine, Finish, LoadParams, SamplingParams, Sequence, StepEvent};
 use corral_template::{ChatTemplate, RenderInput, SpecialTokens, DEFAULT_TEMPLATE};

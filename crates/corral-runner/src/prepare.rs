@@ -171,6 +171,19 @@ impl Runner {
         if let Some(schema) = &req.tool_grammar {
             sampling.grammar = Some(tool_call_grammar(schema).map_err(Refusal::invalid)?);
         }
+        // A thinking answer thinks freely; the format (or the forced call) constrains what
+        // follows the thinking, as Ollama does.
+        if sampling.grammar.is_some()
+            && matches!(
+                &req.prompt,
+                Prompt::Chat {
+                    think: Some(true),
+                    ..
+                }
+            )
+        {
+            sampling.grammar_after = Some(THINK_END.to_string());
+        }
         if let Some(g) = &sampling.grammar {
             engine.check_grammar(g).map_err(|e| {
                 Refusal::invalid(format!(
@@ -396,6 +409,7 @@ pub(super) fn sampling(o: &Options) -> SamplingParams {
         seed: o.seed.filter(|s| *s >= 0).map(|s| s as u32),
         num_predict: o.num_predict.filter(|n| *n >= 0).map(|n| n as u32),
         grammar: None,
+        grammar_after: None,
         num_keep: o.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as u32,
         shift: true,
         logprobs: None,

@@ -19,7 +19,7 @@ pub enum Piece {
 }
 
 const THINK_OPEN: &str = "<think>";
-const THINK_CLOSE: &str = "</think>";
+const THINK_CLOSE: &str = corral_api::runner::THINK_END;
 const CALL_OPEN: &str = "<tool_call>";
 const CALL_CLOSE: &str = "</tool_call>";
 

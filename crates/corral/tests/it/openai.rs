@@ -26,6 +26,17 @@ fn post_raw_body(s: &TestServer, path: &str, body: Value) -> (u16, String, Strin
     (resp.status().as_u16(), ct, text)
 }
 
+/// POST, and the JSON chunks of the event stream that answers (without `[DONE]`).
+fn sse_chunks(s: &TestServer, path: &str, body: Value) -> Vec<Value> {
+    let (status, _, text) = post_raw_body(s, path, body);
+    assert_eq!(status, 200, "{text}");
+    text.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect()
+}
+
 #[test]
 fn server_sent_events_are_framed_as_openai_sends_them() {
     let s = TestServer::start();
@@ -325,4 +336,49 @@ fn native_tool_call_round_trip() {
         !body["thinking"].as_str().unwrap_or_default().is_empty(),
         "{body}"
     );
+}
+
+/// A format (or a forced call) constrains what follows the thinking, not the thinking: the
+/// model thinks in words, then answers in the format (as Ollama). Three earlier turns show
+/// SmolLM2 the shape; greedy decoding then follows it.
+#[test]
+fn format_applies_after_thinking() {
+    let s = TestServer::start();
+    s.create_smol_tools();
+    let mut messages = Vec::new();
+    for (q, a) in [("2+3", 5), ("4+4", 8), ("1+6", 7)] {
+        messages.push(json!({"role": "user", "content": format!("What is {q}?")}));
+        messages.push(json!({"role": "assistant", "content": format!("<think>\nAdd the numbers.\n</think>\n{{\"answer\": {a}}}")}));
+    }
+    messages.push(json!({"role": "user", "content": "What is 3+3?"}));
+    let schema = json!({"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]});
+    let (status, body) = s.post(
+        "/api/chat",
+        json!({"model": "smol-tools", "messages": messages, "think": true, "format": schema,
+               "stream": false, "options": {"temperature": 0, "num_predict": 60}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let message = &body["message"];
+    assert_eq!(message["thinking"], "Add the numbers.\n", "{body}");
+    let answer: serde_json::Value =
+        serde_json::from_str(message["content"].as_str().unwrap()).expect("content is JSON");
+    assert!(answer["answer"].is_i64(), "{body}");
+
+    // OpenAI's route: reasoning_effort with response_format, streamed.
+    let chunks = sse_chunks(
+        &s,
+        "/v1/chat/completions",
+        json!({"model": "smol-tools", "messages": messages, "reasoning_effort": "low", "stream": true,
+               "response_format": {"type": "json_schema", "json_schema": {"name": "sum", "schema": schema}},
+               "temperature": 0, "max_tokens": 60}),
+    );
+    let (mut reasoning, mut content) = (String::new(), String::new());
+    for c in &chunks {
+        let delta = &c["choices"][0]["delta"];
+        reasoning += delta["reasoning"].as_str().unwrap_or_default();
+        content += delta["content"].as_str().unwrap_or_default();
+    }
+    assert_eq!(reasoning, "Add the numbers.\n", "{chunks:?}");
+    let answer: serde_json::Value = serde_json::from_str(&content).expect("content is JSON");
+    assert!(answer["answer"].is_i64(), "{content}");
 }
