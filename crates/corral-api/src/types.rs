@@ -212,6 +212,8 @@ pub struct ChatResponse {
 /// `POST /api/create`, in the structured form Ollama's clients send since 0.5.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreateRequest {
+    /// `name` is the older field, which Ollama still reads.
+    #[serde(alias = "name")]
     pub model: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
@@ -238,7 +240,12 @@ pub struct CreateRequest {
     pub messages: Option<Vec<Message>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `quantization` is the older field, which Ollama still reads.
+    #[serde(
+        default,
+        alias = "quantization",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub quantize: Option<String>,
 }
 
@@ -347,10 +354,20 @@ pub struct ProcessResponse {
     pub models: Vec<ProcessModel>,
 }
 
+/// The Ollama release whose API Corral answers as: `/api/version`'s `version`. Clients gate
+/// features on it (VS Code's Copilot refuses a server below 0.6.4), so it is the API level
+/// implemented, not Corral's own version; the Responses API is the newest part, as Ollama
+/// 0.13.3 serves it.
+pub const OLLAMA_API_VERSION: &str = "0.13.3";
+
 /// `GET /api/version`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VersionResponse {
+    /// [`OLLAMA_API_VERSION`].
     pub version: String,
+    /// Corral's own version (beyond Ollama).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corral_version: Option<String>,
 }
 
 /// Every error body: `{"error": "..."}`.

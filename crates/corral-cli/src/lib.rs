@@ -458,21 +458,9 @@ pub fn processor(size: u64, vram: u64, remote: u64) -> String {
     }
 }
 
-/// `corral stop`: unload a running model (a generate with `keep_alive: 0`, as Ollama does).
+/// `corral stop`: unload a model (a generate with `keep_alive: 0`, as Ollama does). A model
+/// that is not loaded is already stopped: only one the store lacks is an error.
 pub async fn stop(client: &Client, model: &str) -> anyhow::Result<()> {
-    let ps: ProcessResponse = client.get("/api/ps").await?;
-    let wanted = if model.contains(':') {
-        model.to_string()
-    } else {
-        format!("{model}:latest")
-    };
-    if !ps
-        .models
-        .iter()
-        .any(|m| m.name.eq_ignore_ascii_case(&wanted))
-    {
-        anyhow::bail!("couldn't find model \"{model}\" to stop");
-    }
     let req = GenerateRequest {
         model: model.to_string(),
         keep_alive: Some(serde_json::json!(0)),
@@ -482,6 +470,13 @@ pub async fn stop(client: &Client, model: &str) -> anyhow::Result<()> {
     client
         .stream("/api/generate", &req, |_: GenerateResponse| Ok(()))
         .await
+        .map_err(|e| {
+            if crate::run::is_not_found(&e) {
+                anyhow::anyhow!("couldn't find model \"{model}\" to stop")
+            } else {
+                e
+            }
+        })
 }
 
 /// `corral cp`.

@@ -72,9 +72,18 @@ fn think_value(flag: Option<&str>) -> anyhow::Result<Option<Value>> {
     }
 }
 
+/// `--format`'s value as the API takes it, as Ollama's CLI sends it: `json`, or the text as
+/// JSON (a schema); text that is not JSON goes as a string, which the server refuses by name.
+pub(crate) fn format_value(text: &str) -> Value {
+    match text {
+        "json" => Value::String(text.into()),
+        _ => serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.into())),
+    }
+}
+
 /// `corral run`.
 pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
-    let think = think_value(args.think.as_deref())?;
+    let mut think = think_value(args.think.as_deref())?;
     // As with Ollama, a model that is not here yet is pulled first.
     let shown = match describe(client, &args.model).await {
         Ok(r) => Some(r),
@@ -118,11 +127,21 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
         }
         anyhow::bail!("no prompt given");
     }
+    // As the session: a model that can think does, unless --think said otherwise.
+    if think.is_none() {
+        let shown = match shown {
+            Some(r) => r,
+            None => describe(client, &args.model).await?,
+        };
+        if shown.capabilities.iter().any(|c| c == "thinking") {
+            think = Some(Value::Bool(true));
+        }
+    }
     let req = GenerateRequest {
         model: args.model.clone(),
         prompt: parts.join(" "),
         keep_alive,
-        format: args.format.clone().map(Value::String),
+        format: args.format.as_deref().map(format_value),
         think,
         ..Default::default()
     };

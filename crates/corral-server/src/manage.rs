@@ -25,7 +25,8 @@ pub async fn root() -> &'static str {
 
 pub async fn version() -> Json<VersionResponse> {
     Json(VersionResponse {
-        version: env!("CARGO_PKG_VERSION").to_string(),
+        version: corral_api::OLLAMA_API_VERSION.to_string(),
+        corral_version: Some(env!("CARGO_PKG_VERSION").to_string()),
     })
 }
 

@@ -528,7 +528,7 @@ impl Session<'_> {
         let req = ChatRequest {
             model: self.model.clone(),
             messages,
-            format: self.format.clone().map(Value::String),
+            format: self.format.as_deref().map(crate::run::format_value),
             options: (!self.options.is_empty()).then(|| self.options.clone()),
             keep_alive: self.keep_alive.clone(),
             think: self.think.clone(),

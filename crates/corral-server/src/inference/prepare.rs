@@ -134,8 +134,16 @@ pub(super) fn prepare_generate(
     })
 }
 
-pub(super) fn prepare_chat(st: &AppState, req: ChatRequest, started: Instant) -> ApiResult<Job> {
+pub(super) fn prepare_chat(
+    st: &AppState,
+    mut req: ChatRequest,
+    started: Instant,
+) -> ApiResult<Job> {
     let model = models::load(&st.store, &req.model)?;
+    // Roles are matched without regard to case, as Ollama does.
+    for m in &mut req.messages {
+        m.role.make_ascii_lowercase();
+    }
     let (options, keep_alive) =
         options_and_keep_alive(st, &model, req.options.as_ref(), req.keep_alive.as_ref())?;
     for m in &req.messages {

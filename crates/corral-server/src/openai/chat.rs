@@ -54,6 +54,9 @@ struct OaMessage {
     tool_call_id: Option<String>,
     #[serde(default)]
     name: Option<String>,
+    /// An earlier answer's reasoning (as Ollama sends it back): the message's thinking.
+    #[serde(default)]
+    reasoning: Option<String>,
 }
 
 /// Message content: a string, or a list of parts of which only text is supported.
@@ -104,7 +107,13 @@ fn native_messages(msgs: &[OaMessage]) -> Result<Vec<corral_api::Message>, Inval
     let mut out = Vec::new();
     let mut call_names: BTreeMap<String, String> = BTreeMap::new();
     for m in msgs {
-        let mut n = corral_api::Message::new(m.role.clone(), content_text(&m.content)?);
+        // Newer OpenAI clients send their instructions as `developer`.
+        let role = match m.role.to_lowercase() {
+            r if r == "developer" => "system".to_string(),
+            r => r,
+        };
+        let mut n = corral_api::Message::new(role, content_text(&m.content)?);
+        n.thinking = m.reasoning.clone().filter(|r| !r.is_empty());
         if let Some(calls) = &m.tool_calls {
             let mut native = Vec::new();
             for c in calls {
@@ -123,7 +132,7 @@ fn native_messages(msgs: &[OaMessage]) -> Result<Vec<corral_api::Message>, Inval
             }
             n.tool_calls = Some(native);
         }
-        if m.role == "tool" {
+        if n.role == "tool" {
             n.tool_call_id = m.tool_call_id.clone();
             n.tool_name = m.name.clone().or_else(|| {
                 m.tool_call_id
@@ -303,6 +312,14 @@ mod tests {
         assert_eq!(back[0]["index"], 0);
         assert_eq!(back[0]["function"]["arguments"], "{\"city\":\"Paris\"}");
         assert!(back[0]["id"].as_str().unwrap().starts_with("call-"));
+        let earlier: Vec<OaMessage> = serde_json::from_value(json!([
+            {"role": "Developer", "content": "Be brief."},
+            {"role": "assistant", "content": "4", "reasoning": "2+2 is 4."}
+        ]))
+        .unwrap();
+        let n = native_messages(&earlier).unwrap();
+        assert_eq!(n[0].role, "system");
+        assert_eq!(n[1].thinking.as_deref(), Some("2+2 is 4."));
         let image: Vec<OaMessage> = serde_json::from_value(json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}])).unwrap();
         assert!(native_messages(&image).is_err());
     }

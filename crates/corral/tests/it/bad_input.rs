@@ -9,7 +9,10 @@ use common::*;
 use serde_json::json;
 
 fn still_serving(s: &TestServer) {
-    assert_eq!(s.get("/api/version")["version"], env!("CARGO_PKG_VERSION"));
+    let v = s.get("/api/version");
+    // The Ollama API level, which clients gate features on, and Corral's own version.
+    assert_eq!(v["version"], "0.13.3");
+    assert_eq!(v["corral_version"], env!("CARGO_PKG_VERSION"));
 }
 
 #[test]
@@ -143,6 +146,14 @@ fn unknown_model_and_malformed_requests() {
     assert_eq!(resp["done"], true, "{resp}");
     assert_eq!(s.store_files(), before, "the store changed");
     still_serving(&s);
+    // Older clients' field names for create, which Ollama still reads.
+    let (status, body) = s.post(
+        "/api/create",
+        json!({"name": "smol-old", "from": "smol", "quantization": null, "stream": false}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = s.post("/api/show", json!({"model": "smol-old"}));
+    assert_eq!(status, 200);
 }
 
 #[test]

@@ -382,3 +382,55 @@ fn format_applies_after_thinking() {
     let answer: serde_json::Value = serde_json::from_str(&content).expect("content is JSON");
     assert!(answer["answer"].is_i64(), "{content}");
 }
+
+/// Roles are matched without regard to case (as Ollama), and OpenAI's `developer` is the
+/// system: each gives the same prompt, so the same tokens and the same greedy answer.
+#[test]
+fn roles_match_any_case_and_developer_is_system() {
+    let s = TestServer::start();
+    s.create_smol();
+    let chat = |path: &str, system_role: &str, user_role: &str| {
+        let messages = json!([{"role": system_role, "content": "You answer in French."},
+                              {"role": user_role, "content": "Name a fruit."}]);
+        let (status, body) = s.post(
+            path,
+            json!({"model": "smol", "messages": messages, "stream": false, "temperature": 0,
+                   "max_tokens": 8, "options": {"temperature": 0, "num_predict": 8}}),
+        );
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let native = chat("/api/chat", "system", "user");
+    let shouted = chat("/api/chat", "SYSTEM", "User");
+    // The second asks with the same prompt, so most of it comes from the cache.
+    let prompt = |b: &Value| {
+        b["prompt_eval_count"].as_u64().unwrap() + b["prompt_cached_count"].as_u64().unwrap_or(0)
+    };
+    assert_eq!(prompt(&native), prompt(&shouted), "{shouted}");
+    assert!(
+        shouted["prompt_cached_count"].as_u64() > Some(1),
+        "{shouted}"
+    );
+    assert_eq!(native["message"]["content"], shouted["message"]["content"]);
+    let system = chat("/v1/chat/completions", "system", "user");
+    let developer = chat("/v1/chat/completions", "developer", "user");
+    assert_eq!(
+        system["usage"]["prompt_tokens"], developer["usage"]["prompt_tokens"],
+        "{developer}"
+    );
+    assert_eq!(
+        system["choices"][0]["message"]["content"],
+        developer["choices"][0]["message"]["content"]
+    );
+    // The developer message's text is in the prompt: a longer one makes a longer prompt.
+    let (_, longer) = s.post(
+        "/v1/chat/completions",
+        json!({"model": "smol", "max_tokens": 1, "messages": [
+            {"role": "developer", "content": "You answer in French, always, and in one word."},
+            {"role": "user", "content": "Name a fruit."}]}),
+    );
+    assert!(
+        longer["usage"]["prompt_tokens"].as_u64() > developer["usage"]["prompt_tokens"].as_u64(),
+        "{longer}"
+    );
+}

@@ -466,6 +466,32 @@ fn thinking_is_set_apart_and_can_be_hidden() {
     r.line("/bye");
     assert!(r.exited_ok());
 
+    // One answer (no terminal) thinks by default too, as Ollama's; --think=false does not.
+    let out = s.corral(&["run", "smol-tools", "What is 2+2?"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("Thinking...\n"),
+        "{}",
+        stdout(&out)
+    );
+    let out = s.corral(&["run", "smol-tools", "--think=false", "What is 2+2?"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("Thinking..."), "{}", stdout(&out));
+
+    // --format takes a JSON schema as well as `json`, as Ollama's does.
+    let schema = r#"{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}"#;
+    let out = s.corral(&[
+        "run",
+        "smol-tools",
+        "--think=false",
+        "--format",
+        schema,
+        "Give a number",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let answer: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert!(answer["a"].is_i64(), "{answer}");
+
     // A bad --think value is refused before anything starts.
     let out = s.corral(&["run", "smol-tools", "--think=loud", "hi"]);
     assert!(!out.status.success());

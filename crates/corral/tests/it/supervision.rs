@@ -321,10 +321,15 @@ fn keep_alive_unloads_on_time_and_models_load_side_by_side() {
     let out = s.corral(&["stop", "smol"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(names(&s).is_empty());
+    // A model that is not loaded is already stopped (as Ollama); one the store lacks is an
+    // error.
     let out = s.corral(&["stop", "smol"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.corral(&["stop", "nope"]);
+    assert!(!out.status.success());
     assert_eq!(
         stderr(&out).trim(),
-        "Error: couldn't find model \"smol\" to stop"
+        "Error: couldn't find model \"nope\" to stop"
     );
 }
 
@@ -386,7 +391,10 @@ fn failed_loads_are_clear_errors_and_leave_no_process() {
     );
     assert!(err.contains("failed to load model"), "{err}");
     assert!(s.runner_pids().is_empty());
-    assert_eq!(s.get("/api/version")["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        s.get("/api/version")["corral_version"],
+        env!("CARGO_PKG_VERSION")
+    );
 
     // A load that hangs is cut off by the load timeout.
     let s = smol_server(&[
