@@ -63,6 +63,10 @@ pub enum Prompt {
         /// Thinking on or off, for templates that switch it (`.Think`, `enable_thinking`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         think: Option<bool>,
+        /// The thinking level asked for (`low`, `medium`, `high`): `.ThinkLevel`,
+        /// `reasoning_effort`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        think_level: Option<String>,
     },
 }
 

@@ -27,6 +27,7 @@ impl Runner {
                 template,
                 tools,
                 think,
+                think_level,
             } => {
                 let tmpl = match (template, &self.gguf_template) {
                     (Some(go), _) => ChatTemplate::go(go),
@@ -45,6 +46,7 @@ impl Runner {
                     add_generation_prompt: true,
                     tools: tools.as_deref(),
                     think: *think,
+                    think_level: think_level.as_deref(),
                 })
                 .map_err(|e| e.to_string())
             }

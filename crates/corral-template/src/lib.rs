@@ -51,6 +51,16 @@ pub struct RenderInput<'a> {
     pub tools: Option<&'a [Value]>,
     /// Thinking on or off (`.Think` in Go templates, `enable_thinking` in Jinja); `None`: unset.
     pub think: Option<bool>,
+    /// How hard to think, when a level was asked for (`"low"`, `"medium"`, `"high"`):
+    /// `.ThinkLevel` in Go templates (as Ollama's), `reasoning_effort` in Jinja (gpt-oss's).
+    pub think_level: Option<&'a str>,
+}
+
+/// Thinking as the request set it, for Go templates.
+#[derive(Debug, Clone, Copy, Default)]
+struct Think<'a> {
+    on: Option<bool>,
+    level: Option<&'a str>,
 }
 
 impl ChatTemplate {
@@ -105,6 +115,10 @@ impl ChatTemplate {
                     add_generation_prompt => input.add_generation_prompt,
                     tools => input.tools.map(|t| t.to_vec()),
                     enable_thinking => input.think,
+                    // Undefined when unset: gpt-oss's template then sets its own default.
+                    reasoning_effort => input
+                        .think_level
+                        .map_or(minijinja::Value::UNDEFINED, minijinja::Value::from),
                 };
                 tmpl.render(ctx)
                     .map_err(|e| TemplateError::Render(format!("{e:#}")))
@@ -113,13 +127,17 @@ impl ChatTemplate {
                 source,
                 uses_messages,
             } => {
+                let think = Think {
+                    on: input.think,
+                    level: input.think_level,
+                };
                 if *uses_messages {
                     render_go(
                         source,
-                        &go_data(input.messages, None, "", input.tools, input.think),
+                        &go_data(input.messages, None, "", input.tools, think),
                     )
                 } else {
-                    render_go_pairs(source, input.messages, input.tools, input.think)
+                    render_go_pairs(source, input.messages, input.tools, think)
                 }
             }
         }
@@ -188,7 +206,7 @@ pub fn render_go_infill(
         Some((system.map(str::to_string), prompt.to_string())),
         "",
         None,
-        None,
+        Think::default(),
     );
     if let GoValue::Object(o) = &mut data {
         o.insert("Suffix".to_string(), GoValue::from(suffix.to_string()));
@@ -202,7 +220,7 @@ fn render_go_pairs(
     source: &str,
     messages: &[Message],
     tools: Option<&[Value]>,
-    think: Option<bool>,
+    think: Think<'_>,
 ) -> Result<String, TemplateError> {
     let mut out = String::new();
     let mut system: Option<String> = None;
@@ -249,7 +267,7 @@ fn go_data(
     pair: Option<(Option<String>, String)>,
     response: &str,
     tools: Option<&[Value]>,
-    think: Option<bool>,
+    think: Think<'_>,
 ) -> GoValue {
     let (system, prompt) = match pair {
         Some((s, p)) => (s.unwrap_or_default(), p),
@@ -298,8 +316,15 @@ fn go_data(
     o.insert("Prompt".to_string(), GoValue::from(prompt));
     o.insert("Response".to_string(), GoValue::from(response.to_string()));
     o.insert("Messages".to_string(), GoValue::Array(msgs));
-    o.insert("Think".to_string(), GoValue::Bool(think.unwrap_or(false)));
-    o.insert("IsThinkSet".to_string(), GoValue::Bool(think.is_some()));
+    o.insert(
+        "Think".to_string(),
+        GoValue::Bool(think.on.unwrap_or(false)),
+    );
+    o.insert("IsThinkSet".to_string(), GoValue::Bool(think.on.is_some()));
+    o.insert(
+        "ThinkLevel".to_string(),
+        GoValue::from(think.level.unwrap_or_default().to_string()),
+    );
     o.insert(
         "Tools".to_string(),
         tools
@@ -426,6 +451,7 @@ mod tests {
             add_generation_prompt: true,
             tools: None,
             think: None,
+            think_level: None,
         }
     }
 
@@ -549,6 +575,7 @@ mod tool_tests {
             add_generation_prompt: true,
             tools: Some(&tools),
             think: Some(true),
+            think_level: None,
         })
         .unwrap()
     }
@@ -583,5 +610,33 @@ mod tool_tests {
             render_weather_conversation(&t),
             r#"[get_weather]user:hi;assistant:<get_weather {"city":"Paris"}>;tool:18C#c1(get_weather);think"#
         );
+    }
+
+    #[test]
+    fn a_thinking_level_reaches_both_kinds_of_template() {
+        let msgs = [Message::new("user", "hi")];
+        let render = |t: &ChatTemplate, level| {
+            t.render(&RenderInput {
+                messages: &msgs,
+                add_generation_prompt: true,
+                tools: None,
+                think: Some(true),
+                think_level: level,
+            })
+            .unwrap()
+        };
+        let go = ChatTemplate::go(
+            "{{ if .IsThinkSet }}{{ if .ThinkLevel }}Reasoning: {{ .ThinkLevel }}{{ else }}on{{ end }}{{ end }}",
+        )
+        .unwrap();
+        assert_eq!(render(&go, Some("high")), "Reasoning: high");
+        assert_eq!(render(&go, None), "on");
+        let jinja = ChatTemplate::jinja(
+            "{% if reasoning_effort is not defined %}{% set reasoning_effort = 'medium' %}{% endif %}Reasoning: {{ reasoning_effort }}",
+            SpecialTokens::default(),
+        )
+        .unwrap();
+        assert_eq!(render(&jinja, Some("low")), "Reasoning: low");
+        assert_eq!(render(&jinja, None), "Reasoning: medium");
     }
 }

@@ -12,6 +12,7 @@ fn unset_fields_are_empty_and_unknown_fields_are_named() {
         add_generation_prompt: true,
         tools: None,
         think: None,
+        think_level: None,
     };
     let t = ChatTemplate::go("[{{ .System }}][{{ .Response }}][{{ if .Tools }}tools{{ end }}][{{ range .Messages }}{{ .Role }}{{ if .ToolCalls }}!{{ end }}{{ end }}]").unwrap();
     assert_eq!(t.render(&input).unwrap(), "[][][][user]");

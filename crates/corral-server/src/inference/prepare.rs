@@ -111,7 +111,8 @@ pub(super) fn prepare_generate(
                 messages,
                 template: req.template.clone().or_else(|| model.template.clone()),
                 tools: None,
-                think,
+                think: think.on,
+                think_level: think.level.clone(),
             }
         };
         Some(CompletionRequest {
@@ -129,7 +130,7 @@ pub(super) fn prepare_generate(
         completion,
         stream: req.stream.unwrap_or(true),
         started,
-        think: think == Some(true) && !req.raw,
+        think: think.on == Some(true) && !req.raw,
         tools: false,
     })
 }
@@ -199,7 +200,8 @@ pub(super) fn prepare_chat(
                     messages,
                     template: model.template.clone(),
                     tools: tools.clone(),
-                    think,
+                    think: think.on,
+                    think_level: think.level.clone(),
                 },
                 &options,
                 &req.answer,
@@ -216,7 +218,7 @@ pub(super) fn prepare_chat(
         completion,
         stream: req.stream.unwrap_or(true),
         started,
-        think: think == Some(true),
+        think: think.on == Some(true),
         tools: tools.is_some(),
     })
 }
@@ -352,18 +354,27 @@ pub(super) fn check_images(model: &Model, has_images: bool) -> ApiResult<()> {
     ))
 }
 
-/// `think`: `true`/`false`, or a level (`"low"`, `"medium"`, `"high"`, which mean true). Asking
-/// a model whose template cannot think is a 400, as with Ollama.
+/// Thinking as a request asked for it: on or off (`None`: unset), and the level when one was
+/// named.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Think {
+    pub on: Option<bool>,
+    pub level: Option<String>,
+}
+
+/// `think`: `true`/`false`, or a level (`"low"`, `"medium"`, `"high"`, which mean true and
+/// reach the template as `.ThinkLevel`). Asking a model whose template cannot think is a 400,
+/// as with Ollama.
 pub(super) fn check_think(
     model: &Model,
     template: &str,
     think: Option<&serde_json::Value>,
-) -> ApiResult<Option<bool>> {
-    let on = match think {
-        None | Some(serde_json::Value::Null) => return Ok(None),
-        Some(serde_json::Value::Bool(b)) => *b,
+) -> ApiResult<Think> {
+    let (on, level) = match think {
+        None | Some(serde_json::Value::Null) => return Ok(Think::default()),
+        Some(serde_json::Value::Bool(b)) => (*b, None),
         Some(serde_json::Value::String(s)) if ["low", "medium", "high"].contains(&s.as_str()) => {
-            true
+            (true, Some(s.clone()))
         }
         Some(other) => {
             return Err(ApiError::bad_request(format!(
@@ -377,7 +388,10 @@ pub(super) fn check_think(
             model.display_name()
         )));
     }
-    Ok(Some(on))
+    Ok(Think {
+        on: Some(on),
+        level,
+    })
 }
 
 /// For `tool_choice` `"required"` or a named function: the JSON schema of a call to one of the

@@ -21,9 +21,12 @@ struct ChatCompletionRequest {
     tool_choice: Option<Value>,
     #[serde(default)]
     keep_alive: Option<Value>,
-    /// `low`/`medium`/`high` turn thinking on, `none` off.
+    /// `low`/`medium`/`high` turn thinking on at that level, `none` off.
     #[serde(default)]
     reasoning_effort: Option<String>,
+    /// `{"effort": ...}`, the same as `reasoning_effort` (which wins).
+    #[serde(default)]
+    reasoning: Option<Value>,
     #[serde(default)]
     logprobs: Option<bool>,
     #[serde(default)]
@@ -187,10 +190,12 @@ pub async fn chat_completions(State(st): State<AppState>, body: Bytes) -> Respon
             keep_alive: req.keep_alive.clone(),
             tools: req.tools.clone(),
             tool_choice: req.tool_choice.clone(),
-            think: req
-                .reasoning_effort
-                .as_deref()
-                .map(|e| Value::Bool(e != "none")),
+            think: think_from_effort(req.reasoning_effort.as_deref().or_else(|| {
+                req.reasoning
+                    .as_ref()
+                    .and_then(|r| r.get("effort"))
+                    .and_then(Value::as_str)
+            }))?,
             answer: corral_api::AnswerOptions {
                 logprobs: req.logprobs,
                 top_logprobs: req.top_logprobs,

@@ -63,6 +63,19 @@ fn invalid(message: impl Into<String>) -> Invalid {
 }
 
 /// Parse a body, answering malformed JSON in OpenAI's shape.
+/// A reasoning effort as the native `think`: `none` is off, a level is that level (which the
+/// template sees); anything else is refused in Ollama's words.
+fn think_from_effort(effort: Option<&str>) -> Result<Option<Value>, Invalid> {
+    match effort {
+        None => Ok(None),
+        Some("none") => Ok(Some(Value::Bool(false))),
+        Some(level @ ("low" | "medium" | "high")) => Ok(Some(Value::String(level.into()))),
+        Some(other) => Err(invalid(format!(
+            "invalid reasoning value: '{other}' (must be \"high\", \"medium\", \"low\", or \"none\")"
+        ))),
+    }
+}
+
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Invalid> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(invalid("missing request body"));

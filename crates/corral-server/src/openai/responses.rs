@@ -263,11 +263,12 @@ pub async fn responses(State(st): State<AppState>, body: Bytes) -> Response {
         if let Some(n) = req.max_output_tokens {
             options.insert("num_predict".into(), json!(n));
         }
-        let think = req
-            .reasoning
-            .as_ref()
-            .and_then(|r| r["effort"].as_str())
-            .map(|e| Value::Bool(e != "none"));
+        let think = think_from_effort(
+            req.reasoning
+                .as_ref()
+                .and_then(|r| r.get("effort"))
+                .and_then(Value::as_str),
+        )?;
         Ok(corral_api::ChatRequest {
             model: req.model.clone(),
             messages: native_messages(&req.instructions, &req.input)?,

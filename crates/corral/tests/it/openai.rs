@@ -434,3 +434,53 @@ fn roles_match_any_case_and_developer_is_system() {
         "{longer}"
     );
 }
+
+/// A thinking level reaches the template as `.ThinkLevel` (as Ollama's), from `think` and
+/// from OpenAI's `reasoning_effort` or `reasoning.effort`; an unknown effort is refused.
+#[test]
+fn thinking_levels_reach_the_template() {
+    let s = TestServer::start();
+    s.create_smol();
+    let template = "{{ range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}\
+        <|im_start|>assistant\n{{ if eq .ThinkLevel \"high\" }}Think very carefully about every step first. {{ end }}\
+        {{ if .Think }}<think>\n{{ end }}";
+    let (status, body) = s.post(
+        "/api/create",
+        json!({"model": "smol-levels", "from": "smol", "template": template, "stream": false}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let user = json!([{"role": "user", "content": "What is 2+2?"}]);
+    let prompt_tokens = |path: &str, extra: Value| {
+        let mut body = json!({"model": "smol-levels", "messages": user, "stream": false,
+                              "max_tokens": 1, "options": {"num_predict": 1}});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, resp) = s.post(path, body);
+        assert_eq!(status, 200, "{resp}");
+        resp["usage"]["prompt_tokens"].as_u64().unwrap_or_else(|| {
+            resp["prompt_eval_count"].as_u64().unwrap()
+                + resp["prompt_cached_count"].as_u64().unwrap_or(0)
+        })
+    };
+    let on = prompt_tokens("/api/chat", json!({"think": true}));
+    let high = prompt_tokens("/api/chat", json!({"think": "high"}));
+    assert!(high > on + 5, "{high} {on}");
+    assert_eq!(prompt_tokens("/api/chat", json!({"think": "low"})), on);
+    let v1 = "/v1/chat/completions";
+    assert_eq!(prompt_tokens(v1, json!({"reasoning_effort": "high"})), high);
+    assert_eq!(
+        prompt_tokens(v1, json!({"reasoning": {"effort": "high"}})),
+        high
+    );
+    assert_eq!(prompt_tokens(v1, json!({"reasoning_effort": "medium"})), on);
+    let (status, body) = s.post(
+        v1,
+        json!({"model": "smol-levels", "messages": user, "reasoning_effort": "banana"}),
+    );
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"]["message"],
+        "invalid reasoning value: 'banana' (must be \"high\", \"medium\", \"low\", or \"none\")"
+    );
+}
