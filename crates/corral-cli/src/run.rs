@@ -4,7 +4,9 @@
 use std::io::{IsTerminal, Read};
 
 use anyhow::Context;
-use corral_api::{GenerateRequest, GenerateResponse, Metrics, ShowResponse};
+use corral_api::{
+    EmbedRequest, EmbedResponse, GenerateRequest, GenerateResponse, Metrics, ShowResponse,
+};
 use serde_json::Value;
 
 use crate::client::Client;
@@ -35,6 +37,12 @@ pub struct RunArgs {
     /// Don't wrap words to the next line automatically.
     #[arg(long)]
     pub nowordwrap: bool,
+    /// For embedding models: cut inputs longer than the context (the server's default: true).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub truncate: Option<bool>,
+    /// For embedding models: keep this many dimensions of the vector.
+    #[arg(long)]
+    pub dimensions: Option<u32>,
 }
 
 /// `/api/show` for one model.
@@ -108,6 +116,34 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
     }
     parts.extend(args.prompt.iter().cloned());
     let keep_alive = args.keepalive.clone().map(Value::String);
+    // An embedding model embeds the text and prints the vector, as Ollama's run does.
+    let shown = match shown {
+        Some(r) => r,
+        None => describe(client, &args.model).await?,
+    };
+    if shown.capabilities.iter().any(|c| c == "embedding") {
+        if parts.is_empty() {
+            anyhow::bail!(
+                "embedding models require input text. Usage: corral run {} [your text here]",
+                args.model
+            );
+        }
+        let req = EmbedRequest {
+            model: args.model.clone(),
+            input: Value::String(parts.join(" ")),
+            truncate: args.truncate,
+            dimensions: args.dimensions,
+            keep_alive,
+            ..Default::default()
+        };
+        let resp: EmbedResponse = client.post("/api/embed", &req).await?;
+        let first = resp
+            .embeddings
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no embeddings returned"))?;
+        println!("{}", serde_json::to_string(first)?);
+        return Ok(());
+    }
     if parts.is_empty() {
         if std::io::stdin().is_terminal() {
             let start = crate::repl::Start {
@@ -119,23 +155,13 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
                 wordwrap: !args.nowordwrap,
                 verbose: args.verbose,
             };
-            let shown = match shown {
-                Some(r) => r,
-                None => describe(client, &args.model).await?,
-            };
             return crate::repl::interactive(client, start, shown).await;
         }
         anyhow::bail!("no prompt given");
     }
     // As the session: a model that can think does, unless --think said otherwise.
-    if think.is_none() {
-        let shown = match shown {
-            Some(r) => r,
-            None => describe(client, &args.model).await?,
-        };
-        if shown.capabilities.iter().any(|c| c == "thinking") {
-            think = Some(Value::Bool(true));
-        }
+    if think.is_none() && shown.capabilities.iter().any(|c| c == "thinking") {
+        think = Some(Value::Bool(true));
     }
     let req = GenerateRequest {
         model: args.model.clone(),

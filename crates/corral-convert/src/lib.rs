@@ -1,5 +1,6 @@
 //! Hugging Face models as GGUF: a folder of `config.json`, `*.safetensors` weights and a
-//! `tokenizer.json` or SentencePiece `tokenizer.model`, as `FROM /path/to/folder` in a Modelfile gives it (Ollama's import of
+//! `tokenizer.json` or SentencePiece `tokenizer.model` (a decoder that writes text, the
+//! `decoder` module; or a BERT encoder that embeds, the `encoder` module), as `FROM /path/to/folder` in a Modelfile gives it (Ollama's import of
 //! safetensors models), or a PEFT LoRA adapter's folder (`adapter_config.json`,
 //! `adapter_model.safetensors`) as `ADAPTER /path/to/folder` gives it, written as one GGUF
 //! file that llama.cpp loads.
@@ -12,10 +13,12 @@
 
 mod adapter;
 mod decoder;
+mod encoder;
 mod gguf;
 mod sentencepiece;
 mod source;
 mod tokenizer;
+mod wordpiece;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -79,6 +82,18 @@ impl Files {
                 if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
                     paths.insert(name.to_string(), path.clone());
                 }
+            }
+        }
+        // A sentence-transformers model keeps its pooling settings in the Pooling module's
+        // folder: that one file below the folder is part of the model too.
+        let modules = paths
+            .get("modules.json")
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice::<Json>(&b).ok());
+        if let Some(folder) = modules.as_ref().and_then(encoder::pooling_path) {
+            let path = dir.join(folder).join("config.json");
+            if path.is_file() {
+                paths.insert(format!("{folder}/config.json"), path);
             }
         }
         Ok(Files { paths })
@@ -201,8 +216,12 @@ pub fn check_config(config: &[u8]) -> Result<(), ConvertError> {
         file: "config.json".into(),
         why: format!("not valid JSON: {e}"),
     })?;
-    let arch = architecture(&config)?;
-    decoder::Dims::read(arch, &decoder::text_config(arch, &config)).map(|_| ())
+    match family(&config)? {
+        Family::Decoder(&arch) => {
+            decoder::Dims::read(arch, &decoder::text_config(arch, &config)).map(|_| ())
+        }
+        Family::Bert => encoder::Dims::read(&config).map(|_| ()),
+    }
 }
 
 /// Check a LoRA adapter's `adapter_config.json` before its conversion starts.
@@ -219,7 +238,13 @@ pub fn check_adapter_base(architecture: &str) -> Result<(), ConvertError> {
     adapter::base_architecture(architecture).map(|_| ())
 }
 
-fn architecture(config: &Json) -> Result<decoder::Arch, ConvertError> {
+/// What a folder's `config.json` names: a decoder (by its architecture), or a BERT encoder.
+enum Family {
+    Decoder(&'static decoder::Arch),
+    Bert,
+}
+
+fn family(config: &Json) -> Result<Family, ConvertError> {
     let name = config["architectures"]
         .as_array()
         .and_then(|a| a.first())
@@ -228,12 +253,20 @@ fn architecture(config: &Json) -> Result<decoder::Arch, ConvertError> {
             file: "config.json".into(),
             why: "it names no architecture (\"architectures\": [...])".into(),
         })?;
+    if encoder::ARCHITECTURES.contains(&name) {
+        return Ok(Family::Bert);
+    }
     let known = decoder::ARCHITECTURES;
     match known.iter().find(|(n, _)| *n == name) {
-        Some((_, arch)) => Ok(*arch),
+        Some((_, arch)) => Ok(Family::Decoder(arch)),
         None => Err(ConvertError::Unsupported(format!(
             "unsupported architecture \"{name}\": Corral converts {} models",
-            known.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            known
+                .iter()
+                .map(|(n, _)| *n)
+                .chain(encoder::ARCHITECTURES)
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }
@@ -262,15 +295,26 @@ pub fn convert(
         return write(out, &metadata, &tensors, &source, progress);
     }
     let config = files.json("config.json")?;
-    let arch = architecture(&config)?;
-    let config = decoder::text_config(arch, &config);
     let mut source = Safetensors::open(&files.safetensors()?)?;
-    if arch.multimodal {
-        source.rename(decoder::text_model_name);
-    }
-    let model = decoder::plan(arch, &config, &source)?;
+    let (model, vocab) = match family(&config)? {
+        Family::Decoder(&arch) => {
+            let config = decoder::text_config(arch, &config);
+            if arch.multimodal {
+                source.rename(decoder::text_model_name);
+            }
+            let model = decoder::plan(arch, &config, &source)?;
+            let vocab =
+                tokenizer::metadata(&files, &config, model.vocab_size, arch.space_prefix())?;
+            (model, vocab)
+        }
+        Family::Bert => {
+            source.rename(encoder::source_name);
+            let model = encoder::plan(&config, &source, encoder::pooling(&files)?)?;
+            let vocab = wordpiece::metadata(&files, &config, model.vocab_size)?;
+            (model, vocab)
+        }
+    };
     let mut metadata = model.metadata;
-    let vocab = tokenizer::metadata(&files, &config, model.vocab_size, arch.space_prefix())?;
     metadata.extend(vocab);
     // llama.cpp's file types: 0 all F32, 1 mostly F16, 32 mostly BF16.
     let matrices = || model.tensors.iter().filter(|t| t.info.dims.len() > 1);
@@ -319,6 +363,42 @@ fn write(
     w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     progress(total, total);
     Ok(())
+}
+
+/// A tensor the model needs that its weights lack.
+fn missing(name: &str) -> ConvertError {
+    ConvertError::Invalid {
+        file: "model weights".into(),
+        why: format!("tensor {name} is missing"),
+    }
+}
+
+/// A tensor whose shape is not the one `config.json` gives it.
+fn wrong_shape(name: &str, shape: &[u64], expected: &[u64]) -> ConvertError {
+    ConvertError::Invalid {
+        file: "model weights".into(),
+        why: format!("tensor {name} has shape {shape:?}; config.json makes it {expected:?}"),
+    }
+}
+
+/// Every source tensor must find a place in the `arch` model: the first of those left over
+/// (`extra`) is named, since weights of another architecture would be silently dropped.
+fn unplaced<'a>(extra: impl Iterator<Item = &'a str>, arch: &str) -> Result<(), ConvertError> {
+    let mut extra: Vec<&str> = extra.collect();
+    extra.sort();
+    match extra.first() {
+        None => Ok(()),
+        Some(first) => {
+            let more = match extra.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            Err(ConvertError::Unsupported(format!(
+                "tensor {first}{more} has no place in a {arch} model: the weights do not match \
+                 config.json's architecture"
+            )))
+        }
+    }
 }
 
 /// The output type of a tensor: vectors as F32 (llama.cpp wants norms in F32), matrices as

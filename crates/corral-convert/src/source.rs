@@ -69,6 +69,9 @@ impl Safetensors {
                     safetensors::Dtype::F32 => Dtype::F32,
                     safetensors::Dtype::F16 => Dtype::F16,
                     safetensors::Dtype::BF16 => Dtype::Bf16,
+                    // A buffer older Transformers saved with BERT's weights (0, 1, 2 ...), not
+                    // a weight: llama.cpp numbers positions itself.
+                    safetensors::Dtype::I64 if tname.ends_with("position_ids") => continue,
                     other => {
                         return Err(ConvertError::Unsupported(format!(
                             "{name}: tensor {tname} is {other:?}; only F32, F16 and BF16 \

@@ -1,5 +1,5 @@
-//! The vocabulary: a Hugging Face `tokenizer.json` (byte-level BPE), or a SentencePiece
-//! `tokenizer.model` (the `sentencepiece` module), and `tokenizer_config.json` as llama.cpp's
+//! The vocabulary: a Hugging Face `tokenizer.json` (byte-level BPE; BERT's WordPiece is the
+//! `wordpiece` module's), or a SentencePiece `tokenizer.model` (the `sentencepiece` module), and `tokenizer_config.json` as llama.cpp's
 //! metadata (`tokenizer.ggml.*`).
 //!
 //! llama.cpp does not read a tokenizer's pre-tokenizer from the file: it picks one of its own
@@ -15,7 +15,7 @@ use crate::gguf::{Metadata, Value};
 use crate::{ConvertError, Files};
 
 /// llama.cpp's token types.
-const NORMAL: i32 = 1;
+pub(crate) const NORMAL: i32 = 1;
 pub(crate) const CONTROL: i32 = 3;
 pub(crate) const USER_DEFINED: i32 = 4;
 pub(crate) const UNUSED: i32 = 5;
@@ -57,23 +57,14 @@ pub fn metadata(
             return Ok(m);
         }
     }
-    if !files.has("tokenizer.json") {
-        return Err(ConvertError::Missing(
-            "tokenizer.json (or a SentencePiece tokenizer.model)".into(),
-        ));
-    }
-    let tok: Json = files.json("tokenizer.json")?;
-    let bad = |why: String| ConvertError::Unsupported(format!("tokenizer.json: {why}"));
+    let tok = tokenizer_json(
+        files,
+        "BPE",
+        "tokenizer.json (or a SentencePiece tokenizer.model)",
+        "only byte-level BPE tokenizers can be imported",
+    )?;
+    let bad = unsupported;
     let model = &tok["model"];
-    match model["type"].as_str() {
-        Some("BPE") => {}
-        Some(other) => {
-            return Err(bad(format!(
-                "its model is {other}; only byte-level BPE tokenizers can be imported"
-            )))
-        }
-        None => return Err(bad("it has no model.type".into())),
-    }
     if model["byte_fallback"].as_bool() == Some(true) {
         return Err(bad(
             "a SentencePiece-style BPE (byte_fallback, as Llama 2's and Mistral 7B's) is read \
@@ -94,22 +85,7 @@ pub fn metadata(
         }
     }
 
-    let mut tokens: BTreeMap<usize, (String, i32)> = BTreeMap::new();
-    let vocab = model["vocab"]
-        .as_object()
-        .ok_or_else(|| bad("model.vocab is not an object".into()))?;
-    for (text, id) in vocab {
-        let id = id
-            .as_u64()
-            .ok_or_else(|| bad(format!("token {text:?} has no integer id")))?;
-        tokens.insert(id as usize, (text.clone(), NORMAL));
-    }
-    for t in tok["added_tokens"].as_array().into_iter().flatten() {
-        let (Some(id), Some(text)) = (t["id"].as_u64(), t["content"].as_str()) else {
-            return Err(bad("an added token has no id or content".into()));
-        };
-        tokens.insert(id as usize, added_token(text, t["special"] == true));
-    }
+    let mut tokens = tokens_by_id(&tok, added_token)?;
     let n = tokens
         .keys()
         .next_back()
@@ -160,6 +136,55 @@ pub fn metadata(
     out.push(("tokenizer.ggml.token_type".into(), Value::I32s(types)));
     out.push(("tokenizer.ggml.merges".into(), Value::Strs(merges)));
     Ok(out)
+}
+
+/// A refusal of the folder's `tokenizer.json`, saying why.
+pub(crate) fn unsupported(why: String) -> ConvertError {
+    ConvertError::Unsupported(format!("tokenizer.json: {why}"))
+}
+
+/// The folder's `tokenizer.json` (`missing` names what is needed when it is absent), whose
+/// model must be of type `kind` (else refused: `only`).
+pub(crate) fn tokenizer_json(
+    files: &Files,
+    kind: &str,
+    missing: &str,
+    only: &str,
+) -> Result<Json, ConvertError> {
+    if !files.has("tokenizer.json") {
+        return Err(ConvertError::Missing(missing.into()));
+    }
+    let tok: Json = files.json("tokenizer.json")?;
+    match tok["model"]["type"].as_str() {
+        Some(t) if t == kind => Ok(tok),
+        Some(other) => Err(unsupported(format!("its model is {other}; {only}"))),
+        None => Err(unsupported("it has no model.type".into())),
+    }
+}
+
+/// The tokens of `tokenizer.json` by id: its model's vocabulary as normal tokens, then each
+/// added token as `added` (its text, whether it is special) makes it.
+pub(crate) fn tokens_by_id(
+    tok: &Json,
+    added: impl Fn(&str, bool) -> (String, i32),
+) -> Result<BTreeMap<usize, (String, i32)>, ConvertError> {
+    let mut tokens = BTreeMap::new();
+    let vocab = tok["model"]["vocab"]
+        .as_object()
+        .ok_or_else(|| unsupported("model.vocab is not an object".into()))?;
+    for (text, id) in vocab {
+        let id = id
+            .as_u64()
+            .ok_or_else(|| unsupported(format!("token {text:?} has no integer id")))?;
+        tokens.insert(id as usize, (text.clone(), NORMAL));
+    }
+    for t in tok["added_tokens"].as_array().into_iter().flatten() {
+        let (Some(id), Some(text)) = (t["id"].as_u64(), t["content"].as_str()) else {
+            return Err(unsupported("an added token has no id or content".into()));
+        };
+        tokens.insert(id as usize, added(text, t["special"] == true));
+    }
+    Ok(tokens)
 }
 
 /// An added token as llama.cpp's converter writes it: a control token when it is marked

@@ -409,13 +409,18 @@ impl Engine {
         self.model.meta_val_str(key).ok()
     }
 
-    /// The text of a special token as templates print it (`bos_token`, `eos_token`).
+    /// The text of a special token as templates print it (`bos_token`, `eos_token`); empty
+    /// for a vocabulary without one (BERT's has no EOS: llama.cpp says -1, and asking for the
+    /// text of -1 throws a C++ exception, which would abort the process).
     pub fn bos_eos_text(&self) -> (String, String) {
         let v = self.model.vocab();
-        let text = |t: LlamaToken| {
-            v.text(t)
+        let n = self.model.n_vocab();
+        let text = |t: LlamaToken| match (0..n).contains(&t.0) {
+            true => v
+                .text(t)
                 .map(|c| c.to_string_lossy().into_owned())
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            false => String::new(),
         };
         (text(v.bos()), text(v.eos()))
     }

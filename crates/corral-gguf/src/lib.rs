@@ -122,6 +122,14 @@ impl GgufInfo {
             .get(&format!("{}.context_length", self.architecture()))
             .and_then(Value::as_u64)
     }
+
+    /// An embedding model: the file says how to pool its outputs (`<arch>.pooling_type`), as
+    /// BERT's and other encoders' do. Such a model embeds and writes no text (Ollama's test
+    /// for its `embedding` capability).
+    pub fn embeds_only(&self) -> bool {
+        self.metadata
+            .contains_key(&format!("{}.pooling_type", self.architecture()))
+    }
 }
 
 /// Format a count as Ollama's `parameter_size`.

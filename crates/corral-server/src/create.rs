@@ -361,12 +361,17 @@ fn check_peft(store: &Store, files: &BTreeMap<String, Digest>) -> ApiResult<()> 
 
 /// The converter reads one folder, the files under these names.
 fn plain_names(files: &BTreeMap<String, Digest>) -> ApiResult<()> {
-    match files
-        .keys()
-        .find(|n| n.contains('/') || *n == "." || *n == "..")
-    {
+    // A file name, or one folder and a file name (a sentence-transformers module's config).
+    let plain =
+        |part: &str| !part.is_empty() && part != "." && part != ".." && !part.contains('\\');
+    let fine = |name: &str| match name.split_once('/') {
+        None => plain(name),
+        Some((folder, file)) => plain(folder) && plain(file) && !file.contains('/'),
+    };
+    match files.keys().find(|n| !fine(n)) {
         Some(name) => Err(ApiError::bad_request(format!(
-            "file name {name:?}: a safetensors model's files must be plain names, one folder"
+            "file name {name:?}: a safetensors model's files must be plain names, in one folder \
+             or one level below it"
         ))),
         None => Ok(()),
     }

@@ -106,7 +106,8 @@ fn show_model(store: &corral_store::Store, req: &ShowRequest) -> ApiResult<ShowR
     let parameters = parameters_text(&m.params);
     let modelfile = modelfile_text(&m);
     let fim = info.as_ref().is_some_and(|i| i.fim_tokens().is_some());
-    let capabilities = models::capabilities(&template, fim);
+    let embeds_only = info.as_ref().is_some_and(|i| i.embeds_only());
+    let capabilities = models::capabilities(&template, fim, embeds_only);
     Ok(ShowResponse {
         license: m.license.join("\n"),
         modelfile,

@@ -142,8 +142,12 @@ pub fn supports_insert(template: &str) -> bool {
     template.contains(".Suffix")
 }
 
-/// `capabilities` as `show` lists them; `fim_tokens`: the GGUF has fill-in-the-middle tokens.
-pub fn capabilities(template: &str, fim_tokens: bool) -> Vec<String> {
+/// `capabilities` as `show` lists them; `fim_tokens`: the GGUF has fill-in-the-middle tokens;
+/// `embeds_only`: an embedding model, which has only `embedding` (as Ollama lists it).
+pub fn capabilities(template: &str, fim_tokens: bool, embeds_only: bool) -> Vec<String> {
+    if embeds_only {
+        return vec!["embedding".to_string()];
+    }
     let mut c = vec!["completion".to_string()];
     if supports_tools(template) {
         c.push("tools".into());

@@ -63,8 +63,9 @@ pub async fn convert(
     tx: &Progress,
 ) -> ApiResult<(TempPath, GgufInfo)> {
     // The folder the converter reads: a link to each blob under the name it was sent with
-    // (names were checked to be plain file names). Only links, so a folder left by a killed
-    // server costs nothing; dropped, it goes.
+    // (names were checked to be plain file names, or one plain folder and a file in it: a
+    // sentence-transformers Pooling module's `1_Pooling/config.json`). Only links, so a folder
+    // left by a killed server costs nothing; dropped, it goes.
     let store = st.store.clone();
     let files = files.clone();
     let dir = tokio::task::spawn_blocking(move || -> std::io::Result<tempfile::TempDir> {
@@ -74,7 +75,11 @@ pub async fn convert(
         for (name, digest) in &files {
             // Absolute, so that a store given as a relative path links from anywhere.
             let blob = std::path::absolute(store.blob_path(digest))?;
-            std::os::unix::fs::symlink(blob, dir.path().join(name))?;
+            let link = dir.path().join(name);
+            if let Some(folder) = link.parent() {
+                std::fs::create_dir_all(folder)?;
+            }
+            std::os::unix::fs::symlink(blob, link)?;
         }
         Ok(dir)
     })

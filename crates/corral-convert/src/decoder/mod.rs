@@ -25,7 +25,7 @@ use rope::{llama3_rope_factors, rope_parameters, rope_scaling, Rope};
 
 use crate::gguf::{Metadata, TensorInfo, TensorType, Value};
 use crate::source::Safetensors;
-use crate::{output_type, ConvertError, From, Planned};
+use crate::{missing, output_type, unplaced, wrong_shape, ConvertError, From, Planned};
 
 pub struct Model {
     pub metadata: Metadata,
@@ -446,41 +446,17 @@ pub fn plan(arch: Arch, config: &Json, source: &Safetensors) -> Result<Model, Co
     )?;
     tensors.extend(stacks);
     used.extend(stacked);
-    let mut extra: Vec<&str> = source
-        .names()
-        .filter(|n| !used.contains(*n) && !n.ends_with("rotary_emb.inv_freq"))
-        .collect();
-    extra.sort();
-    if let Some(first) = extra.first() {
-        let more = match extra.len() {
-            1 => String::new(),
-            n => format!(" (and {} more)", n - 1),
-        };
-        return Err(ConvertError::Unsupported(format!(
-            "tensor {first}{more} has no place in a {} model: the weights do not match \
-             config.json's architecture",
-            arch.gguf
-        )));
-    }
+    unplaced(
+        source
+            .names()
+            .filter(|n| !used.contains(*n) && !n.ends_with("rotary_emb.inv_freq")),
+        arch.gguf,
+    )?;
     Ok(Model {
         metadata,
         tensors,
         vocab_size: vocab as usize,
     })
-}
-
-fn wrong_shape(name: &str, shape: &[u64], expected: &[u64]) -> ConvertError {
-    ConvertError::Invalid {
-        file: "model weights".into(),
-        why: format!("tensor {name} has shape {shape:?}; config.json makes it {expected:?}"),
-    }
-}
-
-fn missing(name: &str) -> ConvertError {
-    ConvertError::Invalid {
-        file: "model weights".into(),
-        why: format!("tensor {name} is missing"),
-    }
 }
 
 #[cfg(test)]

@@ -73,6 +73,7 @@ pub(super) fn prepare_generate(
     let model = models::load(&st.store, &req.model)?;
     let (options, keep_alive) =
         options_and_keep_alive(st, &model, req.options.as_ref(), req.keep_alive.as_ref())?;
+    check_writes_text(st, &model, "generate")?;
     check_images(&model, req.images.as_ref().is_some_and(|i| !i.is_empty()))?;
     let template = effective_template(st, &model, req.template.as_deref());
     let think = check_think(&model, &template, req.think.as_ref())?;
@@ -155,6 +156,7 @@ pub(super) fn prepare_chat(
             )));
         }
     }
+    check_writes_text(st, &model, "chat")?;
     check_images(
         &model,
         req.messages
@@ -329,6 +331,18 @@ pub(super) fn check_insert(
         "{} does not support insert",
         model.display_name()
     )))
+}
+
+/// An embedding model (BERT's kind) embeds and writes no text: generate and chat are refused
+/// in Ollama's words (`"all-minilm" does not support generate`), before anything loads.
+fn check_writes_text(st: &AppState, model: &Model, what: &str) -> ApiResult<()> {
+    match gguf_info(st, model).is_some_and(|i| i.embeds_only()) {
+        true => Err(ApiError::bad_request(format!(
+            "\"{}\" does not support {what}",
+            model.display_name()
+        ))),
+        false => Ok(()),
+    }
 }
 
 /// Images (`images` of generate, or of a chat message) are refused rather than dropped: an

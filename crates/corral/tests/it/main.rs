@@ -11,6 +11,7 @@ mod clients;
 mod conformance;
 mod context;
 mod devices;
+mod embedding_models;
 mod end_to_end;
 mod import;
 mod import_archs;

@@ -16,21 +16,37 @@ use serde_json::Value;
 
 pub const SMOL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 pub const GEMMA: &str = "gemma-3-270m-q4_k_m.gguf";
+/// all-MiniLM-L6-v2, a BERT sentence-transformers model, as its Hugging Face folder.
+pub const MINILM: &str = "all-MiniLM-L6-v2";
 
 /// A test model file from the cache that `scripts/fetch-models.sh` fills.
 pub fn model_file(name: &str) -> PathBuf {
-    let dir = std::env::var_os("CORRAL_MODEL_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/corral/models-src")
-        });
-    let p = dir.join(name);
+    let p = model_cache().join(name);
     assert!(
         p.is_file(),
         "{} is missing: run scripts/fetch-models.sh first",
         p.display()
     );
     p
+}
+
+/// A model folder `scripts/fetch-models.sh` keeps (a Hugging Face model's files).
+pub fn model_dir(name: &str) -> PathBuf {
+    let p = model_cache().join(name);
+    assert!(
+        p.join("config.json").is_file(),
+        "{} is missing: run scripts/fetch-models.sh first",
+        p.display()
+    );
+    p
+}
+
+fn model_cache() -> PathBuf {
+    std::env::var_os("CORRAL_MODEL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/corral/models-src")
+        })
 }
 
 /// The Python of the test virtual environment (`scripts/test.sh` makes it; `CORRAL_CLIENT_VENV`

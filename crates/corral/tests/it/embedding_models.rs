@@ -1,0 +1,189 @@
+//! Embedding models: all-MiniLM-L6-v2 (sentence-transformers' BERT, Ollama's `all-minilm`)
+//! imported from its Hugging Face folder as llama.cpp's `bert`, compared with the same weights
+//! run by numpy (`tests/clients/bert_reference.py`, with Hugging Face's `tokenizers` for the
+//! ids). An embedding model embeds and writes no text, as in Ollama.
+
+use crate::common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Texts with punctuation, case, accents, CJK, digits and a contraction, which WordPiece
+/// splits and normalizes in its own ways; and two that mean nearly the same.
+const TEXTS: &[&str] = &[
+    "A cat sat on the mat.",
+    "A kitten was resting on the rug.",
+    "Stock markets fell sharply on Tuesday.",
+    "Héllo, WORLD! naïve café 東京 it's 123,456.78 #tags",
+];
+
+fn reference() -> Vec<(Vec<i64>, Vec<f64>)> {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/clients/bert_reference.py"
+    );
+    let out = Command::new(client_python())
+        .arg(script)
+        .arg(model_dir(MINILM))
+        .args(TEXTS)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    v.iter()
+        .map(|r| {
+            let ids = r["ids"].as_array().unwrap().iter();
+            let e = r["embedding"].as_array().unwrap().iter();
+            (
+                ids.map(|x| x.as_i64().unwrap()).collect(),
+                e.map(|x| x.as_f64().unwrap()).collect(),
+            )
+        })
+        .collect()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[test]
+fn a_bert_folder_imports_as_an_embedding_model_that_matches_its_weights() {
+    let s = TestServer::start();
+    s.create("minilm", &format!("FROM {}\n", model_dir(MINILM).display()));
+    let (status, show) = s.post("/api/show", json!({"model": "minilm"}));
+    assert_eq!(status, 200, "{show}");
+    assert_eq!(show["capabilities"], json!(["embedding"]));
+    assert_eq!(show["details"]["family"], "bert");
+    // Mean pooling, from the Pooling module's config.json below the folder.
+    assert_eq!(show["model_info"]["bert.pooling_type"], 1);
+
+    let (status, body) = s.post("/api/embed", json!({"model": "minilm", "input": TEXTS}));
+    assert_eq!(status, 200, "{body}");
+    let got: Vec<Vec<f64>> = body["embeddings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(floats)
+        .collect();
+    let want = reference();
+    // The same tokens as Hugging Face's tokenizer ([CLS] and [SEP] included) ...
+    let tokens: usize = want.iter().map(|(ids, _)| ids.len()).sum();
+    assert_eq!(body["prompt_eval_count"], tokens as u64, "{want:?}");
+    // ... and the same vectors, to the precision of F16 weights.
+    for ((text, g), (_, w)) in TEXTS.iter().zip(&got).zip(&want) {
+        assert_eq!(g.len(), 384);
+        let cos = dot(g, w);
+        assert!(cos > 0.9999, "{text}: cosine {cos}");
+    }
+    // Meaning: the two sentences about a resting cat are closer than either is to markets.
+    assert!(
+        dot(&got[0], &got[1]) > dot(&got[0], &got[2]) + 0.3,
+        "{got:?}"
+    );
+
+    // OpenAI's route embeds too.
+    let (status, body) = s.post(
+        "/v1/embeddings",
+        json!({"model": "minilm", "input": TEXTS[0]}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(dot(&floats(&body["data"][0]["embedding"]), &got[0]) > 0.99999);
+
+    // It writes no text: generate and chat are refused in Ollama's words, on every route.
+    for (path, body, what) in [
+        (
+            "/api/generate",
+            json!({"model": "minilm", "prompt": "hi"}),
+            "generate",
+        ),
+        ("/api/generate", json!({"model": "minilm"}), "generate"),
+        (
+            "/api/chat",
+            json!({"model": "minilm", "messages": []}),
+            "chat",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "minilm", "messages": [{"role": "user", "content": "hi"}]}),
+            "chat",
+        ),
+    ] {
+        let (status, resp) = s.post(path, body);
+        assert_eq!(status, 400, "{path}: {resp}");
+        let message = resp["error"]["message"]
+            .as_str()
+            .or(resp["error"].as_str())
+            .unwrap();
+        assert_eq!(
+            message,
+            format!("\"minilm:latest\" does not support {what}")
+        );
+    }
+
+    // `corral run` prints the vector, as Ollama's does; --dimensions shortens it.
+    let out = s.corral(&["run", "minilm", TEXTS[0]]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert!(dot(&floats(&printed), &got[0]) > 0.99999);
+    let out = s.corral(&["run", "minilm", "--dimensions", "8", TEXTS[0]]);
+    let short = floats(&serde_json::from_str(stdout(&out).trim()).unwrap());
+    assert_eq!(short.len(), 8);
+    assert!((dot(&short, &short) - 1.0).abs() < 1e-4, "{short:?}");
+    let out = s.corral(&["run", "minilm"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out).trim(),
+        "Error: embedding models require input text. Usage: corral run minilm [your text here]"
+    );
+}
+
+#[test]
+fn pooling_llama_cpp_cannot_do_is_refused_and_nothing_is_left() {
+    let s = TestServer::start();
+    let src = model_dir(MINILM);
+    let dir = s.dir.path().join("max-pooled");
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "modules.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::os::unix::fs::symlink(src.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        r#"{"word_embedding_dimension": 384, "pooling_mode_max_tokens": true}"#,
+    )
+    .unwrap();
+    let before = s.store_files();
+    let out = s.try_create("maxed", &format!("FROM {}\n", dir.display()));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "1_Pooling/config.json: pooling_mode_max_tokens is not a pooling llama.cpp does \
+             (mean, cls or last token)"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let (status, _) = s.post("/api/show", json!({"model": "maxed"}));
+    assert_eq!(status, 404);
+    // The uploaded files stay as blobs (as any upload); no model, no half-written one.
+    assert!(s
+        .store_files()
+        .iter()
+        .filter(|f| !before.contains(f))
+        .all(|f| f.contains("/blobs/sha256-")));
+}
