@@ -380,12 +380,13 @@ async fn upload_file(client: &Client, path: &Path) -> anyhow::Result<String> {
 }
 
 /// `corral list`.
-pub async fn list(client: &Client) -> anyhow::Result<()> {
+pub async fn list(client: &Client, prefix: Option<&str>) -> anyhow::Result<()> {
     let resp: ListResponse = client.get("/api/tags").await?;
     let now = chrono::Utc::now();
     let rows: Vec<Vec<String>> = resp
         .models
         .iter()
+        .filter(|m| named(&m.name, prefix))
         .map(|m| {
             vec![
                 m.name.clone(),
@@ -399,13 +400,20 @@ pub async fn list(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether `list` or `ps` shows a model: every one, or those whose name starts with the
+/// prefix given (in any case, as Ollama's `list` matches).
+fn named(name: &str, prefix: Option<&str>) -> bool {
+    prefix.is_none_or(|p| name.to_lowercase().starts_with(&p.to_lowercase()))
+}
+
 /// `corral ps`.
-pub async fn ps(client: &Client) -> anyhow::Result<()> {
+pub async fn ps(client: &Client, prefix: Option<&str>) -> anyhow::Result<()> {
     let resp: ProcessResponse = client.get("/api/ps").await?;
     let now = chrono::Utc::now();
     let rows: Vec<Vec<String>> = resp
         .models
         .iter()
+        .filter(|m| named(&m.name, prefix))
         .map(|m| {
             let processor = processor(m.size, m.size_vram, m.size_remote);
             vec![
@@ -540,6 +548,12 @@ pub async fn show(client: &Client, args: ShowArgs) -> anyhow::Result<()> {
         (args.system, &r.system),
         (args.license, &r.license),
     ];
+    if single.iter().filter(|(on, _)| *on).count() > 1 {
+        anyhow::bail!(
+            "only one of '--license', '--modelfile', '--parameters', '--system', or \
+             '--template' can be specified"
+        );
+    }
     if let Some((_, text)) = single.iter().find(|(on, _)| *on) {
         println!("{text}");
         return Ok(());

@@ -37,6 +37,9 @@ pub struct RunArgs {
     /// Don't wrap words to the next line automatically.
     #[arg(long)]
     pub nowordwrap: bool,
+    /// Use an insecure registry (plain HTTP, any certificate) when the model is pulled first.
+    #[arg(long)]
+    pub insecure: bool,
     /// For embedding models: cut inputs longer than the context (the server's default: true).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub truncate: Option<bool>,
@@ -98,7 +101,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
         Err(e) if is_not_found(&e) => {
             let pull = crate::transfer::TransferArgs {
                 model: args.model.clone(),
-                insecure: false,
+                insecure: args.insecure,
             };
             crate::transfer::pull(client, &pull).await?;
             None

@@ -37,9 +37,15 @@ enum Commands {
     Push(corral_cli::transfer::TransferArgs),
     /// List models.
     #[command(alias = "ls")]
-    List,
+    List {
+        /// Only models whose name starts with this.
+        prefix: Option<String>,
+    },
     /// List running models.
-    Ps,
+    Ps {
+        /// Only models whose name starts with this.
+        prefix: Option<String>,
+    },
     /// Show information for a model.
     Show(corral_cli::ShowArgs),
     /// Copy a model.
@@ -367,8 +373,8 @@ fn main() -> ExitCode {
             Commands::Run(args) => corral_cli::run(&client()?, args).await,
             Commands::Pull(args) => corral_cli::transfer::pull(&client()?, &args).await,
             Commands::Push(args) => corral_cli::transfer::push(&client()?, &args).await,
-            Commands::List => corral_cli::list(&client()?).await,
-            Commands::Ps => corral_cli::ps(&client()?).await,
+            Commands::List { prefix } => corral_cli::list(&client()?, prefix.as_deref()).await,
+            Commands::Ps { prefix } => corral_cli::ps(&client()?, prefix.as_deref()).await,
             Commands::Stop { model } => corral_cli::stop(&client()?, &model).await,
             Commands::Show(args) => corral_cli::show(&client()?, args).await,
             Commands::Cp {

@@ -37,6 +37,15 @@ pub(crate) fn options_and_keep_alive(
     };
     let mut options = model.params.merged(&req_opts);
     options.num_ctx = Some(context_length(st, model, &options));
+    if let Some(gpu) = options.main_gpu {
+        // llama.cpp reads its main GPU only when a model is not split by layers, and Corral
+        // always splits by layers (as Ollama's llama.cpp runner did): say so, not nothing.
+        tracing::warn!(
+            model = %model.display_name(),
+            main_gpu = gpu,
+            "option main_gpu has no effect: layers are spread over the devices by the scheduler"
+        );
+    }
     Ok((options, keep_alive))
 }
 

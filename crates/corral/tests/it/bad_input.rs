@@ -154,6 +154,15 @@ fn unknown_model_and_malformed_requests() {
     assert_eq!(status, 200, "{body}");
     let (status, _) = s.post("/api/show", json!({"model": "smol-old"}));
     assert_eq!(status, 200);
+    // An option that changes nothing here is answered, and the log says why.
+    let (status, body) = s.post(
+        "/api/generate",
+        json!({"model": "smol", "prompt": "hi", "stream": false,
+               "options": {"main_gpu": 1, "num_predict": 1}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let log = std::fs::read_to_string(s.dir.path().join("server.log")).unwrap();
+    assert!(log.contains("option main_gpu has no effect"), "{log}");
 }
 
 #[test]

@@ -22,6 +22,13 @@ fn create_show_copy_remove_round_trip() {
         "You are terse.\nVery terse.\n"
     );
     assert_eq!(stdout(&s.corral(&["show", "smol", "--license"])), "MIT\n");
+    let out = s.corral(&["show", "smol", "--license", "--system"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out).trim(),
+        "Error: only one of '--license', '--modelfile', '--parameters', '--system', or \
+         '--template' can be specified"
+    );
 
     // The printed Modelfile, exactly (the blob path varies with the store), builds the same
     // model again.
@@ -158,6 +165,22 @@ fn list_and_ps_print_ollamas_tables() {
     assert!(lines[1].starts_with("smol:latest   "), "{ps}");
     assert!(lines[1].contains("   100% CPU    4096      "), "{ps}");
     assert!(lines[1].ends_with("minutes from now"), "{ps}");
+
+    // A prefix keeps the models whose names start with it (any case), as Ollama's list does.
+    let out = s.corral(&["cp", "smol", "other"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names = |cmd: &[&str]| -> Vec<String> {
+        stdout(&s.corral(cmd))
+            .lines()
+            .skip(1)
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&["list"]), ["other:latest", "smol:latest"]);
+    assert_eq!(names(&["list", "SM"]), ["smol:latest"]);
+    assert_eq!(names(&["ls", "oth"]), ["other:latest"]);
+    assert_eq!(names(&["ps", "smol"]), ["smol:latest"]);
+    assert!(names(&["ps", "other"]).is_empty());
 }
 
 #[test]
