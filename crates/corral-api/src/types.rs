@@ -240,6 +240,9 @@ pub struct CreateRequest {
     pub messages: Option<Vec<Message>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
+    /// A Modelfile's `REQUIRES` (the Ollama version the model needs), stored in its config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires: Option<String>,
     /// `quantization` is the older field, which Ollama still reads.
     #[serde(
         default,
@@ -309,6 +312,9 @@ pub struct ShowResponse {
     #[serde(default)]
     pub capabilities: Vec<String>,
     pub modified_at: DateTime<Utc>,
+    /// The Ollama version the model needs (its Modelfile's `REQUIRES`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub requires: String,
 }
 
 /// One entry of `GET /api/tags`.

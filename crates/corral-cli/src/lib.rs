@@ -160,7 +160,8 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
                     req.draft_files = None;
                 }
             }
-            Command::Parameter { .. } | Command::Requires(_) => {}
+            Command::Requires(v) => req.requires = Some(v.clone()),
+            Command::Parameter { .. } => {}
         }
     }
     if !messages.is_empty() {
@@ -585,6 +586,9 @@ pub fn show_text(r: &corral_api::ShowResponse, verbose: bool) -> String {
         rows.push(("embedding length".into(), n.to_string()));
     }
     rows.push(("quantization".into(), r.details.quantization_level.clone()));
+    if !r.requires.is_empty() {
+        rows.push(("requires".into(), r.requires.clone()));
+    }
     let section = |title: &str, rows: &[(String, String)]| -> String {
         let w = rows
             .iter()

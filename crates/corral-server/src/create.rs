@@ -71,6 +71,7 @@ fn gguf_config(info: &corral_gguf::GgufInfo) -> ConfigBlob {
             .replace("aarch64", "arm64"),
         os: std::env::consts::OS.into(),
         rootfs: RootFs::default(),
+        requires: String::new(),
     }
 }
 
@@ -449,6 +450,9 @@ pub fn write(store: &Store, req: &CreateRequest, plan: Plan) -> ApiResult<Vec<Pr
         status(&mut progress, format!("using layer {}", l.digest));
     }
 
+    if let Some(r) = &req.requires {
+        config.requires = r.clone();
+    }
     config.rootfs = RootFs {
         kind: "layers".into(),
         diff_ids: layers.iter().map(|l| l.digest.to_string()).collect(),

@@ -119,6 +119,7 @@ fn show_model(store: &corral_store::Store, req: &ShowRequest) -> ApiResult<ShowR
         model_info,
         capabilities,
         modified_at: m.entry.modified,
+        requires: m.config.requires.clone(),
     })
 }
 
@@ -159,6 +160,9 @@ fn modelfile_text(m: &models::Model) -> String {
     }
     if let Some(d) = &m.draft_path {
         out += &format!("DRAFT {}\n", d.display());
+    }
+    if !m.config.requires.is_empty() {
+        out += &format!("REQUIRES {}\n", corral_modelfile::quote(&m.config.requires));
     }
     // Only a Modelfile TEMPLATE (Go syntax) is printed: the GGUF's own Jinja template comes
     // with the FROM file, and written out as TEMPLATE it would be read as a Go template.

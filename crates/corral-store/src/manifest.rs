@@ -104,6 +104,9 @@ pub struct ConfigBlob {
     pub os: String,
     #[serde(default)]
     pub rootfs: RootFs,
+    /// A Modelfile's `REQUIRES`: the Ollama version the model needs, kept and shown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub requires: String,
 }
 
 /// The `rootfs` of a config blob.
