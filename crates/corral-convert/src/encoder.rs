@@ -17,6 +17,9 @@ pub const ARCHITECTURES: [&str; 2] = ["BertModel", "BertForMaskedLM"];
 
 /// sentence-transformers' module that pools, as `modules.json` names its type.
 pub const POOLING_MODULE: &str = "sentence_transformers.models.Pooling";
+/// The model itself, and the L2 normalization every embedding gets anyway.
+const TRANSFORMER_MODULE: &str = "sentence_transformers.models.Transformer";
+const NORMALIZE_MODULE: &str = "sentence_transformers.models.Normalize";
 
 /// llama.cpp's pooling types.
 const MEAN: u32 = 1;
@@ -118,6 +121,18 @@ pub fn source_name(name: &str) -> Option<String> {
 /// Pooling module `modules.json` names, else mean pooling.
 pub fn pooling(files: &Files) -> Result<u32, ConvertError> {
     let modules = files.json_or_null("modules.json")?;
+    // A module llama.cpp does not run (a Dense projection after the pooling, as LaBSE's)
+    // would leave the vectors wrong without a word: refused by name.
+    for m in modules.as_array().into_iter().flatten() {
+        let kind = m["type"].as_str().unwrap_or("?");
+        if ![TRANSFORMER_MODULE, POOLING_MODULE, NORMALIZE_MODULE].contains(&kind) {
+            return Err(ConvertError::Unsupported(format!(
+                "modules.json: module {kind} ({}) is not one llama.cpp runs; the vectors \
+                 would come out without it",
+                m["path"].as_str().unwrap_or("?")
+            )));
+        }
+    }
     let Some(path) = pooling_path(&modules) else {
         return Ok(MEAN);
     };

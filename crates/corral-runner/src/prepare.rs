@@ -174,17 +174,20 @@ impl Runner {
             sampling.grammar = Some(tool_call_grammar(schema).map_err(Refusal::invalid)?);
         }
         // A thinking answer thinks freely; the format (or the forced call) constrains what
-        // follows the thinking, as Ollama does.
-        if sampling.grammar.is_some()
-            && matches!(
-                &req.prompt,
-                Prompt::Chat {
-                    think: Some(true),
-                    ..
-                }
-            )
+        // follows the thinking, as Ollama does. Only where the template writes thinking in
+        // `<think>` tags: a model that ends its thinking otherwise would never meet the
+        // trigger, and its answer would go unconstrained.
+        if let Prompt::Chat {
+            think: Some(true),
+            template,
+            ..
+        } = &req.prompt
         {
-            sampling.grammar_after = Some(THINK_END.to_string());
+            let source = template.as_deref().or(self.gguf_template.as_deref());
+            let tags = source.is_some_and(|t| t.contains("<think>") || t.contains(THINK_END));
+            if sampling.grammar.is_some() && tags {
+                sampling.grammar_after = Some(THINK_END.to_string());
+            }
         }
         if let Some(g) = &sampling.grammar {
             engine.check_grammar(g).map_err(|e| {

@@ -369,10 +369,20 @@ fn plain_names(files: &BTreeMap<String, Digest>) -> ApiResult<()> {
         None => plain(name),
         Some((folder, file)) => plain(folder) && plain(file) && !file.contains('/'),
     };
-    match files.keys().find(|n| !fine(n)) {
-        Some(name) => Err(ApiError::bad_request(format!(
+    if let Some(name) = files.keys().find(|n| !fine(n)) {
+        return Err(ApiError::bad_request(format!(
             "file name {name:?}: a safetensors model's files must be plain names, in one folder \
              or one level below it"
+        )));
+    }
+    // A name cannot be both a file and the folder of another.
+    match files
+        .keys()
+        .filter_map(|n| n.split_once('/').map(|(folder, _)| folder))
+        .find(|folder| files.contains_key(*folder))
+    {
+        Some(folder) => Err(ApiError::bad_request(format!(
+            "file name {folder:?} is both a file and the folder of another file"
         ))),
         None => Ok(()),
     }
@@ -637,6 +647,30 @@ fn license_texts(v: Option<&serde_json::Value>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_safetensors_models_files_are_one_folder_deep_at_most() {
+        let digest: corral_store::Digest = format!("sha256:{}", "0".repeat(64)).parse().unwrap();
+        let names = |names: &[&str]| {
+            let files = names
+                .iter()
+                .map(|n| (n.to_string(), digest.clone()))
+                .collect();
+            super::plain_names(&files).map_err(|e| e.to_string())
+        };
+        assert!(names(&["config.json", "1_Pooling/config.json"]).is_ok());
+        for bad in [
+            &["a/b/c.json"][..],
+            &["../config.json"],
+            &["./x"],
+            &["a/"],
+            &["a\\b"],
+        ] {
+            assert!(names(bad).is_err(), "{bad:?}");
+        }
+        let e = names(&["1_Pooling", "1_Pooling/config.json"]).unwrap_err();
+        assert!(e.contains("both a file and the folder"), "{e}");
+    }
+
     #[test]
     fn file_names() {
         for ok in [

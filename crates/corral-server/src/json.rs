@@ -20,8 +20,63 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::bad_request("missing request body"));
         }
-        serde_json::from_slice(&body)
-            .map(JsonBody)
-            .map_err(|e| ApiError::bad_request(format!("invalid JSON in request body: {e}")))
+        let invalid = |e: serde_json::Error| {
+            ApiError::bad_request(format!("invalid JSON in request body: {e}"))
+        };
+        let mut value: serde_json::Value = serde_json::from_slice(&body).map_err(invalid)?;
+        older_name(&mut value);
+        serde_json::from_value(value).map(JsonBody).map_err(invalid)
+    }
+}
+
+/// Ollama's older `name` field, which its Go client still sends beside `model` (as `""`
+/// when unset, since the field has no `omitempty`): `model` when that is empty or missing,
+/// else dropped, as Ollama reads them. Left as it was, serde would see the two as one field
+/// given twice.
+fn older_name(value: &mut serde_json::Value) {
+    let Some(obj) = value.as_object_mut() else {
+        return;
+    };
+    let Some(name) = obj.remove("name") else {
+        return;
+    };
+    let model_empty = match obj.get("model") {
+        None | Some(serde_json::Value::Null) => true,
+        Some(serde_json::Value::String(m)) => m.is_empty(),
+        Some(_) => false,
+    };
+    if model_empty {
+        obj.insert("model".into(), name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_older_name_fills_in_for_an_empty_model() {
+        for (given, want) in [
+            (
+                serde_json::json!({"model": "a", "name": ""}),
+                serde_json::json!({"model": "a"}),
+            ),
+            (
+                serde_json::json!({"model": "", "name": "b"}),
+                serde_json::json!({"model": "b"}),
+            ),
+            (
+                serde_json::json!({"name": "c"}),
+                serde_json::json!({"model": "c"}),
+            ),
+            (
+                serde_json::json!({"model": "d"}),
+                serde_json::json!({"model": "d"}),
+            ),
+        ] {
+            let mut v = given.clone();
+            older_name(&mut v);
+            assert_eq!(v, want, "{given}");
+        }
     }
 }

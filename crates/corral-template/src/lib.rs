@@ -52,7 +52,8 @@ pub struct RenderInput<'a> {
     /// Thinking on or off (`.Think` in Go templates, `enable_thinking` in Jinja); `None`: unset.
     pub think: Option<bool>,
     /// How hard to think, when a level was asked for (`"low"`, `"medium"`, `"high"`):
-    /// `.ThinkLevel` in Go templates (as Ollama's), `reasoning_effort` in Jinja (gpt-oss's).
+    /// `.ThinkLevel` in Go templates (as Ollama's, `"medium"` for thinking on without a
+    /// level), `reasoning_effort` in Jinja (gpt-oss's; undefined without a level).
     pub think_level: Option<&'a str>,
 }
 
@@ -321,10 +322,13 @@ fn go_data(
         GoValue::Bool(think.on.unwrap_or(false)),
     );
     o.insert("IsThinkSet".to_string(), GoValue::Bool(think.on.is_some()));
-    o.insert(
-        "ThinkLevel".to_string(),
-        GoValue::from(think.level.unwrap_or_default().to_string()),
-    );
+    // As Ollama's: `true` alone reads as "medium".
+    let level = match (think.level, think.on) {
+        (Some(level), _) => level,
+        (None, Some(true)) => "medium",
+        (None, _) => "",
+    };
+    o.insert("ThinkLevel".to_string(), GoValue::from(level.to_string()));
     o.insert(
         "Tools".to_string(),
         tools
@@ -630,7 +634,8 @@ mod tool_tests {
         )
         .unwrap();
         assert_eq!(render(&go, Some("high")), "Reasoning: high");
-        assert_eq!(render(&go, None), "on");
+        // `true` alone is "medium", as Ollama's ThinkValue reads.
+        assert_eq!(render(&go, None), "Reasoning: medium");
         let jinja = ChatTemplate::jinja(
             "{% if reasoning_effort is not defined %}{% set reasoning_effort = 'medium' %}{% endif %}Reasoning: {{ reasoning_effort }}",
             SpecialTokens::default(),

@@ -82,7 +82,13 @@ pub(super) fn prepare_generate(
     let model = models::load(&st.store, &req.model)?;
     let (options, keep_alive) =
         options_and_keep_alive(st, &model, req.options.as_ref(), req.keep_alive.as_ref())?;
-    check_writes_text(st, &model, "generate")?;
+    let unload = req.prompt.is_empty()
+        && req.suffix.as_deref().is_none_or(str::is_empty)
+        && req.context.as_ref().is_none_or(|c| c.is_empty())
+        && keep_alive == KeepAlive::For(std::time::Duration::ZERO);
+    if !unload {
+        check_writes_text(st, &model, "generate")?;
+    }
     check_images(&model, req.images.as_ref().is_some_and(|i| !i.is_empty()))?;
     let template = effective_template(st, &model, req.template.as_deref());
     let think = check_think(&model, &template, req.think.as_ref())?;
@@ -165,7 +171,9 @@ pub(super) fn prepare_chat(
             )));
         }
     }
-    check_writes_text(st, &model, "chat")?;
+    if !(req.messages.is_empty() && keep_alive == KeepAlive::For(std::time::Duration::ZERO)) {
+        check_writes_text(st, &model, "chat")?;
+    }
     check_images(
         &model,
         req.messages
@@ -343,7 +351,8 @@ pub(super) fn check_insert(
 }
 
 /// An embedding model (BERT's kind) embeds and writes no text: generate and chat are refused
-/// in Ollama's words (`"all-minilm" does not support generate`), before anything loads.
+/// in Ollama's words (`"all-minilm" does not support generate`), before anything loads. An
+/// empty one with `keep_alive: 0` (`stop`) still unloads it, as Ollama's does.
 fn check_writes_text(st: &AppState, model: &Model, what: &str) -> ApiResult<()> {
     match gguf_info(st, model).is_some_and(|i| i.embeds_only()) {
         true => Err(ApiError::bad_request(format!(

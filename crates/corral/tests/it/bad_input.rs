@@ -146,14 +146,32 @@ fn unknown_model_and_malformed_requests() {
     assert_eq!(resp["done"], true, "{resp}");
     assert_eq!(s.store_files(), before, "the store changed");
     still_serving(&s);
-    // Older clients' field names for create, which Ollama still reads.
+    // Older clients' field names for create, which Ollama still reads; and Ollama's Go
+    // client, which sends `"name": ""` beside `model` with every request.
     let (status, body) = s.post(
         "/api/create",
-        json!({"name": "smol-old", "from": "smol", "quantization": null, "stream": false}),
+        json!({"name": "smol-old", "from": "smol", "stream": false}),
     );
     assert_eq!(status, 200, "{body}");
-    let (status, _) = s.post("/api/show", json!({"model": "smol-old"}));
-    assert_eq!(status, 200);
+    for path in ["/api/show", "/api/create"] {
+        let (status, body) = s.post(
+            path,
+            json!({"model": "smol-old", "name": "", "from": "smol", "stream": false}),
+        );
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (status, body) = s.post(
+        "/api/create",
+        json!({"name": "smol-q", "from": "smol", "quantization": "q8_0", "stream": false}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("quantization is only supported for F16 and F32 models"),
+        "{body}"
+    );
     // An option that changes nothing here is answered, and the log says why.
     let (status, body) = s.post(
         "/api/generate",

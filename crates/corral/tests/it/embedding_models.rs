@@ -145,6 +145,12 @@ fn a_bert_folder_imports_as_an_embedding_model_that_matches_its_weights() {
         stderr(&out).trim(),
         "Error: embedding models require input text. Usage: corral run minilm [your text here]"
     );
+
+    // It can be stopped like any model, though it writes no text.
+    assert_eq!(s.get("/api/ps")["models"][0]["name"], "minilm:latest");
+    let out = s.corral(&["stop", "minilm"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(s.get("/api/ps")["models"], json!([]));
 }
 
 #[test]
@@ -180,6 +186,30 @@ fn pooling_llama_cpp_cannot_do_is_refused_and_nothing_is_left() {
     );
     let (status, _) = s.post("/api/show", json!({"model": "maxed"}));
     assert_eq!(status, 404);
+    // A module after the pooling that llama.cpp would not run (LaBSE's Dense) is refused too.
+    std::fs::remove_file(dir.join("modules.json")).unwrap();
+    std::fs::write(
+        dir.join("modules.json"),
+        r#"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        r#"{"pooling_mode_cls_token": true}"#,
+    )
+    .unwrap();
+    let out = s.try_create("dense", &format!("FROM {}\n", dir.display()));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "modules.json: module sentence_transformers.models.Dense (2_Dense) is not one \
+             llama.cpp runs"
+        ),
+        "{}",
+        stderr(&out)
+    );
     // The uploaded files stay as blobs (as any upload); no model, no half-written one.
     assert!(s
         .store_files()

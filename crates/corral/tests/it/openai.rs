@@ -340,7 +340,8 @@ fn native_tool_call_round_trip() {
 
 /// A format (or a forced call) constrains what follows the thinking, not the thinking: the
 /// model thinks in words, then answers in the format (as Ollama). Three earlier turns show
-/// SmolLM2 the shape; greedy decoding then follows it.
+/// SmolLM2 the shape, thinking then a sentence; greedy decoding follows the thinking, and
+/// only the grammar turns the sentence into JSON.
 #[test]
 fn format_applies_after_thinking() {
     let s = TestServer::start();
@@ -348,7 +349,7 @@ fn format_applies_after_thinking() {
     let mut messages = Vec::new();
     for (q, a) in [("2+3", 5), ("4+4", 8), ("1+6", 7)] {
         messages.push(json!({"role": "user", "content": format!("What is {q}?")}));
-        messages.push(json!({"role": "assistant", "content": format!("<think>\nAdd the numbers.\n</think>\n{{\"answer\": {a}}}")}));
+        messages.push(json!({"role": "assistant", "content": format!("<think>\nAdd the numbers.\n</think>\nThe answer is {a}.")}));
     }
     messages.push(json!({"role": "user", "content": "What is 3+3?"}));
     let schema = json!({"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]});
