@@ -3,8 +3,9 @@
 Clients: `ollama`, `openai`, `anthropic` and `langchain-ollama`, pinned in requirements.txt.
 Run by `crates/corral/tests/it/clients.rs`, which starts the server, creates the models and sets
 CORRAL_TEST_URL and CORRAL_TEST_API_KEY (the server requires that key, so every test also shows
-the client sends it). Models: `smol` (SmolLM2 from its GGUF) and `smol-tools` (the same weights
-with tests/models/smol-tools.Modelfile, whose template renders tools and can think).
+the client sends it). Models: `smol` (SmolLM2 from its GGUF), `smol-tools` (the same weights
+with tests/models/smol-tools.Modelfile, whose template renders tools and can think) and
+`minilm` (all-MiniLM-L6-v2 imported from its Hugging Face folder: an embedding model).
 """
 
 import json
@@ -130,6 +131,21 @@ def test_ollama_embeddings(native):
     assert len(legacy.embedding) == len(a)
 
 
+def test_ollama_embedding_model(native):
+    assert native.show("minilm").capabilities == ["embedding"]
+    r = native.embed("minilm", input=["The cat sits on the mat.", "A kitten rests on a rug.", "Stock markets fell sharply after the rate rise."])
+    a, b, c = r.embeddings
+    assert len(a) == 384
+    assert cosine(a, b) > cosine(a, c) + 0.3
+    with pytest.raises(ollama.ResponseError) as e:
+        native.generate("minilm", prompt="hi")
+    assert e.value.status_code == 400
+    assert e.value.error == '"minilm:latest" does not support generate'
+    with pytest.raises(ollama.ResponseError) as e:
+        native.chat("minilm", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.error == '"minilm:latest" does not support chat'
+
+
 def test_ollama_tools_empty_list_and_unsupported(native):
     # The client sends "tools": [] with every chat: that is no tools, not an error.
     r = native.chat("smol", messages=[{"role": "user", "content": "hi"}], tools=[], options=SHORT)
@@ -210,6 +226,8 @@ def test_openai_embeddings(oai):
     assert cosine(a, b) > cosine(a, c)
     f = oai.embeddings.create(model="smol", input="The cat sits on the mat.", encoding_format="float")
     assert max(abs(x - y) for x, y in zip(f.data[0].embedding, a)) < 1e-5
+    m = oai.embeddings.create(model="minilm", input=["The cat sits on the mat.", "A kitten rests on a rug."])
+    assert len(m.data[0].embedding) == 384
 
 
 def test_openai_models(oai):
@@ -431,6 +449,11 @@ def test_langchain_chat_and_embeddings():
     docs = emb.embed_documents(["The cat sits on the mat.", "Stock markets fell."])
     q = emb.embed_query("A kitten rests on a rug.")
     assert cosine(q, docs[0]) > cosine(q, docs[1])
+    # An embedding model, as LangChain users would pick for retrieval.
+    emb = OllamaEmbeddings(model="minilm", base_url=URL, client_kwargs={"headers": AUTH})
+    docs = emb.embed_documents(["The cat sits on the mat.", "Stock markets fell."])
+    q = emb.embed_query("A kitten rests on a rug.")
+    assert cosine(q, docs[0]) > cosine(q, docs[1]) + 0.3
 
 
 # ---- API keys ------------------------------------------------------------------------------
