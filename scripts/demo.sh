@@ -14,7 +14,7 @@ echo "building corral (release; the first build compiles llama.cpp and takes sev
 # both, and the Vulkan module is simply not loaded where there is no Vulkan driver.
 bundle=$(scripts/build.sh --vulkan | tail -1)
 corral="$bundle/bin/corral"
-models=$(scripts/fetch-models.sh)
+models=$(scripts/fetch-models.sh smol)
 
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

