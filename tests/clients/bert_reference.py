@@ -1,12 +1,13 @@
 """Sentence embeddings of a BERT sentence-transformers folder, computed here with numpy from
 its safetensors weights: the reference the model Corral converts is compared with.
 
-    python bert_reference.py HFDIR TEXT...
+    python bert_reference.py [--cls] HFDIR TEXT...
 
 Prints a JSON list, one object per text: `ids`, the tokens Hugging Face's own `tokenizers`
 gives for the folder's tokenizer.json ([CLS] and [SEP] included), and `embedding`, BERT's
-forward pass in float64 (exact GELU, as Transformers' "gelu"), mean-pooled over the tokens and
-L2-normalized, as sentence-transformers computes it for all-MiniLM-L6-v2.
+forward pass in float64 (exact GELU, as Transformers' "gelu"), mean-pooled over the tokens (or,
+with --cls, the first token's state, as BGE and mxbai pool) and L2-normalized, as
+sentence-transformers computes it.
 """
 
 import glob
@@ -20,7 +21,7 @@ from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
 
-def main(hf: str, texts: list[str]) -> None:
+def main(hf: str, texts: list[str], cls: bool) -> None:
     with open(os.path.join(hf, "config.json"), encoding="utf-8") as f:
         config = json.load(f)
     w = {}
@@ -61,10 +62,14 @@ def main(hf: str, texts: list[str]) -> None:
             h = linear(x, f"{p}.intermediate.dense")
             h = 0.5 * h * (1 + erf(h / math.sqrt(2)))
             x = norm(x + linear(h, f"{p}.output.dense"), f"{p}.output.LayerNorm")
-        pooled = x.mean(0)
+        pooled = x[0] if cls else x.mean(0)
         out.append({"ids": ids, "embedding": (pooled / np.linalg.norm(pooled)).tolist()})
     json.dump(out, sys.stdout)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2:])
+    args = sys.argv[1:]
+    cls = args[0] == "--cls"
+    if cls:
+        args = args[1:]
+    main(args[0], args[1:], cls)

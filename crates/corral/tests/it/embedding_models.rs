@@ -19,13 +19,16 @@ const TEXTS: &[&str] = &[
     "Héllo, WORLD! naïve café 東京 it's 123,456.78 #tags",
 ];
 
-fn reference() -> Vec<(Vec<i64>, Vec<f64>)> {
+/// The reference's tokens and vectors for [`TEXTS`], mean-pooled or, with `cls`, the first
+/// token's.
+fn reference(cls: bool) -> Vec<(Vec<i64>, Vec<f64>)> {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../tests/clients/bert_reference.py"
     );
     let out = Command::new(client_python())
         .arg(script)
+        .args(cls.then_some("--cls"))
         .arg(model_dir(MINILM))
         .args(TEXTS)
         .output()
@@ -75,7 +78,7 @@ fn a_bert_folder_imports_as_an_embedding_model_that_matches_its_weights() {
         .iter()
         .map(floats)
         .collect();
-    let want = reference();
+    let want = reference(false);
     // The same tokens as Hugging Face's tokenizer ([CLS] and [SEP] included) ...
     let tokens: usize = want.iter().map(|(ids, _)| ids.len()).sum();
     assert_eq!(body["prompt_eval_count"], tokens as u64, "{want:?}");
@@ -153,11 +156,9 @@ fn a_bert_folder_imports_as_an_embedding_model_that_matches_its_weights() {
     assert_eq!(s.get("/api/ps")["models"], json!([]));
 }
 
-#[test]
-fn pooling_llama_cpp_cannot_do_is_refused_and_nothing_is_left() {
-    let s = TestServer::start();
+/// all-MiniLM-L6-v2's folder in `dir` (links to its files) with another pooling config.
+fn minilm_pooled(dir: &std::path::Path, pooling: &str) {
     let src = model_dir(MINILM);
-    let dir = s.dir.path().join("max-pooled");
     std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
     for f in [
         "config.json",
@@ -168,11 +169,42 @@ fn pooling_llama_cpp_cannot_do_is_refused_and_nothing_is_left() {
     ] {
         std::os::unix::fs::symlink(src.join(f), dir.join(f)).unwrap();
     }
-    std::fs::write(
-        dir.join("1_Pooling/config.json"),
+    std::fs::write(dir.join("1_Pooling/config.json"), pooling).unwrap();
+}
+
+/// CLS pooling (BGE's, mxbai-embed-large's, Snowflake Arctic's): the same weights pooled by
+/// their first token's state match the reference pooled so, and differ from mean pooling.
+#[test]
+fn cls_pooling_takes_the_first_tokens_state() {
+    let s = TestServer::start();
+    let dir = s.dir.path().join("cls-pooled");
+    minilm_pooled(&dir, r#"{"pooling_mode_cls_token": true}"#);
+    s.create("minilm-cls", &format!("FROM {}\n", dir.display()));
+    let (_, show) = s.post("/api/show", json!({"model": "minilm-cls"}));
+    assert_eq!(show["model_info"]["bert.pooling_type"], 2);
+    let (status, body) = s.post("/api/embed", json!({"model": "minilm-cls", "input": TEXTS}));
+    assert_eq!(status, 200, "{body}");
+    let cls = reference(true);
+    let mean = reference(false);
+    for (i, text) in TEXTS.iter().enumerate() {
+        let got = floats(&body["embeddings"][i]);
+        let cos = dot(&got, &cls[i].1);
+        assert!(cos > 0.9999, "{text}: cosine {cos}");
+        assert!(
+            dot(&got, &mean[i].1) < 0.99,
+            "{text}: the same as mean pooling"
+        );
+    }
+}
+
+#[test]
+fn pooling_llama_cpp_cannot_do_is_refused_and_nothing_is_left() {
+    let s = TestServer::start();
+    let dir = s.dir.path().join("max-pooled");
+    minilm_pooled(
+        &dir,
         r#"{"word_embedding_dimension": 384, "pooling_mode_max_tokens": true}"#,
-    )
-    .unwrap();
+    );
     let before = s.store_files();
     let out = s.try_create("maxed", &format!("FROM {}\n", dir.display()));
     assert!(!out.status.success());
