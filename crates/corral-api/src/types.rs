@@ -270,8 +270,26 @@ pub struct ProgressResponse {
 pub struct ShowRequest {
     #[serde(default, alias = "name")]
     pub model: String,
+    /// With the tensor table and the long metadata arrays.
     #[serde(default)]
     pub verbose: bool,
+    /// A system message that replaces the model's in the answer (its `system` and
+    /// `modelfile`), as a session that set one shows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// Options laid over the model's parameters in the answer's `modelfile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<BTreeMap<String, Value>>,
+}
+
+/// A tensor as verbose `show` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShowTensor {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Innermost first, as GGUF stores it.
+    pub shape: Vec<u64>,
 }
 
 /// The `details` object of tags, ps and show.
@@ -315,6 +333,9 @@ pub struct ShowResponse {
     /// The Ollama version the model needs (its Modelfile's `REQUIRES`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub requires: String,
+    /// The weights' tensors, with `verbose`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tensors: Vec<ShowTensor>,
 }
 
 /// One entry of `GET /api/tags`.

@@ -46,6 +46,62 @@ pub struct GgufInfo {
     /// A hash of the vocabulary's token texts, in order (`None`: the file has none), so that
     /// two models can be checked to share a vocabulary (a draft model for speculation).
     pub vocab_hash: Option<u64>,
+    /// The tensor table, in file order.
+    pub tensors: Vec<TensorMeta>,
+}
+
+/// A tensor's entry in the file: its name, ggml type and shape (innermost first).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorMeta {
+    pub name: String,
+    pub ty: u32,
+    pub shape: Vec<u64>,
+}
+
+impl TensorMeta {
+    /// ggml's name of the tensor's type (`F16`, `Q4_K` ...), as `show` lists it.
+    pub fn type_name(&self) -> &'static str {
+        tensor_type_name(self.ty)
+    }
+}
+
+/// ggml's names of its tensor types (not `general.file_type`'s numbering).
+fn tensor_type_name(t: u32) -> &'static str {
+    match t {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        6 => "Q5_0",
+        7 => "Q5_1",
+        8 => "Q8_0",
+        9 => "Q8_1",
+        10 => "Q2_K",
+        11 => "Q3_K",
+        12 => "Q4_K",
+        13 => "Q5_K",
+        14 => "Q6_K",
+        15 => "Q8_K",
+        16 => "IQ2_XXS",
+        17 => "IQ2_XS",
+        18 => "IQ3_XXS",
+        19 => "IQ1_S",
+        20 => "IQ4_NL",
+        21 => "IQ3_S",
+        22 => "IQ2_S",
+        23 => "IQ4_XS",
+        24 => "I8",
+        25 => "I16",
+        26 => "I32",
+        27 => "I64",
+        28 => "F64",
+        29 => "IQ1_M",
+        30 => "BF16",
+        34 => "TQ1_0",
+        35 => "TQ2_0",
+        39 => "MXFP4",
+        _ => "unknown",
+    }
 }
 
 /// Token texts llama.cpp takes as the FIM prefix, suffix and middle tokens (its
@@ -404,6 +460,7 @@ pub fn read(path: &Path) -> Result<GgufInfo, GgufError> {
         .max(1);
     let mut parameter_count = 0u64;
     let mut data_end = 0u64;
+    let mut tensors = Vec::new();
     for _ in 0..tensor_count {
         let name = r.string()?;
         let n_dims = r.u32()?;
@@ -413,8 +470,11 @@ pub fn read(path: &Path) -> Result<GgufInfo, GgufError> {
             )));
         }
         let mut elements = 1u64;
+        let mut shape = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {
-            elements = elements.saturating_mul(r.u64()?);
+            let d = r.u64()?;
+            shape.push(d);
+            elements = elements.saturating_mul(d);
         }
         let t = r.u32()?;
         let offset = r.u64()?;
@@ -423,6 +483,7 @@ pub fn read(path: &Path) -> Result<GgufInfo, GgufError> {
             elements.div_ceil(block).saturating_mul(bytes)
         });
         data_end = data_end.max(offset.saturating_add(size));
+        tensors.push(TensorMeta { name, ty: t, shape });
     }
     let data_start = r.pos.div_ceil(alignment) * alignment;
     if data_start.saturating_add(data_end) > len {
@@ -442,6 +503,7 @@ pub fn read(path: &Path) -> Result<GgufInfo, GgufError> {
         parameter_count,
         fim_by_text,
         vocab_hash,
+        tensors,
     })
 }
 

@@ -77,7 +77,7 @@ pub async fn show(
 }
 
 fn show_model(store: &corral_store::Store, req: &ShowRequest) -> ApiResult<ShowResponse> {
-    let m = models::load(store, &req.model)?;
+    let mut m = models::load(store, &req.model)?;
     let info = corral_gguf::read(&m.model_path).ok();
     let template = m
         .template
@@ -103,8 +103,30 @@ fn show_model(store: &corral_store::Store, req: &ShowRequest) -> ApiResult<ShowR
         }
         model_info.insert("general.parameter_count".into(), i.parameter_count.into());
     }
+    // As Ollama: `parameters` are the model's own; a session's system message and options
+    // (the request's) go into `system` and the `modelfile`.
     let parameters = parameters_text(&m.params);
+    if let Some(s) = &req.system {
+        m.system = Some(s.clone()).filter(|s| !s.is_empty());
+    }
+    if let Some(map) = &req.options {
+        let (over, _) =
+            corral_api::Options::from_map(map).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        m.params = m.params.merged(&over);
+    }
     let modelfile = modelfile_text(&m);
+    let tensors = match (&info, req.verbose) {
+        (Some(i), true) => i
+            .tensors
+            .iter()
+            .map(|t| corral_api::ShowTensor {
+                name: t.name.clone(),
+                ty: t.type_name().to_string(),
+                shape: t.shape.clone(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     let fim = info.as_ref().is_some_and(|i| i.fim_tokens().is_some());
     let embeds_only = info.as_ref().is_some_and(|i| i.embeds_only());
     let capabilities = models::capabilities(&template, fim, embeds_only);
@@ -120,6 +142,7 @@ fn show_model(store: &corral_store::Store, req: &ShowRequest) -> ApiResult<ShowR
         capabilities,
         modified_at: m.entry.modified,
         requires: m.config.requires.clone(),
+        tensors,
     })
 }
 

@@ -407,7 +407,14 @@ impl Session<'_> {
             eprint!("{}", help::USAGE_SHOW);
             return;
         };
-        let r = match self.describe(&self.model).await {
+        // The session's system message and parameters go with the request, so that
+        // `/show modelfile` is the Modelfile of this session (as Ollama's REPL asks).
+        let body = serde_json::json!({
+            "model": self.model,
+            "system": self.system,
+            "options": (!self.options.is_empty()).then_some(&self.options),
+        });
+        let r: ShowResponse = match self.client.post("/api/show", &body).await {
             Ok(r) => r,
             Err(e) => {
                 println!("error: couldn't get model: {e}");

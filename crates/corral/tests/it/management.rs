@@ -48,6 +48,38 @@ fn create_show_copy_remove_round_trip() {
         "{printed}"
     );
     s.create("again", &printed);
+    // A session's system message and options, as Ollama's REPL sends them: in `system` and
+    // the Modelfile; `parameters` stay the model's own.
+    let (status, shown) = s.post(
+        "/api/show",
+        json!({"model": "smol", "system": "Be loud.", "options": {"top_k": 7}}),
+    );
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["system"], "Be loud.");
+    let modelfile = shown["modelfile"].as_str().unwrap();
+    assert!(
+        modelfile.contains("SYSTEM \"\"\"Be loud.\"\"\"\n"),
+        "{modelfile}"
+    );
+    assert!(modelfile.contains("PARAMETER top_k 7\n"), "{modelfile}");
+    assert!(
+        modelfile.contains("PARAMETER temperature 0.2\n"),
+        "{modelfile}"
+    );
+    assert!(!shown["parameters"].as_str().unwrap().contains("top_k"));
+    // Verbose: the tensor table, as GGUF has it.
+    let (_, plain) = s.post("/api/show", json!({"model": "smol"}));
+    assert!(plain.get("tensors").is_none());
+    let (_, verbose) = s.post("/api/show", json!({"model": "smol", "verbose": true}));
+    let tensors = verbose["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), 272);
+    let embd = tensors
+        .iter()
+        .find(|t| t["name"] == "token_embd.weight")
+        .unwrap();
+    // The embedding is kept at 8 bits in this Q4_1 file.
+    assert_eq!(embd["type"], "Q8_0");
+    assert_eq!(embd["shape"], json!([576, 49152]));
     let (_, a) = s.post("/api/show", json!({"model": "smol"}));
     let (_, b) = s.post("/api/show", json!({"model": "again"}));
     assert_eq!(a["requires"], "0.6.0");

@@ -239,6 +239,13 @@ fn commands_answer_with_ollamas_texts() {
     );
     r.command("/set system You are a pirate.", "Set system message.");
     r.command("/show system", "You are a pirate.");
+    // The Modelfile of this session: its system message and parameters (as Ollama's).
+    r.command("/show modelfile", "SYSTEM \"\"\"You are a pirate.\"\"\"");
+    assert!(
+        r.screen_text().contains("PARAMETER seed 42"),
+        "{}",
+        r.screen_text()
+    );
 
     // A multi-line message: the continuation prompt, then one message with its newlines.
     r.line("\"\"\"Name three colours");
