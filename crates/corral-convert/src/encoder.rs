@@ -1,6 +1,7 @@
 //! BERT encoders (`BertModel`, as sentence-transformers saves all-MiniLM, BGE and the like;
-//! `BertForMaskedLM`, its masked-language head left out) as llama.cpp's `bert`: an embedding
-//! model, which pools its outputs into one vector per input and writes no text. The
+//! `BertForMaskedLM`, its masked-language head left out; DistilBERT's `DistilBertModel`, read
+//! under BERT's names and settings) as llama.cpp's `bert`: an embedding model, which pools its
+//! outputs into one vector per input and writes no text. The
 //! sentence-transformers pooling (`modules.json`, then the Pooling module's `config.json`)
 //! becomes `bert.pooling_type`; without one, mean pooling, as sentence-transformers itself
 //! falls back to for a plain BERT checkpoint.
@@ -13,7 +14,50 @@ use crate::source::Safetensors;
 use crate::{missing, output_type, unplaced, wrong_shape, ConvertError, Files, From, Planned};
 
 /// The architectures (`config.json`'s `architectures`) converted as `bert`.
-pub const ARCHITECTURES: [&str; 2] = ["BertModel", "BertForMaskedLM"];
+pub const ARCHITECTURES: [&str; 4] = [
+    "BertModel",
+    "BertForMaskedLM",
+    "DistilBertModel",
+    "DistilBertForMaskedLM",
+];
+
+/// A config.json in BERT's terms: DistilBERT's (`dim`, `n_layers`, `hidden_dim` ...) renamed,
+/// with no token-type embedding (`type_vocab_size` 0) and its fixed layer-norm epsilon;
+/// BERT's as it is.
+pub fn bert_config(config: &Json) -> Json {
+    let distil = config["architectures"][0]
+        .as_str()
+        .is_some_and(|a| a.starts_with("DistilBert"));
+    if !distil {
+        return config.clone();
+    }
+    serde_json::json!({
+        "hidden_size": config["dim"],
+        "num_attention_heads": config["n_heads"],
+        "num_hidden_layers": config["n_layers"],
+        "intermediate_size": config["hidden_dim"],
+        "max_position_embeddings": config["max_position_embeddings"],
+        "vocab_size": config["vocab_size"],
+        "pad_token_id": config["pad_token_id"],
+        "hidden_act": config["activation"],
+        "layer_norm_eps": 1e-12,
+        "type_vocab_size": 0,
+        "position_embedding_type":
+            if config["sinusoidal_pos_embds"] == true { "sinusoidal" } else { "absolute" },
+    })
+}
+
+/// DistilBERT's layer tensors, and BERT's names for them.
+const DISTIL_LAYER: [(&str, &str); 8] = [
+    ("attention.q_lin", "attention.self.query"),
+    ("attention.k_lin", "attention.self.key"),
+    ("attention.v_lin", "attention.self.value"),
+    ("attention.out_lin", "attention.output.dense"),
+    ("sa_layer_norm", "attention.output.LayerNorm"),
+    ("ffn.lin1", "intermediate.dense"),
+    ("ffn.lin2", "output.dense"),
+    ("output_layer_norm", "output.LayerNorm"),
+];
 
 /// sentence-transformers' module that pools, as `modules.json` names its type.
 pub const POOLING_MODULE: &str = "sentence_transformers.models.Pooling";
@@ -50,7 +94,7 @@ pub struct Dims {
     layers: u64,
     ff: u64,
     context: u64,
-    /// Rows of the token-type embedding (BERT's "sentence A/B").
+    /// Rows of the token-type embedding (BERT's "sentence A/B"; 0: none, as DistilBERT).
     types: u64,
     eps: f32,
 }
@@ -63,7 +107,10 @@ impl Dims {
             layers: number(config, "num_hidden_layers", None)?,
             ff: number(config, "intermediate_size", None)?,
             context: number(config, "max_position_embeddings", None)?,
-            types: number(config, "type_vocab_size", Some(2))?,
+            types: match &config["type_vocab_size"] {
+                Json::Number(n) if n.as_u64() == Some(0) => 0,
+                _ => number(config, "type_vocab_size", Some(2))?,
+            },
             eps: match &config["layer_norm_eps"] {
                 Json::Null => 1e-12,
                 v => v
@@ -101,14 +148,28 @@ impl Dims {
 }
 
 /// A source tensor's name as the table below has it: without the `bert.` of a
-/// `BertForMaskedLM`, with old checkpoints' `gamma`/`beta` as `weight`/`bias`; the pooler,
-/// the masked-language head and the position ids are left out (an embedding needs none).
+/// `BertForMaskedLM` (or `distilbert.`), DistilBERT's layers under BERT's names, with old
+/// checkpoints' `gamma`/`beta` as `weight`/`bias`; the pooler, the masked-language heads and
+/// the position ids are left out (an embedding needs none).
 pub fn source_name(name: &str) -> Option<String> {
     let name = name.strip_prefix("bert.").unwrap_or(name);
-    if name.starts_with("pooler.") || name.starts_with("cls.") || name == "embeddings.position_ids"
-    {
+    let name = name.strip_prefix("distilbert.").unwrap_or(name);
+    let head = [
+        "pooler.",
+        "cls.",
+        "vocab_transform.",
+        "vocab_layer_norm.",
+        "vocab_projector.",
+    ];
+    if head.iter().any(|h| name.starts_with(h)) || name == "embeddings.position_ids" {
         return None;
     }
+    let distil = name.strip_prefix("transformer.layer.").and_then(|rest| {
+        let (n, part) = rest.split_once('.')?;
+        let (from, to) = DISTIL_LAYER.iter().find(|(f, _)| part.starts_with(f))?;
+        Some(format!("encoder.layer.{n}.{to}{}", &part[from.len()..]))
+    });
+    let name = distil.as_deref().unwrap_or(name);
     let name = match name.rsplit_once('.') {
         Some((stem, "gamma")) => format!("{stem}.weight"),
         Some((stem, "beta")) => format!("{stem}.bias"),
@@ -207,9 +268,10 @@ pub fn plan(config: &Json, source: &Safetensors, pooling: u32) -> Result<Model, 
         (key("attention.layer_norm_epsilon"), Value::F32(eps)),
         (key("attention.causal"), Value::Bool(false)),
         (key("pooling_type"), Value::U32(pooling)),
+        // llama.cpp's converter writes 1 for a model without token types.
         (
             "tokenizer.ggml.token_type_count".into(),
-            Value::U32(types as u32),
+            Value::U32(types.max(1) as u32),
         ),
     ];
 
@@ -271,7 +333,10 @@ pub fn plan(config: &Json, source: &Safetensors, pooling: u32) -> Result<Model, 
         ("word_embeddings", "token_embd", vocab),
         ("position_embeddings", "position_embd", context),
         ("token_type_embeddings", "token_types", types),
-    ] {
+    ]
+    .into_iter()
+    .filter(|(_, _, rows)| *rows > 0)
+    {
         add(
             &format!("{e}.{from}.weight"),
             &format!("{to}.weight"),
@@ -307,11 +372,20 @@ mod tests {
             source_name("embeddings.LayerNorm.beta").as_deref(),
             Some("embeddings.LayerNorm.bias")
         );
+        assert_eq!(
+            source_name("distilbert.transformer.layer.5.attention.q_lin.bias").as_deref(),
+            Some("encoder.layer.5.attention.self.query.bias")
+        );
+        assert_eq!(
+            source_name("transformer.layer.0.sa_layer_norm.weight").as_deref(),
+            Some("encoder.layer.0.attention.output.LayerNorm.weight")
+        );
         for gone in [
             "pooler.dense.weight",
             "bert.pooler.dense.bias",
             "cls.predictions.bias",
             "embeddings.position_ids",
+            "vocab_projector.bias",
         ] {
             assert_eq!(source_name(gone), None, "{gone}");
         }

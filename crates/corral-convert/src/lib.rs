@@ -220,7 +220,7 @@ pub fn check_config(config: &[u8]) -> Result<(), ConvertError> {
         Family::Decoder(&arch) => {
             decoder::Dims::read(arch, &decoder::text_config(arch, &config)).map(|_| ())
         }
-        Family::Bert => encoder::Dims::read(&config).map(|_| ()),
+        Family::Bert => encoder::Dims::read(&encoder::bert_config(&config)).map(|_| ()),
     }
 }
 
@@ -308,6 +308,7 @@ pub fn convert(
             (model, vocab)
         }
         Family::Bert => {
+            let config = encoder::bert_config(&config);
             source.rename(encoder::source_name);
             let model = encoder::plan(&config, &source, encoder::pooling(&files)?)?;
             let vocab = wordpiece::metadata(&files, &config, model.vocab_size)?;

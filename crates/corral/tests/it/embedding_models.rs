@@ -1,5 +1,5 @@
 //! Embedding models: all-MiniLM-L6-v2 (sentence-transformers' BERT, Ollama's `all-minilm`)
-//! imported from its Hugging Face folder as llama.cpp's `bert`, compared with the same weights
+//! imported from its Hugging Face folder as llama.cpp's `bert` (and as a DistilBERT), compared with the same weights
 //! run by numpy (`tests/clients/bert_reference.py`, with Hugging Face's `tokenizers` for the
 //! ids). An embedding model embeds and writes no text, as in Ollama.
 
@@ -154,6 +154,38 @@ fn a_bert_folder_imports_as_an_embedding_model_that_matches_its_weights() {
     let out = s.corral(&["stop", "minilm"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(s.get("/api/ps")["models"], json!([]));
+}
+
+/// DistilBERT (`DistilBertModel`: no token types, other names and settings) imports too. No
+/// DistilBERT model can be fetched here, so the test writes MiniLM's weights as the DistilBERT
+/// model that computes the same vectors (`tests/clients/distil_from_bert.py`: the first token
+/// type's row folded into the position embeddings), and its vectors must be MiniLM's.
+#[test]
+fn a_distilbert_folder_imports_and_embeds_as_its_bert_twin() {
+    let s = TestServer::start();
+    let dir = s.dir.path().join("distil");
+    let out = Command::new(client_python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/clients/distil_from_bert.py"
+        ))
+        .arg(model_dir(MINILM))
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    s.create("distil", &format!("FROM {}\n", dir.display()));
+    let (_, show) = s.post("/api/show", json!({"model": "distil"}));
+    assert_eq!(show["capabilities"], json!(["embedding"]));
+    let (status, body) = s.post("/api/embed", json!({"model": "distil", "input": TEXTS}));
+    assert_eq!(status, 200, "{body}");
+    let want = reference(false);
+    let tokens: usize = want.iter().map(|(ids, _)| ids.len()).sum();
+    assert_eq!(body["prompt_eval_count"], tokens as u64);
+    for (i, text) in TEXTS.iter().enumerate() {
+        let cos = dot(&floats(&body["embeddings"][i]), &want[i].1);
+        assert!(cos > 0.9999, "{text}: cosine {cos}");
+    }
 }
 
 /// all-MiniLM-L6-v2's folder in `dir` (links to its files) with another pooling config.
