@@ -17,6 +17,8 @@ use crate::{models, AppState};
 pub(crate) fn inputs(v: &serde_json::Value) -> ApiResult<Vec<String>> {
     match v {
         serde_json::Value::Null => Ok(Vec::new()),
+        // As Ollama: an empty string is no input (the model only loads).
+        serde_json::Value::String(s) if s.is_empty() => Ok(Vec::new()),
         serde_json::Value::String(s) => Ok(vec![s.clone()]),
         serde_json::Value::Array(items) => items
             .iter()
@@ -194,6 +196,7 @@ mod tests {
             vec!["a", "b"]
         );
         assert!(inputs(&serde_json::json!(null)).unwrap().is_empty());
+        assert!(inputs(&serde_json::json!("")).unwrap().is_empty());
         assert!(inputs(&serde_json::json!([1]))
             .unwrap_err()
             .to_string()

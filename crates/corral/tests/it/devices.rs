@@ -129,7 +129,11 @@ fn every_way_of_forcing_cpu_mode_answers_to_the_end() {
         s.create_smol();
         let model = if cpu_variant {
             // The seed's workaround, `ollama create mistral:cpu`, with our model.
-            s.create("smol:cpu", "FROM smol\nPARAMETER num_gpu 0\n");
+            // (And a length limit for `corral run`: a sampled answer may run for a context.)
+            s.create(
+                "smol:cpu",
+                "FROM smol\nPARAMETER num_gpu 0\nPARAMETER num_predict 32\n",
+            );
             "smol:cpu"
         } else {
             "smol"

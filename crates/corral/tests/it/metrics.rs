@@ -297,7 +297,12 @@ fn metrics_follow_the_api_key_and_can_be_turned_off() {
     // truncations (other tests make those).
     let key = [("CORRAL_API_KEY", "sekrit")];
     let modelfile = s.dir.path().join("Modelfile");
-    std::fs::write(&modelfile, format!("FROM {}\n", model_file(SMOL).display())).unwrap();
+    // A length limit: a sampled answer may otherwise run for a whole context.
+    let text = format!(
+        "FROM {}\nPARAMETER num_predict 32\n",
+        model_file(SMOL).display()
+    );
+    std::fs::write(&modelfile, text).unwrap();
     let out = s.corral_env(&["create", "smol", "-f", modelfile.to_str().unwrap()], &key);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = s.corral_env(&["run", "smol", "Hi", "--keepalive", "1m"], &key);

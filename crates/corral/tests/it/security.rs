@@ -478,7 +478,12 @@ fn https_with_a_certificate_the_test_makes() {
     let host = ("CORRAL_HOST", https.as_str());
     // The CLI over HTTPS: upload, create, and a streamed answer.
     let mf = s.dir.path().join("Modelfile");
-    std::fs::write(&mf, format!("FROM {}\n", model_file(SMOL).display())).unwrap();
+    // A length limit: a sampled answer may otherwise run for a whole context.
+    let text = format!(
+        "FROM {}\nPARAMETER num_predict 32\n",
+        model_file(SMOL).display()
+    );
+    std::fs::write(&mf, text).unwrap();
     let out = s.corral_env(&["create", "smol", "-f", mf.to_str().unwrap()], &[host, ca]);
     assert!(out.status.success(), "{}\n{}", stderr(&out), s.log());
     let out = s.corral_env(
