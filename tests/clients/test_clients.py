@@ -4,7 +4,8 @@ Clients: `ollama`, `openai`, `anthropic` and `langchain-ollama`, pinned in requi
 Run by `crates/corral/tests/it/clients.rs`, which starts the server, creates the models and sets
 CORRAL_TEST_URL and CORRAL_TEST_API_KEY (the server requires that key, so every test also shows
 the client sends it). Models: `smol` (SmolLM2 from its GGUF), `smol-tools` (the same weights
-with tests/models/smol-tools.Modelfile, whose template renders tools and can think) and
+with tests/models/smol-tools.Modelfile, whose template renders tools), `smol-think` (the same
+template, able to think: a model that thinks by default) and
 `minilm` (all-MiniLM-L6-v2 imported from its Hugging Face folder: an embedding model).
 """
 
@@ -156,7 +157,7 @@ def test_ollama_tools_empty_list_and_unsupported(native):
 
 
 def test_ollama_thinking(native):
-    r = native.chat("smol-tools", messages=[{"role": "user", "content": "What is 2+2?"}], think=True, options={"temperature": 0, "num_predict": 40})
+    r = native.chat("smol-think", messages=[{"role": "user", "content": "What is 2+2?"}], think=True, options={"temperature": 0, "num_predict": 40})
     assert r.message.thinking
     with pytest.raises(ollama.ResponseError) as e:
         native.chat("smol", messages=[{"role": "user", "content": "hi"}], think=True)
@@ -405,12 +406,12 @@ def test_anthropic_tool_round_trip(claude):
 
 def test_anthropic_thinking(claude):
     r = claude.messages.create(
-        model="smol-tools", max_tokens=40, **GREEDY, thinking={"type": "enabled", "budget_tokens": 1024},
+        model="smol-think", max_tokens=40, **GREEDY, thinking={"type": "enabled", "budget_tokens": 1024},
         messages=[{"role": "user", "content": "What is 2+2?"}],
     )
     assert r.content[0].type == "thinking" and r.content[0].thinking.strip()
     with claude.messages.stream(
-        model="smol-tools", max_tokens=40, **GREEDY, thinking={"type": "enabled", "budget_tokens": 1024},
+        model="smol-think", max_tokens=40, **GREEDY, thinking={"type": "enabled", "budget_tokens": 1024},
         messages=[{"role": "user", "content": "What is 2+2?"}],
     ) as stream:
         kinds = [e.delta.type for e in stream if e.type == "content_block_delta"]

@@ -396,13 +396,20 @@ pub(super) struct Think {
 
 /// `think`: `true`/`false`, or a level (`"low"`, `"medium"`, `"high"`, which mean true and
 /// reach the template as `.ThinkLevel`). Asking a model whose template cannot think is a 400,
-/// as with Ollama.
+/// as with Ollama. Unset, a model that can think does, as Ollama's handlers decide (its
+/// thinking then comes apart from the answer).
 pub(super) fn check_think(
     model: &Model,
     template: &str,
     think: Option<&serde_json::Value>,
 ) -> ApiResult<Think> {
     let (on, level) = match think {
+        None | Some(serde_json::Value::Null) if models::supports_thinking(template) => {
+            return Ok(Think {
+                on: Some(true),
+                level: None,
+            })
+        }
         None | Some(serde_json::Value::Null) => return Ok(Think::default()),
         Some(serde_json::Value::Bool(b)) => (*b, None),
         Some(serde_json::Value::String(s)) if ["low", "medium", "high"].contains(&s.as_str()) => {

@@ -21,6 +21,7 @@ fn python_clients() {
     for (name, text) in [
         ("smol", format!("FROM {}\n", model_file(SMOL).display())),
         ("smol-tools", tools_modelfile()),
+        ("smol-think", think_modelfile()),
         ("minilm", format!("FROM {}\n", model_dir(MINILM).display())),
     ] {
         let path = s.dir.path().join(format!("Modelfile.{name}"));

@@ -257,10 +257,7 @@ fn native_tool_call_round_trip() {
     s.create_smol();
     s.create_smol_tools();
     let (_, show) = s.post("/api/show", json!({"model": "smol-tools"}));
-    assert_eq!(
-        show["capabilities"],
-        json!(["completion", "tools", "thinking"])
-    );
+    assert_eq!(show["capabilities"], json!(["completion", "tools"]));
 
     let user = json!({"role": "user", "content": "What is the weather in Paris?"});
     let (status, body) = s.post(
@@ -330,12 +327,36 @@ fn native_tool_call_round_trip() {
         (400, "\"smol:latest\" does not support thinking")
     );
     // Thinking where the template supports it: the answer starts inside the thinking.
-    let (status, body) = s.post("/api/generate", json!({"model": "smol-tools", "prompt": "What is 2+2?", "think": true, "stream": false, "options": {"temperature": 0, "num_predict": 30}}));
-    assert_eq!(status, 200, "{body}");
-    assert!(
-        !body["thinking"].as_str().unwrap_or_default().is_empty(),
-        "{body}"
+    s.create_smol_think();
+    let (_, show) = s.post("/api/show", json!({"model": "smol-think"}));
+    assert_eq!(
+        show["capabilities"],
+        json!(["completion", "tools", "thinking"])
     );
+    let (status, body) = s.post("/api/generate", json!({"model": "smol-think", "prompt": "What is 2+2?", "think": true, "stream": false, "options": {"temperature": 0, "num_predict": 30}}));
+    assert_eq!(status, 200, "{body}");
+    let thought = body["thinking"].as_str().unwrap_or_default().to_string();
+    assert!(!thought.is_empty(), "{body}");
+    // A model that can think does when `think` is unset, as Ollama decides; `false` stops it.
+    for path in ["/api/generate", "/api/chat"] {
+        let base = json!({"model": "smol-think", "prompt": "What is 2+2?", "stream": false,
+                          "messages": [{"role": "user", "content": "What is 2+2?"}],
+                          "options": {"temperature": 0, "num_predict": 30}});
+        let (status, unset) = s.post(path, base.clone());
+        assert_eq!(status, 200, "{unset}");
+        let thinking = |b: &Value| {
+            b["thinking"]
+                .as_str()
+                .or(b["message"]["thinking"].as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert_eq!(thinking(&unset), thought, "{path}: {unset}");
+        let mut off = base;
+        off["think"] = json!(false);
+        let (_, off) = s.post(path, off);
+        assert_eq!(thinking(&off), "", "{path}: {off}");
+    }
 }
 
 /// A format (or a forced call) constrains what follows the thinking, not the thinking: the
@@ -345,7 +366,7 @@ fn native_tool_call_round_trip() {
 #[test]
 fn format_applies_after_thinking() {
     let s = TestServer::start();
-    s.create_smol_tools();
+    s.create_smol_think();
     let mut messages = Vec::new();
     for (q, a) in [("2+3", 5), ("4+4", 8), ("1+6", 7)] {
         messages.push(json!({"role": "user", "content": format!("What is {q}?")}));
@@ -355,7 +376,7 @@ fn format_applies_after_thinking() {
     let schema = json!({"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]});
     let (status, body) = s.post(
         "/api/chat",
-        json!({"model": "smol-tools", "messages": messages, "think": true, "format": schema,
+        json!({"model": "smol-think", "messages": messages, "think": true, "format": schema,
                "stream": false, "options": {"temperature": 0, "num_predict": 60}}),
     );
     assert_eq!(status, 200, "{body}");
@@ -369,7 +390,7 @@ fn format_applies_after_thinking() {
     let chunks = sse_chunks(
         &s,
         "/v1/chat/completions",
-        json!({"model": "smol-tools", "messages": messages, "reasoning_effort": "low", "stream": true,
+        json!({"model": "smol-think", "messages": messages, "reasoning_effort": "low", "stream": true,
                "response_format": {"type": "json_schema", "json_schema": {"name": "sum", "schema": schema}},
                "temperature": 0, "max_tokens": 60}),
     );

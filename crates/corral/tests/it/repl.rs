@@ -447,9 +447,9 @@ fn answers_wrap_between_words_at_the_terminal_width() {
 #[test]
 fn thinking_is_set_apart_and_can_be_hidden() {
     let s = TestServer::start();
-    s.create_smol_tools();
+    s.create_smol_think();
     // A model that can think thinks by default in the REPL.
-    let mut r = Repl::start(&s, &["smol-tools"], 100);
+    let mut r = Repl::start(&s, &["smol-think"], 100);
     r.command("/set parameter temperature 0", "Set parameter");
     r.command("/set parameter num_predict 16", "Set parameter");
     r.line("What is 2+2?");
@@ -464,7 +464,7 @@ fn thinking_is_set_apart_and_can_be_hidden() {
     assert!(r.exited_ok());
 
     // --hidethinking: the thinking is left out; --verbose: the stats after the answer.
-    let mut r = Repl::start(&s, &["smol-tools", "--hidethinking", "--verbose"], 100);
+    let mut r = Repl::start(&s, &["smol-think", "--hidethinking", "--verbose"], 100);
     r.command("/set parameter num_predict 16", "Set parameter");
     r.line("What is 2+2?");
     let shown = r.expect("eval rate:");
@@ -474,14 +474,14 @@ fn thinking_is_set_apart_and_can_be_hidden() {
     assert!(r.exited_ok());
 
     // One answer (no terminal) thinks by default too, as Ollama's; --think=false does not.
-    let out = s.corral(&["run", "smol-tools", "What is 2+2?"]);
+    let out = s.corral(&["run", "smol-think", "What is 2+2?"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).starts_with("Thinking...\n"),
         "{}",
         stdout(&out)
     );
-    let out = s.corral(&["run", "smol-tools", "--think=false", "What is 2+2?"]);
+    let out = s.corral(&["run", "smol-think", "--think=false", "What is 2+2?"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stdout(&out).contains("Thinking..."), "{}", stdout(&out));
 
@@ -489,7 +489,7 @@ fn thinking_is_set_apart_and_can_be_hidden() {
     let schema = r#"{"type":"object","properties":{"a":{"type":"integer"}},"required":["a"]}"#;
     let out = s.corral(&[
         "run",
-        "smol-tools",
+        "smol-think",
         "--think=false",
         "--format",
         schema,
@@ -500,7 +500,7 @@ fn thinking_is_set_apart_and_can_be_hidden() {
     assert!(answer["a"].is_i64(), "{answer}");
 
     // A bad --think value is refused before anything starts.
-    let out = s.corral(&["run", "smol-tools", "--think=loud", "hi"]);
+    let out = s.corral(&["run", "smol-think", "--think=loud", "hi"]);
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains(

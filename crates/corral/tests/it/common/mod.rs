@@ -127,8 +127,17 @@ fn from_model(model: &str, script: &str, suffix: &str, done: impl Fn(&Path) -> b
 
 /// The Modelfile of `smol-tools`.
 pub fn tools_modelfile() -> String {
+    fixture_modelfile("smol-tools")
+}
+
+/// The Modelfile of `smol-think`: `smol-tools`' template, able to think.
+pub fn think_modelfile() -> String {
+    fixture_modelfile("smol-think")
+}
+
+fn fixture_modelfile(name: &str) -> String {
     let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/models/smol-tools.Modelfile"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../tests/models/{name}.Modelfile")),
     )
     .unwrap();
     format!("FROM {}\n{text}", model_file(SMOL).display())
@@ -293,9 +302,14 @@ impl TestServer {
     }
 
     /// `smol-tools`: the real SmolLM2 weights with `tests/models/smol-tools.Modelfile`, a
-    /// template that renders tools and can think.
+    /// template that renders tools.
     pub fn create_smol_tools(&self) {
         self.create("smol-tools", &tools_modelfile());
+    }
+
+    /// `smol-think`: `smol-tools` whose template can think (`tests/models/smol-think.Modelfile`).
+    pub fn create_smol_think(&self) {
+        self.create("smol-think", &think_modelfile());
     }
 
     /// POST JSON; returns the status and the parsed body.
