@@ -20,12 +20,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::bad_request("missing request body"));
         }
-        let invalid = |e: serde_json::Error| {
-            ApiError::bad_request(format!("invalid JSON in request body: {e}"))
+        let first = match serde_json::from_slice(&body) {
+            Ok(t) => return Ok(JsonBody(t)),
+            Err(e) => e,
         };
-        let mut value: serde_json::Value = serde_json::from_slice(&body).map_err(invalid)?;
-        older_name(&mut value);
-        serde_json::from_value(value).map(JsonBody).map_err(invalid)
+        // Only a body that fails is read again as a tree, to settle Ollama's older `name`
+        // beside `model` (a duplicate field to serde): the usual body is parsed once.
+        let retry = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|mut v| {
+                older_name(&mut v);
+                serde_json::from_value(v).ok()
+            });
+        retry
+            .map(JsonBody)
+            .ok_or_else(|| ApiError::bad_request(format!("invalid JSON in request body: {first}")))
     }
 }
 
