@@ -334,6 +334,7 @@ def test_anthropic_message_and_stream(claude):
         messages=[{"role": "user", "content": "Say hello."}],
     )
     assert r.type == "message" and r.role == "assistant" and r.id.startswith("msg_")
+    assert r.model == "smol"  # the name as the request gave it, as Ollama and Anthropic echo it
     assert r.content[0].type == "text" and r.content[0].text.strip()
     assert r.stop_reason in ("end_turn", "max_tokens")
     assert r.usage.input_tokens > 0 and r.usage.output_tokens > 0
@@ -345,9 +346,12 @@ def test_anthropic_message_and_stream(claude):
         final = stream.get_final_message()
     assert text.strip() and final.content[0].text == text
     assert final.usage.output_tokens > 0
-    events = [e.type for e in claude.messages.create(
-        model="smol", max_tokens=8, messages=[{"role": "user", "content": "Hi"}], stream=True)]
+    raw = list(claude.messages.create(
+        model="smol", max_tokens=8, messages=[{"role": "user", "content": "Hi"}], stream=True))
+    events = [e.type for e in raw]
     assert events[0] == "message_start" and events[-1] == "message_stop"
+    # message_start already counts the prompt (token meters read it there), as message_delta does.
+    assert raw[0].message.usage.input_tokens > 0 and raw[0].message.model == "smol"
     assert "content_block_start" in events and "content_block_delta" in events
     assert events[-2] == "message_delta"
     # A limit reached is max_tokens.
@@ -421,6 +425,18 @@ def test_anthropic_thinking(claude):
             model="smol", max_tokens=8, thinking={"type": "enabled", "budget_tokens": 1024},
             messages=[{"role": "user", "content": "Hi"}])
     assert "does not support thinking" in str(e.value)
+    # Adaptive thinking (what clients of current Claude models send) leaves it to the model: a
+    # model that can think thinks, at the effort's level when one is given; one that cannot
+    # answers.
+    for extra in [{}, {"output_config": {"effort": "low"}}]:
+        r = claude.messages.create(
+            model="smol-think", max_tokens=40, **GREEDY, thinking={"type": "adaptive"}, **extra,
+            messages=[{"role": "user", "content": "What is 2+2?"}])
+        assert r.content[0].type == "thinking" and r.content[0].thinking.strip(), extra
+    r = claude.messages.create(
+        model="smol", max_tokens=8, thinking={"type": "adaptive"},
+        messages=[{"role": "user", "content": "Hi"}])
+    assert [b.type for b in r.content] == ["text"]
 
 
 def test_anthropic_count_tokens_and_errors(claude):
@@ -432,9 +448,29 @@ def test_anthropic_count_tokens_and_errors(claude):
         claude.messages.create(model="no-such-model", max_tokens=8, messages=[{"role": "user", "content": "Hi"}])
     assert e.value.status_code == 404 and "not found" in str(e.value)
     assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "not_found_error"
-    with pytest.raises(anthropic.BadRequestError):
+    with pytest.raises(anthropic.BadRequestError) as e:
         claude.messages.create(model="smol", max_tokens=8, messages=[
             {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}]}])
+    assert "missing data required for image input" in str(e.value)
+    assert e.value.body["error"]["type"] == "invalid_request_error" and e.value.body["request_id"]
+
+
+def test_anthropic_documents_and_blocks_it_does_not_use(claude):
+    # A text document is read as text (it counts in the prompt); a block a local model has no
+    # use for (a search result) is skipped rather than failing the turn, as Ollama skips it.
+    question = {"type": "text", "text": "What colour is the sky?"}
+    document = {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                               "data": "In this story the sky is green all day long."}}
+    search = {"type": "search_result", "source": "https://example.com", "title": "Sky",
+              "content": [{"type": "text", "text": "The sky is blue."}]}
+    bare = claude.messages.count_tokens(model="smol", messages=[{"role": "user", "content": [question]}])
+    with_doc = claude.messages.count_tokens(model="smol", messages=[{"role": "user", "content": [document, question]}])
+    with_both = claude.messages.count_tokens(
+        model="smol", messages=[{"role": "user", "content": [document, search, question]}])
+    assert bare.input_tokens + 8 < with_doc.input_tokens == with_both.input_tokens
+    r = claude.messages.create(model="smol", max_tokens=16, **GREEDY,
+                               messages=[{"role": "user", "content": [document, search, question]}])
+    assert r.content[0].text.strip()
 
 
 # ---- langchain-ollama ----------------------------------------------------------------------

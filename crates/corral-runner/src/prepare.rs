@@ -41,14 +41,35 @@ impl Runner {
                     (None, None) => ChatTemplate::go(DEFAULT_TEMPLATE),
                 }
                 .map_err(|e| e.to_string())?;
-                tmpl.render(&RenderInput {
-                    messages,
-                    add_generation_prompt: true,
-                    tools: tools.as_deref(),
-                    think: *think,
-                    think_level: think_level.as_deref(),
-                })
-                .map_err(|e| e.to_string())
+                // A conversation that ends with the assistant's words is continued from them
+                // (a prefill: `{` to start JSON, an answer cut short). Go templates do it
+                // themselves, as Ollama's (their `$last` leaves the last assistant turn open);
+                // a GGUF's Jinja template always closes a turn, so, as llama-server does, the
+                // conversation before it is rendered up to the assistant's opening and its
+                // words follow.
+                let jinja = template.is_none() && self.gguf_template.is_some();
+                let prefill = match messages.split_last() {
+                    Some((last, before))
+                        if jinja
+                            && last.role == "assistant"
+                            && !last.content.is_empty()
+                            && last.tool_calls.as_ref().is_none_or(Vec::is_empty) =>
+                    {
+                        Some((before, last.content.as_str()))
+                    }
+                    _ => None,
+                };
+                let (messages, tail) = prefill.unwrap_or((messages, ""));
+                let text = tmpl
+                    .render(&RenderInput {
+                        messages,
+                        add_generation_prompt: true,
+                        tools: tools.as_deref(),
+                        think: *think,
+                        think_level: think_level.as_deref(),
+                    })
+                    .map_err(|e| e.to_string())?;
+                Ok(text + tail)
             }
         }
     }

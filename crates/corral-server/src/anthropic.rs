@@ -9,7 +9,10 @@
 //! call; `thinking` blocks -> the message's thinking; `max_tokens` -> `num_predict`,
 //! `stop_sequences` -> `stop`, `temperature`, `top_p`, `top_k`; `tools` (`input_schema`) ->
 //! function tools; `tool_choice` `auto`/`any`/`tool`/`none` -> `auto`/`required`/a named
-//! function/`none`; `thinking.type` `enabled`/`disabled` -> `think`.
+//! function/`none`; `thinking.type` `enabled`/`disabled` and `output_config.effort` ->
+//! `think` (`adaptive`, or a type newer than this code, leaves it to the model). `document`
+//! blocks with text are text; images are refused; other blocks are skipped, as Ollama skips
+//! them.
 
 use std::collections::BTreeMap;
 
@@ -55,6 +58,9 @@ struct MessagesRequest {
     tool_choice: Option<Value>,
     #[serde(default)]
     thinking: Option<Value>,
+    /// `{"effort": "low" | "medium" | "high" | "max"}`: the thinking level.
+    #[serde(default)]
+    output_config: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,7 +69,9 @@ struct InMessage {
     content: Value,
 }
 
-/// The text of a string or a list of text blocks (`system`, a tool result's content).
+/// The text of a string or a list of blocks (`system`, a tool result's content): text blocks
+/// and text documents are kept, images refused (Corral runs no vision model), other blocks
+/// (search results, citations, blocks newer than this code) skipped, as Ollama skips them.
 fn text_of(v: &Value, what: &str) -> Result<String, String> {
     match v {
         Value::Null => Ok(String::new()),
@@ -73,11 +81,9 @@ fn text_of(v: &Value, what: &str) -> Result<String, String> {
             for b in blocks {
                 match b["type"].as_str() {
                     Some("text") => out.push(b["text"].as_str().unwrap_or_default().to_string()),
-                    Some(other) => {
-                        return Err(format!(
-                            "{what}: content block type '{other}' is not supported here"
-                        ))
-                    }
+                    Some("document") => out.push(document_text(b, what)?),
+                    Some("image") => return Err(format!("{what}: {IMAGES_REFUSED}")),
+                    Some(other) => tracing::debug!(what, block = other, "content block skipped"),
                     None => return Err(format!("{what}: a content block has no type")),
                 }
             }
@@ -85,6 +91,23 @@ fn text_of(v: &Value, what: &str) -> Result<String, String> {
         }
         other => Err(format!(
             "{what}: expected a string or content blocks, got {other}"
+        )),
+    }
+}
+
+/// Images are refused with Ollama's words for a model without a vision projector.
+const IMAGES_REFUSED: &str = "this model is missing data required for image input";
+
+/// A `document` block's text: a plain-text source, or a content source's text blocks. A PDF
+/// or a URL would need reading that Corral does not do: refused, not dropped unseen.
+fn document_text(b: &Value, what: &str) -> Result<String, String> {
+    let source = &b["source"];
+    match source["type"].as_str() {
+        Some("text") => Ok(source["data"].as_str().unwrap_or_default().to_string()),
+        Some("content") => text_of(&source["content"], what),
+        other => Err(format!(
+            "{what}: document source type '{}' is not supported (only \"text\" and \"content\")",
+            other.unwrap_or("none")
         )),
     }
 }
@@ -123,11 +146,14 @@ fn native_messages(
         for b in &blocks {
             match b["type"].as_str() {
                 Some("text") => texts.push(b["text"].as_str().unwrap_or_default().to_string()),
+                Some("document") => texts.push(document_text(b, &format!("messages.{i}"))?),
+                Some("image") => return Err(format!("messages.{i}: {IMAGES_REFUSED}")),
                 Some("thinking") if m.role == "assistant" => {
                     msg.thinking = b["thinking"].as_str().map(str::to_string)
                 }
-                Some("redacted_thinking") => {}
-                Some("tool_use") if m.role == "assistant" => {
+                // A server tool's call (web search ...) and its result, as Ollama maps them:
+                // a tool call, and a tool message with the result's content as JSON.
+                Some("tool_use" | "server_tool_use") if m.role == "assistant" => {
                     let id = b["id"].as_str().unwrap_or_default().to_string();
                     let name = b["name"].as_str().unwrap_or_default().to_string();
                     call_names.insert(id.clone(), name.clone());
@@ -137,31 +163,51 @@ fn native_messages(
                 }
                 Some("tool_result") if m.role == "user" => {
                     let id = b["tool_use_id"].as_str().unwrap_or_default().to_string();
-                    let mut r = corral_api::Message::new(
-                        "tool",
-                        text_of(&b["content"], &format!("messages.{i}.tool_result"))?,
-                    );
+                    let mut text = text_of(&b["content"], &format!("messages.{i}.tool_result"))?;
+                    if b["is_error"].as_bool() == Some(true) {
+                        // Templates have no place for the flag: the model reads it in words.
+                        text = format!("Error: {text}");
+                    }
+                    let mut r = corral_api::Message::new("tool", text);
                     r.tool_name = call_names.get(&id).cloned();
                     r.tool_call_id = Some(id);
                     results.push(r);
                 }
-                Some(other) => {
+                Some("web_search_tool_result") => {
+                    let id = b["tool_use_id"].as_str().unwrap_or_default().to_string();
+                    let mut r = corral_api::Message::new("tool", b["content"].to_string());
+                    r.tool_name = call_names.get(&id).cloned();
+                    r.tool_call_id = Some(id);
+                    results.push(r);
+                }
+                Some(t @ ("tool_use" | "server_tool_use" | "tool_result" | "thinking")) => {
                     return Err(format!(
-                    "messages.{i}: content block type '{other}' is not supported in a {} message",
-                    m.role
-                ))
+                        "messages.{i}: a {t} block cannot be in a {} message",
+                        m.role
+                    ))
+                }
+                // Blocks a local model has no use for (redacted thinking, citations, container
+                // uploads, blocks newer than this code) are skipped, as Ollama skips them: one
+                // in a long history must not make every later turn fail.
+                Some(other) => {
+                    tracing::debug!(message = i, block = other, "content block skipped")
                 }
                 None => return Err(format!("messages.{i}: a content block has no type")),
             }
         }
-        // Tool results answer the previous turn's calls: they come first, then any text.
-        out.extend(results);
         msg.content = texts.join("\n");
         if !calls.is_empty() {
             msg.tool_calls = Some(calls);
         }
-        if !msg.content.is_empty() || msg.tool_calls.is_some() || msg.thinking.is_some() {
-            out.push(msg);
+        let keep = !msg.content.is_empty() || msg.tool_calls.is_some() || msg.thinking.is_some();
+        // A user's tool results answer the previous turn's calls: they come first, then any
+        // text. An assistant's server-tool results follow the calls they answer.
+        if m.role == "user" {
+            out.extend(results);
+            out.extend(keep.then_some(msg));
+        } else {
+            out.extend(keep.then_some(msg));
+            out.extend(results);
         }
     }
     Ok(out)
@@ -199,6 +245,40 @@ fn native_tool_choice(choice: &Option<Value>) -> Result<Option<Value>, String> {
     }))
 }
 
+/// Thinking from `thinking` and `output_config.effort`: `disabled` turns it off; `enabled`
+/// turns it on (at the effort's level when one is given); `adaptive`, or no `thinking`, leaves
+/// it to the model (on where it can think, as for a native request that leaves `think` out)
+/// unless an effort is given. Other types, newer than this code, are ignored as Ollama ignores
+/// them. `budget_tokens` has no counterpart in a local model and is ignored.
+fn think_of(req: &MessagesRequest) -> Result<Option<Value>, String> {
+    let effort = match req.output_config.as_ref().map(|o| &o["effort"]) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(e)) => Some(match e.as_str() {
+            "low" | "medium" | "high" => e.clone(),
+            // Levels above high are high: the most a think level asks of a template.
+            "max" | "xhigh" => "high".to_string(),
+            _ => {
+                return Err(format!(
+                    "output_config.effort: '{e}' is not one of \"low\", \"medium\", \"high\" or \"max\""
+                ))
+            }
+        }),
+        Some(other) => return Err(format!("output_config.effort: expected a string, got {other}")),
+    };
+    match req.thinking.as_ref().and_then(|t| t["type"].as_str()) {
+        Some("disabled") => Ok(Some(json!(false))),
+        Some("enabled") => Ok(Some(effort.map_or(json!(true), Value::from))),
+        Some("adaptive") | None => Ok(effort.map(Value::from)),
+        Some(other) => {
+            tracing::debug!(
+                thinking = other,
+                "thinking type not known: left to the model"
+            );
+            Ok(effort.map(Value::from))
+        }
+    }
+}
+
 /// The native chat request for an Anthropic one.
 fn native_request(req: &MessagesRequest, stream: bool) -> Result<corral_api::ChatRequest, String> {
     let mut options = BTreeMap::new();
@@ -212,12 +292,7 @@ fn native_request(req: &MessagesRequest, stream: bool) -> Result<corral_api::Cha
     set("top_p", req.top_p.map(Value::from));
     set("top_k", req.top_k.map(Value::from));
     set("stop", req.stop_sequences.clone().map(Value::from));
-    let think = match req.thinking.as_ref().and_then(|t| t["type"].as_str()) {
-        Some("enabled") => Some(json!(true)),
-        Some("disabled") => Some(json!(false)),
-        Some(other) => return Err(format!("invalid thinking type '{other}'")),
-        None => None,
-    };
+    let think = think_of(req)?;
     Ok(corral_api::ChatRequest {
         model: req.model.clone(),
         messages: native_messages(&req.system, &req.messages)?,
@@ -238,13 +313,20 @@ fn tool_use_id() -> String {
     format!("toolu_{}", crate::openai::unique_hex())
 }
 
-/// Anthropic's `stop_reason` from the native final object.
-fn stop_reason(v: &Value, tool_calls: bool) -> &'static str {
+/// Anthropic's `stop_reason` and `stop_sequence` from the native final object. Only the
+/// request's own `stop_sequences` count as such: a stop string from the model's Modelfile
+/// ends the turn (`end_turn`), as the model's end-of-turn token would.
+fn stop_of(v: &Value, tool_calls: bool, asked: &[String]) -> (&'static str, Value) {
+    let sequence = v["stop_sequence"]
+        .as_str()
+        .filter(|s| asked.iter().any(|a| a == s));
     match v["done_reason"].as_str() {
-        _ if tool_calls => "tool_use",
-        Some("length") => "max_tokens",
-        _ if v["stop_sequence"].is_string() => "stop_sequence",
-        _ => "end_turn",
+        _ if tool_calls => ("tool_use", Value::Null),
+        Some("length") => ("max_tokens", Value::Null),
+        _ => match sequence {
+            Some(s) => ("stop_sequence", json!(s)),
+            None => ("end_turn", Value::Null),
+        },
     }
 }
 
@@ -303,6 +385,7 @@ pub async fn messages(State(st): State<AppState>, body: Bytes) -> Response {
         return from_native_error(resp).await;
     }
     let id = message_id();
+    let asked = req.stop_sequences.clone().unwrap_or_default();
     if !req.stream {
         let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
             .await
@@ -318,16 +401,21 @@ pub async fn messages(State(st): State<AppState>, body: Bytes) -> Response {
         }
         let calls = m["tool_calls"].as_array().cloned().unwrap_or_default();
         content.extend(calls.iter().map(tool_use));
+        let (reason, sequence) = stop_of(&v, !calls.is_empty(), &asked);
         return Json(json!({
             "id": id, "type": "message", "role": "assistant", "model": v["model"],
             "content": content,
-            "stop_reason": stop_reason(&v, !calls.is_empty()),
-            "stop_sequence": v["stop_sequence"],
+            "stop_reason": reason,
+            "stop_sequence": sequence,
             "usage": usage(&v),
         }))
         .into_response();
     }
-    let mut stream = StreamState::new(id, req.model.clone());
+    let prompt_tokens = resp
+        .extensions()
+        .get::<inference::PromptTokens>()
+        .map_or(0, |p| p.0);
+    let mut stream = StreamState::new(id, req.model.clone(), prompt_tokens, asked);
     crate::sse::from_ndjson(resp.into_body(), move |v| stream.events(v))
 }
 
@@ -343,6 +431,10 @@ enum Open {
 struct StreamState {
     id: String,
     model: String,
+    /// The prompt's tokens, for `message_start`'s usage (the final counts come at the end).
+    prompt_tokens: u64,
+    /// The request's `stop_sequences`.
+    asked: Vec<String>,
     started: bool,
     open: Open,
     /// Index of the next content block.
@@ -356,10 +448,12 @@ fn event(name: &str, data: Value) -> Event {
 }
 
 impl StreamState {
-    fn new(id: String, model: String) -> Self {
+    fn new(id: String, model: String, prompt_tokens: u64, asked: Vec<String>) -> Self {
         StreamState {
             id,
             model,
+            prompt_tokens,
+            asked,
             started: false,
             open: Open::None,
             next: 0,
@@ -405,7 +499,7 @@ impl StreamState {
                 json!({"type": "message_start", "message": {
                     "id": self.id, "type": "message", "role": "assistant", "model": self.model,
                     "content": [], "stop_reason": null, "stop_sequence": null,
-                    "usage": {"input_tokens": 0, "output_tokens": 0},
+                    "usage": {"input_tokens": self.prompt_tokens, "output_tokens": 0},
                 }}),
             ));
             out.push(event("ping", json!({"type": "ping"})));
@@ -466,11 +560,11 @@ impl StreamState {
         if v["done"].as_bool().unwrap_or(false) {
             self.ended = true;
             self.close(&mut out);
+            let (reason, sequence) = stop_of(v, self.tool_calls, &self.asked);
             out.push(event(
                 "message_delta",
                 json!({"type": "message_delta",
-                       "delta": {"stop_reason": stop_reason(v, self.tool_calls),
-                                 "stop_sequence": v["stop_sequence"]},
+                       "delta": {"stop_reason": reason, "stop_sequence": sequence},
                        "usage": usage(v)}),
             ));
             out.push(event("message_stop", json!({"type": "message_stop"})));
@@ -534,7 +628,89 @@ mod tests {
         .unwrap();
         assert!(native_messages(&None, &image)
             .unwrap_err()
-            .contains("'image' is not supported"));
+            .contains("missing data required for image input"));
+    }
+
+    #[test]
+    fn documents_errors_and_unknown_blocks() {
+        let msgs: Vec<InMessage> = serde_json::from_value(json!([
+            {"role": "user", "content": [
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "The sky is green."}},
+                {"type": "search_result", "source": "x", "title": "t", "content": []},
+                {"type": "text", "text": "What colour is the sky?"}]},
+            {"role": "assistant", "content": [
+                {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "sky"}},
+                {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": [{"type": "web_search_result", "title": "Sky", "url": "u"}]},
+                {"type": "tool_use", "id": "toolu_1", "name": "look", "input": {}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "is_error": true, "content": [{"type": "text", "text": "no eyes"}, {"type": "search_result"}]}]}
+        ]))
+        .unwrap();
+        let n = native_messages(&None, &msgs).unwrap();
+        assert_eq!(n[0].content, "The sky is green.\nWhat colour is the sky?");
+        // The assistant's calls include the server tool's; its result follows them.
+        let calls = n[1].tool_calls.as_ref().unwrap();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(n[2].role, "tool");
+        assert_eq!(n[2].tool_name.as_deref(), Some("web_search"));
+        assert!(n[2].content.contains("web_search_result"));
+        assert_eq!(n[3].content, "Error: no eyes");
+        assert_eq!(n[3].tool_name.as_deref(), Some("look"));
+        // Blocks in the wrong role, and unreadable documents, are errors that name them.
+        let wrong: Vec<InMessage> = serde_json::from_value(json!([
+            {"role": "user", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]}
+        ]))
+        .unwrap();
+        assert_eq!(
+            native_messages(&None, &wrong).unwrap_err(),
+            "messages.0: a tool_use block cannot be in a user message"
+        );
+        let pdf: Vec<InMessage> = serde_json::from_value(json!([
+            {"role": "user", "content": [{"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": ""}}]}
+        ]))
+        .unwrap();
+        assert!(native_messages(&None, &pdf)
+            .unwrap_err()
+            .contains("document source type 'base64' is not supported"));
+    }
+
+    #[test]
+    fn thinking_types_and_effort() {
+        let think = |v: Value| {
+            let mut r = v;
+            r["messages"] = json!([]);
+            think_of(&serde_json::from_value(r).unwrap())
+        };
+        assert_eq!(think(json!({})).unwrap(), None);
+        assert_eq!(
+            think(json!({"thinking": {"type": "adaptive"}})).unwrap(),
+            None
+        );
+        assert_eq!(
+            think(json!({"thinking": {"type": "enabled", "budget_tokens": 1024}})).unwrap(),
+            Some(json!(true))
+        );
+        assert_eq!(
+            think(json!({"thinking": {"type": "disabled"}, "output_config": {"effort": "high"}}))
+                .unwrap(),
+            Some(json!(false))
+        );
+        assert_eq!(
+            think(json!({"thinking": {"type": "adaptive"}, "output_config": {"effort": "low"}}))
+                .unwrap(),
+            Some(json!("low"))
+        );
+        assert_eq!(
+            think(json!({"output_config": {"effort": "max"}})).unwrap(),
+            Some(json!("high"))
+        );
+        assert_eq!(
+            think(json!({"thinking": {"type": "some-future-type"}})).unwrap(),
+            None
+        );
+        assert!(think(json!({"output_config": {"effort": "lots"}}))
+            .unwrap_err()
+            .contains("'lots'"));
     }
 
     #[test]
@@ -549,16 +725,25 @@ mod tests {
         );
         assert!(native_tool_choice(&Some(json!({"type": "tool"}))).is_err());
         let done = |reason: &str| json!({"done_reason": reason});
-        assert_eq!(stop_reason(&done("length"), false), "max_tokens");
-        assert_eq!(stop_reason(&done("stop"), true), "tool_use");
-        assert_eq!(stop_reason(&done("stop"), false), "end_turn");
+        let none: &[String] = &[];
+        assert_eq!(stop_of(&done("length"), false, none).0, "max_tokens");
+        assert_eq!(stop_of(&done("stop"), true, none).0, "tool_use");
+        assert_eq!(stop_of(&done("stop"), false, none).0, "end_turn");
         let stopped = json!({"done_reason": "stop", "stop_sequence": "\n\n"});
-        assert_eq!(stop_reason(&stopped, false), "stop_sequence");
+        assert_eq!(
+            stop_of(&stopped, false, &["\n\n".to_string()]),
+            ("stop_sequence", json!("\n\n"))
+        );
+        // A stop string the request did not send (the Modelfile's) ends the turn.
+        assert_eq!(
+            stop_of(&stopped, false, &["END".to_string()]),
+            ("end_turn", Value::Null)
+        );
     }
 
     #[test]
     fn a_stream_opens_and_closes_its_blocks_in_order() {
-        let mut s = StreamState::new("msg_1".into(), "smol".into());
+        let mut s = StreamState::new("msg_1".into(), "smol".into(), 7, Vec::new());
         let mut counts = Vec::new();
         for v in [
             json!({"message": {"thinking": "hm"}, "done": false}),

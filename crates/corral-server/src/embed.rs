@@ -52,8 +52,8 @@ pub(crate) fn normalize(mut v: Vec<f32>, dimensions: Option<u32>) -> Vec<f32> {
     v
 }
 
-/// Raw vectors for `inputs` from the model's runner, with the prompt token count and the load
-/// time.
+/// Raw vectors for `inputs` from the model's runner, with the model's name as the request
+/// gave it (answers echo it, as Ollama's do), the prompt token count and the load time.
 pub(crate) async fn embed_raw(
     st: &AppState,
     model_name: &str,
@@ -70,7 +70,7 @@ pub(crate) async fn embed_raw(
     let lease = acquire(st, &model, &options, keep_alive).await?;
     let load = lease.load_duration.unwrap_or_default();
     let Some(tracker) = tracker.as_mut() else {
-        return Ok((model.display_name(), Vec::new(), 0, load));
+        return Ok((model_name.to_string(), Vec::new(), 0, load));
     };
     tracker.started();
     let n = inputs.len();
@@ -88,7 +88,7 @@ pub(crate) async fn embed_raw(
             ..
         })) if embeddings.len() == n => {
             tracker.embedded(prompt_eval_count);
-            Ok((model.display_name(), embeddings, prompt_eval_count, load))
+            Ok((model_name.to_string(), embeddings, prompt_eval_count, load))
         }
         Ok(Some(RunnerEvent::Error {
             message, invalid, ..

@@ -96,15 +96,22 @@ pub fn anthropic_error(status: StatusCode, message: impl Into<String>) -> Respon
 
 /// The body of an Anthropic error (also sent as a stream's `error` event).
 pub fn anthropic_error_body(status: StatusCode, message: impl Into<String>) -> serde_json::Value {
-    let kind = match status {
-        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => "invalid_request_error",
-        StatusCode::UNAUTHORIZED => "authentication_error",
-        StatusCode::FORBIDDEN => "permission_error",
-        StatusCode::NOT_FOUND => "not_found_error",
-        StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
+    // Anthropic's error types by status, as its API documents them.
+    let kind = match status.as_u16() {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
         _ => "api_error",
     };
-    json!({"type": "error", "error": {"type": kind, "message": message.into()}})
+    json!({
+        "type": "error",
+        "error": {"type": kind, "message": message.into()},
+        "request_id": format!("req_{}", crate::openai::unique_hex()),
+    })
 }
 
 /// An error in the shape of the route family a path belongs to: Anthropic's for

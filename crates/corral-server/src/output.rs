@@ -52,6 +52,9 @@ struct Tools {
     mode: ToolMode,
     buf: String,
     found: bool,
+    /// Calls found so far: each call's `function.index` is its place in the whole answer (as
+    /// Ollama numbers them), which OpenAI's stream clients use to tell parallel calls apart.
+    count: usize,
 }
 
 /// The length of the longest end of `s` that begins `tag` (text to hold back: it may be the
@@ -76,6 +79,7 @@ impl OutputParser {
                 mode: ToolMode::Undecided,
                 buf: String::new(),
                 found: false,
+                count: 0,
             }),
         }
     }
@@ -188,6 +192,16 @@ fn parse_calls(text: &str) -> Option<Vec<Value>> {
 }
 
 impl Tools {
+    /// Numbers the calls in answer order and hands them out.
+    fn emit(&mut self, mut calls: Vec<Value>, out: &mut Vec<Piece>) {
+        for c in &mut calls {
+            c["function"]["index"] = json!(self.count);
+            self.count += 1;
+        }
+        self.found = true;
+        out.push(Piece::ToolCalls(calls));
+    }
+
     fn push(&mut self, text: &str, end: bool, out: &mut Vec<Piece>) {
         if self.mode == ToolMode::Text {
             if !text.is_empty() {
@@ -223,27 +237,24 @@ impl Tools {
                     if end {
                         // The answer ended inside a call (no closing tag): read what is there.
                         if let Some(calls) = parse_calls(body) {
-                            self.found = true;
-                            out.push(Piece::ToolCalls(calls));
                             self.buf.clear();
+                            self.emit(calls, out);
                         }
                     }
                     break;
                 };
                 match parse_calls(&body[..close]) {
                     Some(calls) => {
-                        self.found = true;
-                        out.push(Piece::ToolCalls(calls));
                         self.buf = body[close + CALL_CLOSE.len()..].to_string();
+                        self.emit(calls, out);
                     }
                     None => break,
                 }
             },
             ToolMode::Json if end => {
                 if let Some(calls) = parse_calls(&self.buf) {
-                    self.found = true;
-                    out.push(Piece::ToolCalls(calls));
                     self.buf.clear();
+                    self.emit(calls, out);
                 }
             }
             _ => {}
@@ -281,8 +292,8 @@ mod tests {
         out
     }
 
-    fn call(name: &str, args: Value) -> Value {
-        json!({"function": {"name": name, "arguments": args}})
+    fn call(index: usize, name: &str, args: Value) -> Value {
+        json!({"function": {"index": index, "name": name, "arguments": args}})
     }
 
     #[test]
@@ -323,7 +334,7 @@ mod tests {
 
     #[test]
     fn tool_calls_tagged_bare_and_listed() {
-        let c = call("get_weather", json!({"city": "Paris"}));
+        let c = call(0, "get_weather", json!({"city": "Paris"}));
         for chunks in [
             vec!["<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"],
             vec!["<tool", "_call>{\"name\": \"get_weather\", ", "\"arguments\": \"{\\\"city\\\": \\\"Paris\\\"}\"}</tool_call>"],
@@ -336,8 +347,16 @@ mod tests {
         assert_eq!(
             two,
             vec![
-                Piece::ToolCalls(vec![call("a", json!({}))]),
-                Piece::ToolCalls(vec![call("b", json!({}))])
+                Piece::ToolCalls(vec![call(0, "a", json!({}))]),
+                Piece::ToolCalls(vec![call(1, "b", json!({}))])
+            ]
+        );
+        // A list in one block: numbered on from the calls before it.
+        assert_eq!(
+            run(false, true, &["<tool_call>{\"name\":\"a\",\"arguments\":{}}</tool_call><tool_call>[{\"name\":\"b\"},{\"name\":\"c\"}]</tool_call>"]),
+            vec![
+                Piece::ToolCalls(vec![call(0, "a", json!({}))]),
+                Piece::ToolCalls(vec![call(1, "b", json!({})), call(2, "c", json!({}))])
             ]
         );
         // JSON that is not a call is text.
@@ -354,7 +373,7 @@ mod tests {
             ),
             vec![
                 Piece::Thinking("plan".into()),
-                Piece::ToolCalls(vec![call("a", json!({}))])
+                Piece::ToolCalls(vec![call(0, "a", json!({}))])
             ]
         );
     }

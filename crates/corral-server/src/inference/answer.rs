@@ -349,7 +349,7 @@ impl From<String> for Out {
 
 /// One object of an answer, shaped for the endpoint: a piece, or the final one with `ending`.
 pub(super) fn answer_object(job: &Job, out: Out, ending: Option<Ending>) -> serde_json::Value {
-    let model = job.model.display_name();
+    let model = job.requested.clone();
     let done = ending.is_some();
     let (reason, metrics, context, stop_sequence) = match ending {
         Some(e) => (

@@ -56,6 +56,8 @@ struct Job {
     /// The route asked, for the metrics.
     endpoint: &'static str,
     model: Model,
+    /// The model's name as the request gave it: answers echo it, as Ollama's do.
+    requested: String,
     options: Options,
     keep_alive: KeepAlive,
     /// `None`: only load (or unload) the model.
@@ -188,8 +190,11 @@ async fn run(st: AppState, job: Job) -> Response {
     };
     // The runner checks and tokenizes the prompt on arrival: a prompt it refuses (too long
     // with `truncate: false`, a bad schema) is an HTTP error, not a line inside a 200 stream.
-    match watch.next(&lease, &mut events).await {
-        Ok(Some(RunnerEvent::Accepted { .. })) => watch.started = false,
+    let prompt_tokens = match watch.next(&lease, &mut events).await {
+        Ok(Some(RunnerEvent::Accepted { prompt_tokens, .. })) => {
+            watch.started = false;
+            prompt_tokens
+        }
         Ok(Some(RunnerEvent::Error {
             message, invalid, ..
         })) => {
@@ -209,7 +214,7 @@ async fn run(st: AppState, job: Job) -> Response {
             lease.runner.cancel(id).await;
             return ApiError::internal(message).into_response();
         }
-    }
+    };
     let answer = Answer {
         job,
         lease,
@@ -218,12 +223,20 @@ async fn run(st: AppState, job: Job) -> Response {
         tracker,
         cancel,
     };
-    if answer.job.stream {
+    let mut resp = if answer.job.stream {
         stream_response(answer, id)
     } else {
         collect_response(answer).await
-    }
+    };
+    resp.extensions_mut().insert(PromptTokens(prompt_tokens));
+    resp
 }
+
+/// The prompt's size in tokens (cached ones included), known when the runner accepts the
+/// request: a response extension, never sent, for routes whose stream announces it before the
+/// first token (Anthropic's `message_start`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PromptTokens(pub u64);
 
 /// A request the runner has accepted, and what follows its answer.
 struct Answer {

@@ -91,7 +91,12 @@ fn format_from(rf: &Option<Value>) -> Result<Option<Value>, Invalid> {
     let Some(rf) = rf.as_ref().filter(|v| !v.is_null()) else {
         return Ok(None);
     };
-    match rf["type"].as_str() {
+    // The type in any case and with spaces around it, as Ollama reads it.
+    match rf["type"]
+        .as_str()
+        .map(|t| t.trim().to_lowercase())
+        .as_deref()
+    {
         Some("text") => Ok(None),
         Some("json_object") => Ok(Some(json!("json"))),
         Some("json_schema") => match rf["json_schema"].get("schema") {
@@ -165,7 +170,9 @@ fn openai_tool_calls(calls: &Value, with_index: bool) -> Vec<Value> {
                 },
             });
             if with_index {
-                v["index"] = json!(i);
+                // The call's place in the whole answer (the parser numbers them), not in this
+                // chunk: clients merge stream deltas that share an index into one call.
+                v["index"] = c["function"].get("index").cloned().unwrap_or(json!(i));
             }
             v
         })
@@ -181,6 +188,19 @@ pub async fn chat_completions(State(st): State<AppState>, body: Bytes) -> Respon
         return bad("messages is required");
     }
     let build = || -> Result<corral_api::ChatRequest, Invalid> {
+        if req.top_logprobs.is_some() && req.logprobs != Some(true) {
+            return Err(invalid("top_logprobs needs logprobs set to true"));
+        }
+        // A call forced with no tool to call: OpenAI refuses it; so does Corral ("auto" and
+        // "none" ask for nothing and pass).
+        let forced = match &req.tool_choice {
+            None | Some(Value::Null) => false,
+            Some(Value::String(c)) => !matches!(c.as_str(), "auto" | "none"),
+            Some(_) => true,
+        };
+        if forced && req.tools.as_ref().is_none_or(Vec::is_empty) {
+            return Err(invalid("tool_choice is only allowed when tools are given"));
+        }
         Ok(corral_api::ChatRequest {
             model: req.model.clone(),
             messages: native_messages(&req.messages)?,
@@ -288,6 +308,10 @@ mod tests {
             .unwrap(),
             Some(schema)
         );
+        assert_eq!(
+            format_from(&Some(json!({"type": " JSON_Object "}))).unwrap(),
+            Some(json!("json"))
+        );
         assert!(format_from(&Some(json!({"type": "json_schema"}))).is_err());
         assert!(format_from(&Some(json!({"type": "xml"}))).is_err());
     }
@@ -317,6 +341,17 @@ mod tests {
         assert_eq!(back[0]["index"], 0);
         assert_eq!(back[0]["function"]["arguments"], "{\"city\":\"Paris\"}");
         assert!(back[0]["id"].as_str().unwrap().starts_with("call-"));
+        // In a stream each chunk carries the calls' places in the whole answer, so a second
+        // call in its own chunk is index 1, not a second index 0 that clients would merge.
+        let second = openai_tool_calls(
+            &json!([{"function": {"index": 1, "name": "get_time", "arguments": {}}}]),
+            true,
+        );
+        assert_eq!(second[0]["index"], 1);
+        assert_eq!(
+            second[0]["function"],
+            json!({"name": "get_time", "arguments": "{}"})
+        );
         let earlier: Vec<OaMessage> = serde_json::from_value(json!([
             {"role": "Developer", "content": "Be brief."},
             {"role": "assistant", "content": "4", "reasoning": "2+2 is 4."}

@@ -124,6 +124,10 @@ struct Sampling {
     frequency_penalty: Option<f64>,
     presence_penalty: Option<f64>,
     stop: Option<Value>,
+    /// Choices per request: only 1 (refused above, where Ollama silently answers one).
+    n: Option<i64>,
+    /// Token biases: refused when any is given (Ollama silently drops them).
+    logit_bias: Option<Value>,
     /// Native options (a Corral extension): `num_ctx`, `top_k`, ...
     options: Option<BTreeMap<String, Value>>,
 }
@@ -131,6 +135,21 @@ struct Sampling {
 impl Sampling {
     /// The native options map: the `options` extension, then the OpenAI fields over it.
     fn options(&self) -> Result<BTreeMap<String, Value>, Invalid> {
+        // What Corral cannot do is said, not ignored: a client asking for several choices or
+        // banning tokens would otherwise get an answer that silently ignores it.
+        match self.n {
+            None | Some(1) => {}
+            Some(n) => {
+                return Err(invalid(format!(
+                    "n: {n} choices were asked; Corral answers one choice per request (n = 1)"
+                )))
+            }
+        }
+        match &self.logit_bias {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) if m.is_empty() => {}
+            Some(_) => return Err(invalid("logit_bias is not supported")),
+        }
         let mut o = self.options.clone().unwrap_or_default();
         let mut set = |k: &str, v: Option<Value>| {
             if let Some(v) = v {

@@ -41,6 +41,29 @@ fn answers_and_errors_as_clients_expect() {
         }
     }
 
+    // Answers name the model as the request did, as Ollama's do (its full name is in /api/ps).
+    for name in ["smol", "smol:latest"] {
+        for (path, body) in [
+            (
+                "/api/generate",
+                json!({"model": name, "prompt": "Hi", "stream": false, "options": short}),
+            ),
+            (
+                "/api/chat",
+                json!({"model": name, "messages": [{"role": "user", "content": "Hi"}], "stream": false, "options": short}),
+            ),
+            ("/api/embed", json!({"model": name, "input": "Hi"})),
+            ("/v1/embeddings", json!({"model": name, "input": "Hi"})),
+        ] {
+            let (status, v) = s.post(path, body);
+            assert_eq!(
+                (status, v["model"].as_str()),
+                (200, Some(name)),
+                "{path}: {v}"
+            );
+        }
+    }
+
     // OpenAI errors carry Ollama's types.
     let (status, v) = s.post(
         "/v1/chat/completions",
@@ -155,4 +178,44 @@ fn modelfile_errors_deprecated_parameters_and_round_trips() {
         );
     }
     assert_eq!(a["system"], "Say \"yes\".\nThen stop.");
+}
+
+/// A conversation that ends with the assistant's words is continued from them (a prefill),
+/// with the GGUF's own Jinja template too: greedy decoding from the same context goes on
+/// exactly as the model's own answer did, instead of opening a new turn.
+#[test]
+fn a_final_assistant_message_is_continued() {
+    let s = TestServer::start();
+    s.create_smol();
+    let user = json!({"role": "user", "content": "Why is the sky blue? Answer in two sentences."});
+    let greedy = json!({"temperature": 0, "num_predict": 24, "repeat_penalty": 1.0});
+    let (status, v) = s.post(
+        "/api/chat",
+        json!({"model": "smol", "messages": [user], "stream": false, "options": greedy}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let whole = v["message"]["content"].as_str().unwrap().to_string();
+    // Cut after the first few words, at a space, so the prefill ends where a token does.
+    let cut = whole
+        .match_indices(' ')
+        .nth(3)
+        .map(|(i, _)| i)
+        .expect("a few words");
+    let (start, rest) = whole.split_at(cut);
+    let (status, v) = s.post(
+        "/api/chat",
+        json!({"model": "smol", "stream": false, "options": greedy,
+               "messages": [user, {"role": "assistant", "content": start}]}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let continued = v["message"]["content"].as_str().unwrap();
+    // The continuation is the rest of the model's own answer (as far as both go: the second
+    // one had fewer tokens left before its limit).
+    let n = continued.len().min(rest.len()).min(40);
+    assert!(n > 10, "too short to compare: {continued:?} / {rest:?}");
+    assert_eq!(
+        &continued[..n],
+        &rest[..n],
+        "{start:?} | {continued:?} | {rest:?}"
+    );
 }

@@ -67,7 +67,8 @@ fn server_sent_events_are_framed_as_openai_sends_them() {
         for c in &chunks {
             assert_eq!(c["object"], object);
             assert_eq!(c["id"], id, "one id for the whole stream");
-            assert_eq!(c["model"], "smol:latest");
+            // The name as the request gave it, as Ollama and OpenAI echo it.
+            assert_eq!(c["model"], "smol");
         }
         let finishes: Vec<&Value> = chunks
             .iter()
@@ -131,6 +132,66 @@ fn server_sent_events_are_framed_as_openai_sends_them() {
     );
     let (status, body) = s.post("/v1/chat/completions", json!({"model": "smol", "messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}}));
     assert_eq!(status, 400, "{body}");
+    // What Corral cannot do is refused by name, not silently answered without it.
+    let user = json!([{"role": "user", "content": "x"}]);
+    for (path, extra, message) in [
+        (
+            "/v1/chat/completions",
+            json!({"n": 2}),
+            "n: 2 choices were asked; Corral answers one choice per request (n = 1)",
+        ),
+        (
+            "/v1/completions",
+            json!({"n": 3}),
+            "n: 3 choices were asked; Corral answers one choice per request (n = 1)",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"logit_bias": {"42": -100}}),
+            "logit_bias is not supported",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"top_logprobs": 2}),
+            "top_logprobs needs logprobs set to true",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"tool_choice": "required"}),
+            "tool_choice is only allowed when tools are given",
+        ),
+    ] {
+        let mut body = if path == "/v1/completions" {
+            json!({"model": "smol", "prompt": "x"})
+        } else {
+            json!({"model": "smol", "messages": user})
+        };
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (status, v) = s.post(path, body);
+        assert_eq!(
+            (status, v["error"]["message"].as_str()),
+            (400, Some(message)),
+            "{extra}"
+        );
+    }
+    // What asks for nothing passes: one choice, no biases, "auto" with no tools; a format's
+    // type is read in any case.
+    let (status, v) = s.post(
+        "/v1/chat/completions",
+        json!({"model": "smol", "messages": user, "n": 1, "logit_bias": {}, "tool_choice": "auto",
+               "response_format": {"type": "JSON_Object"}, "max_tokens": 8, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .trim_start()
+            .starts_with('{'),
+        "{v}"
+    );
 }
 
 #[test]
