@@ -40,9 +40,10 @@ fn human_duration(d: Duration) -> String {
     }
 }
 
-/// `2 minutes ago`, `4 minutes from now`, `Forever` for far-future times.
+/// `2 minutes ago`, `4 minutes from now`, `Forever` for times more than 20 years away (as
+/// Ollama's `HumanTime` says it: a model kept loaded with a negative keep_alive).
 pub fn human_time(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    if t.timestamp() >= 253_402_300_000 {
+    if (t - now).num_days().abs() > 20 * 365 {
         return "Forever".into();
     }
     if t >= now {
@@ -134,6 +135,14 @@ mod tests {
     #[test]
     fn times() {
         let now = Utc::now();
+        assert_eq!(
+            human_time(now + chrono::Duration::days(21 * 365), now),
+            "Forever"
+        );
+        assert_eq!(
+            human_time(now + chrono::Duration::days(19 * 365), now),
+            "19 years from now"
+        );
         assert_eq!(
             human_time(now - chrono::Duration::seconds(120), now),
             "2 minutes ago"

@@ -1,5 +1,8 @@
 //! Where the server listens and the client connects: `CORRAL_HOST`, else `OLLAMA_HOST`, else
-//! `127.0.0.1:11434`, in Ollama's forms (`host`, `host:port`, `:port`, `http://host:port`).
+//! `127.0.0.1:11434`, in Ollama's forms (`host`, `host:port`, `:port`, `http://host:port`,
+//! `https://host/path`). As in Ollama, a port left out is 11434 without a scheme, 80 with
+//! `http://` and 443 with `https://`, and a path after the host is the base the client's
+//! requests go under (a server behind a reverse proxy at `https://example.com/ollama`).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -11,6 +14,9 @@ pub struct Host {
     pub scheme: String,
     pub host: String,
     pub port: u16,
+    /// Where the API lives under the host: empty, or `/path` (the client's base, not the
+    /// server's: a server listens at its root).
+    pub path: String,
 }
 
 impl Host {
@@ -26,28 +32,34 @@ impl Host {
     /// Parse one of Ollama's host forms; empty means the default.
     pub fn parse(s: &str) -> anyhow::Result<Host> {
         let s = s.trim().trim_end_matches('/');
-        let (scheme, rest) = match s.split_once("://") {
-            Some((sc, r)) => (sc.to_string(), r),
-            None => ("http".to_string(), s),
+        let (scheme, rest, default_port) = match s.split_once("://") {
+            Some(("http", r)) => ("http", r, 80),
+            Some(("https", r)) => ("https", r, 443),
+            Some(_) => anyhow::bail!("invalid host {s:?}: scheme must be http or https"),
+            None => ("http", s, DEFAULT_PORT),
         };
-        if scheme != "http" && scheme != "https" {
-            anyhow::bail!("invalid host {s:?}: scheme must be http or https");
-        }
+        let (rest, path) = match rest.split_once('/') {
+            Some((r, p)) => (r, format!("/{}", p.trim_end_matches('/'))),
+            None => (rest, String::new()),
+        };
+        // A port is what follows the last colon, unless that colon is inside an IPv6 address
+        // (`::1`, `[::1]`).
         let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(':') => {
+            Some((h, p)) if !h.ends_with(':') && (!h.contains(':') || h.ends_with(']')) => {
                 let port = p
                     .parse::<u16>()
                     .map_err(|_| anyhow::anyhow!("invalid port in host {s:?}"))?;
                 (h, port)
             }
-            _ => (rest, if scheme == "https" { 443 } else { DEFAULT_PORT }),
+            _ => (rest, default_port),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let host = if host.is_empty() { "127.0.0.1" } else { host };
         Ok(Host {
-            scheme,
+            scheme: scheme.to_string(),
             host: host.to_string(),
             port,
+            path,
         })
     }
 
@@ -58,7 +70,7 @@ impl Host {
         } else {
             self.host.clone()
         };
-        format!("{}://{}:{}", self.scheme, h, self.port)
+        format!("{}://{}:{}{}", self.scheme, h, self.port, self.path)
     }
 
     /// The address a server binds.
@@ -84,6 +96,16 @@ mod tests {
             ("http://example.com:99/", "http://example.com:99"),
             ("https://example.com", "https://example.com:443"),
             ("[::1]:5000", "http://[::1]:5000"),
+            ("::1", "http://[::1]:11434"),
+            ("[::1]", "http://[::1]:11434"),
+            // With a scheme and no port, the scheme's port, as Ollama reads it.
+            ("http://gpu-box", "http://gpu-box:80"),
+            // A path is the client's base under the host.
+            (
+                "https://example.com/ollama/",
+                "https://example.com:443/ollama",
+            ),
+            ("http://proxy:8080/a/b", "http://proxy:8080/a/b"),
         ];
         for (input, want) in cases {
             assert_eq!(Host::parse(input).unwrap().url(), want, "{input}");

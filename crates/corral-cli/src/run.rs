@@ -160,7 +160,17 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
             };
             return crate::repl::interactive(client, start, shown).await;
         }
-        anyhow::bail!("no prompt given");
+        // No prompt and no terminal (`corral run MODEL < /dev/null`, a warm-up script): load
+        // the model and say nothing, as Ollama does.
+        let req = GenerateRequest {
+            model: args.model.clone(),
+            keep_alive,
+            stream: Some(false),
+            ..Default::default()
+        };
+        return client
+            .stream("/api/generate", &req, |_: GenerateResponse| Ok(()))
+            .await;
     }
     // As the session: a model that can think does, unless --think said otherwise.
     if think.is_none() && shown.capabilities.iter().any(|c| c == "thinking") {

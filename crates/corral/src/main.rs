@@ -13,19 +13,22 @@ use corral_cli::host::Host;
     name = "corral",
     version,
     about = "Large language models, run locally",
-    disable_version_flag = true
+    disable_version_flag = true,
+    arg_required_else_help = true
 )]
 struct Cli {
-    /// Print version (`-v` as Ollama's, `-V` as clap's).
-    #[arg(short = 'v', short_alias = 'V', long = "version", action = clap::ArgAction::Version)]
-    _version: Option<bool>,
+    /// Show version information: the server's, and the client's where it differs (`-v` as
+    /// Ollama's, `-V` as clap's).
+    #[arg(short = 'v', short_alias = 'V', long = "version")]
+    version: bool,
     #[command(subcommand)]
-    command: Commands,
+    command: Option<Commands>,
 }
 
 #[derive(Subcommand)]
 enum Commands {
     /// Start the server.
+    #[command(alias = "start")]
     Serve(Box<ServeArgs>),
     /// Create a model from a Modelfile.
     Create(corral_cli::CreateArgs),
@@ -191,6 +194,35 @@ fn security(
     ))
 }
 
+/// Settings as Ollama reads them: spaces and quotes around a value are not part of it, so
+/// `OLLAMA_HOST="0.0.0.0"` from a Compose file or a systemd unit means 0.0.0.0. Done once, before
+/// anything reads the environment (clap's `env` options included) and before any thread
+/// starts; the runners inherit the cleaned values.
+fn clean_environment() {
+    for (key, value) in std::env::vars_os() {
+        let (Some(k), Some(v)) = (key.to_str(), value.to_str()) else {
+            continue;
+        };
+        if !(k.starts_with("CORRAL_") || k.starts_with("OLLAMA_")) {
+            continue;
+        }
+        let clean = v.trim().trim_matches(|c| c == '"' || c == '\'');
+        if clean != v {
+            std::env::set_var(k, clean);
+        }
+    }
+}
+
+/// A boolean setting as Go's `strconv.ParseBool` reads it (Ollama's rule): `1`, `t`, `true`
+/// in any of its cases are true, `0`, `f`, `false` false, and any other value set is true.
+fn flag_setting(v: Option<String>) -> bool {
+    match v.as_deref() {
+        None => false,
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => false,
+        Some(_) => true,
+    }
+}
+
 /// A setting from its CORRAL_ value, else the OLLAMA_ one.
 fn setting(corral: Option<String>, ollama_var: &str) -> Option<String> {
     corral
@@ -250,12 +282,17 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         Some(k) => KeepAlive::parse(&k).map_err(|e| anyhow::anyhow!("CORRAL_KEEP_ALIVE: {e}"))?,
         None => DEFAULT_KEEP_ALIVE,
     };
-    let load_timeout = duration_setting(
-        args.load_timeout,
-        "CORRAL_LOAD_TIMEOUT",
-        "OLLAMA_LOAD_TIMEOUT",
-        300,
-    )?;
+    // Zero or a negative value means no limit, as for Ollama (a very slow disk and a huge
+    // model); the stall timeout still ends a runner that stops answering once loaded.
+    let load_timeout = match setting(args.load_timeout, "OLLAMA_LOAD_TIMEOUT") {
+        Some(t) => {
+            match KeepAlive::parse(&t).map_err(|e| anyhow::anyhow!("CORRAL_LOAD_TIMEOUT: {e}"))? {
+                KeepAlive::For(d) if !d.is_zero() => d,
+                _ => NO_LIMIT,
+            }
+        }
+        None => Duration::from_secs(300),
+    };
     let stall_timeout = duration_setting(
         args.stall_timeout,
         "CORRAL_STALL_TIMEOUT",
@@ -322,8 +359,12 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
             .as_deref()
             .is_none_or(|v| !matches!(v.trim(), "0" | "false" | "off")),
         max_queue: number(args.max_queue, "OLLAMA_MAX_QUEUE", 512)?,
-        max_loaded_models: number(args.max_loaded_models, "OLLAMA_MAX_LOADED_MODELS", 3)?.max(1),
-        noprune: setting(args.noprune, "OLLAMA_NOPRUNE").is_some_and(|v| v != "0" && v != "false"),
+        // 0 is Ollama's "automatic": its default for a machine without GPUs, 3.
+        max_loaded_models: match number(args.max_loaded_models, "OLLAMA_MAX_LOADED_MODELS", 3)? {
+            0 => 3,
+            n => n,
+        },
+        noprune: flag_setting(setting(args.noprune, "OLLAMA_NOPRUNE")),
         runner: corral_server::RunnerCommand {
             program: std::env::current_exe()?,
             prefix_args: vec!["runner".into()],
@@ -348,23 +389,40 @@ fn exit_code(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// A wait with no limit: a century, which any clock arithmetic still holds.
+const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 fn main() -> ExitCode {
+    clean_environment();
     let cli = Cli::parse();
-    if let Commands::Probe = cli.command {
+    let command = match cli.command {
+        Some(c) if !cli.version => c,
+        // `corral -v`, or flags alone (clap prints the help for no arguments at all).
+        _ => return async_main(None),
+    };
+    if let Commands::Probe = command {
         return exit_code(corral_runner::probe());
     }
-    if let Commands::RpcWorker(args) = cli.command {
+    if let Commands::RpcWorker(args) = command {
         init_logging(true);
         return exit_code(corral_runner::rpc_worker(args));
     }
-    if let Commands::Runner(args) = cli.command {
+    if let Commands::Runner(args) = command {
         // The runner owns llama.cpp on its main thread and needs no async runtime.
         init_logging(true);
         return exit_code(corral_runner::run(args));
     }
+    async_main(Some(command))
+}
+
+/// The commands that need the async runtime; `None` is `corral -v`.
+fn async_main(command: Option<Commands>) -> ExitCode {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = rt.block_on(async {
-        match cli.command {
+        let Some(command) = command else {
+            return corral_cli::version(client().ok().as_ref(), env!("CARGO_PKG_VERSION")).await;
+        };
+        match command {
             Commands::Serve(args) => {
                 init_logging(false);
                 serve(*args).await

@@ -147,21 +147,49 @@ fn create_show_copy_remove_round_trip() {
 
 #[test]
 fn help_and_version_answer_as_ollamas_do() {
+    let version = env!("CARGO_PKG_VERSION");
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let corral = |args: &[&str]| {
         std::process::Command::new(corral_exe())
             .args(args)
+            .env("CORRAL_HOST", format!("127.0.0.1:{closed}"))
             .output()
             .unwrap()
     };
+    // No server: Ollama's two warnings, and still success.
     for flag in ["-v", "-V", "--version"] {
         let out = corral(&[flag]);
         assert!(out.status.success(), "{flag}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "", "{flag}");
         assert_eq!(
-            stdout(&out),
-            format!("corral {}\n", env!("CARGO_PKG_VERSION")),
+            stderr(&out),
+            format!("Warning: could not connect to a running Corral instance\nWarning: client version is {version}\n"),
             "{flag}"
         );
     }
+    // A server: its version and the Ollama API it speaks. The host is given in quotes with
+    // spaces, as Compose files and systemd units write it: they are not part of the value.
+    let s = TestServer::start();
+    let quoted = format!(" \"127.0.0.1:{}\" ", s.port);
+    let out = s.corral_env(&["-v"], &[("CORRAL_HOST", &quoted)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("corral version is {version} (Ollama API 0.13.3)\n")
+    );
+    assert_eq!(stderr(&out), "");
+    // `start` is `serve`, as in Ollama.
+    let out = corral(&["help", "start"]);
+    assert!(
+        stdout(&out).contains("Usage: corral serve"),
+        "{}",
+        stdout(&out)
+    );
     let out = corral(&["help", "run"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
@@ -191,11 +219,10 @@ fn list_and_ps_print_ollamas_tables() {
     assert_eq!(row[2], "98 MB");
     assert!(row[3].ends_with("ago"), "{row:?}");
 
-    let (status, _) = s.post(
-        "/api/generate",
-        json!({"model": "smol", "prompt": "", "keep_alive": "10m"}),
-    );
-    assert_eq!(status, 200);
+    // With no prompt and no terminal, `run` loads the model and prints nothing, as Ollama's.
+    let out = s.corral(&["run", "smol", "--keepalive", "10m"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
     let ps = stdout(&s.corral(&["ps"]));
     let lines: Vec<&str> = ps.lines().collect();
     assert_eq!(
