@@ -392,6 +392,11 @@ impl Engine {
     /// Layers of the model as llama.cpp places them on devices: the GGUF's block count, which
     /// counts next-token-prediction layers too (`llama_model_n_layer` leaves them out). The
     /// output layer is one more.
+    /// Tokens in the model's vocabulary: ids run from 0 to this, exclusive.
+    pub fn n_vocab(&self) -> i32 {
+        self.model.n_vocab()
+    }
+
     pub fn n_layer(&self) -> u32 {
         self.meta("general.architecture")
             .and_then(|arch| self.meta(&format!("{arch}.block_count")))

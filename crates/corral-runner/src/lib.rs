@@ -540,7 +540,7 @@ fn embed(engine: &mut Engine, job: EmbedJob) {
             invalid: true,
         })
     };
-    for text in &job.inputs {
+    for (i, text) in job.inputs.iter().enumerate() {
         let mut text = text.clone();
         // Far too long to fit: known without tokenizing (which costs memory by the byte).
         if corral_api::text::certainly_exceeds(&text, n_ctx) {
@@ -555,6 +555,14 @@ fn embed(engine: &mut Engine, job: EmbedJob) {
                 return refuse(format!("{} tokens", t.len()));
             }
             t.truncate(n_ctx);
+        }
+        if t.is_empty() {
+            // Empty text, with a vocabulary that adds no BOS (SmolLM2's): nothing to pool.
+            return send(&RunnerEvent::Error {
+                id: job.id,
+                message: format!("input {i} has no tokens to embed"),
+                invalid: true,
+            });
         }
         count += t.len() as u64;
         inputs.push(t);

@@ -84,10 +84,17 @@ impl Runner {
     ) -> Result<Prepared, Refusal> {
         let o = &req.options;
         let n_ctx = engine.n_ctx() as usize;
-        let mut text = self.render(&req.prompt).map_err(|message| Refusal {
-            message,
-            invalid: false,
-        })?;
+        // A template that fails on the request's data (or is the request's own) is the
+        // request's error.
+        let mut text = self.render(&req.prompt).map_err(Refusal::invalid)?;
+        // Ids from an earlier answer's `context`: one outside the vocabulary would reach
+        // llama.cpp's batch, which refuses it without saying why.
+        let n_vocab = engine.n_vocab();
+        if let Some(bad) = req.context.iter().find(|&&t| !(0..n_vocab).contains(&t)) {
+            return Err(Refusal::invalid(format!(
+                "context: token {bad} is out of range (the vocabulary has {n_vocab} tokens)"
+            )));
+        }
         let num_keep = o.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as usize;
         if !req.truncate && (req.cut_bytes > 0 || corral_api::text::certainly_exceeds(&text, n_ctx))
         {

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 
 use corral_api::Message;
 use gtmpl::{FuncError, Value as GoValue};
+
+mod go_guard;
 use serde_json::Value;
 
 /// Ollama's template for models that bring none.
@@ -67,10 +69,7 @@ struct Think<'a> {
 impl ChatTemplate {
     /// Parse a Go template (a Modelfile `TEMPLATE`); errors read `template error: ...`.
     pub fn go(source: &str) -> Result<Self, TemplateError> {
-        check_unclosed_action(source)?;
-        let mut t = new_go_template();
-        t.parse(source)
-            .map_err(|e| TemplateError::Parse(e.to_string()))?;
+        parse_go(source)?;
         Ok(ChatTemplate::Go {
             source: source.to_string(),
             uses_messages: source.contains(".Messages"),
@@ -184,13 +183,61 @@ fn new_go_template() -> gtmpl::Template {
     t
 }
 
-fn render_go(source: &str, data: &GoValue) -> Result<String, TemplateError> {
+/// Parse a Go template, with the checks that keep it from taking its renderer down (see
+/// `go_guard`).
+fn parse_go(source: &str) -> Result<gtmpl::Template, TemplateError> {
     check_unclosed_action(source)?;
-    let mut t = new_go_template();
-    t.parse(source)
-        .map_err(|e| TemplateError::Parse(e.to_string()))?;
-    t.render(&gtmpl::Context::from(data.clone()))
-        .map_err(|e| TemplateError::Render(e.to_string()))
+    go_guard::check_shape(source)?;
+    let t = go_guard::no_panic(
+        || {
+            let mut t = new_go_template();
+            t.parse(source)
+                .map_err(|e| TemplateError::Parse(e.to_string()))?;
+            Ok(t)
+        },
+        TemplateError::Parse,
+    )?;
+    let bodies = t
+        .tree_set
+        .iter()
+        .map(|(name, tree)| {
+            let body = tree
+                .root
+                .as_ref()
+                .map(|r| r.to_string())
+                .unwrap_or_default();
+            (name.clone(), body)
+        })
+        .collect();
+    go_guard::check_recursion(&bodies)?;
+    Ok(t)
+}
+
+fn render_go(source: &str, data: &GoValue) -> Result<String, TemplateError> {
+    let t = parse_go(source)?;
+    go_guard::no_panic(
+        || {
+            t.render(&gtmpl::Context::from(data.clone()))
+                .map_err(|e| TemplateError::Render(short_error(&e.to_string())))
+        },
+        TemplateError::Render,
+    )
+}
+
+/// gtmpl's execution errors print the whole data map (`no field Foo for {"Messages": ...}`):
+/// the part before it says what went wrong.
+fn short_error(message: &str) -> String {
+    match message.find(" for {") {
+        Some(i) => message[..i].to_string(),
+        None if message.len() > 300 => {
+            let mut end = 300;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}...", &message[..end])
+        }
+        None => message.to_string(),
+    }
 }
 
 /// Fill-in-the-middle with a Go template that uses `.Suffix` (generate with `suffix`): the
@@ -447,6 +494,38 @@ mod tests {
             Message::new("assistant", "Hello!"),
             Message::new("user", "Capital of France?"),
         ]
+    }
+
+    /// Templates that would take their renderer down are errors: one that calls itself (it
+    /// would overflow the stack), a printf width gtmpl panics on, actions nested past the limit.
+    #[test]
+    fn templates_that_would_crash_the_renderer_are_errors() {
+        let recursive = "{{ define \"a\" }}{{ template \"a\" }}{{ end }}{{ template \"a\" }}";
+        let e = ChatTemplate::go(recursive).err().unwrap().to_string();
+        assert_eq!(
+            e,
+            "template error: template \"a\" calls itself: recursive templates are not supported"
+        );
+        let input = RenderInput {
+            messages: &conv(),
+            add_generation_prompt: true,
+            tools: None,
+            think: None,
+            think_level: None,
+        };
+        let wide = ChatTemplate::go("{{ printf \"%70000d\" 1 }}{{ .Prompt }}").unwrap();
+        assert_eq!(
+            wide.render(&input).unwrap_err().to_string(),
+            "template error: Formatting argument out of range"
+        );
+        let deep = "{{ if 1 }}".repeat(500) + &"{{ end }}".repeat(500);
+        assert!(ChatTemplate::go(&deep).is_err());
+        // Execution errors say what went wrong without printing the whole data.
+        let field = ChatTemplate::go("{{ .Foo }}{{ .Messages }}").unwrap();
+        assert_eq!(
+            field.render(&input).unwrap_err().to_string(),
+            "template error: no field Foo"
+        );
     }
 
     fn input(m: &[Message]) -> RenderInput<'_> {

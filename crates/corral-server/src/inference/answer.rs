@@ -111,7 +111,16 @@ pub(super) fn stream_response(answer: Answer, id: u64) -> Response {
     let mut logprobs: Vec<Logprob> = Vec::new();
     tokio::spawn(async move {
         loop {
-            let ev = match watch.next(&lease, &mut events).await {
+            let next = tokio::select! {
+                next = watch.next(&lease, &mut events) => next,
+                // The client went away while nothing was being sent (its request queued, or
+                // its prompt being evaluated): free the runner now, not at the first token.
+                _ = tx.closed() => {
+                    lease.runner.cancel(id).await;
+                    return;
+                }
+            };
+            let ev = match next {
                 Ok(Some(ev)) => ev,
                 Ok(None) => {
                     let message = "the runner ended the request without an answer";

@@ -185,6 +185,16 @@ pub(super) fn prepare_chat(
     let think = check_think(&model, &template, req.think.as_ref())?;
     // An empty list is what some clients send with every chat: no tools.
     let mut tools = req.tools.clone().filter(|t| !t.is_empty());
+    check_tools(tools.as_deref(), &req.messages)?;
+    let forced = req
+        .tool_choice
+        .as_ref()
+        .is_some_and(|c| !matches!(c.as_str(), Some("auto" | "none")) && !c.is_null());
+    if forced && tools.is_none() {
+        return Err(ApiError::bad_request(
+            "tool_choice is only allowed when tools are given",
+        ));
+    }
     if tools.is_some() && !models::supports_tools(&template) {
         return Err(ApiError::bad_request(format!(
             "{} does not support tools",
@@ -433,6 +443,45 @@ pub(super) fn check_think(
         on: Some(on),
         level,
     })
+}
+
+/// Tools must each be a function with a name (and, when given, an object of parameters), and
+/// the calls in earlier assistant messages a function with a name: a malformed one would
+/// render into the prompt as nonsense, or fail inside the template.
+fn check_tools(tools: Option<&[serde_json::Value]>, messages: &[Message]) -> ApiResult<()> {
+    for (i, t) in tools.unwrap_or_default().iter().enumerate() {
+        let f = &t["function"];
+        let problem = if !t.is_object() {
+            Some("is not an object".to_string())
+        } else if t.get("type").is_some_and(|ty| ty != "function") {
+            Some(format!(
+                "has type {}; only \"function\" tools are supported",
+                t["type"]
+            ))
+        } else if f["name"].as_str().is_none_or(str::is_empty) {
+            Some("has no function name".to_string())
+        } else if f
+            .get("parameters")
+            .is_some_and(|p| !p.is_object() && !p.is_null())
+        {
+            Some("has parameters that are not a JSON schema object".to_string())
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            return Err(ApiError::bad_request(format!("tools[{i}] {p}")));
+        }
+    }
+    for (i, m) in messages.iter().enumerate() {
+        for (j, c) in m.tool_calls.iter().flatten().enumerate() {
+            if c["function"]["name"].as_str().is_none_or(str::is_empty) {
+                return Err(ApiError::bad_request(format!(
+                    "messages[{i}].tool_calls[{j}] has no function name"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// For `tool_choice` `"required"` or a named function: the JSON schema of a call to one of the

@@ -191,16 +191,6 @@ pub async fn chat_completions(State(st): State<AppState>, body: Bytes) -> Respon
         if req.top_logprobs.is_some() && req.logprobs != Some(true) {
             return Err(invalid("top_logprobs needs logprobs set to true"));
         }
-        // A call forced with no tool to call: OpenAI refuses it; so does Corral ("auto" and
-        // "none" ask for nothing and pass).
-        let forced = match &req.tool_choice {
-            None | Some(Value::Null) => false,
-            Some(Value::String(c)) => !matches!(c.as_str(), "auto" | "none"),
-            Some(_) => true,
-        };
-        if forced && req.tools.as_ref().is_none_or(Vec::is_empty) {
-            return Err(invalid("tool_choice is only allowed when tools are given"));
-        }
         Ok(corral_api::ChatRequest {
             model: req.model.clone(),
             messages: native_messages(&req.messages)?,

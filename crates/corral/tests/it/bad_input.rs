@@ -329,3 +329,93 @@ fn cli_reports_errors_and_exits_non_zero() {
         stderr(&out)
     );
 }
+
+/// What a request brings that could break its runner, or that is the client's mistake, is a
+/// 400 that names it, and the runner that answered it is the one that answers next.
+#[test]
+fn request_data_that_would_break_the_runner_is_refused() {
+    let s = TestServer::start();
+    s.create_smol();
+    s.create_smol_tools();
+    let (status, _) = s.post(
+        "/api/generate",
+        json!({"model": "smol", "prompt": "hi", "stream": false, "options": {"num_predict": 1}}),
+    );
+    assert_eq!(status, 200);
+    let runner = s.runner_pids();
+    let user = json!([{"role": "user", "content": "hi"}]);
+    for (path, body, want) in [
+        // A template that calls itself would overflow the runner's stack.
+        (
+            "/api/generate",
+            json!({"model": "smol", "prompt": "hi", "template": "{{ define \"a\" }}{{ template \"a\" }}{{ end }}{{ template \"a\" }}"}),
+            "template error: template \"a\" calls itself: recursive templates are not supported",
+        ),
+        // gtmpl panics on a printf width over 65535.
+        (
+            "/api/generate",
+            json!({"model": "smol", "prompt": "hi", "template": "{{ printf \"%70000d\" 1 }}"}),
+            "template error: Formatting argument out of range",
+        ),
+        (
+            "/api/generate",
+            json!({"model": "smol", "prompt": "hi", "template": "{{ .Foo }}"}),
+            "template error: no field Foo",
+        ),
+        (
+            "/api/generate",
+            json!({"model": "smol", "prompt": "hi", "context": [49152]}),
+            "context: token 49152 is out of range (the vocabulary has 49152 tokens)",
+        ),
+        (
+            "/api/generate",
+            json!({"model": "smol", "prompt": "hi", "context": [-1]}),
+            "context: token -1 is out of range (the vocabulary has 49152 tokens)",
+        ),
+        // SmolLM2 adds no BOS: an empty text has no token to pool.
+        (
+            "/api/embed",
+            json!({"model": "smol", "input": ["", "a"]}),
+            "input 0 has no tokens to embed",
+        ),
+        (
+            "/api/chat",
+            json!({"model": "smol-tools", "messages": user, "tools": [1]}),
+            "tools[0] is not an object",
+        ),
+        (
+            "/api/chat",
+            json!({"model": "smol-tools", "messages": user, "tools": [{"type": "function", "function": {"description": "x"}}]}),
+            "tools[0] has no function name",
+        ),
+        (
+            "/api/chat",
+            json!({"model": "smol-tools", "messages": user, "tools": [{"type": "retrieval"}]}),
+            "tools[0] has type \"retrieval\"; only \"function\" tools are supported",
+        ),
+        (
+            "/api/chat",
+            json!({"model": "smol-tools", "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "", "tool_calls": [{}]}]}),
+            "messages[1].tool_calls[0] has no function name",
+        ),
+        (
+            "/api/chat",
+            json!({"model": "smol-tools", "messages": user, "tool_choice": "required"}),
+            "tool_choice is only allowed when tools are given",
+        ),
+    ] {
+        let mut body = body;
+        body["stream"] = json!(false);
+        let (status, v) = s.post(path, body.clone());
+        assert_eq!((status, v["error"].as_str()), (400, Some(want)), "{body}");
+    }
+    assert_eq!(s.runner_pids(), runner, "the runner was replaced");
+    // A model cannot be created with such a template either.
+    let (status, v) = s.post(
+        "/api/create",
+        json!({"model": "loop", "from": "smol", "template": "{{ block \"b\" . }}{{ template \"b\" . }}{{ end }}", "stream": false}),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("calls itself"), "{v}");
+    still_serving(&s);
+}

@@ -33,6 +33,52 @@ fn generate(s: &TestServer, body: Value) -> (u16, Value) {
     s.post("/api/generate", body)
 }
 
+/// Clients that leave before their first token (queued, or while their prompt is evaluated)
+/// free the model at once: it does not evaluate prompts for nobody while others wait.
+#[test]
+fn clients_that_leave_before_their_first_token_free_the_model() {
+    let s = smol_server(&[]);
+    let long = |word: &str| format!("{word} ").repeat(1500);
+    let ask = |prompt: String, stream: bool| json!({"model": "smol", "prompt": prompt, "stream": stream, "options": {"num_predict": 1}});
+    // How long one such prompt takes here, evaluated in full (once the model is loaded).
+    let (status, _) = generate(&s, ask("Hi".into(), false));
+    assert_eq!(status, 200);
+    let started = Instant::now();
+    let (status, _) = generate(&s, ask(long("plum"), false));
+    assert_eq!(status, 200);
+    let one_prompt = started.elapsed();
+    for stream in [true, false] {
+        // Three long prompts, one being evaluated and two queued, whose clients leave.
+        let socks: Vec<std::net::TcpStream> = ["kiwi", "lemon", "mango"]
+            .iter()
+            .map(|w| {
+                use std::io::Write;
+                let body = ask(long(&format!("{w}{stream}")), stream).to_string();
+                let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+                write!(
+                    c,
+                    "POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+                c
+            })
+            .collect();
+        std::thread::sleep(one_prompt / 4);
+        drop(socks);
+        // The next request waits for at most the piece of a prompt under way, not for three
+        // whole prompts (which, unfreed, take three times `one_prompt`).
+        let started = Instant::now();
+        let (status, v) = generate(&s, ask("Hi".into(), false));
+        assert_eq!(status, 200, "{v}");
+        assert!(
+            started.elapsed() < one_prompt,
+            "stream {stream}: waited {:?}; one prompt takes {one_prompt:?}",
+            started.elapsed()
+        );
+    }
+}
+
 #[test]
 fn a_killed_runner_ends_the_stream_with_the_signal_and_the_next_request_works() {
     let s = smol_server(&[]);
