@@ -283,7 +283,8 @@ impl Options {
 
     /// Check every set value against its limits.
     pub fn validate(&self) -> Result<(), OptionError> {
-        fn check<T: PartialOrd + ToString + Copy>(
+        // A huge value is written as Rust's Debug writes it, `1e308`, not as its 309 digits.
+        fn check<T: PartialOrd + ToString + std::fmt::Debug + Copy>(
             name: &str,
             v: Option<T>,
             ok: impl Fn(T) -> bool,
@@ -293,7 +294,9 @@ impl Options {
                 Some(x) if !ok(x) => Err(OptionError::OutOfRange {
                     name: name.to_string(),
                     limit,
-                    value: x.to_string(),
+                    value: Some(x.to_string())
+                        .filter(|v| v.len() <= 24)
+                        .unwrap_or_else(|| format!("{x:?}")),
                 }),
                 _ => Ok(()),
             }
@@ -302,7 +305,7 @@ impl Options {
             "temperature",
             self.temperature,
             |t| (0.0..=100.0).contains(&t),
-            "must be >= 0",
+            "must be >= 0 and <= 100",
         )?;
         check(
             "top_p",

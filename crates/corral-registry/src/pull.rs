@@ -54,6 +54,11 @@ pub async fn pull(
         .await
         .map_err(|e| RegistryError::Invalid(format!("pull model manifest: {e}")))?;
     let manifest = parse_manifest(&bytes)?;
+    if manifest.layer("model").is_none() {
+        return Err(RegistryError::Invalid(
+            "pull model manifest: the manifest has no model layer (application/vnd.ollama.image.model)".into(),
+        ));
+    }
 
     let blobs = manifest.unique_blobs();
     let mut fetched = Vec::new();
@@ -95,6 +100,25 @@ pub async fn pull(
                 }
                 other => other.into(),
             })?;
+    }
+    // A model layer must be a GGUF that reads through to its last tensor, as `create` checks
+    // its files: otherwise the model would pull fine and fail at its first load.
+    for layer in fetched
+        .iter()
+        .filter(|l| l.kind() == "model" || l.kind() == "adapter")
+    {
+        let path = store.download_path(&layer.digest);
+        let read = tokio::task::spawn_blocking(move || corral_gguf::read(&path))
+            .await
+            .map_err(|e| RegistryError::Other(e.to_string()))?;
+        if let Err(e) = read {
+            let _ = std::fs::remove_file(store.download_path(&layer.digest));
+            return Err(RegistryError::Invalid(format!(
+                "the registry's {} layer {} is not a complete GGUF file: {e}",
+                layer.kind(),
+                layer.digest
+            )));
+        }
     }
     for layer in &fetched {
         store.commit_download(&layer.digest)?;

@@ -91,6 +91,7 @@ pub struct RunnerArgs {
 /// Run until stdin closes. Returns an error only when the model cannot be loaded.
 pub fn run(args: RunnerArgs) -> anyhow::Result<()> {
     corral_engine::log_to_tracing();
+    last_line_names_a_panic();
     if let (Some(to), Some(output)) = (args.quantize, &args.output) {
         corral_engine::quantize(
             &args.model,
@@ -214,6 +215,27 @@ fn read_requests(tx: mpsc::Sender<RunnerRequest>) {
     // The server closed our stdin or went away: nothing more can be asked of us.
     tracing::info!("stdin closed; runner exiting");
     std::process::exit(0);
+}
+
+/// The server quotes a runner's last log lines when it dies; after a panic those would be
+/// the end of a backtrace (with `RUST_BACKTRACE` set), so one more line names the panic and
+/// where it happened. (A panic caught inside the runner, as a template engine's, shows too.)
+fn last_line_names_a_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("panic: {message}{at}");
+    }));
 }
 
 /// The final event of a request that ends before it gets a slot (counted only, or cancelled

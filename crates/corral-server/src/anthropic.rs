@@ -355,6 +355,9 @@ fn parse(body: &Bytes) -> Result<MessagesRequest, String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err("missing request body".into());
     }
+    if crate::json::is_array(body) {
+        return Err(crate::json::ARRAY_BODY.into());
+    }
     serde_json::from_slice(body).map_err(|e| format!("invalid request body: {e}"))
 }
 

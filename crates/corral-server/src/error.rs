@@ -30,9 +30,14 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
-    /// `model 'x' not found`, Ollama's 404.
+    /// `model 'x' not found`, Ollama's 404 (also for a name that cannot be a model's, as
+    /// Ollama answers it); a name past 200 characters is shortened, not echoed whole.
     pub fn model_not_found(name: &str) -> Self {
-        Self::not_found(format!("model '{name}' not found"))
+        let shown = match name.char_indices().nth(200) {
+            Some((i, _)) => format!("{}...", &name[..i]),
+            None => name.to_string(),
+        };
+        Self::not_found(format!("model '{shown}' not found"))
     }
 }
 
@@ -40,6 +45,7 @@ impl From<corral_store::StoreError> for ApiError {
     fn from(e: corral_store::StoreError) -> Self {
         match e {
             corral_store::StoreError::NotFound(n) => ApiError::model_not_found(&n),
+            e @ corral_store::StoreError::NameTaken(_) => ApiError::bad_request(e.to_string()),
             other => ApiError::internal(other.to_string()),
         }
     }
@@ -47,6 +53,11 @@ impl From<corral_store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // What the client is told of a fault of the server (or of a runner) is logged too:
+        // the log is where an operator looks, and the client may not say.
+        if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::warn!(status = 500, "{}", self.message);
+        }
         (
             self.status,
             Json(ErrorResponse {

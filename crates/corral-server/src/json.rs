@@ -20,6 +20,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::bad_request("missing request body"));
         }
+        // serde would read a JSON array as a struct's fields in order (`["smol"]` as a show
+        // request); Ollama's decoder, as any client expects, takes only an object.
+        if is_array(&body) {
+            return Err(ApiError::bad_request(ARRAY_BODY));
+        }
         let first = match serde_json::from_slice(&body) {
             Ok(t) => return Ok(JsonBody(t)),
             Err(e) => e,
@@ -36,6 +41,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .map(JsonBody)
             .ok_or_else(|| ApiError::bad_request(format!("invalid JSON in request body: {first}")))
     }
+}
+
+/// What a JSON array body is told (every route takes an object).
+pub(crate) const ARRAY_BODY: &str =
+    "invalid JSON in request body: expected an object, got an array";
+
+/// Whether a body is a JSON array: serde would read one as a struct's fields in order
+/// (`["smol"]` as a show request), where Ollama's decoder, as any client expects, takes only an
+/// object.
+pub(crate) fn is_array(body: &[u8]) -> bool {
+    body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }
 
 /// Ollama's older `name` field, which its Go client still sends beside `model` (as `""`

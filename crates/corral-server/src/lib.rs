@@ -143,6 +143,22 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{*model}", get(openai::model))
+        // Unknown routes and methods answer in their route family's error shape (an SDK reads
+        // the message from it), with the words Ollama's router uses.
+        .fallback(|uri: axum::http::Uri| async move {
+            error::family_error(
+                uri.path(),
+                axum::http::StatusCode::NOT_FOUND,
+                "404 page not found".into(),
+            )
+        })
+        .method_not_allowed_fallback(|uri: axum::http::Uri| async move {
+            error::family_error(
+                uri.path(),
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "405 method not allowed".into(),
+            )
+        })
         // The guard caps bodies itself (blob uploads, model files, are exempt), answering in
         // each route family's error shape; axum's own limit would answer in plain text.
         .layer(DefaultBodyLimit::disable())

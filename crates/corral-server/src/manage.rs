@@ -314,6 +314,9 @@ pub async fn copy(
     State(st): State<AppState>,
     JsonBody(req): JsonBody<corral_api::CopyRequest>,
 ) -> ApiResult<StatusCode> {
+    if req.source.trim().is_empty() || req.destination.trim().is_empty() {
+        return Err(ApiError::bad_request("source and destination are required"));
+    }
     let from =
         models::parse_name(&req.source).map_err(|_| ApiError::model_not_found(&req.source))?;
     let to = models::parse_name(&req.destination)?;
@@ -333,6 +336,9 @@ pub async fn delete(
     State(st): State<AppState>,
     JsonBody(req): JsonBody<corral_api::DeleteRequest>,
 ) -> ApiResult<StatusCode> {
+    if req.model.trim().is_empty() {
+        return Err(ApiError::bad_request("model is required"));
+    }
     let name = models::parse_name(&req.model).map_err(|_| ApiError::model_not_found(&req.model))?;
     let entry = st
         .store

@@ -409,11 +409,17 @@ impl Scheduler {
             .filter(|l| !l.runner.has_exited())
             .map(|l| {
                 let share = |layers| layer_share(l.meta.required_memory, layers, l.meta.n_layers);
-                let until = match (l.expires, l.keep_alive) {
-                    (Some(e), _) => Utc::now() + e.saturating_duration_since(Instant::now()),
-                    (None, KeepAlive::For(d)) => Utc::now() + d,
-                    (None, KeepAlive::Forever) => far_future(),
+                let left = match (l.expires, l.keep_alive) {
+                    (Some(e), _) => Some(e.saturating_duration_since(Instant::now())),
+                    (None, KeepAlive::For(d)) => Some(d),
+                    (None, KeepAlive::Forever) => None,
                 };
+                // A keep_alive of centuries is forever too: past year 9999 a time is not
+                // RFC 3339 (Go clients, `ollama ps` among them, refuse the whole answer).
+                let until = left
+                    .and_then(|d| chrono::Duration::from_std(d).ok())
+                    .and_then(|d| Utc::now().checked_add_signed(d))
+                    .map_or_else(far_future, |t| t.min(far_future()));
                 ProcessModel {
                     name: l.meta.name.clone(),
                     model: l.meta.name.clone(),

@@ -25,6 +25,9 @@ pub enum StoreError {
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("invalid manifest {path}: {reason}")]
     InvalidManifest { path: PathBuf, reason: String },
+    /// Ollama's words, when a name differs from an existing model's only in case.
+    #[error("a model with that name already exists: '{0}'")]
+    NameTaken(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -46,6 +49,17 @@ pub struct ModelEntry {
     /// sha256 of the manifest file: the model's ID.
     pub digest: Digest,
     pub modified: DateTime<Utc>,
+}
+
+/// Manifest changes (write, delete, prune) one at a time in this process: a delete removes
+/// the folders a concurrent write is about to create its file in, and decides which blobs no
+/// manifest uses while another manifest may be naming them.
+static MANIFEST_CHANGES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn manifest_lock() -> std::sync::MutexGuard<'static, ()> {
+    MANIFEST_CHANGES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The store at one root folder.
@@ -286,8 +300,9 @@ impl Store {
         out
     }
 
-    /// Write a manifest atomically. Every blob it names must already be present. A manifest
-    /// of the same name in another case is replaced, so one name never has two manifests.
+    /// Write a manifest atomically. Every blob it names must already be present. A name that
+    /// differs from an existing model's only in case is refused, as Ollama refuses it (on a
+    /// case-insensitive lookup the two would be one model).
     pub fn put_manifest(&self, name: &Name, manifest: &Manifest) -> Result<Digest, StoreError> {
         let bytes = serde_json::to_vec(manifest).expect("manifest serializes");
         self.put_manifest_raw(name, &bytes)
@@ -307,16 +322,16 @@ impl Store {
         }
         let manifest: Manifest =
             serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
+        let _changing = manifest_lock();
         for d in manifest.digests() {
             if !self.has_blob(d) {
                 return Err(StoreError::BlobNotFound(d.clone()));
             }
         }
-        let old = self.find_manifest(name);
-        write_atomic(&path, bytes)?;
-        if let Some((_, old_path)) = old.filter(|(_, p)| *p != path) {
-            let _ = fs::remove_file(old_path);
+        if let Some((other, _)) = self.find_manifest(name).filter(|(_, p)| *p != path) {
+            return Err(StoreError::NameTaken(other.display_short()));
         }
+        write_atomic(&path, bytes)?;
         Ok(Digest::from_bytes(&Sha256::digest(bytes)))
     }
 
@@ -388,11 +403,16 @@ impl Store {
     /// Remove a model's manifest, then every blob no other manifest uses.
     /// Returns the digests of the blobs removed.
     pub fn delete(&self, name: &Name) -> Result<Vec<Digest>, StoreError> {
+        let _changing = manifest_lock();
         let (_, path) = self
             .find_manifest(name)
             .ok_or_else(|| StoreError::NotFound(name.display_short()))?;
         let entry = Self::read_entry(name.clone(), &path).ok();
-        fs::remove_file(&path).map_err(io_err(format!("remove {}", path.display())))?;
+        fs::remove_file(&path).map_err(|e| match e.kind() {
+            // Another process's delete won.
+            io::ErrorKind::NotFound => StoreError::NotFound(name.display_short()),
+            _ => io_err(format!("remove {}", path.display()))(e),
+        })?;
         // Empty folders up to (not including) manifests/ go too, as Ollama leaves none behind.
         let stop = self.root.join("manifests");
         let mut dir = path.parent().map(Path::to_path_buf);
@@ -426,6 +446,7 @@ impl Store {
     /// Remove blobs (and leftover partial files) that no manifest references and that are
     /// older than `min_age`, so an upload that a `create` is about to use is left alone.
     pub fn prune(&self, min_age: std::time::Duration) -> Vec<PathBuf> {
+        let _changing = manifest_lock();
         let used = self.referenced();
         let now = SystemTime::now();
         let mut removed = Vec::new();
@@ -590,10 +611,15 @@ mod tests {
         let got = s.get(&"smol".parse().unwrap()).unwrap();
         assert_eq!(got.manifest, m);
         assert_eq!(got.name.model, "Smol");
-        // Writing the lower-case name replaces the upper-case one.
-        s.put_manifest(&"smol".parse().unwrap(), &m).unwrap();
+        // A name that differs only in case is refused (as Ollama): it would be the same model.
+        assert!(matches!(
+            s.put_manifest(&"smol".parse().unwrap(), &m),
+            Err(StoreError::NameTaken(n)) if n == "Smol:Latest"
+        ));
+        // The same name, in its own case, is rewritten.
+        s.put_manifest(&name, &m).unwrap();
         let names: Vec<String> = s.list().iter().map(|e| e.name.display_short()).collect();
-        assert_eq!(names, vec!["smol:latest"]);
+        assert_eq!(names, vec!["Smol:Latest"]);
         assert!(
             matches!(s.get(&"other".parse().unwrap()), Err(StoreError::NotFound(n)) if n == "other:latest")
         );

@@ -80,6 +80,9 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Invalid> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(invalid("missing request body"));
     }
+    if crate::json::is_array(body) {
+        return Err(invalid(crate::json::ARRAY_BODY));
+    }
     serde_json::from_slice(body).map_err(|e| invalid(format!("invalid request body: {e}")))
 }
 

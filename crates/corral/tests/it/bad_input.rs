@@ -419,3 +419,128 @@ fn request_data_that_would_break_the_runner_is_refused() {
     assert!(v["error"].as_str().unwrap().contains("calls itself"), "{v}");
     still_serving(&s);
 }
+
+/// Names, races and odd values: each answer is one a client can act on, never a 500.
+#[test]
+fn names_races_and_odd_values_get_clear_answers() {
+    let s = TestServer::start();
+    s.create_smol();
+    // A name that differs from an existing model's only in case would be the same model on a
+    // case-insensitive lookup: refused, as Ollama refuses it, and the model keeps its name.
+    let (status, v) = s.post(
+        "/api/copy",
+        json!({"source": "smol", "destination": "SMOL"}),
+    );
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (
+            400,
+            Some("a model with that name already exists: 'smol:latest'")
+        )
+    );
+    let names = s.model_names();
+    assert_eq!(names, ["smol:latest"]);
+    // Copies and deletes of one name racing each other: each succeeds or finds nothing.
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let s = &s;
+                scope.spawn(move || {
+                    (0..30)
+                        .map(|i| {
+                            if (i + t) % 2 == 0 {
+                                s.post(
+                                    "/api/copy",
+                                    json!({"source": "smol", "destination": "race"}),
+                                )
+                                .0
+                            } else {
+                                s.http
+                                    .delete(s.url("/api/delete"))
+                                    .json(&json!({"model": "race"}))
+                                    .send()
+                                    .unwrap()
+                                    .status()
+                                    .as_u16()
+                            }
+                        })
+                        .collect::<Vec<u16>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert!(
+        statuses.iter().all(|s| [200, 404].contains(s)),
+        "{statuses:?}"
+    );
+    // Empty names are missing, not unknown; a huge unknown name is not echoed whole.
+    let r = s
+        .http
+        .delete(s.url("/api/delete"))
+        .json(&json!({"model": ""}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["error"],
+        "model is required"
+    );
+    let (status, v) = s.post("/api/show", json!({"model": "x".repeat(100_000)}));
+    assert_eq!(status, 404);
+    assert!(v["error"].as_str().unwrap().len() < 300, "{v}");
+    // A keep_alive of centuries is forever: /api/ps stays RFC 3339 (a four-digit year).
+    let (status, _) = s.post(
+        "/api/generate",
+        json!({"model": "smol", "keep_alive": 1e300}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        s.get("/api/ps")["models"][0]["expires_at"],
+        "9999-12-31T23:59:59Z"
+    );
+    // A value out of range names the range, written short.
+    let (status, v) = s.post(
+        "/api/generate",
+        json!({"model": "smol", "prompt": "hi", "options": {"temperature": 1e308}}),
+    );
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (
+            400,
+            Some("option \"temperature\" must be >= 0 and <= 100, got 1e308")
+        )
+    );
+    // A body must be an object, on every route family.
+    for path in ["/api/show", "/v1/chat/completions", "/v1/messages"] {
+        let (status, v) = s.post_raw(path, "[\"smol\"]");
+        assert_eq!(status, 400, "{path}: {v}");
+        assert!(
+            v.to_string().contains("expected an object, got an array"),
+            "{path}: {v}"
+        );
+    }
+    // Unknown routes and methods answer in their family's shape.
+    let r = s.http.get(s.url("/api/nope")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["error"],
+        "404 page not found"
+    );
+    let r = s.http.get(s.url("/v1/nope")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["error"]["message"],
+        "404 page not found"
+    );
+    let r = s.http.get(s.url("/api/generate")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["error"],
+        "405 method not allowed"
+    );
+    still_serving(&s);
+}

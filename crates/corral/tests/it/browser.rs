@@ -140,11 +140,6 @@ fn a_browser_page_from_another_origin_can_neither_read_nor_write() {
         r["copy_simple"].as_str().unwrap().starts_with("status 200"),
         "{r}"
     );
-    let names: Vec<String> = s.get("/api/tags")["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap().to_string())
-        .collect();
+    let names = s.model_names();
     assert!(names.contains(&"stolen:latest".to_string()), "{names:?}");
 }

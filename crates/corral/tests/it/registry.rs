@@ -7,7 +7,7 @@ use crate::common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::registry::{hostile_registry, manifest_for, Hostile, Proxy, Registry};
+use common::registry::{hostile_registry, manifest_for, tiny_gguf, Hostile, Proxy, Registry};
 use common::*;
 use serde_json::{json, Value};
 
@@ -331,7 +331,7 @@ fn registry_authentication() {
 
     // A registry that hands out bearer tokens from a realm it names (docker-registry's token
     // mode needs a signing service, so a small stand-in plays the registry here).
-    let blob = b"bytes behind a token".repeat(50);
+    let blob = tiny_gguf(&b"bytes behind a token".repeat(50));
     let port = hostile_registry(vec![("bearer", Hostile::Bearer { blob: blob.clone() })]);
     let bearer = format!("127.0.0.1:{port}/h/bearer");
     let out = s.corral(&["pull", &bearer, "--insecure"]);
@@ -437,6 +437,14 @@ fn tampered_blobs_and_hostile_registries_leave_the_store_alone() {
             },
         ),
         ("short", Hostile::ShortBlob { blob: blob.clone() }),
+        // Bytes that are what the manifest says, but no model.
+        (
+            "notgguf",
+            Hostile::LongBlob {
+                blob: blob.clone(),
+                extra: 0,
+            },
+        ),
         (
             "missing",
             Hostile::Manifest(manifest_for(&blob).replace(&sha256_hex(&blob), &d[7..])),
@@ -471,6 +479,7 @@ fn tampered_blobs_and_hostile_registries_leave_the_store_alone() {
             "the registry sent more bytes than the manifest's size",
         ),
         ("short", "gave up after 5 tries"),
+        ("notgguf", "is not a complete GGUF file"),
         ("missing", "the registry does not have this blob"),
     ] {
         let out = s.corral(&["pull", &format!("127.0.0.1:{port}/h/{repo}"), "--insecure"]);
@@ -480,7 +489,7 @@ fn tampered_blobs_and_hostile_registries_leave_the_store_alone() {
     }
     // The server is still fine, and a registry that stalls once is retried past the stall.
     assert_eq!(s.get("/api/tags"), json!({"models": []}));
-    let blob = b"slow bytes".repeat(1000);
+    let blob = tiny_gguf(&b"slow bytes".repeat(1000));
     let port = hostile_registry(vec![(
         "stall",
         Hostile::StallOnce {

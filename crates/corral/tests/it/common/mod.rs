@@ -338,6 +338,16 @@ impl TestServer {
         )
     }
 
+    /// The names `/api/tags` lists.
+    pub fn model_names(&self) -> Vec<String> {
+        self.get("/api/tags")["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     pub fn get(&self, path: &str) -> Value {
         self.http
             .get(self.url(path))

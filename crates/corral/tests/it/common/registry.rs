@@ -222,6 +222,15 @@ pub enum Hostile {
 }
 
 /// A manifest naming one config (`{}`) and one model layer with these bytes.
+/// A GGUF header with no tensors followed by `tail`: the least a pull takes as a model layer.
+pub fn tiny_gguf(tail: &[u8]) -> Vec<u8> {
+    let mut blob = b"GGUF".to_vec();
+    blob.extend(3u32.to_le_bytes());
+    blob.extend([0u8; 16]);
+    blob.extend(tail);
+    blob
+}
+
 pub fn manifest_for(blob: &[u8]) -> String {
     let config = b"{}";
     format!(
