@@ -9,6 +9,7 @@
 pub mod fault;
 mod prepare;
 mod rpc;
+mod schema;
 mod text;
 mod worker;
 

@@ -219,9 +219,11 @@ impl Runner {
         }
         if let Some(g) = &sampling.grammar {
             engine.check_grammar(g).map_err(|e| {
-                Refusal::invalid(format!(
-                    "format: llama.cpp cannot enforce the grammar made from this schema ({e}); a schema that refers to itself before anything else is the usual cause"
-                ))
+                let schema = req.format.as_ref().or(req.tool_grammar.as_ref());
+                let why = schema.and_then(crate::schema::explain).unwrap_or_else(|| {
+                    format!("llama.cpp cannot enforce the grammar made from this schema ({e}); a schema that refers to itself before anything else, or repetitions too large to expand, are the usual causes")
+                });
+                Refusal::invalid(format!("format: {why}"))
             })?;
         }
         Ok(Prepared {
@@ -368,24 +370,32 @@ pub(super) fn format_grammar(format: &serde_json::Value) -> Result<Option<String
     let schema = match format {
         serde_json::Value::Null => return Ok(None),
         serde_json::Value::String(s) if s.is_empty() => return Ok(None),
-        serde_json::Value::String(s) if s == "json" => r#"{"type":"object"}"#.to_string(),
-        serde_json::Value::Object(_) => format.to_string(),
+        serde_json::Value::String(s) if s == "json" => serde_json::json!({"type": "object"}),
+        serde_json::Value::Object(_) => format.clone(),
         other => {
             return Err(format!(
                 "invalid format: {other}; expected \"json\" or a JSON schema"
             ))
         }
     };
-    corral_engine::json_schema_grammar(&schema)
+    schema_grammar(&schema)
         .map(Some)
         .map_err(|e| format!("invalid JSON schema in format: {e}"))
+}
+
+/// llama.cpp's grammar for a JSON schema, with the reason in words when it cannot make one
+/// (or would make one that does not enforce the schema).
+fn schema_grammar(schema: &serde_json::Value) -> Result<String, String> {
+    crate::schema::check(schema)?;
+    corral_engine::json_schema_grammar(&schema.to_string())
+        .map_err(|e| crate::schema::explain(schema).unwrap_or_else(|| e.to_string()))
 }
 
 /// A grammar for one forced tool call: `<tool_call>`, a JSON call matching `schema`,
 /// `</tool_call>`. llama.cpp's converter names its top rule `root`; it becomes the call body.
 pub(super) fn tool_call_grammar(schema: &serde_json::Value) -> Result<String, String> {
-    let json = corral_engine::json_schema_grammar(&schema.to_string())
-        .map_err(|e| format!("invalid tool parameters schema: {e}"))?;
+    let json =
+        schema_grammar(schema).map_err(|e| format!("invalid tool parameters schema: {e}"))?;
     let mut out = String::from("root ::= \"<tool_call>\\n\" call-body \"\\n</tool_call>\"\n");
     for line in json.lines() {
         match line.strip_prefix("root ::=") {

@@ -180,7 +180,11 @@ impl Scheduler {
                     continue;
                 }
                 let old = state.remove(&key).expect("present");
-                tracing::info!(model = %key, "reloading with new settings");
+                if old.runner.has_exited() {
+                    tracing::info!(model = %key, "starting a new runner: the last one has exited");
+                } else {
+                    tracing::info!(model = %key, "reloading with new settings");
+                }
                 self.gone(&key, &old.runner, ExitReason::Unloaded);
                 old.runner.stop().await;
             }

@@ -231,13 +231,25 @@ fn structured_output_and_embeddings() {
         json!({"model": "smol", "prompt": "x", "format": looping, "stream": false}),
     );
     assert_eq!(status, 400, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .starts_with("format: llama.cpp cannot enforce the grammar"),
-        "{body}"
+    assert_eq!(
+        body["error"],
+        "format: $defs/a/$ref \"#/$defs/a\" leads back to itself through references alone, with nothing to match",
     );
+    // Other mistakes are named too, where llama.cpp would say only that it failed (or would
+    // quietly not enforce an invalid pattern).
+    for (format, want) in [
+        (json!({"type": "nonsense"}), "invalid JSON schema in format: type \"nonsense\" is not a JSON schema type (one of string, number, integer, boolean, object, array, null)"),
+        (json!({"type": "object", "properties": {"id": {"type": "string", "pattern": "^(ab$"}}}),
+         "invalid JSON schema in format: properties/id/pattern \"^(ab$\": not a regular expression (unclosed group)"),
+        (json!({"type": "array", "minItems": 5000}),
+         "format: minItems 5000 is more repetitions than a grammar can expand (at most 1000)"),
+    ] {
+        let (status, body) = s.post(
+            "/api/generate",
+            json!({"model": "smol", "prompt": "x", "format": format, "stream": false}),
+        );
+        assert_eq!((status, body["error"].as_str()), (400, Some(want)), "{format}");
+    }
     let (status, _) = s.post(
         "/api/generate",
         json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 4}}),
