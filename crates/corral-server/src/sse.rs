@@ -21,7 +21,16 @@ pub fn from_ndjson(
     tokio::spawn(async move {
         let mut stream = native.into_data_stream();
         let mut buf: Vec<u8> = Vec::new();
-        while let Some(Ok(bytes)) = stream.next().await {
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                // The client went away before the next object (queued, or its prompt being
+                // evaluated): dropping the native body cancels the request in the runner now.
+                _ = tx.closed() => return,
+            };
+            let Some(Ok(bytes)) = next else {
+                break;
+            };
             buf.extend_from_slice(&bytes);
             while let Some(i) = buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=i).collect();

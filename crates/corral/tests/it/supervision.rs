@@ -47,17 +47,23 @@ fn clients_that_leave_before_their_first_token_free_the_model() {
     let (status, _) = generate(&s, ask(long("plum"), false));
     assert_eq!(status, 200);
     let one_prompt = started.elapsed();
-    for stream in [true, false] {
+    for (path, stream) in [
+        ("/api/generate", true),
+        ("/api/generate", false),
+        ("/v1/completions", true),
+    ] {
         // Three long prompts, one being evaluated and two queued, whose clients leave.
         let socks: Vec<std::net::TcpStream> = ["kiwi", "lemon", "mango"]
             .iter()
             .map(|w| {
                 use std::io::Write;
-                let body = ask(long(&format!("{w}{stream}")), stream).to_string();
+                let mut body = ask(long(&format!("{w}{path}{stream}")), stream);
+                body["max_tokens"] = json!(1);
+                let body = body.to_string();
                 let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
                 write!(
                     c,
-                    "POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
                 )
                 .unwrap();
@@ -73,7 +79,7 @@ fn clients_that_leave_before_their_first_token_free_the_model() {
         assert_eq!(status, 200, "{v}");
         assert!(
             started.elapsed() < one_prompt,
-            "stream {stream}: waited {:?}; one prompt takes {one_prompt:?}",
+            "{path} stream {stream}: waited {:?}; one prompt takes {one_prompt:?}",
             started.elapsed()
         );
     }
