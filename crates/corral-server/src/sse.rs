@@ -19,28 +19,20 @@ pub fn from_ndjson(
 ) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(64);
     tokio::spawn(async move {
-        let mut stream = native.into_data_stream();
-        let mut buf: Vec<u8> = Vec::new();
+        let mut lines = NdjsonObjects::new(native);
         loop {
             let next = tokio::select! {
-                next = stream.next() => next,
+                next = lines.next() => next,
                 // The client went away before the next object (queued, or its prompt being
                 // evaluated): dropping the native body cancels the request in the runner now.
                 _ = tx.closed() => return,
             };
-            let Some(Ok(bytes)) = next else {
+            let Some(v) = next else {
                 break;
             };
-            buf.extend_from_slice(&bytes);
-            while let Some(i) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=i).collect();
-                let Ok(v) = serde_json::from_slice::<Value>(&line) else {
-                    continue;
-                };
-                for e in events(Some(&v)) {
-                    if tx.send(Ok(e)).await.is_err() {
-                        return;
-                    }
+            for e in events(Some(&v)) {
+                if tx.send(Ok(e)).await.is_err() {
+                    return;
                 }
             }
         }
@@ -51,4 +43,35 @@ pub fn from_ndjson(
         }
     });
     Sse::new(ReceiverStream::new(rx)).into_response()
+}
+
+/// The JSON objects of a native NDJSON answer, one by one (lines that do not parse skipped).
+pub struct NdjsonObjects {
+    stream: axum::body::BodyDataStream,
+    buf: Vec<u8>,
+}
+
+impl NdjsonObjects {
+    pub fn new(native: Body) -> Self {
+        NdjsonObjects {
+            stream: native.into_data_stream(),
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next object; `None` when the answer has ended (or broken off).
+    pub async fn next(&mut self) -> Option<Value> {
+        loop {
+            while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                if let Ok(v) = serde_json::from_slice::<Value>(&line) {
+                    return Some(v);
+                }
+            }
+            match self.stream.next().await {
+                Some(Ok(bytes)) => self.buf.extend_from_slice(&bytes),
+                _ => return None,
+            }
+        }
+    }
 }

@@ -213,67 +213,89 @@ pub async fn chat_completions(State(st): State<AppState>, body: Bytes) -> Respon
             },
         })
     };
-    let native = match build() {
-        Ok(n) => n,
+    let (native, n) = match build().and_then(|b| Ok((b, choices::count(req.sampling.n)?))) {
+        Ok(x) => x,
         Err(e) => return e.into_response(),
     };
-    let resp = inference::chat_at(st, native, "/v1/chat/completions").await;
-    if !resp.status().is_success() {
-        return from_native_error(resp).await;
-    }
+    let answers = choices::run(n, &native, |one| {
+        inference::chat_at(st.clone(), one, "/v1/chat/completions")
+    })
+    .await;
+    let answers = match answers {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
     let id = new_id("chatcmpl");
     let created = now();
     if !req.stream {
-        let v = whole_answer(resp).await;
-        let calls = openai_tool_calls(&v["message"]["tool_calls"], false);
-        let mut message = json!({"role": "assistant", "content": v["message"]["content"]});
-        if let Some(t) = v["message"]["thinking"].as_str() {
-            message["reasoning"] = json!(t);
-        }
-        if !calls.is_empty() {
-            message["tool_calls"] = json!(calls);
-        }
+        let whole = choices::whole(answers).await;
+        let choices: Vec<Value> = whole
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let calls = openai_tool_calls(&v["message"]["tool_calls"], false);
+                let mut message = json!({"role": "assistant", "content": v["message"]["content"]});
+                if let Some(t) = v["message"]["thinking"].as_str() {
+                    message["reasoning"] = json!(t);
+                }
+                if !calls.is_empty() {
+                    message["tool_calls"] = json!(calls);
+                }
+                json!({
+                    "index": i,
+                    "message": message,
+                    "logprobs": chat_logprobs(v),
+                    "finish_reason": finish_reason(v["done_reason"].as_str(), !calls.is_empty()),
+                })
+            })
+            .collect();
         return Json(json!({
             "id": id,
             "object": "chat.completion",
             "created": created,
-            "model": v["model"],
+            "model": whole[0]["model"],
             "system_fingerprint": "fp_corral",
-            "choices": [{
-                "index": 0,
-                "message": message,
-                "logprobs": chat_logprobs(&v),
-                "finish_reason": finish_reason(v["done_reason"].as_str(), !calls.is_empty()),
-            }],
-            "usage": usage(&v),
+            "choices": choices,
+            "usage": choices::usage_of(&whole),
         }))
         .into_response();
     }
-    let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-    let mut saw_calls = false;
-    sse_from(resp.into_body(), move |v| {
+    let mut tally = req
+        .stream_options
+        .is_some_and(|o| o.include_usage)
+        .then(|| choices::Tally::new(n));
+    // Which choices have made a tool call (their finish reason says so).
+    let mut saw_calls = vec![false; n];
+    sse_from(choices::merge(answers), move |v| {
         let base = |choices: Value| {
             json!({
                 "id": id, "object": "chat.completion.chunk", "created": created,
                 "model": v["model"], "system_fingerprint": "fp_corral", "choices": choices,
             })
         };
+        let index = choices::index(v);
         let mut delta = json!({"role": "assistant", "content": v["message"]["content"]});
         if let Some(t) = v["message"]["thinking"].as_str() {
             delta["reasoning"] = json!(t);
         }
         let calls = openai_tool_calls(&v["message"]["tool_calls"], true);
         if !calls.is_empty() {
-            saw_calls = true;
             delta["tool_calls"] = json!(calls);
         }
+        let saw = match saw_calls.get_mut(index as usize) {
+            Some(s) => {
+                *s |= !calls.is_empty();
+                *s
+            }
+            None => !calls.is_empty(),
+        };
         let done = v["done"].as_bool().unwrap_or(false);
-        let finish = done.then(|| finish_reason(v["done_reason"].as_str(), saw_calls));
+        let finish = done.then(|| finish_reason(v["done_reason"].as_str(), saw));
         with_usage(
             base,
-            json!({"index": 0, "delta": delta, "logprobs": chat_logprobs(v), "finish_reason": finish}),
+            json!({"index": index, "delta": delta, "logprobs": chat_logprobs(v), "finish_reason": finish}),
             v,
-            include_usage,
+            tally.as_mut(),
         )
     })
 }

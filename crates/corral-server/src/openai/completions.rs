@@ -58,39 +58,61 @@ pub async fn completions(State(st): State<AppState>, body: Bytes) -> Response {
         },
         ..Default::default()
     };
-    let resp = inference::generate_at(st, native, "/v1/completions").await;
-    if !resp.status().is_success() {
-        return from_native_error(resp).await;
-    }
+    let n = match choices::count(req.sampling.n) {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
+    };
+    let answers = choices::run(n, &native, |one| {
+        inference::generate_at(st.clone(), one, "/v1/completions")
+    })
+    .await;
+    let answers = match answers {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
     let id = new_id("cmpl");
     let created = now();
     if !req.stream {
-        let v = whole_answer(resp).await;
+        let whole = choices::whole(answers).await;
+        let choices: Vec<Value> = whole
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                json!({"text": v["response"], "index": i,
+                       "logprobs": completion_logprobs(v, &mut 0),
+                       "finish_reason": finish_reason(v["done_reason"].as_str(), false)})
+            })
+            .collect();
         return Json(json!({
-            "id": id, "object": "text_completion", "created": created, "model": v["model"],
+            "id": id, "object": "text_completion", "created": created, "model": whole[0]["model"],
             "system_fingerprint": "fp_corral",
-            "choices": [{"text": v["response"], "index": 0,
-                         "logprobs": completion_logprobs(&v, &mut 0),
-                         "finish_reason": finish_reason(v["done_reason"].as_str(), false)}],
-            "usage": usage(&v),
+            "choices": choices,
+            "usage": choices::usage_of(&whole),
         }))
         .into_response();
     }
-    let include_usage = req.stream_options.is_some_and(|o| o.include_usage);
-    let mut offset = 0;
-    sse_from(resp.into_body(), move |v| {
+    let mut tally = req
+        .stream_options
+        .is_some_and(|o| o.include_usage)
+        .then(|| choices::Tally::new(n));
+    // Characters each choice has sent so far (the log probabilities' text offsets).
+    let mut offsets = vec![0; n];
+    sse_from(choices::merge(answers), move |v| {
         let base = |choices: Value| {
             json!({"id": id, "object": "text_completion", "created": created, "model": v["model"],
                    "system_fingerprint": "fp_corral", "choices": choices})
         };
+        let index = choices::index(v);
         let done = v["done"].as_bool().unwrap_or(false);
         let finish = done.then(|| finish_reason(v["done_reason"].as_str(), false));
+        let mut unused = 0;
+        let offset = offsets.get_mut(index as usize).unwrap_or(&mut unused);
         with_usage(
             base,
-            json!({"text": v["response"], "index": 0,
-                   "logprobs": completion_logprobs(v, &mut offset), "finish_reason": finish}),
+            json!({"text": v["response"], "index": index,
+                   "logprobs": completion_logprobs(v, offset), "finish_reason": finish}),
             v,
-            include_usage,
+            tally.as_mut(),
         )
     })
 }

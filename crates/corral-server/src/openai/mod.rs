@@ -14,6 +14,7 @@
 //! `tools`. Beyond Ollama, an `options` object carries any native option (`num_ctx`, ...).
 
 mod chat;
+mod choices;
 mod completions;
 mod embeddings;
 mod models;
@@ -127,7 +128,7 @@ struct Sampling {
     frequency_penalty: Option<f64>,
     presence_penalty: Option<f64>,
     stop: Option<Value>,
-    /// Choices per request: only 1 (refused above, where Ollama silently answers one).
+    /// Choices per request (Ollama silently answers one): see `choices`.
     n: Option<i64>,
     /// Token biases: refused when any is given (Ollama silently drops them).
     logit_bias: Option<Value>,
@@ -138,16 +139,8 @@ struct Sampling {
 impl Sampling {
     /// The native options map: the `options` extension, then the OpenAI fields over it.
     fn options(&self) -> Result<BTreeMap<String, Value>, Invalid> {
-        // What Corral cannot do is said, not ignored: a client asking for several choices or
-        // banning tokens would otherwise get an answer that silently ignores it.
-        match self.n {
-            None | Some(1) => {}
-            Some(n) => {
-                return Err(invalid(format!(
-                    "n: {n} choices were asked; Corral answers one choice per request (n = 1)"
-                )))
-            }
-        }
+        // What Corral cannot do is said, not ignored: a client banning tokens would otherwise
+        // get an answer that silently ignores it.
         match &self.logit_bias {
             None | Some(Value::Null) => {}
             Some(Value::Object(m)) if m.is_empty() => {}
@@ -212,19 +205,19 @@ fn usage(v: &Value) -> Value {
     })
 }
 
-/// The stream chunk carrying `choice`, followed after the last one by the usage chunk (no
-/// choices) when `stream_options.include_usage` asked for it.
+/// The stream chunk carrying `choice`, followed after the last choice's end by the usage
+/// chunk (no choices) when `stream_options.include_usage` asked for it (`tally`).
 fn with_usage(
     base: impl Fn(Value) -> Value,
     choice: Value,
     v: &Value,
-    include_usage: bool,
+    tally: Option<&mut choices::Tally>,
 ) -> Vec<Value> {
     let mut out = vec![base(json!([choice]))];
-    if include_usage && v["done"].as_bool().unwrap_or(false) {
-        let mut u = base(json!([]));
-        u["usage"] = usage(v);
-        out.push(u);
+    if let Some(u) = tally.and_then(|t| t.add(v)) {
+        let mut chunk = base(json!([]));
+        chunk["usage"] = u;
+        out.push(chunk);
     }
     out
 }

@@ -137,13 +137,13 @@ fn server_sent_events_are_framed_as_openai_sends_them() {
     for (path, extra, message) in [
         (
             "/v1/chat/completions",
-            json!({"n": 2}),
-            "n: 2 choices were asked; Corral answers one choice per request (n = 1)",
+            json!({"n": 0}),
+            "n must be between 1 and 128, got 0",
         ),
         (
             "/v1/completions",
-            json!({"n": 3}),
-            "n: 3 choices were asked; Corral answers one choice per request (n = 1)",
+            json!({"n": 129}),
+            "n must be between 1 and 128, got 129",
         ),
         (
             "/v1/chat/completions",
@@ -578,4 +578,74 @@ fn thinking_levels_reach_the_template() {
         body["error"]["message"],
         "invalid reasoning value: 'banana' (must be \"high\", \"medium\", \"low\", or \"none\")"
     );
+}
+
+/// `n` choices: each sampled on its own, streamed interleaved by index, with one usage that
+/// counts the prompt once and every choice's tokens.
+#[test]
+fn several_choices_for_one_request() {
+    let s = TestServer::start_with(&[("CORRAL_NUM_PARALLEL", "2")]);
+    s.create_smol();
+    let ask = json!({"model": "smol", "messages": [{"role": "user", "content": "Name a fruit."}],
+                     "n": 3, "seed": 7, "temperature": 1.5, "max_tokens": 12});
+    let (status, v) = s.post("/v1/chat/completions", ask.clone());
+    assert_eq!(status, 200, "{v}");
+    let texts: Vec<String> = v["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            assert_eq!(c["index"], i);
+            c["message"]["content"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(texts.len(), 3);
+    // Each choice has its own seed (7, 8, 9): at this temperature they do not all agree.
+    assert!(texts[0] != texts[1] || texts[1] != texts[2], "{texts:?}");
+    let u = &v["usage"];
+    let (_, one) = s.post(
+        "/v1/chat/completions",
+        json!({"model": "smol", "messages": [{"role": "user", "content": "Name a fruit."}], "max_tokens": 1}),
+    );
+    assert_eq!(u["prompt_tokens"], one["usage"]["prompt_tokens"], "{u}");
+    assert!(u["completion_tokens"].as_u64().unwrap() > 12, "{u}");
+    assert_eq!(
+        u["total_tokens"].as_u64().unwrap(),
+        u["prompt_tokens"].as_u64().unwrap() + u["completion_tokens"].as_u64().unwrap()
+    );
+    // Streamed: chunks of every choice, one finish reason each, the usage once at the end.
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": true});
+    let chunks = sse_chunks(&s, "/v1/chat/completions", streamed);
+    let mut text = vec![String::new(); 3];
+    let mut finishes = vec![0; 3];
+    let mut eval = 0;
+    for c in &chunks {
+        for ch in c["choices"].as_array().unwrap() {
+            let i = ch["index"].as_u64().unwrap() as usize;
+            text[i] += ch["delta"]["content"].as_str().unwrap_or_default();
+            finishes[i] += usize::from(!ch["finish_reason"].is_null());
+        }
+        if let Some(u) = c.get("usage") {
+            eval += u["completion_tokens"].as_u64().unwrap();
+        }
+    }
+    assert!(text.iter().all(|t| !t.is_empty()), "{text:?}");
+    assert_eq!(finishes, vec![1, 1, 1]);
+    let usages = chunks.iter().filter(|c| c.get("usage").is_some()).count();
+    assert_eq!(usages, 1);
+    assert!(eval > 12, "{eval}");
+    assert_eq!(chunks.last().unwrap()["choices"], json!([]));
+    // Legacy completions too; greedy choices agree.
+    let (status, v) = s.post(
+        "/v1/completions",
+        json!({"model": "smol", "prompt": "Once upon a time", "n": 2, "max_tokens": 4, "temperature": 0}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"].as_array().unwrap().len(), 2);
+    assert_eq!(v["choices"][1]["index"], 1);
+    assert_eq!(v["choices"][0]["text"], v["choices"][1]["text"]);
+    assert_eq!(v["usage"]["completion_tokens"], 8);
 }
