@@ -111,8 +111,11 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
     let mut parts = Vec::new();
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        let mut s = String::new();
-        stdin.lock().read_to_string(&mut s).context("read stdin")?;
+        // Bytes that are not UTF-8 become U+FFFD, as Ollama's CLI passes them on, rather than
+        // refusing the whole input.
+        let mut bytes = Vec::new();
+        stdin.lock().read_to_end(&mut bytes).context("read stdin")?;
+        let s = String::from_utf8_lossy(&bytes).into_owned();
         if !s.trim().is_empty() {
             parts.push(s);
         }

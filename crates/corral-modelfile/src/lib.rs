@@ -225,7 +225,15 @@ pub fn parse_parameter(name: &str, values: &[String]) -> Result<Value, String> {
     let invalid = |t: &str| format!("invalid value for parameter '{name}': {value:?} is not {t}");
     Ok(match kind {
         Kind::Int => Value::from(value.parse::<i64>().map_err(|_| invalid("an integer"))?),
-        Kind::Float => Value::from(value.parse::<f64>().map_err(|_| invalid("a number"))?),
+        // `nan`, `inf` and `1e400` parse as f64 but are no JSON number (they would become
+        // null, and the parameter would vanish): refused like any other non-number.
+        Kind::Float => Value::from(
+            value
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .ok_or_else(|| invalid("a number"))?,
+        ),
         Kind::Bool => Value::from(
             value
                 .parse::<bool>()
@@ -553,6 +561,13 @@ mod tests {
             bad.parameters().unwrap_err(),
             "invalid value for parameter 'num_ctx': \"big\" is not an integer"
         );
+        for v in ["nan", "inf", "1e400"] {
+            let bad = Modelfile::parse(&format!("FROM m\nPARAMETER temperature {v}")).unwrap();
+            assert_eq!(
+                bad.parameters().unwrap_err(),
+                format!("invalid value for parameter 'temperature': {v:?} is not a number")
+            );
+        }
     }
 
     #[test]

@@ -275,8 +275,9 @@ struct Runner {
     active: Vec<Active>,
     /// Requests answered so far.
     answered: u64,
-    /// Embedding requests, served between two steps of the running completions.
-    embeds: VecDeque<EmbedJob>,
+    /// Embedding requests, tokenized, served a piece at a time between two steps of the
+    /// running completions.
+    embeds: VecDeque<EmbedWork>,
     /// The KV usage last reported, and when.
     usage_sent: (u64, Instant),
 }
@@ -316,8 +317,13 @@ impl Runner {
             while let Ok(req) = self.rx.try_recv() {
                 self.take(engine, req);
             }
-            while let Some(job) = self.embeds.pop_front() {
-                embed(engine, job);
+            // One piece of the first embedding request per turn: pings and cancels are read
+            // between pieces, so a long request neither fails the health check nor runs on
+            // for a client that has gone.
+            if let Some(work) = self.embeds.front_mut() {
+                if embed_piece(engine, work) {
+                    self.embeds.pop_front();
+                }
             }
             self.fill_slots(engine);
             if self.active.is_empty() {
@@ -384,7 +390,11 @@ impl Runner {
                 }
             }
             RunnerRequest::Ping { id } => send(&RunnerEvent::Pong { id }),
-            RunnerRequest::Embed(job) => self.embeds.push_back(job),
+            RunnerRequest::Embed(job) => {
+                if let Some(work) = tokenize_embed(engine, job) {
+                    self.embeds.push_back(work);
+                }
+            }
             RunnerRequest::Cancel { id } => {
                 // A queued request that goes still gets its final event, so nothing waits on it.
                 if let Some(i) = self.queue.iter().position(|q| q.id == id) {
@@ -395,6 +405,8 @@ impl Runner {
                     a.cancelled = true;
                     a.seq.stop();
                 }
+                // An embedding request's client has gone: nobody waits for its vectors.
+                self.embeds.retain(|w| w.id != id);
             }
         }
     }
@@ -550,8 +562,54 @@ fn begin(engine: &mut Engine, free: &[usize], req: Prepared) -> Result<Active, S
     })
 }
 
-/// Embed every input of a job in as few decodes as fit, and answer with the vectors.
-fn embed(engine: &mut Engine, job: EmbedJob) {
+/// An embedding request, tokenized, and the vectors computed so far.
+struct EmbedWork {
+    id: u64,
+    inputs: Vec<Vec<i32>>,
+    done: Vec<Vec<f32>>,
+    count: u64,
+}
+
+/// Tokens embedded per piece of a request (several inputs, packed as `Engine::embed` packs
+/// them): a few decodes, so pings and cancels wait well under a second.
+const EMBED_PIECE_TOKENS: usize = 2048;
+
+/// Embed the next piece of `work`'s inputs; true when the request is answered (or failed).
+fn embed_piece(engine: &mut Engine, work: &mut EmbedWork) -> bool {
+    let start = work.done.len();
+    let mut end = start;
+    let mut tokens = 0;
+    while end < work.inputs.len()
+        && (end == start || tokens + work.inputs[end].len() <= EMBED_PIECE_TOKENS)
+    {
+        tokens += work.inputs[end].len();
+        end += 1;
+    }
+    match engine.embed(&work.inputs[start..end]) {
+        Ok(v) => work.done.extend(v),
+        Err(e) => {
+            send(&RunnerEvent::Error {
+                id: work.id,
+                message: e.to_string(),
+                invalid: false,
+            });
+            return true;
+        }
+    }
+    if work.done.len() < work.inputs.len() {
+        return false;
+    }
+    send(&RunnerEvent::Embeddings {
+        id: work.id,
+        embeddings: std::mem::take(&mut work.done),
+        prompt_eval_count: work.count,
+    });
+    true
+}
+
+/// Tokenize an embedding request, fitting each input to the context (or refusing it); `None`
+/// when it was refused (the refusal is sent).
+fn tokenize_embed(engine: &Engine, job: EmbedJob) -> Option<EmbedWork> {
     let n_ctx = engine.embed_n_ctx() as usize;
     let mut inputs = Vec::with_capacity(job.inputs.len());
     let mut count = 0u64;
@@ -561,7 +619,8 @@ fn embed(engine: &mut Engine, job: EmbedJob) {
             id: job.id,
             message,
             invalid: true,
-        })
+        });
+        None
     };
     for (i, text) in job.inputs.iter().enumerate() {
         let mut text = text.clone();
@@ -581,27 +640,22 @@ fn embed(engine: &mut Engine, job: EmbedJob) {
         }
         if t.is_empty() {
             // Empty text, with a vocabulary that adds no BOS (SmolLM2's): nothing to pool.
-            return send(&RunnerEvent::Error {
+            send(&RunnerEvent::Error {
                 id: job.id,
                 message: format!("input {i} has no tokens to embed"),
                 invalid: true,
             });
+            return None;
         }
         count += t.len() as u64;
         inputs.push(t);
     }
-    match engine.embed(&inputs) {
-        Ok(embeddings) => send(&RunnerEvent::Embeddings {
-            id: job.id,
-            embeddings,
-            prompt_eval_count: count,
-        }),
-        Err(e) => send(&RunnerEvent::Error {
-            id: job.id,
-            message: e.to_string(),
-            invalid: false,
-        }),
-    }
+    Some(EmbedWork {
+        id: job.id,
+        done: Vec::with_capacity(inputs.len()),
+        inputs,
+        count,
+    })
 }
 
 /// Send a piece of an answer with the log probabilities of the tokens behind it; empty text

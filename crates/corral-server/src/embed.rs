@@ -74,14 +74,20 @@ pub(crate) async fn embed_raw(
     };
     tracker.started();
     let n = inputs.len();
-    let mut rx = lease
+    let (id, mut rx) = lease
         .runner
         .embed(inputs, truncate)
         .await
         .map_err(ApiError::internal)?;
+    // A client that goes away (its request dropped here) stops the embedding in the runner.
+    let mut cancel = crate::inference::CancelOnDrop::new(lease.runner.clone(), id);
     // No token stream to watch here: allow the stall timeout for every few inputs.
     let limit = st.config.stall_timeout * (1 + n as u32 / 4);
-    match tokio::time::timeout(limit, rx.recv()).await {
+    let answer = tokio::time::timeout(limit, rx.recv()).await;
+    if matches!(answer, Ok(Some(_))) {
+        cancel.disarm();
+    }
+    match answer {
         Ok(Some(RunnerEvent::Embeddings {
             embeddings,
             prompt_eval_count,

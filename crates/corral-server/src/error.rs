@@ -46,6 +46,11 @@ impl From<corral_store::StoreError> for ApiError {
         match e {
             corral_store::StoreError::NotFound(n) => ApiError::model_not_found(&n),
             e @ corral_store::StoreError::NameTaken(_) => ApiError::bad_request(e.to_string()),
+            // A layer the request names went while it ran (another server on the same store
+            // deleted its last model): the request's to repeat, not a fault here.
+            corral_store::StoreError::BlobNotFound(d) => ApiError::bad_request(format!(
+                "layer {d} is gone from the store (was its model removed meanwhile?)"
+            )),
             other => ApiError::internal(other.to_string()),
         }
     }

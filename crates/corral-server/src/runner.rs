@@ -342,12 +342,12 @@ impl RunnerProcess {
         Ok((id, rx))
     }
 
-    /// Embed inputs; the answer is one `Embeddings` (or `Error`) event.
+    /// Embed inputs; the answer is one `Embeddings` (or `Error`) event. The id cancels it.
     pub async fn embed(
         &self,
         inputs: Vec<String>,
         truncate: bool,
-    ) -> Result<mpsc::UnboundedReceiver<RunnerEvent>, String> {
+    ) -> Result<(u64, mpsc::UnboundedReceiver<RunnerEvent>), String> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         self.pending.lock().unwrap().insert(id, tx);
@@ -360,7 +360,7 @@ impl RunnerProcess {
             self.pending.lock().unwrap().remove(&id);
             return Err(e);
         }
-        Ok(rx)
+        Ok((id, rx))
     }
 
     /// A health check: true if the runner answers a ping within `timeout`.

@@ -207,10 +207,36 @@ fn clean_environment() {
             continue;
         }
         let clean = v.trim().trim_matches(|c| c == '"' || c == '\'');
-        if clean != v {
+        if clean.is_empty() {
+            // Empty is unset, as Ollama reads it (`CORRAL_MODELS=` means the default store).
+            std::env::remove_var(k);
+        } else if clean != v {
             std::env::set_var(k, clean);
         }
     }
+}
+
+/// The server's numeric settings that clap reads from the environment: a value that is not a
+/// number is named here, by its variable, in one line (clap's own error names a flag the user
+/// never typed).
+fn check_number_settings() -> Result<(), String> {
+    for var in [
+        "CORRAL_NUM_THREADS",
+        "CORRAL_NUM_PARALLEL",
+        "CORRAL_CONTEXT_LENGTH",
+        "CORRAL_MAX_QUEUE",
+        "CORRAL_MAX_LOADED_MODELS",
+    ] {
+        if let Ok(v) = std::env::var(var) {
+            if v.parse::<u32>().is_err() {
+                return Err(format!(
+                    "{var}: {v:?} is not a number (a whole number, 0 to {})",
+                    u32::MAX
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A boolean setting as Go's `strconv.ParseBool` reads it (Ollama's rule): `1`, `t`, `true`
@@ -230,6 +256,12 @@ fn setting(corral: Option<String>, ollama_var: &str) -> Option<String> {
         .filter(|v| !v.trim().is_empty())
 }
 
+fn not_a_duration(var: &str, value: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{var}: {value:?} is not a duration (a Go duration such as \"5m\" or \"1h30m\", or seconds)"
+    )
+}
+
 /// A duration setting (Go duration or seconds); zero or negative means the default.
 fn duration_setting(
     flag: Option<String>,
@@ -238,7 +270,7 @@ fn duration_setting(
     default_secs: u64,
 ) -> anyhow::Result<Duration> {
     match setting(flag, ollama_var) {
-        Some(t) => match KeepAlive::parse(&t).map_err(|e| anyhow::anyhow!("{name}: {e}"))? {
+        Some(t) => match KeepAlive::parse(&t).map_err(|_| not_a_duration(name, &t))? {
             KeepAlive::For(d) if !d.is_zero() => Ok(d),
             _ => Ok(Duration::from_secs(default_secs)),
         },
@@ -286,7 +318,7 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
     // model); the stall timeout still ends a runner that stops answering once loaded.
     let load_timeout = match setting(args.load_timeout, "OLLAMA_LOAD_TIMEOUT") {
         Some(t) => {
-            match KeepAlive::parse(&t).map_err(|e| anyhow::anyhow!("CORRAL_LOAD_TIMEOUT: {e}"))? {
+            match KeepAlive::parse(&t).map_err(|_| not_a_duration("CORRAL_LOAD_TIMEOUT", &t))? {
                 KeepAlive::For(d) if !d.is_zero() => d,
                 _ => NO_LIMIT,
             }
@@ -394,6 +426,12 @@ const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 fn main() -> ExitCode {
     clean_environment();
+    if matches!(std::env::args().nth(1).as_deref(), Some("serve" | "start")) {
+        if let Err(e) = check_number_settings() {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let cli = Cli::parse();
     let command = match cli.command {
         Some(c) if !cli.version => c,

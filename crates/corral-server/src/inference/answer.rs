@@ -6,13 +6,13 @@ use super::*;
 /// Sends `Cancel` for a request when dropped, unless its answer ended first (`disarm`): a
 /// non-streamed request whose client went away, or one dropped while it waited, stops in the
 /// runner instead of running on for nobody.
-pub(super) struct CancelOnDrop {
+pub(crate) struct CancelOnDrop {
     runner: Option<std::sync::Arc<crate::runner::RunnerProcess>>,
     id: u64,
 }
 
 impl CancelOnDrop {
-    pub(super) fn new(runner: std::sync::Arc<crate::runner::RunnerProcess>, id: u64) -> Self {
+    pub(crate) fn new(runner: std::sync::Arc<crate::runner::RunnerProcess>, id: u64) -> Self {
         CancelOnDrop {
             runner: Some(runner),
             id,
@@ -20,7 +20,7 @@ impl CancelOnDrop {
     }
 
     /// The runner has ended the request: nothing to cancel.
-    pub(super) fn disarm(&mut self) {
+    pub(crate) fn disarm(&mut self) {
         self.runner = None;
     }
 }

@@ -10,7 +10,8 @@ mod answer;
 mod load;
 mod prepare;
 
-use answer::{collect_response, final_object, json_ok, stream_response, CancelOnDrop, Watch};
+pub(crate) use answer::CancelOnDrop;
+use answer::{collect_response, final_object, json_ok, stream_response, Watch};
 pub(crate) use load::acquire;
 use load::gguf_info;
 pub(crate) use prepare::options_and_keep_alive;

@@ -502,16 +502,18 @@ pub(super) fn forced_call_schema(
             )))
         }
     };
+    let mut defs = serde_json::Map::new();
     let options: Vec<serde_json::Value> = tools
         .iter()
-        .filter_map(|t| {
+        .enumerate()
+        .filter_map(|(k, t)| {
             let f = &t["function"];
             let name = f["name"].as_str()?;
             if wanted.is_some_and(|w| w != name) {
                 return None;
             }
             let params = match &f["parameters"] {
-                p @ serde_json::Value::Object(_) => p.clone(),
+                p @ serde_json::Value::Object(_) => hoist_defs(p.clone(), k, &mut defs),
                 _ => serde_json::json!({"type": "object"}),
             };
             Some(serde_json::json!({
@@ -527,7 +529,51 @@ pub(super) fn forced_call_schema(
             wanted.unwrap_or_default()
         )));
     }
-    Ok(Some(serde_json::json!({ "anyOf": options })))
+    let mut schema = serde_json::json!({ "anyOf": options });
+    if !defs.is_empty() {
+        schema["$defs"] = serde_json::Value::Object(defs);
+    }
+    Ok(Some(schema))
+}
+
+/// A tool's parameters nest inside the schema of a call, where their `$ref`s
+/// (`#/$defs/Address`, as Pydantic writes nested models) would point into the wrong document:
+/// their definitions move to the call schema's top under names of their own (`t0_Address` for
+/// tool 0), and the references follow.
+fn hoist_defs(
+    mut params: serde_json::Value,
+    tool: usize,
+    defs: &mut serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    fn retarget(v: &mut serde_json::Value, tool: usize) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(serde_json::Value::String(r)) = m.get_mut("$ref") {
+                    let name = r
+                        .strip_prefix("#/$defs/")
+                        .or_else(|| r.strip_prefix("#/definitions/"));
+                    if let Some(name) = name {
+                        *r = format!("#/$defs/t{tool}_{name}");
+                    }
+                }
+                m.values_mut().for_each(|x| retarget(x, tool));
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| retarget(x, tool)),
+            _ => {}
+        }
+    }
+    if let Some(obj) = params.as_object_mut() {
+        for key in ["$defs", "definitions"] {
+            if let Some(serde_json::Value::Object(own)) = obj.remove(key) {
+                for (name, mut def) in own {
+                    retarget(&mut def, tool);
+                    defs.insert(format!("t{tool}_{name}"), def);
+                }
+            }
+        }
+    }
+    retarget(&mut params, tool);
+    params
 }
 
 /// `logprobs` and `top_logprobs` (0 to 20, as Ollama): how many alternatives to report with

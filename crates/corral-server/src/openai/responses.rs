@@ -86,9 +86,10 @@ fn native_messages(
                 let role = match item["role"].as_str() {
                     Some("developer") => "system",
                     Some(r @ ("user" | "system" | "assistant")) => r,
-                    other => {
+                    _ => {
                         return Err(invalid(format!(
-                            "invalid role {other:?}: expected user, system, developer or assistant"
+                            "invalid role {}: expected user, system, developer or assistant",
+                            item["role"]
                         )))
                     }
                 };
@@ -147,7 +148,10 @@ fn native_tools(tools: &Option<Vec<Value>>) -> Result<Option<Vec<Value>>, Invali
                 "name": t["name"], "description": t["description"],
                 "parameters": t.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"})),
             }})),
-            other => Err(invalid(format!("tool type {other:?} is not supported: only function tools"))),
+            _ => Err(invalid(format!(
+                "tool type {} is not supported: only function tools",
+                t["type"]
+            ))),
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)

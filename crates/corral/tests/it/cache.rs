@@ -122,12 +122,7 @@ fn flash_attention_follows_the_setting() {
         ("CORRAL_FLASH_ATTENTION", "maybe"),
         ("CORRAL_KV_CACHE_TYPE", "q3_k"),
     ] {
-        let out = std::process::Command::new(corral_exe())
-            .arg("serve")
-            .env("CORRAL_HOST", "127.0.0.1:0")
-            .env(var, value)
-            .output()
-            .unwrap();
+        let out = serve_refusing(&[(var, value)]);
         assert!(!out.status.success(), "{var}={value} was accepted");
         assert!(
             stderr(&out).contains(var) && stderr(&out).contains(value),

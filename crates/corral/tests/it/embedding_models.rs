@@ -5,7 +5,9 @@
 
 use crate::common;
 
+use std::io::Write;
 use std::process::Command;
+use std::time::Instant;
 
 use common::*;
 use serde_json::{json, Value};
@@ -280,4 +282,50 @@ fn pooling_llama_cpp_cannot_do_is_refused_and_nothing_is_left() {
         .iter()
         .filter(|f| !before.contains(f))
         .all(|f| f.contains("/blobs/sha256-")));
+}
+
+/// A long embedding request is served a piece at a time: the runner answers health checks
+/// meanwhile, and a client that goes away stops it, so the next request does not wait for
+/// vectors nobody will read.
+#[test]
+fn an_abandoned_embedding_request_stops() {
+    let s = TestServer::start();
+    s.create("minilm", &format!("FROM {}\n", model_dir(MINILM).display()));
+    let inputs = |n: usize, tag: &str| -> Vec<String> {
+        (0..n)
+            .map(|i| format!("{tag} sentence number {i} about cats"))
+            .collect()
+    };
+    let (status, _) = s.post("/api/embed", json!({"model": "minilm", "input": "warm"}));
+    assert_eq!(status, 200);
+    let runner = s.runner_pids();
+    // How long 2,000 inputs take here.
+    let started = Instant::now();
+    let (status, v) = s.post(
+        "/api/embed",
+        json!({"model": "minilm", "input": inputs(2000, "a")}),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(v["embeddings"].as_array().unwrap().len(), 2000);
+    let some = started.elapsed();
+    // Ten times as many, from a client that leaves.
+    let body = json!({"model": "minilm", "input": inputs(20000, "b")}).to_string();
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    write!(
+        c,
+        "POST /api/embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(some / 2);
+    drop(c);
+    let started = Instant::now();
+    let (status, _) = s.post("/api/embed", json!({"model": "minilm", "input": "Hi"}));
+    assert_eq!(status, 200);
+    assert!(
+        started.elapsed() < some,
+        "waited {:?}; 2,000 inputs take {some:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.runner_pids(), runner, "the runner was replaced");
 }

@@ -394,3 +394,30 @@ fn modelfiles_in_utf16_with_home_paths_and_messages() {
         "MESSAGEs were not applied: {with} vs {without} prompt tokens"
     );
 }
+
+/// A server setting that does not parse stops `corral serve` with one line that names the
+/// variable, as it was set (clap's own error would name a flag nobody typed).
+#[test]
+fn settings_that_do_not_parse_are_named() {
+    for (var, value, want) in [
+        (
+            "CORRAL_NUM_PARALLEL",
+            "abc",
+            "Error: CORRAL_NUM_PARALLEL: \"abc\" is not a number (a whole number, 0 to 4294967295)\n",
+        ),
+        (
+            "CORRAL_MAX_LOADED_MODELS",
+            " '-1' ",
+            "Error: CORRAL_MAX_LOADED_MODELS: \"-1\" is not a number (a whole number, 0 to 4294967295)\n",
+        ),
+        (
+            "CORRAL_LOAD_TIMEOUT",
+            "soon",
+            "Error: CORRAL_LOAD_TIMEOUT: \"soon\" is not a duration (a Go duration such as \"5m\" or \"1h30m\", or seconds)\n",
+        ),
+    ] {
+        let out = serve_refusing(&[(var, value)]);
+        assert!(!out.status.success(), "{var}={value} was accepted");
+        assert_eq!(stderr(&out), want);
+    }
+}

@@ -649,3 +649,25 @@ fn several_choices_for_one_request() {
     assert_eq!(v["choices"][0]["text"], v["choices"][1]["text"]);
     assert_eq!(v["usage"]["completion_tokens"], 8);
 }
+
+/// A forced call to a tool whose parameters refer to their own definitions (`$defs`, as
+/// Pydantic writes nested models): the references still resolve inside the call's schema.
+#[test]
+fn a_forced_call_keeps_its_tools_definitions() {
+    let s = TestServer::start();
+    s.create_smol();
+    s.create_smol_tools();
+    let tool = json!({"type": "function", "function": {"name": "ship", "description": "Ship a parcel to an address",
+        "parameters": {"type": "object", "properties": {"to": {"$ref": "#/$defs/Address"}}, "required": ["to"],
+                       "$defs": {"Address": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}}}}});
+    let (status, v) = s.post(
+        "/api/chat",
+        json!({"model": "smol-tools", "messages": [{"role": "user", "content": "Ship my parcel to Paris."}],
+               "tools": [tool], "tool_choice": "required", "stream": false,
+               "options": {"temperature": 0, "num_predict": 100}}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let call = &v["message"]["tool_calls"][0]["function"];
+    assert_eq!(call["name"], "ship", "{v}");
+    assert!(call["arguments"]["to"]["city"].is_string(), "{v}");
+}

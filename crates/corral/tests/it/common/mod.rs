@@ -143,6 +143,17 @@ fn fixture_modelfile(name: &str) -> String {
     format!("FROM {}\n{text}", model_file(SMOL).display())
 }
 
+/// `corral serve` on a free port with `env`, for settings it should refuse: its output once it
+/// has exited.
+pub fn serve_refusing(env: &[(&str, &str)]) -> Output {
+    Command::new(corral_exe())
+        .arg("serve")
+        .env("CORRAL_HOST", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
 pub fn corral_exe() -> &'static str {
     env!("CARGO_BIN_EXE_corral")
 }
