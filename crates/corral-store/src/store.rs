@@ -51,15 +51,36 @@ pub struct ModelEntry {
     pub modified: DateTime<Utc>,
 }
 
-/// Manifest changes (write, delete, prune) one at a time in this process: a delete removes
-/// the folders a concurrent write is about to create its file in, and decides which blobs no
-/// manifest uses while another manifest may be naming them.
+/// Manifest changes (write, delete, prune) one at a time: a delete removes the folders a
+/// concurrent write is about to create its file in, and decides which blobs no manifest uses
+/// while another manifest may be naming them. Within this process a mutex orders them; across
+/// processes (two servers on one store) an exclusive lock on `manifests/.lock`, released when
+/// the guard drops.
 static MANIFEST_CHANGES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn manifest_lock() -> std::sync::MutexGuard<'static, ()> {
-    MANIFEST_CHANGES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+struct ManifestLock {
+    _file: Option<fs::File>,
+    _guard: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Store {
+    fn manifest_lock(&self) -> ManifestLock {
+        let guard = MANIFEST_CHANGES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A store on a file system without locks still works, ordered within this process.
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join("manifests").join(".lock"))
+            .ok()
+            .filter(|f| f.lock().is_ok());
+        ManifestLock {
+            _file: file,
+            _guard: guard,
+        }
+    }
 }
 
 /// The store at one root folder.
@@ -322,7 +343,7 @@ impl Store {
         }
         let manifest: Manifest =
             serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))?;
-        let _changing = manifest_lock();
+        let _changing = self.manifest_lock();
         for d in manifest.digests() {
             if !self.has_blob(d) {
                 return Err(StoreError::BlobNotFound(d.clone()));
@@ -403,7 +424,7 @@ impl Store {
     /// Remove a model's manifest, then every blob no other manifest uses.
     /// Returns the digests of the blobs removed.
     pub fn delete(&self, name: &Name) -> Result<Vec<Digest>, StoreError> {
-        let _changing = manifest_lock();
+        let _changing = self.manifest_lock();
         let (_, path) = self
             .find_manifest(name)
             .ok_or_else(|| StoreError::NotFound(name.display_short()))?;
@@ -446,7 +467,7 @@ impl Store {
     /// Remove blobs (and leftover partial files) that no manifest references and that are
     /// older than `min_age`, so an upload that a `create` is about to use is left alone.
     pub fn prune(&self, min_age: std::time::Duration) -> Vec<PathBuf> {
-        let _changing = manifest_lock();
+        let _changing = self.manifest_lock();
         let used = self.referenced();
         let now = SystemTime::now();
         let mut removed = Vec::new();

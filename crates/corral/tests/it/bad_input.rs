@@ -440,11 +440,14 @@ fn names_races_and_odd_values_get_clear_answers() {
     );
     let names = s.model_names();
     assert_eq!(names, ["smol:latest"]);
-    // Copies and deletes of one name racing each other: each succeeds or finds nothing.
+    // Copies and deletes of one name racing each other, through two servers on the same
+    // store: each succeeds or finds nothing.
+    let store = s.dir.path().join("models");
+    let other = TestServer::start_with(&[("CORRAL_MODELS", store.to_str().unwrap())]);
     let statuses: Vec<u16> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..4)
             .map(|t| {
-                let s = &s;
+                let s = if t % 2 == 0 { &s } else { &other };
                 scope.spawn(move || {
                     (0..30)
                         .map(|i| {
