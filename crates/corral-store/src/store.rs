@@ -54,7 +54,8 @@ pub struct ModelEntry {
 /// Manifest changes (write, delete, prune) one at a time: a delete removes the folders a
 /// concurrent write is about to create its file in, and decides which blobs no manifest uses
 /// while another manifest may be naming them. Within this process a mutex orders them; across
-/// processes (two servers on one store) an exclusive lock on `manifests/.lock`, released when
+/// processes (two servers on one store) an exclusive lock on `manifests.lock` beside the
+/// `manifests` folder (inside it, a walker of manifests would read it as one), released when
 /// the guard drops.
 static MANIFEST_CHANGES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -73,7 +74,7 @@ impl Store {
             .create(true)
             .truncate(false)
             .write(true)
-            .open(self.root.join("manifests").join(".lock"))
+            .open(self.root.join("manifests.lock"))
             .ok()
             .filter(|f| f.lock().is_ok());
         ManifestLock {
