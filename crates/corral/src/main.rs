@@ -280,9 +280,10 @@ fn duration_setting(
 
 fn init_logging(runner: bool) {
     use std::io::IsTerminal;
+    // The same switch rule as every other (`FALSE` and `f` are off too).
     let debug = ["CORRAL_DEBUG", "OLLAMA_DEBUG"]
         .iter()
-        .any(|v| std::env::var(v).is_ok_and(|x| !x.is_empty() && x != "0" && x != "false"));
+        .any(|v| flag_setting(std::env::var(v).ok()));
     // llama.cpp's own info lines are many; a runner keeps them for debug runs, so that the log
     // tail the server quotes after a crash holds warnings and errors.
     let level = match (runner, debug) {
