@@ -104,6 +104,10 @@ pub struct CompletionRequest {
     /// Log probabilities with each token, and this many alternatives (`None`: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<u32>,
+    /// Added to these tokens' logits before sampling (OpenAI's `logit_bias`): sorted by
+    /// token, each once, each bias within -100 to 100. The runner checks the ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logit_bias: Vec<(i32, f32)>,
     /// Only count the prompt's tokens: `Accepted` (with the count), then an empty `Done`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub count_only: bool,

@@ -112,6 +112,10 @@ pub struct AnswerOptions {
     /// With `logprobs`, this many most likely tokens at each position (0 to 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<i64>,
+    /// Beyond Ollama, as OpenAI's field and llama-server's: token ids (as strings) mapped to
+    /// a bias from -100 to 100 added to their logits; -100 bans a token, 100 forces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_bias: Option<serde_json::Value>,
 }
 
 /// A token and its log probability, as Ollama 0.12.11 sends them.

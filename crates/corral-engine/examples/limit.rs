@@ -53,6 +53,7 @@ fn main() {
         logprobs: None,
         draft: 0,
         lookup: 0,
+        logit_bias: Vec::new(),
     };
     // One warm-up run, not reported: the first decode pays for page faults and allocations.
     for run in 0..=runs {

@@ -1,14 +1,16 @@
 //! How a sequence picks each token: with temperature 0 and no grammar, the most likely token
-//! after the repetition penalties, computed here; otherwise llama.cpp's sampler chain.
+//! after the token biases and repetition penalties, computed here; otherwise llama.cpp's
+//! sampler chain.
 //!
 //! Why the greedy case is written by hand: llama.cpp's `penalties` sampler looks every
 //! vocabulary entry up in a hash map of the recent tokens (262,144 lookups a token for Gemma
 //! 3, after the chain has copied every logit into a candidate array), all on the thread that
 //! the decode's other threads wait for. Measured with `perf` on a 4-stream Gemma decode, that
 //! was 5% of the CPU time, with as much again spent by the other core spinning meanwhile. The
-//! penalties change only the recent tokens' logits (64 by default), so the same choice is one
-//! pass over the logits plus those few. It picks exactly what `penalties` then `greedy`
-//! would: the same float operations on the same values, and the first of equal maxima.
+//! penalties change only the recent tokens' logits (64 by default), and biases only the
+//! biased ones, so the same choice is one pass over the logits plus those few. It picks
+//! exactly what `logit_bias`, `penalties` then `greedy` would: the same float operations on
+//! the same values, and the first of equal maxima.
 
 use std::collections::VecDeque;
 
@@ -109,6 +111,8 @@ pub(crate) enum Pick {
         penalties: Option<Penalties>,
         /// The last `penalties.last_n` tokens: the prompt's, then the ones picked.
         recent: VecDeque<i32>,
+        /// `SamplingParams::logit_bias`.
+        bias: Vec<(i32, f32)>,
     },
     Chain(LlamaSampler),
 }
@@ -175,6 +179,7 @@ impl Pick {
             return Ok(Pick::Greedy {
                 penalties,
                 recent: tail.map(|t| t.0).collect(),
+                bias: sp.logit_bias.clone(),
             });
         }
         let mut sampler = build_sampler(sp, model, penalties)?;
@@ -189,8 +194,12 @@ impl Pick {
     fn pick(&mut self, ctx: &LlamaContext, idx: i32) -> LlamaToken {
         match self {
             Pick::Chain(s) => s.sample(ctx, idx),
-            Pick::Greedy { penalties, recent } => {
-                let tok = greedy(ctx.get_logits_ith(idx), recent, penalties.as_ref());
+            Pick::Greedy {
+                penalties,
+                recent,
+                bias,
+            } => {
+                let tok = greedy(ctx.get_logits_ith(idx), recent, penalties.as_ref(), bias);
                 if let Some(p) = penalties {
                     if recent.len() == p.last_n {
                         recent.pop_front();
@@ -203,23 +212,56 @@ impl Pick {
     }
 }
 
-/// The token llama.cpp's `penalties` (over `recent`) then `greedy` samplers pick: the first
-/// token with the largest penalized logit.
-pub(crate) fn greedy(logits: &[f32], recent: &VecDeque<i32>, p: Option<&Penalties>) -> i32 {
-    // The recent tokens, in order, each once with its penalized logit.
-    let mut seen: Vec<(usize, f32)> = Vec::new();
-    if let Some(p) = p {
+/// The token llama.cpp's `logit_bias`, `penalties` (over `recent`) and `greedy` samplers
+/// pick, in that order: the first token with the largest biased and penalized logit. `bias`
+/// is sorted by token.
+pub(crate) fn greedy(
+    logits: &[f32],
+    recent: &VecDeque<i32>,
+    p: Option<&Penalties>,
+    bias: &[(i32, f32)],
+) -> i32 {
+    // The recent tokens, in order, each once with the times it was seen.
+    let mut runs: Vec<(usize, u32)> = Vec::new();
+    if p.is_some() {
         let mut toks: Vec<usize> = recent
             .iter()
             .map(|&t| t as usize)
             .filter(|&t| t < logits.len())
             .collect();
         toks.sort_unstable();
-        for run in toks.chunk_by(|a, b| a == b) {
-            seen.push((run[0], p.apply(logits[run[0]], run.len() as u32)));
-        }
+        runs = toks
+            .chunk_by(|a, b| a == b)
+            .map(|run| (run[0], run.len() as u32))
+            .collect();
     }
-    // The largest value: of the logits between recent tokens, and of the penalized ones.
+    // Merged with the biased ones (both sorted: one pass): (token, times seen, bias).
+    let mut changed: Vec<(usize, u32, f32)> = Vec::with_capacity(runs.len() + bias.len());
+    let mut runs = runs.into_iter().peekable();
+    for (t, b) in bias.iter().map(|&(t, b)| (t as usize, b)) {
+        if t >= logits.len() {
+            continue;
+        }
+        while let Some(&(r, n)) = runs.peek().filter(|r| r.0 < t) {
+            changed.push((r, n, 0.0));
+            runs.next();
+        }
+        let n = runs.next_if(|r| r.0 == t).map_or(0, |r| r.1);
+        changed.push((t, n, b));
+    }
+    changed.extend(runs.map(|(r, n)| (r, n, 0.0)));
+    // Each with its new logit: the bias added, then the penalty applied to a recent token.
+    let seen: Vec<(usize, f32)> = changed
+        .into_iter()
+        .map(|(t, n, b)| {
+            let l = logits[t] + b;
+            match p {
+                Some(p) if n > 0 => (t, p.apply(l, n)),
+                _ => (t, l),
+            }
+        })
+        .collect();
+    // The largest value: of the logits between changed tokens, and of the changed ones.
     let mut max = f32::NEG_INFINITY;
     let mut start = 0;
     for &(t, v) in &seen {
@@ -270,10 +312,13 @@ fn max_of(init: f32, xs: &[f32]) -> f32 {
 mod tests {
     use super::*;
 
-    /// llama.cpp's two samplers as written there: every logit looked up, then a scan for the
-    /// first maximum.
-    fn reference(logits: &[f32], recent: &[i32], p: &Penalties) -> i32 {
+    /// llama.cpp's three samplers as written there: each bias added, every logit looked up,
+    /// then a scan for the first maximum.
+    fn reference(logits: &[f32], recent: &[i32], p: &Penalties, bias: &[(i32, f32)]) -> i32 {
         let mut v = logits.to_vec();
+        for &(t, b) in bias {
+            v[t as usize] += b;
+        }
         for (t, l) in v.iter_mut().enumerate() {
             let count = recent.iter().filter(|&&r| r as usize == t).count() as u32;
             if count > 0 {
@@ -309,23 +354,34 @@ mod tests {
                 .collect();
             let recent: Vec<i32> = (0..(case % 9)).map(|k| (k * 7 + case) % n).collect();
             let ring: VecDeque<i32> = recent.iter().copied().collect();
-            assert_eq!(
-                greedy(&logits, &ring, Some(&p)),
-                reference(&logits, &recent, &p),
-                "case {case}: {logits:?} recent {recent:?}"
-            );
+            // Biases on some recent tokens and some others, up and down, sorted and unique.
+            let mut bias: Vec<(i32, f32)> = (0..(case % 5))
+                .map(|k| ((k * 11 + case * 3) % n, (k as f32 - 2.0) * 0.75))
+                .collect();
+            bias.sort_by_key(|b| b.0);
+            bias.dedup_by_key(|b| b.0);
             let none = Penalties {
                 repeat: 1.0,
                 freq: 0.0,
                 present: 0.0,
                 ..p
             };
-            assert_eq!(greedy(&logits, &ring, None), reference(&logits, &[], &none));
+            for b in [&[][..], &bias] {
+                assert_eq!(
+                    greedy(&logits, &ring, Some(&p), b),
+                    reference(&logits, &recent, &p, b),
+                    "case {case}: {logits:?} recent {recent:?} bias {b:?}"
+                );
+                assert_eq!(
+                    greedy(&logits, &ring, None, b),
+                    reference(&logits, &[], &none, b)
+                );
+            }
         }
     }
 
     #[test]
-    fn a_penalty_moves_the_choice_off_a_repeated_token() {
+    fn a_penalty_or_a_bias_moves_the_choice() {
         let logits = [1.0, 2.0, 1.9, -3.0];
         let p = Penalties {
             last_n: 64,
@@ -333,11 +389,21 @@ mod tests {
             freq: 0.0,
             present: 0.0,
         };
-        assert_eq!(greedy(&logits, &VecDeque::new(), Some(&p)), 1);
+        // A bias bans a token or forces one.
+        assert_eq!(greedy(&logits, &VecDeque::new(), None, &[(1, -100.0)]), 2);
+        assert_eq!(greedy(&logits, &VecDeque::new(), None, &[(3, 100.0)]), 3);
+        // The penalty applies to the biased logit: (-3 + 100) / 1.1 still wins.
+        assert_eq!(
+            greedy(&logits, &VecDeque::from([3]), Some(&p), &[(3, 100.0)]),
+            3
+        );
+        // A bias the model's vocabulary does not have is no change.
+        assert_eq!(greedy(&logits, &VecDeque::new(), None, &[(9, 100.0)]), 1);
+        assert_eq!(greedy(&logits, &VecDeque::new(), Some(&p), &[]), 1);
         // 2.0 / 1.1 < 1.9: the repeated token loses its place.
-        assert_eq!(greedy(&logits, &VecDeque::from([1, 1]), Some(&p)), 2);
+        assert_eq!(greedy(&logits, &VecDeque::from([1, 1]), Some(&p), &[]), 2);
         // Ties go to the first token, as in llama.cpp.
-        assert_eq!(greedy(&[0.5, 0.5], &VecDeque::new(), None), 0);
+        assert_eq!(greedy(&[0.5, 0.5], &VecDeque::new(), None, &[]), 0);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! How a sequence samples: its parameters, llama.cpp's sampler chain built from them (a
-//! grammar first, then penalties, then the distribution samplers), the log probabilities
+//! grammar first, then token biases, then penalties, then the distribution samplers), the log probabilities
 //! reported with each token, and JSON schemas as grammars.
 
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::logit_bias::LlamaLogitBias;
+use llama_cpp_2::token::LlamaToken;
 
 use crate::pick::Penalties;
 use crate::EngineError;
@@ -41,6 +43,9 @@ pub struct SamplingParams {
     pub draft: u32,
     /// Tokens prompt lookup proposes per step (without a draft model; 0: none).
     pub lookup: u32,
+    /// Added to these tokens' logits before penalties and sampling (OpenAI's `logit_bias`),
+    /// sorted by token, each token once.
+    pub logit_bias: Vec<(i32, f32)>,
 }
 
 /// One token and its log probability under the logits it was sampled from.
@@ -108,6 +113,15 @@ pub(crate) fn build_sampler(
             LlamaSampler::grammar(model, g, "root")
                 .map_err(|e| EngineError::Grammar(format!("{e:?}")))?,
         );
+    }
+    if !sp.logit_bias.is_empty() {
+        // Before the penalties, as llama.cpp's own server chains them.
+        let biases: Vec<LlamaLogitBias> = sp
+            .logit_bias
+            .iter()
+            .map(|&(t, b)| LlamaLogitBias::new(LlamaToken(t), b))
+            .collect();
+        chain.push(LlamaSampler::logit_bias(n_vocab, &biases));
     }
     if let Some(p) = penalties {
         chain.push(LlamaSampler::penalties(

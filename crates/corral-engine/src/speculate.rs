@@ -214,7 +214,7 @@ impl Drafter {
 
 /// The most likely token (the first of equals, as llama.cpp's greedy sampler).
 fn argmax(logits: &[f32]) -> LlamaToken {
-    LlamaToken(crate::pick::greedy(logits, &Default::default(), None))
+    LlamaToken(crate::pick::greedy(logits, &Default::default(), None, &[]))
 }
 
 #[cfg(test)]

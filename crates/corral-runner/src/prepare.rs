@@ -95,6 +95,16 @@ impl Runner {
                 "context: token {bad} is out of range (the vocabulary has {n_vocab} tokens)"
             )));
         }
+        // The same for biased ids: llama.cpp would index its candidates with them.
+        if let Some((bad, _)) = req
+            .logit_bias
+            .iter()
+            .find(|(t, _)| !(0..n_vocab).contains(t))
+        {
+            return Err(Refusal::invalid(format!(
+                "logit_bias: token {bad} is out of range (the vocabulary has {n_vocab} tokens)"
+            )));
+        }
         let num_keep = o.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as usize;
         if !req.truncate && (req.cut_bytes > 0 || corral_api::text::certainly_exceeds(&text, n_ctx))
         {
@@ -195,6 +205,7 @@ impl Runner {
         let mut sampling = sampling(o);
         sampling.shift = req.shift;
         sampling.logprobs = req.logprobs;
+        sampling.logit_bias = req.logit_bias.clone();
         if let Some(f) = &req.format {
             sampling.grammar = format_grammar(f).map_err(Refusal::invalid)?;
         }
@@ -456,6 +467,7 @@ pub(super) fn sampling(o: &Options) -> SamplingParams {
         num_keep: o.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as u32,
         shift: true,
         logprobs: None,
+        logit_bias: Vec::new(),
         draft: o
             .draft_num_predict
             .unwrap_or(opt::DEFAULT_DRAFT_NUM_PREDICT)

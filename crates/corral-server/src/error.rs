@@ -33,11 +33,10 @@ impl ApiError {
     /// `model 'x' not found`, Ollama's 404 (also for a name that cannot be a model's, as
     /// Ollama answers it); a name past 200 characters is shortened, not echoed whole.
     pub fn model_not_found(name: &str) -> Self {
-        let shown = match name.char_indices().nth(200) {
-            Some((i, _)) => format!("{}...", &name[..i]),
-            None => name.to_string(),
-        };
-        Self::not_found(format!("model '{shown}' not found"))
+        Self::not_found(format!(
+            "model '{}' not found",
+            crate::json::shown(name, 200)
+        ))
     }
 }
 

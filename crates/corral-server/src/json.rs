@@ -54,6 +54,14 @@ pub(crate) fn is_array(body: &[u8]) -> bool {
     body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }
 
+/// A text from a request as an error shows it: past `max` characters, its start and `...`.
+pub(crate) fn shown(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
 /// Ollama's older `name` field, which its Go client still sends beside `model` (as `""`
 /// when unset, since the field has no `omitempty`): `model` when that is empty or missing,
 /// else dropped, as Ollama reads them. Left as it was, serde would see the two as one field

@@ -277,6 +277,7 @@ fn runner_job(
         shift: answer.shift.unwrap_or(true),
         cut_bytes,
         logprobs: check_logprobs(answer.logprobs, answer.top_logprobs)?,
+        logit_bias: check_logit_bias(answer.logit_bias.as_ref())?,
         count_only: false,
     })
 }
@@ -586,6 +587,44 @@ pub(super) fn check_logprobs(logprobs: Option<bool>, top: Option<i64>) -> ApiRes
         ));
     }
     Ok((logprobs == Some(true) || top > 0).then_some(top as u32))
+}
+
+/// `logit_bias` (OpenAI's form: token ids as strings, each mapped to a number from -100 to
+/// 100) as the runner takes it: sorted by token, each once (the last of `"7"` and `"07"`).
+/// Whether each id is in the model's vocabulary only the runner knows.
+pub(super) fn check_logit_bias(v: Option<&serde_json::Value>) -> ApiResult<Vec<(i32, f32)>> {
+    let bad = |m: String| Err(ApiError::bad_request(format!("logit_bias: {m}")));
+    let map = match v {
+        None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
+        Some(serde_json::Value::Object(m)) => m,
+        Some(other) => {
+            return bad(format!(
+                "expected an object of token ids and biases, got {}",
+                crate::json::shown(&other.to_string(), 60)
+            ))
+        }
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for (key, value) in map {
+        let Some(id) = key.trim().parse::<i32>().ok().filter(|id| *id >= 0) else {
+            return bad(format!(
+                "{:?} is not a token id (a whole number, 0 or more)",
+                crate::json::shown(key, 60)
+            ));
+        };
+        match value.as_f64() {
+            Some(b) if (-100.0..=100.0).contains(&b) => {
+                out.insert(id, b as f32);
+            }
+            _ => {
+                return bad(format!(
+                    "the bias of token {id} must be a number from -100 to 100, got {}",
+                    crate::json::shown(&value.to_string(), 60)
+                ))
+            }
+        }
+    }
+    Ok(out.into_iter().collect())
 }
 
 /// `format` must be `"json"` or a JSON schema (an object); empty means none.

@@ -209,6 +209,7 @@ pub async fn chat_completions(State(st): State<AppState>, body: Bytes) -> Respon
             answer: corral_api::AnswerOptions {
                 logprobs: req.logprobs,
                 top_logprobs: req.top_logprobs,
+                logit_bias: req.sampling.logit_bias.clone(),
                 ..Default::default()
             },
         })

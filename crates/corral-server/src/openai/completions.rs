@@ -54,6 +54,7 @@ pub async fn completions(State(st): State<AppState>, body: Bytes) -> Response {
         answer: corral_api::AnswerOptions {
             logprobs: req.logprobs.map(|_| true),
             top_logprobs: req.logprobs,
+            logit_bias: req.sampling.logit_bias.clone(),
             ..Default::default()
         },
         ..Default::default()

@@ -130,7 +130,7 @@ struct Sampling {
     stop: Option<Value>,
     /// Choices per request (Ollama silently answers one): see `choices`.
     n: Option<i64>,
-    /// Token biases: refused when any is given (Ollama silently drops them).
+    /// Token biases (Ollama silently drops them): the native `logit_bias` extension.
     logit_bias: Option<Value>,
     /// Native options (a Corral extension): `num_ctx`, `top_k`, ...
     options: Option<BTreeMap<String, Value>>,
@@ -139,13 +139,6 @@ struct Sampling {
 impl Sampling {
     /// The native options map: the `options` extension, then the OpenAI fields over it.
     fn options(&self) -> Result<BTreeMap<String, Value>, Invalid> {
-        // What Corral cannot do is said, not ignored: a client banning tokens would otherwise
-        // get an answer that silently ignores it.
-        match &self.logit_bias {
-            None | Some(Value::Null) => {}
-            Some(Value::Object(m)) if m.is_empty() => {}
-            Some(_) => return Err(invalid("logit_bias is not supported")),
-        }
         let mut o = self.options.clone().unwrap_or_default();
         let mut set = |k: &str, v: Option<Value>| {
             if let Some(v) = v {

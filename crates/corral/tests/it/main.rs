@@ -18,6 +18,7 @@ mod import_archs;
 mod import_gemma;
 mod import_pretokenizers;
 mod infill;
+mod logit_bias;
 mod logprobs;
 mod management;
 mod metrics;

@@ -147,11 +147,6 @@ fn server_sent_events_are_framed_as_openai_sends_them() {
         ),
         (
             "/v1/chat/completions",
-            json!({"logit_bias": {"42": -100}}),
-            "logit_bias is not supported",
-        ),
-        (
-            "/v1/chat/completions",
             json!({"top_logprobs": 2}),
             "top_logprobs needs logprobs set to true",
         ),
