@@ -25,6 +25,16 @@ pub struct CreateArgs {
     pub quantize: Option<String>,
 }
 
+/// Why a path a Modelfile names is neither a file nor a folder to upload.
+fn not_usable(path: &Path) -> &'static str {
+    match (path.symlink_metadata(), path.metadata()) {
+        (Err(_), _) => "no such file",
+        (Ok(_), Err(_)) => "a symbolic link to nothing",
+        // A device, a FIFO or a socket: reading one could block or never end.
+        (Ok(_), Ok(_)) => "not a regular file or a folder",
+    }
+}
+
 /// `corral create`.
 pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
     let (file, text) = modelfile(args.file.as_deref())?;
@@ -55,7 +65,7 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
                     req.files = Some(upload_folder(client, &path).await?);
                     req.from = None;
                 } else if looks_like_path(from) {
-                    anyhow::bail!("{}: FROM {from}: no such file", file.display());
+                    anyhow::bail!("{}: FROM {from}: {}", file.display(), not_usable(&path));
                 } else {
                     req.from = Some(from.clone());
                     req.files = None;
@@ -77,7 +87,7 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
                 } else if path.is_file() {
                     upload_named(client, &path).await?
                 } else {
-                    anyhow::bail!("{}: ADAPTER {a}: no such file", file.display());
+                    anyhow::bail!("{}: ADAPTER {a}: {}", file.display(), not_usable(&path));
                 });
             }
             Command::Draft(d) => {
@@ -102,7 +112,7 @@ pub async fn create(client: &Client, args: CreateArgs) -> anyhow::Result<()> {
                     req.draft_files = Some(upload_named(client, &path).await?);
                     req.draft = None;
                 } else if looks_like_path(d) {
-                    anyhow::bail!("{}: DRAFT {d}: no such file", file.display());
+                    anyhow::bail!("{}: DRAFT {d}: {}", file.display(), not_usable(&path));
                 } else {
                     req.draft = Some(d.clone());
                     req.draft_files = None;

@@ -194,10 +194,21 @@ fn files_that_are_not_loadable_gguf_are_refused_at_create() {
         .unwrap()
         .write_all(&smol[..smol.len() / 2])
         .unwrap();
+    // A device (it would never end) and a link to nothing are named as what they are.
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.gguf")).unwrap();
+    std::os::unix::fs::symlink(dir.join("gone.gguf"), dir.join("dangling.gguf")).unwrap();
     for (file, want) in [
         ("notes.gguf", "not a GGUF file"),
         ("cut.gguf", "truncated"),
-        ("absent.gguf", "no such file"),
+        ("absent.gguf", "FROM ./absent.gguf: no such file"),
+        (
+            "zero.gguf",
+            "FROM ./zero.gguf: not a regular file or a folder",
+        ),
+        (
+            "dangling.gguf",
+            "FROM ./dangling.gguf: a symbolic link to nothing",
+        ),
     ] {
         let out = s.try_create("broken", &format!("FROM ./{file}\n"));
         assert!(!out.status.success());
