@@ -42,6 +42,17 @@ impl Host {
             Some((r, p)) => (r, format!("/{}", p.trim_end_matches('/'))),
             None => (rest, String::new()),
         };
+        // Brackets only around a whole IPv6 address, as a URL has them: `http://[::1` would
+        // otherwise listen on, or call, an address nobody wrote.
+        if rest.contains(['[', ']']) {
+            let inner = rest.strip_prefix('[').and_then(|r| r.split_once(']'));
+            let whole = inner.is_some_and(|(addr, after)| {
+                !addr.contains(['[', ']']) && (after.is_empty() || after.starts_with(':'))
+            });
+            if !whole {
+                anyhow::bail!("invalid host {s:?}: brackets must enclose an IPv6 address");
+            }
+        }
         // A port is what follows the last colon, unless that colon is inside an IPv6 address
         // (`::1`, `[::1]`).
         let (host, port) = match rest.rsplit_once(':') {
@@ -76,7 +87,8 @@ impl Host {
     /// The address a server binds.
     pub fn socket_addr(&self) -> anyhow::Result<SocketAddr> {
         (self.host.as_str(), self.port)
-            .to_socket_addrs()?
+            .to_socket_addrs()
+            .map_err(|e| anyhow::anyhow!("cannot resolve host {}: {e}", self.host))?
             .next()
             .ok_or_else(|| anyhow::anyhow!("cannot resolve host {}", self.host))
     }
@@ -112,5 +124,12 @@ mod tests {
         }
         assert!(Host::parse("ftp://x").is_err());
         assert!(Host::parse("x:notaport").is_err());
+        for bad in ["http://[::1", "[::1", "::1]:80", "[[::1]]", "[::1]x"] {
+            let e = Host::parse(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("brackets must enclose an IPv6 address"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

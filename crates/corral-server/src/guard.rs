@@ -327,11 +327,17 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "g" | "gb" => 1_000_000_000,
         "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
         other => return Err(format!("{s:?}: unknown size unit {other:?}")),
     };
     let bytes = (n * mult as f64).round();
     if bytes < 1.0 {
         return Err(format!("{s:?}: the size must be at least one byte"));
+    }
+    // `as` would quietly make anything larger the largest u64.
+    if bytes >= u64::MAX as f64 {
+        return Err(format!("{s:?}: too large a size"));
     }
     Ok(bytes as u64)
 }
@@ -450,6 +456,12 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("0").is_err());
         assert!(parse_size("3 parsecs").is_err());
+        assert_eq!(parse_size("1TB").unwrap(), 1_000_000_000_000);
+        assert_eq!(parse_size("2 TiB").unwrap(), 2 << 40);
+        assert_eq!(
+            parse_size("99999999999999999999999").unwrap_err(),
+            "\"99999999999999999999999\": too large a size"
+        );
         assert_eq!(human_size(32 << 20), "32 MiB");
         assert_eq!(human_size(1000), "1000 bytes");
     }

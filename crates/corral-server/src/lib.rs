@@ -227,6 +227,10 @@ pub async fn serve(config: Config) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|e| format!("listen on {}: {e}", config.addr))?;
+    // Port 0 asks the system for a free port: the log, and the Host check, need the real one.
+    if let Ok(bound) = listener.local_addr() {
+        config.addr = bound;
+    }
     tracing::info!(
         addr = %config.addr,
         models = %config.models_dir.display(),

@@ -415,9 +415,59 @@ fn settings_that_do_not_parse_are_named() {
             "soon",
             "Error: CORRAL_LOAD_TIMEOUT: \"soon\" is not a duration (a Go duration such as \"5m\" or \"1h30m\", or seconds)\n",
         ),
+        (
+            "CORRAL_HOST",
+            "http://[::1",
+            "Error: invalid host \"http://[::1\": brackets must enclose an IPv6 address\n",
+        ),
+        (
+            "CORRAL_MAX_BODY",
+            "99999999999999999999999",
+            "Error: CORRAL_MAX_BODY: \"99999999999999999999999\": too large a size\n",
+        ),
     ] {
         let out = serve_refusing(&[(var, value)]);
         assert!(!out.status.success(), "{var}={value} was accepted");
         assert_eq!(stderr(&out), want);
     }
+}
+
+/// `CORRAL_HOST` with port 0: the system picks a free port, the log names it, and the server
+/// answers there (its Host check knows the real port).
+#[test]
+fn port_zero_listens_on_a_free_port_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let mut child = std::process::Command::new(corral_exe())
+        .arg("serve")
+        .env("CORRAL_HOST", "127.0.0.1:0")
+        .env("CORRAL_MODELS", dir.path().join("models"))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let port = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if let Some(line) = text.lines().find(|l| l.contains("Listening")) {
+            let addr = line
+                .split("addr=")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap();
+            break addr.rsplit_once(':').unwrap().1.parse::<u16>().unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_ne!(port, 0);
+    let v: serde_json::Value =
+        reqwest::blocking::get(format!("http://127.0.0.1:{port}/api/version"))
+            .unwrap()
+            .json()
+            .unwrap();
+    assert!(v["version"].is_string(), "{v}");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
