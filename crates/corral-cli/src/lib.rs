@@ -12,6 +12,12 @@ pub mod transfer;
 pub use create::{create, CreateArgs};
 pub use run::{run, RunArgs};
 
+/// A command the user stopped with Ctrl-C: `corral` exits with status 130 (128 + SIGINT), as
+/// shells report it, and prints nothing more.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
 use std::path::Path;
 
 use corral_api::{GenerateRequest, GenerateResponse, ListResponse, Metrics, ProcessResponse};

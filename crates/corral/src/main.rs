@@ -489,6 +489,7 @@ fn async_main(command: Option<Commands>) -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<corral_cli::Interrupted>() => ExitCode::from(130),
         Err(e) => {
             eprintln!("Error: {e:#}");
             ExitCode::FAILURE

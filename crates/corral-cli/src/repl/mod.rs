@@ -77,9 +77,10 @@ pub async fn interactive(client: &Client, start: Start, shown: ShowResponse) -> 
         keep_alive: start.keep_alive.clone(),
     };
     s.adopt(&shown);
-    // Load the model before the first prompt, with the spinner; Ctrl-C here leaves.
+    // Load the model before the first prompt, with the spinner; Ctrl-C here leaves, with the
+    // status of a command SIGINT ended (130), as the one-shot run does.
     if !s.preload().await? {
-        return Ok(());
+        return Err(crate::Interrupted.into());
     }
     s.replay(&shown);
 

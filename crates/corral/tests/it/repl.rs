@@ -300,6 +300,56 @@ fn commands_answer_with_ollamas_texts() {
     assert!(r.exited_ok(), "{}", r.screen_text());
 }
 
+/// Ctrl-C while the model loads (the spinner before the first prompt) leaves with status 130,
+/// as a command SIGINT ended, not 0: a script can tell it from `/bye`.
+#[test]
+fn ctrl_c_while_the_model_loads_exits_130() {
+    let s = TestServer::start_with(&[
+        ("CORRAL_MAX_LOADED_MODELS", "1"),
+        ("CORRAL_NUM_PARALLEL", "1"),
+    ]);
+    s.create_smol();
+    // The same weights with another context: a runner of its own, which must wait for the
+    // only place while smol answers (so the load is still going when Ctrl-C comes).
+    s.create(
+        "smol-wide",
+        &format!(
+            "FROM {}\nPARAMETER num_ctx 8192\n",
+            model_file(SMOL).display()
+        ),
+    );
+    let busy = s
+        .http
+        .post(s.url("/api/generate"))
+        .json(&json!({"model": "smol", "prompt": "Tell a long story.",
+                      "options": {"num_predict": 20000}}))
+        .send()
+        .unwrap();
+    let mut busy = std::io::BufReader::new(busy);
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut busy, &mut first).unwrap();
+    assert!(first.contains("\"response\""), "{first}");
+
+    let mut cmd = std::process::Command::new(corral_exe());
+    cmd.args(["run", "smol-wide"])
+        .env("CORRAL_HOST", format!("127.0.0.1:{}", s.port))
+        .env("HOME", s.dir.path())
+        .env("TERM", "xterm-256color");
+    let mut session = Session::spawn(cmd).expect("spawn corral run in a pty");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while session.check(Regex("[⠋⠙⠹⠸]")).unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no spinner while loading");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    session.send("\x03").unwrap();
+    let status = session.get_process_mut().wait().unwrap();
+    assert!(
+        matches!(status, expectrl::process::unix::WaitStatus::Exited(_, 130)),
+        "{status:?}"
+    );
+    drop(busy);
+}
+
 #[test]
 fn ctrl_c_stops_the_answer_and_keeps_the_session() {
     let s = TestServer::start_with(&[("CORRAL_NUM_PARALLEL", "1")]);
