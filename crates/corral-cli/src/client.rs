@@ -109,6 +109,14 @@ impl Client {
                 "could not connect to corral server at {}: is `corral serve` running?",
                 self.base
             )
+        } else if e.is_request() && closed_while_sending(&e) {
+            // The server answers a body over its limit with 413 and closes the connection
+            // before reading the rest; a client still writing sees a broken pipe, not the 413.
+            anyhow::anyhow!(
+                "the corral server at {} closed the connection before reading the whole \
+                 request: is it larger than the server's CORRAL_MAX_BODY (32 MiB by default)?",
+                self.base
+            )
         } else {
             e.into()
         }
@@ -219,4 +227,20 @@ impl Client {
         }
         handle(&buf)
     }
+}
+
+/// Whether a request failed because the peer closed the connection while the body was being
+/// written (a broken pipe or a reset, somewhere in the error's causes).
+fn closed_while_sending(e: &reqwest::Error) -> bool {
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+            if matches!(io.kind(), BrokenPipe | ConnectionReset) {
+                return true;
+            }
+        }
+        src = s.source();
+    }
+    false
 }

@@ -263,6 +263,15 @@ fn bodies_over_the_limit_get_413_and_memory_stays_small() {
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("recursion limit exceeded"), "{text}");
     assert!(t.elapsed() < Duration::from_secs(2));
+    // The CLI piping a prompt far over the limit: the server closes the connection while the
+    // CLI still writes, and the CLI says why instead of "broken pipe" (or shows the 413).
+    let out = s.corral_stdin(&["run", "smol"], Some(&"a few words. ".repeat(3_000_000)));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("Error: ") && err.contains("CORRAL_MAX_BODY") && !err.contains("pipe"),
+        "{err}"
+    );
     assert!(
         peak_rss(pid) < 100 << 20,
         "server peak RSS {} MB",
