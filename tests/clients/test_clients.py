@@ -444,6 +444,21 @@ def test_anthropic_count_tokens_and_errors(claude):
     long = claude.messages.count_tokens(
         model="smol", messages=[{"role": "user", "content": "Hi " * 200}], system="Be brief.")
     assert 0 < short.input_tokens < long.input_tokens
+    # Tools count; `none` leaves them out of the prompt, as /v1/messages does; a choice that
+    # names no tool is refused as /v1/messages refuses it.
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    bare = claude.messages.count_tokens(model="smol-tools", messages=ask)
+    tools = claude.messages.count_tokens(model="smol-tools", messages=ask, tools=[CLAUDE_WEATHER_TOOL])
+    forced = claude.messages.count_tokens(model="smol-tools", messages=ask, tools=[CLAUDE_WEATHER_TOOL],
+                                          tool_choice={"type": "tool", "name": "get_weather"})
+    none = claude.messages.count_tokens(model="smol-tools", messages=ask, tools=[CLAUDE_WEATHER_TOOL],
+                                        tool_choice={"type": "none"})
+    assert bare.input_tokens + 20 < tools.input_tokens == forced.input_tokens
+    assert none.input_tokens == bare.input_tokens
+    with pytest.raises(anthropic.BadRequestError) as e:
+        claude.messages.count_tokens(model="smol-tools", messages=ask, tools=[CLAUDE_WEATHER_TOOL],
+                                     tool_choice={"type": "tool", "name": "nope"})
+    assert "tool_choice names a function that is not among the tools: nope" in str(e.value)
     with pytest.raises(anthropic.NotFoundError) as e:
         claude.messages.create(model="no-such-model", max_tokens=8, messages=[{"role": "user", "content": "Hi"}])
     assert e.value.status_code == 404 and "not found" in str(e.value)

@@ -586,12 +586,12 @@ pub async fn count_tokens(State(st): State<AppState>, body: Bytes) -> Response {
     if req.messages.is_empty() {
         return bad("messages: at least one message is required");
     }
-    let mut native = match native_request(&req, false) {
+    // The tool choice is checked as /v1/messages checks it, and shapes the prompt the same
+    // way (`none` leaves the tools out); counting forces no call.
+    let native = match native_request(&req, false) {
         Ok(n) => n,
         Err(e) => return bad(e),
     };
-    // Counting renders the tools; it forces nothing.
-    native.tool_choice = None;
     match inference::count_chat_tokens(&st, native).await {
         Ok(n) => Json(json!({"input_tokens": n})).into_response(),
         Err(e) => anthropic_error(e.status, e.message),

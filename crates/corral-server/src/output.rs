@@ -55,6 +55,9 @@ struct Tools {
     /// Calls found so far: each call's `function.index` is its place in the whole answer (as
     /// Ollama numbers them), which OpenAI's stream clients use to tell parallel calls apart.
     count: usize,
+    /// The request forced a call (a grammar made the answer one): text left at the end is a
+    /// call cut short (by `num_predict`), never content.
+    forced: bool,
 }
 
 /// The length of the longest end of `s` that begins `tag` (text to hold back: it may be the
@@ -80,8 +83,17 @@ impl OutputParser {
                 buf: String::new(),
                 found: false,
                 count: 0,
+                forced: false,
             }),
         }
+    }
+
+    /// With `true`: the request forced a tool call (see `Tools::forced`).
+    pub fn forced(mut self, forced: bool) -> Self {
+        if let Some(t) = &mut self.tools {
+            t.forced = forced;
+        }
+        self
     }
 
     /// Whether this parser changes anything (a plain answer passes straight through).
@@ -218,6 +230,10 @@ impl Tools {
                 self.mode = ToolMode::Json;
             } else if !end && (t.is_empty() || CALL_OPEN.starts_with(t)) {
                 return;
+            } else if self.forced {
+                // A forced call cut short before its tag was whole: no call, no text.
+                self.buf.clear();
+                return;
             } else {
                 self.mode = ToolMode::Text;
                 let all = std::mem::take(&mut self.buf);
@@ -262,7 +278,7 @@ impl Tools {
         if end {
             let rest = std::mem::take(&mut self.buf);
             let only_space_after_calls = self.found && rest.trim().is_empty();
-            if !rest.is_empty() && !only_space_after_calls {
+            if !rest.is_empty() && !only_space_after_calls && !self.forced {
                 out.push(Piece::Content(rest));
             }
         }
@@ -358,6 +374,31 @@ mod tests {
                 Piece::ToolCalls(vec![call(0, "a", json!({}))]),
                 Piece::ToolCalls(vec![call(1, "b", json!({})), call(2, "c", json!({}))])
             ]
+        );
+        // A forced call cut short is neither a call nor text; unforced, what was written is text.
+        let cut_short = |forced: bool, chunks: &[&str]| {
+            let mut p = OutputParser::new(false, true).forced(forced);
+            let mut out: Vec<Piece> = chunks.iter().flat_map(|c| p.push(c)).collect();
+            out.extend(p.finish());
+            out
+        };
+        for chunks in [
+            &["<t"][..],
+            &["<tool_call>", "{\"na"],
+            &["<tool_call>{\"name\": \"a\", "],
+        ] {
+            assert_eq!(cut_short(true, chunks), vec![], "{chunks:?}");
+            assert_eq!(
+                cut_short(false, chunks),
+                vec![Piece::Content(chunks.concat())]
+            );
+        }
+        assert_eq!(
+            cut_short(
+                true,
+                &["<tool_call>{\"name\":\"a\",\"arguments\":{}}</tool_call>"]
+            ),
+            vec![Piece::ToolCalls(vec![call(0, "a", json!({}))])]
         );
         // JSON that is not a call is text.
         assert_eq!(

@@ -105,7 +105,7 @@ pub(super) fn stream_response(answer: Answer, id: u64) -> Response {
         mut tracker,
         mut cancel,
     } = answer;
-    let mut parser = OutputParser::new(job.think, job.tools);
+    let mut parser = job.parser();
     // Log probabilities wait for the next object that carries text (the parsers may hold a
     // token's text back), or the final one.
     let mut logprobs: Vec<Logprob> = Vec::new();
@@ -229,7 +229,7 @@ pub(super) async fn collect_response(answer: Answer) -> Response {
         mut tracker,
         mut cancel,
     } = answer;
-    let mut parser = OutputParser::new(job.think, job.tools);
+    let mut parser = job.parser();
     let mut out = Out::default();
     loop {
         let ev = match watch.next(&lease, &mut events).await {

@@ -71,6 +71,17 @@ struct Job {
     tools: bool,
 }
 
+impl Job {
+    /// The parser for this job's answer: a forced call's answer is a call or nothing.
+    fn parser(&self) -> OutputParser {
+        let forced = self
+            .completion
+            .as_ref()
+            .is_some_and(|c| c.tool_grammar.is_some());
+        OutputParser::new(self.think, self.tools).forced(forced)
+    }
+}
+
 pub async fn generate(
     State(st): State<AppState>,
     JsonBody(req): JsonBody<GenerateRequest>,
@@ -115,6 +126,7 @@ pub(crate) async fn count_chat_tokens(st: &AppState, mut req: ChatRequest) -> Ap
         return Ok(0);
     };
     completion.count_only = true;
+    completion.tool_grammar = None;
     let lease = acquire(st, &job.model, &job.options, job.keep_alive).await?;
     let (_, mut events) = lease
         .runner

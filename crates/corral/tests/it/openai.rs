@@ -666,3 +666,52 @@ fn a_forced_call_keeps_its_tools_definitions() {
     assert_eq!(call["name"], "ship", "{v}");
     assert!(call["arguments"]["to"]["city"].is_string(), "{v}");
 }
+
+/// A forced call that the token limit cuts short is no call and no text: the call's markup
+/// (`<tool_call>{"na`) never reaches the client as content, streamed or not, on any route.
+#[test]
+fn a_forced_call_cut_short_writes_no_markup() {
+    let s = TestServer::start();
+    s.create_smol_tools();
+    let tool = json!({"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}});
+    let ask = json!([{"role": "user", "content": "Weather in Paris?"}]);
+    for n in [1, 2, 5] {
+        let (status, v) = s.post(
+            "/api/chat",
+            json!({"model": "smol-tools", "messages": ask, "tools": [tool], "tool_choice": "required",
+                   "stream": false, "options": {"temperature": 0, "num_predict": n}}),
+        );
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["message"]["content"], "", "{n}: {v}");
+        assert!(v["message"].get("tool_calls").is_none(), "{n}: {v}");
+        assert_eq!(v["done_reason"], "length");
+        let events = sse_chunks(
+            &s,
+            "/v1/chat/completions",
+            json!({"model": "smol-tools", "messages": ask, "tools": [tool], "tool_choice": "required",
+                   "stream": true, "max_tokens": n, "temperature": 0}),
+        );
+        let text: String = events
+            .iter()
+            .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, "", "{n}");
+        let (status, v) = s.post(
+            "/v1/messages",
+            json!({"model": "smol-tools", "messages": ask, "max_tokens": n,
+                   "tools": [{"name": "get_weather", "input_schema": tool["function"]["parameters"]}],
+                   "tool_choice": {"type": "any"}}),
+        );
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["stop_reason"], "max_tokens", "{v}");
+        assert!(
+            v["content"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| !b["text"].as_str().unwrap_or_default().contains('<')),
+            "{n}: {v}"
+        );
+    }
+}
