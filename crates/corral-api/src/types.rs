@@ -89,9 +89,13 @@ pub struct ChatRequest {
     /// `{"type": "function", "function": {"name": ...}}`; a required call is enforced by a grammar.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<Value>,
+    /// A Corral extension, as OpenAI's: `false` keeps an answer to one tool call (the first),
+    /// and ends the answer when that call is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallel_tool_calls: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub think: Option<Value>,
-    /// `truncate`, `shift`, `logprobs`, `top_logprobs`.
+    /// `truncate`, `shift`, `logprobs`, `top_logprobs`, `logit_bias`.
     #[serde(flatten)]
     pub answer: AnswerOptions,
 }

@@ -300,6 +300,13 @@ fn native_request(req: &MessagesRequest, stream: bool) -> Result<corral_api::Cha
         options: Some(options),
         tools: native_tools(&req.tools),
         tool_choice: native_tool_choice(&req.tool_choice)?,
+        // `disable_parallel_tool_use` (any choice but `none` may carry it): one call at most.
+        parallel_tool_calls: req
+            .tool_choice
+            .as_ref()
+            .and_then(|c| c.get("disable_parallel_tool_use"))
+            .and_then(Value::as_bool)
+            .map(|disable| !disable),
         think,
         ..Default::default()
     })

@@ -21,7 +21,7 @@ pub enum Piece {
 const THINK_OPEN: &str = "<think>";
 const THINK_CLOSE: &str = corral_api::runner::THINK_END;
 const CALL_OPEN: &str = "<tool_call>";
-const CALL_CLOSE: &str = "</tool_call>";
+pub(crate) const CALL_CLOSE: &str = "</tool_call>";
 
 /// The parser for one answer.
 #[derive(Debug)]
@@ -58,6 +58,8 @@ struct Tools {
     /// The request forced a call (a grammar made the answer one): text left at the end is a
     /// call cut short (by `num_predict`), never content.
     forced: bool,
+    /// At most one call (`parallel_tool_calls: false`): later ones are dropped.
+    single: bool,
 }
 
 /// The length of the longest end of `s` that begins `tag` (text to hold back: it may be the
@@ -84,6 +86,7 @@ impl OutputParser {
                 found: false,
                 count: 0,
                 forced: false,
+                single: false,
             }),
         }
     }
@@ -92,6 +95,14 @@ impl OutputParser {
     pub fn forced(mut self, forced: bool) -> Self {
         if let Some(t) = &mut self.tools {
             t.forced = forced;
+        }
+        self
+    }
+
+    /// With `true`: one tool call at most, the first (see `Tools::single`).
+    pub fn single(mut self, single: bool) -> Self {
+        if let Some(t) = &mut self.tools {
+            t.single = single;
         }
         self
     }
@@ -206,11 +217,17 @@ fn parse_calls(text: &str) -> Option<Vec<Value>> {
 impl Tools {
     /// Numbers the calls in answer order and hands them out.
     fn emit(&mut self, mut calls: Vec<Value>, out: &mut Vec<Piece>) {
+        self.found = true;
+        if self.single {
+            calls.truncate(1 - self.count.min(1));
+            if calls.is_empty() {
+                return;
+            }
+        }
         for c in &mut calls {
             c["function"]["index"] = json!(self.count);
             self.count += 1;
         }
-        self.found = true;
         out.push(Piece::ToolCalls(calls));
     }
 
@@ -399,6 +416,30 @@ mod tests {
                 &["<tool_call>{\"name\":\"a\",\"arguments\":{}}</tool_call>"]
             ),
             vec![Piece::ToolCalls(vec![call(0, "a", json!({}))])]
+        );
+        // One call at most: the first, whether the calls come tagged or in a list.
+        let single = |chunks: &[&str]| {
+            let mut p = OutputParser::new(false, true).single(true);
+            let mut out: Vec<Piece> = chunks.iter().flat_map(|c| p.push(c)).collect();
+            out.extend(p.finish());
+            out
+        };
+        let first = vec![Piece::ToolCalls(vec![call(0, "a", json!({}))])];
+        assert_eq!(
+            single(&[
+                "<tool_call>{\"name\":\"a\",\"arguments\":{}}</tool_call>\n",
+                "<tool_call>{\"name\":\"b\",\"arguments\":{}}</tool_call>"
+            ]),
+            first
+        );
+        assert_eq!(
+            single(&["[{\"name\":\"a\",\"arguments\":{}}, {\"name\":\"b\"}]"]),
+            first
+        );
+        // The stop at the first call's end leaves it open: it is read as it stands.
+        assert_eq!(
+            single(&["<tool_call>{\"name\":\"a\",\"arguments\":{}}\n"]),
+            first
         );
         // JSON that is not a call is text.
         assert_eq!(

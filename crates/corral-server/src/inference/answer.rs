@@ -288,7 +288,11 @@ pub(super) fn done_parts(job: &Job, lease: &Lease, d: &DoneInfo, tracker: &mut T
         reason: d.reason.as_str(),
         metrics,
         context: d.context.clone(),
-        stop_sequence: d.stop_sequence.clone(),
+        // Only the request's own (a single-call answer's `</tool_call>` is the server's).
+        stop_sequence: d
+            .stop_sequence
+            .clone()
+            .filter(|s| job.options.stop.as_ref().is_some_and(|own| own.contains(s))),
     }
 }
 

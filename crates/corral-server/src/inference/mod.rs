@@ -69,6 +69,8 @@ struct Job {
     think: bool,
     /// Parse tool calls out of the answer.
     tools: bool,
+    /// One tool call at most (`parallel_tool_calls: false`).
+    single_call: bool,
 }
 
 impl Job {
@@ -78,7 +80,9 @@ impl Job {
             .completion
             .as_ref()
             .is_some_and(|c| c.tool_grammar.is_some());
-        OutputParser::new(self.think, self.tools).forced(forced)
+        OutputParser::new(self.think, self.tools)
+            .forced(forced)
+            .single(self.single_call)
     }
 }
 

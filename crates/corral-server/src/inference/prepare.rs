@@ -149,6 +149,7 @@ pub(super) fn prepare_generate(
         started,
         think: think.on == Some(true) && !req.raw,
         tools: false,
+        single_call: false,
     })
 }
 
@@ -208,6 +209,17 @@ pub(super) fn prepare_chat(
     if req.tool_choice.as_ref().and_then(|c| c.as_str()) == Some("none") {
         tools = None;
     }
+    // One call at most: the answer ends where the first tagged call closes (a forced call's
+    // grammar already ends there). The stop is the runner's alone: answers name only the
+    // request's own stop sequences.
+    let single_call = tools.is_some() && req.parallel_tool_calls == Some(false);
+    let mut runner_options = options.clone();
+    if single_call && tool_grammar.is_none() {
+        runner_options
+            .stop
+            .get_or_insert_with(Vec::new)
+            .push(crate::output::CALL_CLOSE.to_string());
+    }
     let completion = if req.messages.is_empty() {
         None
     } else {
@@ -233,7 +245,7 @@ pub(super) fn prepare_chat(
                     think: think.on,
                     think_level: think.level.clone(),
                 },
-                &options,
+                &runner_options,
                 &req.answer,
                 req.format.as_ref(),
             )?
@@ -251,6 +263,7 @@ pub(super) fn prepare_chat(
         started,
         think: think.on == Some(true),
         tools: tools.is_some(),
+        single_call,
     })
 }
 

@@ -20,6 +20,8 @@ struct ChatCompletionRequest {
     #[serde(default)]
     tool_choice: Option<Value>,
     #[serde(default)]
+    parallel_tool_calls: Option<bool>,
+    #[serde(default)]
     keep_alive: Option<Value>,
     /// `low`/`medium`/`high` turn thinking on at that level, `none` off.
     #[serde(default)]
@@ -200,6 +202,7 @@ pub async fn chat_completions(State(st): State<AppState>, body: Bytes) -> Respon
             keep_alive: req.keep_alive.clone(),
             tools: req.tools.clone(),
             tool_choice: req.tool_choice.clone(),
+            parallel_tool_calls: req.parallel_tool_calls,
             think: think_from_effort(req.reasoning_effort.as_deref().or_else(|| {
                 req.reasoning
                     .as_ref()

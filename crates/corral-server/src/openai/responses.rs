@@ -21,6 +21,8 @@ struct ResponsesRequest {
     #[serde(default)]
     tool_choice: Option<Value>,
     #[serde(default)]
+    parallel_tool_calls: Option<bool>,
+    #[serde(default)]
     text: Option<Value>,
     #[serde(default)]
     reasoning: Option<Value>,
@@ -282,6 +284,7 @@ pub async fn responses(State(st): State<AppState>, body: Bytes) -> Response {
             keep_alive: req.keep_alive.clone(),
             tools: native_tools(&req.tools)?,
             tool_choice: native_tool_choice(&req.tool_choice),
+            parallel_tool_calls: req.parallel_tool_calls,
             think,
             ..Default::default()
         })

@@ -32,4 +32,5 @@ mod rpc_netns;
 mod security;
 mod speculation;
 mod supervision;
+mod tool_calls;
 mod vulkan;

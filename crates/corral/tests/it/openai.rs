@@ -8,13 +8,13 @@ use std::io::Read;
 use common::*;
 use serde_json::{json, Value};
 
-fn weather_tool() -> Value {
+pub(crate) fn weather_tool() -> Value {
     json!({"type": "function", "function": {"name": "get_weather", "description": "Get the weather in a city",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}})
 }
 
 /// POST and return the status, content type and raw body.
-fn post_raw_body(s: &TestServer, path: &str, body: Value) -> (u16, String, String) {
+pub(crate) fn post_raw_body(s: &TestServer, path: &str, body: Value) -> (u16, String, String) {
     let mut resp = s.http.post(s.url(path)).json(&body).send().unwrap();
     let ct = resp
         .headers()
@@ -27,7 +27,7 @@ fn post_raw_body(s: &TestServer, path: &str, body: Value) -> (u16, String, Strin
 }
 
 /// POST, and the JSON chunks of the event stream that answers (without `[DONE]`).
-fn sse_chunks(s: &TestServer, path: &str, body: Value) -> Vec<Value> {
+pub(crate) fn sse_chunks(s: &TestServer, path: &str, body: Value) -> Vec<Value> {
     let (status, _, text) = post_raw_body(s, path, body);
     assert_eq!(status, 200, "{text}");
     text.split("\n\n")
@@ -319,114 +319,6 @@ fn structured_output_and_embeddings() {
     assert_eq!(status, 200);
 }
 
-#[test]
-fn native_tool_call_round_trip() {
-    let s = TestServer::start();
-    s.create_smol();
-    s.create_smol_tools();
-    let (_, show) = s.post("/api/show", json!({"model": "smol-tools"}));
-    assert_eq!(show["capabilities"], json!(["completion", "tools"]));
-
-    let user = json!({"role": "user", "content": "What is the weather in Paris?"});
-    let (status, body) = s.post(
-        "/api/chat",
-        json!({"model": "smol-tools", "messages": [user], "tools": [weather_tool()], "tool_choice": "required", "stream": false, "options": {"temperature": 0}}),
-    );
-    assert_eq!(status, 200, "{body}");
-    let calls = body["message"]["tool_calls"]
-        .as_array()
-        .expect("tool calls")
-        .clone();
-    assert_eq!(calls[0]["function"]["name"], "get_weather");
-    let city = calls[0]["function"]["arguments"]["city"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert!(!city.is_empty());
-    assert_eq!(body["message"]["content"], "");
-
-    // Streaming: the call arrives as one chunk with tool_calls.
-    let lines = s.stream(
-        "/api/chat",
-        json!({"model": "smol-tools", "messages": [user], "tools": [weather_tool()], "tool_choice": {"type": "function", "function": {"name": "get_weather"}}, "options": {"temperature": 0}}),
-    );
-    let streamed: Vec<&Value> = lines
-        .iter()
-        .filter_map(|(_, v)| v["message"].get("tool_calls"))
-        .collect();
-    assert_eq!(streamed.len(), 1, "{lines:?}");
-    assert_eq!(lines.last().unwrap().1["done"], true);
-
-    // The result goes back in; the model answers in words.
-    let mut result = json!({"role": "tool", "tool_name": "get_weather", "content": format!("{{\"city\": \"{city}\", \"temperature_c\": 18}}")});
-    result["tool_name"] = json!("get_weather");
-    let (status, body) = s.post(
-        "/api/chat",
-        json!({"model": "smol-tools", "messages": [user, {"role": "assistant", "content": "", "tool_calls": calls}, result],
-               "tools": [weather_tool()], "stream": false, "options": {"temperature": 0, "num_predict": 40}}),
-    );
-    assert_eq!(status, 200, "{body}");
-    assert!(
-        !body["message"]["content"]
-            .as_str()
-            .unwrap()
-            .trim()
-            .is_empty(),
-        "{body}"
-    );
-
-    // Errors: a model without tool support, a tool_choice naming no tool, thinking without support.
-    let (status, body) = s.post(
-        "/api/chat",
-        json!({"model": "smol", "messages": [user], "tools": [weather_tool()]}),
-    );
-    assert_eq!(
-        (status, body["error"].as_str().unwrap()),
-        (400, "smol:latest does not support tools")
-    );
-    let (status, body) = s.post("/api/chat", json!({"model": "smol-tools", "messages": [user], "tools": [weather_tool()], "tool_choice": {"type": "function", "function": {"name": "nope"}}}));
-    assert_eq!(status, 400, "{body}");
-    let (status, body) = s.post(
-        "/api/generate",
-        json!({"model": "smol", "prompt": "hi", "think": true}),
-    );
-    assert_eq!(
-        (status, body["error"].as_str().unwrap()),
-        (400, "\"smol:latest\" does not support thinking")
-    );
-    // Thinking where the template supports it: the answer starts inside the thinking.
-    s.create_smol_think();
-    let (_, show) = s.post("/api/show", json!({"model": "smol-think"}));
-    assert_eq!(
-        show["capabilities"],
-        json!(["completion", "tools", "thinking"])
-    );
-    let (status, body) = s.post("/api/generate", json!({"model": "smol-think", "prompt": "What is 2+2?", "think": true, "stream": false, "options": {"temperature": 0, "num_predict": 30}}));
-    assert_eq!(status, 200, "{body}");
-    let thought = body["thinking"].as_str().unwrap_or_default().to_string();
-    assert!(!thought.is_empty(), "{body}");
-    // A model that can think does when `think` is unset, as Ollama decides; `false` stops it.
-    for path in ["/api/generate", "/api/chat"] {
-        let base = json!({"model": "smol-think", "prompt": "What is 2+2?", "stream": false,
-                          "messages": [{"role": "user", "content": "What is 2+2?"}],
-                          "options": {"temperature": 0, "num_predict": 30}});
-        let (status, unset) = s.post(path, base.clone());
-        assert_eq!(status, 200, "{unset}");
-        let thinking = |b: &Value| {
-            b["thinking"]
-                .as_str()
-                .or(b["message"]["thinking"].as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
-        assert_eq!(thinking(&unset), thought, "{path}: {unset}");
-        let mut off = base;
-        off["think"] = json!(false);
-        let (_, off) = s.post(path, off);
-        assert_eq!(thinking(&off), "", "{path}: {off}");
-    }
-}
-
 /// A format (or a forced call) constrains what follows the thinking, not the thinking: the
 /// model thinks in words, then answers in the format (as Ollama). Three earlier turns show
 /// SmolLM2 the shape, thinking then a sentence; greedy decoding follows the thinking, and
@@ -643,75 +535,4 @@ fn several_choices_for_one_request() {
     assert_eq!(v["choices"][1]["index"], 1);
     assert_eq!(v["choices"][0]["text"], v["choices"][1]["text"]);
     assert_eq!(v["usage"]["completion_tokens"], 8);
-}
-
-/// A forced call to a tool whose parameters refer to their own definitions (`$defs`, as
-/// Pydantic writes nested models): the references still resolve inside the call's schema.
-#[test]
-fn a_forced_call_keeps_its_tools_definitions() {
-    let s = TestServer::start();
-    s.create_smol();
-    s.create_smol_tools();
-    let tool = json!({"type": "function", "function": {"name": "ship", "description": "Ship a parcel to an address",
-        "parameters": {"type": "object", "properties": {"to": {"$ref": "#/$defs/Address"}}, "required": ["to"],
-                       "$defs": {"Address": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}}}}});
-    let (status, v) = s.post(
-        "/api/chat",
-        json!({"model": "smol-tools", "messages": [{"role": "user", "content": "Ship my parcel to Paris."}],
-               "tools": [tool], "tool_choice": "required", "stream": false,
-               "options": {"temperature": 0, "num_predict": 100}}),
-    );
-    assert_eq!(status, 200, "{v}");
-    let call = &v["message"]["tool_calls"][0]["function"];
-    assert_eq!(call["name"], "ship", "{v}");
-    assert!(call["arguments"]["to"]["city"].is_string(), "{v}");
-}
-
-/// A forced call that the token limit cuts short is no call and no text: the call's markup
-/// (`<tool_call>{"na`) never reaches the client as content, streamed or not, on any route.
-#[test]
-fn a_forced_call_cut_short_writes_no_markup() {
-    let s = TestServer::start();
-    s.create_smol_tools();
-    let tool = json!({"type": "function", "function": {"name": "get_weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}});
-    let ask = json!([{"role": "user", "content": "Weather in Paris?"}]);
-    for n in [1, 2, 5] {
-        let (status, v) = s.post(
-            "/api/chat",
-            json!({"model": "smol-tools", "messages": ask, "tools": [tool], "tool_choice": "required",
-                   "stream": false, "options": {"temperature": 0, "num_predict": n}}),
-        );
-        assert_eq!(status, 200, "{v}");
-        assert_eq!(v["message"]["content"], "", "{n}: {v}");
-        assert!(v["message"].get("tool_calls").is_none(), "{n}: {v}");
-        assert_eq!(v["done_reason"], "length");
-        let events = sse_chunks(
-            &s,
-            "/v1/chat/completions",
-            json!({"model": "smol-tools", "messages": ask, "tools": [tool], "tool_choice": "required",
-                   "stream": true, "max_tokens": n, "temperature": 0}),
-        );
-        let text: String = events
-            .iter()
-            .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
-            .collect();
-        assert_eq!(text, "", "{n}");
-        let (status, v) = s.post(
-            "/v1/messages",
-            json!({"model": "smol-tools", "messages": ask, "max_tokens": n,
-                   "tools": [{"name": "get_weather", "input_schema": tool["function"]["parameters"]}],
-                   "tool_choice": {"type": "any"}}),
-        );
-        assert_eq!(status, 200, "{v}");
-        assert_eq!(v["stop_reason"], "max_tokens", "{v}");
-        assert!(
-            v["content"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|b| !b["text"].as_str().unwrap_or_default().contains('<')),
-            "{n}: {v}"
-        );
-    }
 }
