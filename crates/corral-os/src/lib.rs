@@ -57,6 +57,18 @@ pub async fn spawn_bound(
         .map_err(|_| std::io::Error::other("spawner thread is gone"))?
 }
 
+/// End this process now with `code`, after flushing its standard output and error, without
+/// running exit handlers or C++ static destructors (`_exit` on Unix). For a process whose
+/// other threads may still be inside llama.cpp: `std::process::exit` would destroy ggml's
+/// static objects under its compute threads, which then crash (SIGSEGV) instead of the
+/// process exiting.
+pub fn exit_now(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    imp::exit_now(code)
+}
+
 /// Ask a process to stop (SIGTERM on Unix).
 pub fn terminate(pid: u32) {
     imp::signal(pid, libc::SIGTERM)

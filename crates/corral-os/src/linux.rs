@@ -25,6 +25,11 @@ pub fn bind_child_to_parent(cmd: &mut tokio::process::Command) {
     }
 }
 
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit ends the process at once; nothing in this process runs after it.
+    unsafe { libc::_exit(code) }
+}
+
 pub fn signal(pid: u32, sig: i32) {
     if let Ok(pid) = i32::try_from(pid) {
         // SAFETY: kill has no memory effects; a stale pid at worst gets ESRCH.

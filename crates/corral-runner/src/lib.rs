@@ -213,9 +213,10 @@ fn read_requests(tx: mpsc::Sender<RunnerRequest>) {
             Err(e) => tracing::error!("ignoring malformed request: {e}"),
         }
     }
-    // The server closed our stdin or went away: nothing more can be asked of us.
+    // The server closed our stdin or went away: nothing more can be asked of us. The main
+    // thread may be in the middle of a decode: leave without tearing llama.cpp down under it.
     tracing::info!("stdin closed; runner exiting");
-    std::process::exit(0);
+    corral_os::exit_now(0);
 }
 
 /// The server quotes a runner's last log lines when it dies; after a panic those would be

@@ -99,7 +99,8 @@ pub fn rpc_worker(args: RpcWorkerArgs) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("capture ggml's output: {e}"))?;
     corral_os::on_terminate(|signal| {
         tracing::info!(signal, "RPC worker stopping");
-        std::process::exit(0);
+        // It may be computing for a server: leave without tearing ggml down under that.
+        corral_os::exit_now(0);
     });
     tracing::info!(
         listen = %args.listen,

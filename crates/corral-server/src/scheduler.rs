@@ -7,8 +7,14 @@
 //! Loading a model that does not fit (more than `max_loaded` models, or more memory than is
 //! available) first unloads idle models, least recently used first, then waits for busy ones
 //! to become idle. A model that can never fit is refused with an error instead.
+//!
+//! Waiting is fair, as in Ollama's scheduler: the busy model a request waits for is marked
+//! draining, and while any request waits, new requests for a draining model wait too instead of
+//! joining it. Otherwise a model kept busy by a stream of requests would never become idle and
+//! the other model would never load (the same for a reload with other settings).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -68,6 +74,9 @@ struct Loaded {
     /// When an idle model is unloaded; `None` while busy or kept forever.
     expires: Option<Instant>,
     last_used: Instant,
+    /// A request waits for this model to become idle (to unload it, or to reload it with
+    /// other settings): new requests do not join it while any request waits.
+    draining: bool,
 }
 
 /// The loaded models.
@@ -76,6 +85,25 @@ pub struct Scheduler {
     cmd: RunnerCommand,
     limits: Limits,
     metrics: Arc<Metrics>,
+    /// Requests waiting for a busy model to become idle.
+    waiting: AtomicUsize,
+}
+
+/// One request counted in [`Scheduler::waiting`] until it stops waiting (loads, fails or is
+/// dropped with its client).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A request's hold on a loaded model.
@@ -104,6 +132,7 @@ impl Scheduler {
             cmd,
             limits,
             metrics,
+            waiting: AtomicUsize::new(0),
         });
         let weak = Arc::downgrade(&s);
         tokio::spawn(async move {
@@ -152,12 +181,21 @@ impl Scheduler {
         keep_alive: KeepAlive,
     ) -> Result<Lease, AcquireError> {
         let key = meta.name.clone();
+        // Set while this request waits for a busy model to become idle.
+        let mut waiting: Option<Waiting<'_>> = None;
         loop {
             let mut state = self.state.lock().await;
+            let others_wait = self.waiting.load(Ordering::SeqCst) > waiting.is_some() as usize;
             if let Some(l) = state
                 .get_mut(&key)
                 .filter(|l| l.spec == spec && !l.runner.has_exited())
             {
+                if l.draining && others_wait {
+                    // Another request waits for this model to drain: queue behind it.
+                    drop(state);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
                 if l.active >= spec.parallel as usize + self.limits.max_queue {
                     return Err(AcquireError::Busy);
                 }
@@ -173,8 +211,10 @@ impl Scheduler {
                 });
             }
             // Loaded with other settings: reload once its requests are done.
-            if let Some(old) = state.get(&key) {
+            if let Some(old) = state.get_mut(&key) {
                 if old.active > 0 && !old.runner.has_exited() {
+                    old.draining = true;
+                    waiting.get_or_insert_with(|| Waiting::new(&self.waiting));
                     drop(state);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -198,7 +238,11 @@ impl Scheduler {
                     l.runner.stop().await;
                     continue;
                 }
-                Room::Wait => {
+                Room::Wait(busy) => {
+                    if let Some(l) = state.get_mut(&busy) {
+                        l.draining = true;
+                    }
+                    waiting.get_or_insert_with(|| Waiting::new(&self.waiting));
                     drop(state);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
@@ -270,6 +314,7 @@ impl Scheduler {
                     keep_alive,
                     expires: None,
                     last_used: now,
+                    draining: false,
                 },
             );
             return Ok(Lease {
@@ -300,10 +345,16 @@ impl Scheduler {
             .filter(|(_, l)| l.active == 0)
             .min_by_key(|(_, l)| l.last_used)
             .map(|(k, _)| k.clone());
-        match idle {
-            Some(k) => Room::Evict(k),
-            None if state.values().any(|l| l.active > 0) => Room::Wait,
-            None => Room::Never(format!(
+        // Else the busy model to wait for: the least recently used.
+        let busy = state
+            .iter()
+            .filter(|(_, l)| l.active > 0)
+            .min_by_key(|(_, l)| l.last_used)
+            .map(|(k, _)| k.clone());
+        match (idle, busy) {
+            (Some(k), _) => Room::Evict(k),
+            (None, Some(k)) => Room::Wait(k),
+            (None, None) => Room::Never(format!(
                 "model requires {} of system memory, but only {} is available",
                 gib(meta.local_memory),
                 gib(available)
@@ -452,7 +503,8 @@ impl Scheduler {
 enum Room {
     Ready,
     Evict(String),
-    Wait,
+    /// Wait for this busy model to become idle.
+    Wait(String),
     Never(String),
 }
 

@@ -404,6 +404,53 @@ fn the_least_recently_used_idle_model_makes_room() {
     assert_eq!(s.runner_pids().len(), 1);
 }
 
+/// With one model loaded at most, a request for another model is served while two clients
+/// keep the first busy back to back: once a request waits for the busy model, new requests
+/// for it queue behind (as Ollama's scheduler takes requests in order) instead of keeping it
+/// busy for ever.
+#[test]
+fn a_model_kept_busy_does_not_starve_a_request_for_another() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let s = smol_server(&[("CORRAL_MAX_LOADED_MODELS", "1")]);
+    // The same weights with another context: a model of its own for the scheduler.
+    s.create(
+        "smol-wide",
+        &format!(
+            "FROM {}\nPARAMETER num_ctx 8192\n",
+            model_file(SMOL).display()
+        ),
+    );
+    let short = |m: &str| json!({"model": m, "prompt": "Hi", "stream": false, "options": {"num_predict": 4}});
+    assert_eq!(generate(&s, short("smol")).0, 200);
+    let started = Instant::now();
+    // Without the fix the loops run out their three minutes before the other model loads.
+    let limit = Duration::from_secs(180);
+    let done = AtomicBool::new(false);
+    let served = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while !done.load(Ordering::SeqCst) && started.elapsed() < limit {
+                    assert_eq!(generate(&s, short("smol")).0, 200);
+                    served.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        // Both clients are at it before the other model is asked for.
+        while served.load(Ordering::SeqCst) < 4 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (status, body) = generate(&s, short("smol-wide"));
+        done.store(true, Ordering::SeqCst);
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            started.elapsed() < limit - Duration::from_secs(10),
+            "smol-wide waited until the clients of smol stopped: {:?}",
+            started.elapsed()
+        );
+    });
+}
+
 #[test]
 fn a_model_that_can_never_fit_is_refused() {
     // Gemma 3 was trained with 32768 tokens (more is clamped to that): 64 slots of it need
