@@ -290,6 +290,8 @@ struct Reader<R> {
     r: R,
     pos: u64,
     len: u64,
+    /// Keep arrays past 64 items (the vocabulary, merges) rather than only their length.
+    long_arrays: bool,
 }
 
 impl<R: Read> Reader<R> {
@@ -351,14 +353,15 @@ impl<R: Read> Reader<R> {
                     return Err(GgufError::Invalid(format!("array of {n} items")));
                 }
                 // Long arrays (vocabularies, merges) are skipped over: only their length is kept.
+                let keep = n <= 64 || self.long_arrays;
                 let mut items = Vec::new();
                 for _ in 0..n {
                     let v = self.value(item_type, depth + 1)?;
-                    if n <= 64 {
+                    if keep {
                         items.push(v);
                     }
                 }
-                if n <= 64 {
+                if keep {
                     Value::Array(items)
                 } else {
                     serde_json::json!({ "array_length": n })
@@ -388,9 +391,13 @@ impl<R: Read> Reader<R> {
         }
         let mut h = std::hash::DefaultHasher::new();
         n.hash(&mut h);
+        let mut items = Vec::new();
         for id in 0..n {
             let v = self.value(item_type, 1)?;
             v.as_str().unwrap_or_default().hash(&mut h);
+            if self.long_arrays {
+                items.push(v.clone());
+            }
             if let Some(text) = v.as_str() {
                 for (slot, texts) in fim.iter_mut().zip(FIM_TEXTS) {
                     if slot.is_none() && texts.contains(&text) {
@@ -400,6 +407,9 @@ impl<R: Read> Reader<R> {
             }
         }
         *hash = Some(h.finish());
+        if self.long_arrays {
+            return Ok(Value::Array(items));
+        }
         Ok(serde_json::json!({ "array_length": n }))
     }
 }
@@ -412,12 +422,23 @@ fn float(f: f64) -> Value {
 
 /// Read and check a GGUF file.
 pub fn read(path: &Path) -> Result<GgufInfo, GgufError> {
+    read_keeping(path, false)
+}
+
+/// [`read`], keeping every array whole in `metadata` (the vocabulary and merges too: what
+/// `/api/show` with `verbose` returns).
+pub fn read_with_arrays(path: &Path) -> Result<GgufInfo, GgufError> {
+    read_keeping(path, true)
+}
+
+fn read_keeping(path: &Path, long_arrays: bool) -> Result<GgufInfo, GgufError> {
     let file = File::open(path)?;
     let len = file.metadata()?.len();
     let mut r = Reader {
         r: BufReader::with_capacity(1 << 16, file),
         pos: 0,
         len,
+        long_arrays,
     };
     let magic: [u8; 4] = match r.bytes(4, "magic") {
         Ok(b) => b.try_into().unwrap(),

@@ -106,10 +106,16 @@ impl Repo {
             if let Some(a) = &sent_auth {
                 req = req.header(AUTHORIZATION, a);
             }
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| RegistryError::Transport(format!("{what}: {}", error_chain(&e))))?;
+            let resp = req.send().await.map_err(|e| {
+                let mut chain = error_chain(&e);
+                // rustls reading a plain-HTTP answer as TLS: say what that means.
+                if !self.options.insecure && chain.contains("InvalidContentType") {
+                    chain.push_str(
+                        " (the registry may speak plain HTTP, not HTTPS: use --insecure for it)",
+                    );
+                }
+                RegistryError::Transport(format!("{what}: {chain}"))
+            })?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }

@@ -210,6 +210,15 @@ fn native_messages(
             out.extend(results);
         }
     }
+    // Skipped blocks must not leave a conversation with nothing in it: the model would answer
+    // a prompt nobody wrote.
+    if !msgs.is_empty() && out.iter().all(|m| m.role == "system") {
+        return Err(
+            "messages: nothing to answer: every message is empty or holds only blocks that are \
+             skipped (such as redacted_thinking or search results)"
+                .into(),
+        );
+    }
     Ok(out)
 }
 
@@ -639,6 +648,19 @@ mod tests {
         assert!(native_messages(&None, &image)
             .unwrap_err()
             .contains("missing data required for image input"));
+    }
+
+    #[test]
+    fn a_conversation_of_skipped_blocks_is_refused() {
+        for content in [json!([{"type": "bogus"}]), json!(""), json!([])] {
+            let msgs: Vec<InMessage> =
+                serde_json::from_value(json!([{"role": "user", "content": content}])).unwrap();
+            let e = native_messages(&Some(json!("Be brief.")), &msgs).unwrap_err();
+            assert!(
+                e.starts_with("messages: nothing to answer"),
+                "{content}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -78,7 +78,11 @@ pub async fn show(
 
 fn show_model(store: &corral_store::Store, req: &ShowRequest) -> ApiResult<ShowResponse> {
     let mut m = models::load(store, &req.model)?;
-    let info = corral_gguf::read(&m.model_path).ok();
+    let info = if req.verbose {
+        corral_gguf::read_with_arrays(&m.model_path).ok()
+    } else {
+        corral_gguf::read(&m.model_path).ok()
+    };
     let template = m
         .template
         .clone()

@@ -602,9 +602,10 @@ pub(super) fn check_logprobs(logprobs: Option<bool>, top: Option<i64>) -> ApiRes
     Ok((logprobs == Some(true) || top > 0).then_some(top as u32))
 }
 
-/// `logit_bias` (OpenAI's form: token ids as strings, each mapped to a number from -100 to
-/// 100) as the runner takes it: sorted by token, each once (the last of `"7"` and `"07"`).
-/// Whether each id is in the model's vocabulary only the runner knows.
+/// `logit_bias` (OpenAI's form: token ids as strings of digits, each mapped to a number from
+/// -100 to 100) as the runner takes it: sorted by token, each once (two keys for one token,
+/// `"7"` and `"07"`, are refused). Whether each id is in the model's vocabulary only the
+/// runner knows.
 pub(super) fn check_logit_bias(v: Option<&serde_json::Value>) -> ApiResult<Vec<(i32, f32)>> {
     let bad = |m: String| Err(ApiError::bad_request(format!("logit_bias: {m}")));
     let map = match v {
@@ -617,17 +618,25 @@ pub(super) fn check_logit_bias(v: Option<&serde_json::Value>) -> ApiResult<Vec<(
             ))
         }
     };
-    let mut out = std::collections::BTreeMap::new();
+    let mut out: std::collections::BTreeMap<i32, (f32, &str)> = Default::default();
     for (key, value) in map {
-        let Some(id) = key.trim().parse::<i32>().ok().filter(|id| *id >= 0) else {
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_digit()) {
             return bad(format!(
                 "{:?} is not a token id (a whole number, 0 or more)",
+                crate::json::shown(key, 60)
+            ));
+        }
+        let Ok(id) = key.parse::<i32>() else {
+            return bad(format!(
+                "token {} is out of range",
                 crate::json::shown(key, 60)
             ));
         };
         match value.as_f64() {
             Some(b) if (-100.0..=100.0).contains(&b) => {
-                out.insert(id, b as f32);
+                if let Some((_, other)) = out.insert(id, (b as f32, key)) {
+                    return bad(format!("{other:?} and {key:?} both name token {id}"));
+                }
             }
             _ => {
                 return bad(format!(
@@ -637,7 +646,7 @@ pub(super) fn check_logit_bias(v: Option<&serde_json::Value>) -> ApiResult<Vec<(
             }
         }
     }
-    Ok(out.into_iter().collect())
+    Ok(out.into_iter().map(|(id, (b, _))| (id, b)).collect())
 }
 
 /// `format` must be `"json"` or a JSON schema (an object); empty means none.

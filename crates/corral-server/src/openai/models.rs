@@ -20,7 +20,8 @@ pub async fn models(State(st): State<AppState>) -> Response {
     }
 }
 
-/// `GET /v1/models/{model}`: one manifest, found as names are everywhere (case-insensitively).
+/// `GET /v1/models/{model}`: one manifest, found as names are everywhere (case-insensitively),
+/// with `id` as the request wrote it (as Ollama answers, and as every answer names its model).
 pub async fn model(State(st): State<AppState>, Path(name): Path<String>) -> Response {
     let not_found = || error(StatusCode::NOT_FOUND, format!("model '{name}' not found"));
     let Ok(want) = name.parse::<corral_store::Name>() else {
@@ -28,7 +29,11 @@ pub async fn model(State(st): State<AppState>, Path(name): Path<String>) -> Resp
     };
     let store = st.store.clone();
     match tokio::task::spawn_blocking(move || store.get(&want)).await {
-        Ok(Ok(entry)) => Json(model_object(&entry)).into_response(),
+        Ok(Ok(entry)) => {
+            let mut object = model_object(&entry);
+            object["id"] = json!(name);
+            Json(object).into_response()
+        }
         Ok(Err(corral_store::StoreError::NotFound(_))) => not_found(),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

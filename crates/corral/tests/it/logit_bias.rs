@@ -111,6 +111,18 @@ fn bad_biases_are_refused_by_name() {
             "logit_bias: \"-3\" is not a token id (a whole number, 0 or more)",
         ),
         (
+            json!({" 57": 1}),
+            "logit_bias: \" 57\" is not a token id (a whole number, 0 or more)",
+        ),
+        (
+            json!({"57": 1, "057": -1}),
+            "logit_bias: \"057\" and \"57\" both name token 57",
+        ),
+        (
+            json!({"99999999999999999999": 1}),
+            "logit_bias: token 99999999999999999999 is out of range",
+        ),
+        (
             json!({"42": 101}),
             "logit_bias: the bias of token 42 must be a number from -100 to 100, got 101",
         ),

@@ -80,6 +80,17 @@ fn create_show_copy_remove_round_trip() {
     // The embedding is kept at 8 bits in this Q4_1 file.
     assert_eq!(embd["type"], "Q8_0");
     assert_eq!(embd["shape"], json!([576, 49152]));
+    // And the long arrays whole: the vocabulary and merges, as Ollama returns them (without
+    // `verbose` they are null).
+    let info = &verbose["model_info"];
+    let tokens = info["tokenizer.ggml.tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 49152);
+    assert_eq!(tokens[0], "<|endoftext|>");
+    assert_eq!(
+        info["tokenizer.ggml.merges"].as_array().unwrap().len(),
+        48900
+    );
+    assert!(plain["model_info"]["tokenizer.ggml.tokens"].is_null());
     let (_, a) = s.post("/api/show", json!({"model": "smol"}));
     let (_, b) = s.post("/api/show", json!({"model": "again"}));
     assert_eq!(a["requires"], "0.6.0");

@@ -108,7 +108,8 @@ fn server_sent_events_are_framed_as_openai_sends_them() {
         (status, body["error"].as_str()),
         (400, Some("model is required"))
     );
-    assert_eq!(s.get("/v1/models/SMOL")["id"], "smol:latest");
+    assert_eq!(s.get("/v1/models/SMOL")["id"], "SMOL");
+    assert_eq!(s.get("/v1/models/smol:latest")["id"], "smol:latest");
     let (status, body) = s.post_raw("/v1/chat/completions", "{not json");
     assert_eq!(status, 400);
     assert!(

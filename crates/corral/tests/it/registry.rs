@@ -61,6 +61,7 @@ fn push_remove_pull_round_trip() {
     let out = s.corral(&["push", &name]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("Error: push"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("use --insecure"), "{}", stderr(&out));
 
     let out = s.corral(&["push", &name, "--insecure"]);
     assert!(out.status.success(), "{}", stderr(&out));
