@@ -1,128 +1,126 @@
 //! Go templates come from Modelfiles and from requests (`template` on generate), so one must
-//! not be able to take down the runner that renders it. gtmpl recurses on the call stack as it
-//! parses nested actions and as it runs `{{ template }}` calls (its own limit, Go's 100,000
-//! nested calls, is far past what a thread's stack holds), and it panics on some inputs (a
-//! `printf` width over 65535). So before gtmpl sees a template, its nesting is bounded and
-//! templates that call themselves are refused; what gtmpl does is run under `catch_unwind`, so
-//! a panic is a template error, not a dead runner.
+//! not be able to take down, or tie up, the runner that renders it.
+//!
+//! gotmpl already bounds what would overflow the stack: actions and parentheses nest at most
+//! 100 deep when parsed, `{{ template }}` calls and nested actions at most 200 deep when run,
+//! a template is named by a string (so its calls are known before it runs), and `range` has an
+//! iteration budget. It catches panics in the functions we give it. What is left here:
+//! - templates that call themselves are refused: gotmpl stops such a template at its depth
+//!   limit, but one that calls itself twice runs 2^200 calls before it gets there;
+//! - templates whose calls fan out (`a` calls `b` twice, `b` calls `c` twice, ...) are refused
+//!   past `MAX_TEMPLATE_CALLS`, for the same reason without recursion;
+//! - whatever else gotmpl does runs under `catch_unwind`, so a panic in the engine is a
+//!   template error, not a dead runner.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use gotmpl::parse::{ListNode, Node, Parser};
+
 use crate::TemplateError;
 
-/// Actions nested inside each other (`if`, `range`, `with`, `define`, `block`), and
-/// parentheses inside one action: far beyond any real template (Ollama's nest 4 or 5 deep),
-/// far below what the stack holds.
-pub(crate) const MAX_NESTING: usize = 100;
+/// `{{ template }}` calls one rendering of the main template may make, counted through the
+/// templates it calls (a call inside `range` counts once): far beyond any chat template.
+pub(crate) const MAX_TEMPLATE_CALLS: u64 = 10_000;
 
-/// The line (from 1) at byte `at`.
-fn line_at(source: &str, at: usize) -> usize {
-    source[..at].matches('\n').count() + 1
-}
-
-/// Checks the nesting of actions and parentheses, and that `template` and `block` name their
-/// template with a string (gtmpl also takes a pipeline, which Go does not, and whose target
-/// cannot be checked for recursion before it runs).
-pub(crate) fn check_shape(source: &str) -> Result<(), TemplateError> {
-    let mut depth = 0usize;
-    let mut rest = 0;
-    while let Some(open) = source[rest..].find("{{") {
-        let start = rest + open + 2;
-        let Some(len) = source[start..].find("}}") else {
-            break;
-        };
-        let action = source[start..start + len]
-            .trim_start_matches('-')
-            .trim_end_matches('-')
-            .trim();
-        rest = start + len + 2;
-        if action.starts_with("/*") {
-            continue;
-        }
-        let line = || line_at(source, start);
-        let mut words = action.split_whitespace();
-        match words.next() {
-            Some("if" | "range" | "with" | "define" | "block") => depth += 1,
-            Some("end") => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        if depth > MAX_NESTING {
-            return Err(TemplateError::Parse(format!(
-                "line {}: actions nested more than {MAX_NESTING} deep",
-                line()
-            )));
-        }
-        if matches!(action.split_whitespace().next(), Some("template" | "block")) {
-            let named = words
-                .next()
-                .is_some_and(|w| w.starts_with('"') || w.starts_with('`'));
-            if !named {
-                return Err(TemplateError::Parse(format!(
-                    "line {}: a template must be named with a string",
-                    line()
-                )));
+/// The templates `list` calls, once per call.
+fn calls(list: &ListNode, out: &mut Vec<String>) {
+    for node in &list.nodes {
+        match node {
+            Node::Template(t) => out.push(t.name.to_string()),
+            Node::List(l) => calls(l, out),
+            Node::If(b) | Node::Range(b) | Node::With(b) => {
+                calls(&b.body, out);
+                if let Some(e) = &b.else_body {
+                    calls(e, out);
+                }
             }
-        }
-        let mut parens = 0usize;
-        for c in action.chars() {
-            match c {
-                '(' => parens += 1,
-                ')' => parens = parens.saturating_sub(1),
-                _ => {}
-            }
-            if parens > MAX_NESTING {
-                return Err(TemplateError::Parse(format!(
-                    "line {}: parentheses nested more than {MAX_NESTING} deep",
-                    line()
-                )));
-            }
+            Node::Define(d) => calls(&d.body, out),
+            Node::Text(_) | Node::Action(_) | Node::Break(_) | Node::Continue(_) => {}
         }
     }
-    Ok(())
 }
 
-/// Refuses a template that can call itself, directly or through others: without data to end
-/// it, such a template recurses until the runner's stack is gone. (Go allows recursion that
-/// the data ends; no chat template needs it.) `bodies` are each defined template's text as
-/// gtmpl prints it back (`{{template name}}` for a call).
-pub(crate) fn check_recursion(bodies: &BTreeMap<String, String>) -> Result<(), TemplateError> {
-    let calls = |body: &str| -> BTreeSet<String> {
-        bodies
-            .keys()
-            .filter(|name| {
-                let call = format!("{{{{template {name}");
-                body.match_indices(&call).any(|(i, _)| {
-                    let after = &body[i + call.len()..];
-                    after.starts_with("}}") || after.starts_with(' ')
-                })
-            })
-            .cloned()
-            .collect()
-    };
-    let graph: BTreeMap<&String, BTreeSet<String>> =
-        bodies.iter().map(|(n, b)| (n, calls(b))).collect();
+/// Refuses a parsed template (`source`, as `t`) that can call itself, directly or through
+/// others (Go allows recursion that the data ends; no chat template needs it), or whose calls
+/// expand to more than `MAX_TEMPLATE_CALLS`.
+pub(crate) fn check_calls(source: &str, t: &gotmpl::Template) -> Result<(), TemplateError> {
+    // gotmpl keeps the main template's tree to itself; parsing again gives it.
+    let (main, _) = Parser::new(source, "{{", "}}")
+        .and_then(Parser::parse)
+        .map_err(|e| TemplateError::Parse(e.to_string()))?;
+    let mut graph: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for name in t.templates() {
+        let mut out = Vec::new();
+        if let Some(body) = t.lookup(name) {
+            calls(body, &mut out);
+        }
+        graph.insert(name.to_string(), out);
+    }
+    check_graph(&main_calls(&main), &graph)
+}
+
+fn main_calls(main: &ListNode) -> Vec<String> {
+    let mut out = Vec::new();
+    calls(main, &mut out);
+    out
+}
+
+/// `main`: the calls of the main template; `graph`: each defined template's calls.
+fn check_graph(
+    main: &[String],
+    graph: &BTreeMap<String, Vec<String>>,
+) -> Result<(), TemplateError> {
     // Depth-first from each template, along the calls, looking for a way back to it.
-    for start in bodies.keys() {
+    for start in graph.keys() {
         let mut seen = BTreeSet::new();
-        let mut stack: Vec<String> = graph[start].iter().cloned().collect();
+        let mut stack: Vec<&String> = graph[start].iter().collect();
         while let Some(n) = stack.pop() {
-            if &n == start {
+            if n == start {
                 return Err(TemplateError::Parse(format!(
                     "template {start:?} calls itself: recursive templates are not supported"
                 )));
             }
-            if seen.insert(n.clone()) {
-                if let Some(next) = graph.get(&n) {
-                    stack.extend(next.iter().cloned());
+            if seen.insert(n) {
+                if let Some(next) = graph.get(n) {
+                    stack.extend(next.iter());
                 }
             }
         }
     }
+    // Without cycles, the calls a template makes, counting those of the templates it calls.
+    fn expanded<'a>(
+        name: &'a str,
+        graph: &'a BTreeMap<String, Vec<String>>,
+        memo: &mut BTreeMap<&'a str, u64>,
+    ) -> u64 {
+        if let Some(n) = memo.get(name) {
+            return *n;
+        }
+        let n = graph.get(name).map_or(0, |callees| {
+            callees.iter().fold(0u64, |sum, c| {
+                sum.saturating_add(1)
+                    .saturating_add(expanded(c, graph, memo))
+            })
+        });
+        memo.insert(name, n);
+        n
+    }
+    let mut memo = BTreeMap::new();
+    let total = main.iter().fold(0u64, |sum, c| {
+        sum.saturating_add(1)
+            .saturating_add(expanded(c, graph, &mut memo))
+    });
+    if total > MAX_TEMPLATE_CALLS {
+        return Err(TemplateError::Parse(format!(
+            "template calls expand to more than {MAX_TEMPLATE_CALLS}"
+        )));
+    }
     Ok(())
 }
 
-/// Runs `f`, turning a panic inside gtmpl into a template error with its message.
+/// Runs `f`, turning a panic inside the template engine into a template error with its
+/// message.
 pub(crate) fn no_panic<T>(
     f: impl FnOnce() -> Result<T, TemplateError>,
     kind: fn(String) -> TemplateError,
@@ -140,51 +138,46 @@ pub(crate) fn no_panic<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nesting_is_bounded() {
-        let deep = "{{ if 1 }}".repeat(MAX_NESTING + 1) + &"{{ end }}".repeat(MAX_NESTING + 1);
-        assert!(check_shape(&deep)
-            .unwrap_err()
-            .to_string()
-            .contains("nested more than 100 deep"));
-        let ok = "{{ if 1 }}".repeat(MAX_NESTING) + &"{{ end }}".repeat(MAX_NESTING);
-        assert!(check_shape(&ok).is_ok());
-        let parens = format!("{{{{ {}1{} }}}}", "(".repeat(101), ")".repeat(101));
-        assert!(check_shape(&parens).is_err());
-        // Comments and sibling blocks do not count.
-        let siblings = "{{/* ((((( */}}".to_string() + &"{{ if 1 }}x{{ end }}".repeat(500);
-        assert!(check_shape(&siblings).is_ok());
-        assert!(check_shape("{{ template .Name }}").is_err());
-        assert!(check_shape("{{ template \"a\" . }}").is_ok());
-    }
+    use crate::go::parse;
 
     #[test]
     fn recursion_is_found_through_any_path() {
-        let bodies = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs
-                .iter()
-                .map(|(n, b)| (n.to_string(), b.to_string()))
-                .collect()
-        };
-        let direct = bodies(&[("", "{{template a}}"), ("a", "x{{template a .}}")]);
-        assert!(check_recursion(&direct)
-            .unwrap_err()
+        let direct = r#"{{ define "a" }}x{{ template "a" . }}{{ end }}{{ template "a" }}"#;
+        assert!(parse(direct)
+            .err()
+            .unwrap()
             .to_string()
             .contains("\"a\" calls itself"));
-        let mutual = bodies(&[
-            ("", "{{template a}}"),
-            ("a", "{{template b}}"),
-            ("b", "{{template a}}"),
-        ]);
-        assert!(check_recursion(&mutual).is_err());
+        // Even where the main template does not call it.
+        let mutual = r#"{{ define "a" }}{{ template "b" }}{{ end }}{{ define "b" }}{{ if 1 }}{{ template "a" }}{{ end }}{{ end }}"#;
+        assert!(parse(mutual).is_err());
+        // A block defines a template and calls it.
+        assert!(parse(r#"{{ block "a" . }}{{ template "a" }}{{ end }}"#).is_err());
         // A name that is the start of another is not a call of it.
-        let prefix = bodies(&[
-            ("", "{{template ab}}"),
-            ("a", "{{template ab}}"),
-            ("ab", "y"),
-        ]);
-        assert!(check_recursion(&prefix).is_ok());
+        let prefix = r#"{{ define "a" }}{{ template "ab" }}{{ end }}{{ define "ab" }}y{{ end }}{{ template "a" }}"#;
+        assert!(parse(prefix).is_ok());
+    }
+
+    #[test]
+    fn calls_that_fan_out_are_bounded() {
+        // t0 is called 2^20 times without any recursion.
+        let mut src = r#"{{ define "t0" }}x{{ end }}"#.to_string();
+        for i in 1..=20 {
+            src += &format!(
+                r#"{{{{ define "t{i}" }}}}{{{{ template "t{p}" }}}}{{{{ template "t{p}" }}}}{{{{ end }}}}"#,
+                p = i - 1
+            );
+        }
+        let e = parse(&(src.clone() + r#"{{ template "t20" }}"#))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("expand to more than 10000"), "{e}");
+        // Fewer levels render.
+        let t = parse(&(src + r#"{{ template "t3" }}"#)).unwrap();
+        assert_eq!(
+            t.execute_to_string(&gotmpl::Value::Nil).unwrap(),
+            "xxxxxxxx"
+        );
     }
 
     #[test]

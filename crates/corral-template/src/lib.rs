@@ -2,19 +2,23 @@
 //!
 //! Two template languages, as Ollama has them:
 //! - a Modelfile `TEMPLATE` is Go `text/template` syntax (`{{ .System }}`, `{{ .Prompt }}`,
-//!   `{{ range .Messages }}`), rendered with `gtmpl`;
+//!   `{{ range .Messages }}`), rendered with `gotmpl`, a port of Go's `text/template`, with
+//!   the data and functions Ollama gives its templates (see `go`);
 //! - otherwise the GGUF's `tokenizer.chat_template` is Jinja, rendered with minijinja and its
 //!   Python-compatible methods (`.strip()`, `.startswith()`, ...), as Hugging Face renders it.
 //!
 //! A model with neither gets Ollama's default template, `{{ .Prompt }}`.
 
-use std::collections::HashMap;
-
 use corral_api::Message;
-use gtmpl::{FuncError, Value as GoValue};
-
-mod go_guard;
 use serde_json::Value;
+
+mod go;
+mod go_guard;
+#[cfg(test)]
+mod go_tests;
+mod ollama_types;
+
+use go::Think;
 
 /// Ollama's template for models that bring none.
 pub const DEFAULT_TEMPLATE: &str = "{{ .Prompt }}";
@@ -59,17 +63,10 @@ pub struct RenderInput<'a> {
     pub think_level: Option<&'a str>,
 }
 
-/// Thinking as the request set it, for Go templates.
-#[derive(Debug, Clone, Copy, Default)]
-struct Think<'a> {
-    on: Option<bool>,
-    level: Option<&'a str>,
-}
-
 impl ChatTemplate {
     /// Parse a Go template (a Modelfile `TEMPLATE`); errors read `template error: ...`.
     pub fn go(source: &str) -> Result<Self, TemplateError> {
-        parse_go(source)?;
+        go::parse(source)?;
         Ok(ChatTemplate::Go {
             source: source.to_string(),
             uses_messages: source.contains(".Messages"),
@@ -132,12 +129,9 @@ impl ChatTemplate {
                     level: input.think_level,
                 };
                 if *uses_messages {
-                    render_go(
-                        source,
-                        &go_data(input.messages, None, "", input.tools, think),
-                    )
+                    go::render_messages(source, input.messages, input.tools, think)
                 } else {
-                    render_go_pairs(source, input.messages, input.tools, think)
+                    go::render_pairs(source, input.messages, input.tools, think)
                 }
             }
         }
@@ -162,84 +156,6 @@ fn jinja_message(m: &Message) -> Value {
     v
 }
 
-/// gtmpl's lexer never returns when the text ends inside an action that ends in whitespace
-/// (`{{ .Prompt `), which would let one Modelfile hang its caller; such text is refused here.
-fn check_unclosed_action(source: &str) -> Result<(), TemplateError> {
-    if let Some(open) = source.rfind("{{") {
-        if !source[open..].contains("}}") {
-            let line = source[..open].matches('\n').count() + 1;
-            return Err(TemplateError::Parse(format!(
-                "line {line}: unclosed action"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn new_go_template() -> gtmpl::Template {
-    let mut t = gtmpl::Template::default();
-    t.add_func("json", go_json);
-    t.add_func("currentDate", go_current_date);
-    t
-}
-
-/// Parse a Go template, with the checks that keep it from taking its renderer down (see
-/// `go_guard`).
-fn parse_go(source: &str) -> Result<gtmpl::Template, TemplateError> {
-    check_unclosed_action(source)?;
-    go_guard::check_shape(source)?;
-    let t = go_guard::no_panic(
-        || {
-            let mut t = new_go_template();
-            t.parse(source)
-                .map_err(|e| TemplateError::Parse(e.to_string()))?;
-            Ok(t)
-        },
-        TemplateError::Parse,
-    )?;
-    let bodies = t
-        .tree_set
-        .iter()
-        .map(|(name, tree)| {
-            let body = tree
-                .root
-                .as_ref()
-                .map(|r| r.to_string())
-                .unwrap_or_default();
-            (name.clone(), body)
-        })
-        .collect();
-    go_guard::check_recursion(&bodies)?;
-    Ok(t)
-}
-
-fn render_go(source: &str, data: &GoValue) -> Result<String, TemplateError> {
-    let t = parse_go(source)?;
-    go_guard::no_panic(
-        || {
-            t.render(&gtmpl::Context::from(data.clone()))
-                .map_err(|e| TemplateError::Render(short_error(&e.to_string())))
-        },
-        TemplateError::Render,
-    )
-}
-
-/// gtmpl's execution errors print the whole data map (`no field Foo for {"Messages": ...}`):
-/// the part before it says what went wrong.
-fn short_error(message: &str) -> String {
-    match message.find(" for {") {
-        Some(i) => message[..i].to_string(),
-        None if message.len() > 300 => {
-            let mut end = 300;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            format!("{}...", &message[..end])
-        }
-        None => message.to_string(),
-    }
-}
-
 /// Fill-in-the-middle with a Go template that uses `.Suffix` (generate with `suffix`): the
 /// template gets `.System`, `.Prompt` and `.Suffix`, as Ollama renders it.
 pub fn render_go_infill(
@@ -248,237 +164,7 @@ pub fn render_go_infill(
     prompt: &str,
     suffix: &str,
 ) -> Result<String, TemplateError> {
-    check_unclosed_action(source)?;
-    let mut data = go_data(
-        &[],
-        Some((system.map(str::to_string), prompt.to_string())),
-        "",
-        None,
-        Think::default(),
-    );
-    if let GoValue::Object(o) = &mut data {
-        o.insert("Suffix".to_string(), GoValue::from(suffix.to_string()));
-    }
-    render_go(source, &data)
-}
-
-/// Templates that know only `.System`, `.Prompt` and `.Response` are rendered once per
-/// user turn and concatenated, as Ollama does; the last turn gets an empty `.Response`.
-fn render_go_pairs(
-    source: &str,
-    messages: &[Message],
-    tools: Option<&[Value]>,
-    think: Think<'_>,
-) -> Result<String, TemplateError> {
-    let mut out = String::new();
-    let mut system: Option<String> = None;
-    let mut prompt: Option<String> = None;
-    for m in messages {
-        match m.role.as_str() {
-            "system" => system = Some(m.content.clone()),
-            "user" => {
-                if let Some(p) = prompt.take() {
-                    out += &render_go(
-                        source,
-                        &go_data(&[], Some((system.take(), p)), "", tools, think),
-                    )?;
-                }
-                prompt = Some(m.content.clone());
-            }
-            "assistant" => {
-                let p = prompt.take().unwrap_or_default();
-                out += &render_go(
-                    source,
-                    &go_data(&[], Some((system.take(), p)), &m.content, tools, think),
-                )?;
-            }
-            _ => {}
-        }
-    }
-    if prompt.is_some() || system.is_some() || out.is_empty() {
-        out += &render_go(
-            source,
-            &go_data(
-                &[],
-                Some((system, prompt.unwrap_or_default())),
-                "",
-                tools,
-                think,
-            ),
-        )?;
-    }
-    Ok(out)
-}
-
-fn go_data(
-    messages: &[Message],
-    pair: Option<(Option<String>, String)>,
-    response: &str,
-    tools: Option<&[Value]>,
-    think: Think<'_>,
-) -> GoValue {
-    let (system, prompt) = match pair {
-        Some((s, p)) => (s.unwrap_or_default(), p),
-        None => {
-            let system = messages
-                .iter()
-                .filter(|m| m.role == "system")
-                .map(|m| m.content.as_str());
-            let system: Vec<&str> = system.collect();
-            let prompt = messages
-                .iter()
-                .rev()
-                .find(|m| m.role == "user")
-                .map(|m| m.content.clone());
-            (system.join("\n\n"), prompt.unwrap_or_default())
-        }
-    };
-    let msgs: Vec<GoValue> = messages
-        .iter()
-        .map(|m| {
-            let mut o = HashMap::new();
-            o.insert("Role".to_string(), GoValue::from(m.role.clone()));
-            o.insert("Content".to_string(), GoValue::from(m.content.clone()));
-            o.insert(
-                "ToolCalls".to_string(),
-                // An empty list, not nil: gtmpl cannot `range` over nil as Go can.
-                m.tool_calls
-                    .as_ref()
-                    .map_or(GoValue::Array(Vec::new()), |c| {
-                        go_struct(&Value::from(c.clone()))
-                    }),
-            );
-            o.insert(
-                "ToolName".to_string(),
-                GoValue::from(m.tool_name.clone().unwrap_or_default()),
-            );
-            o.insert(
-                "Thinking".to_string(),
-                GoValue::from(m.thinking.clone().unwrap_or_default()),
-            );
-            GoValue::Object(o)
-        })
-        .collect();
-    let mut o = HashMap::new();
-    o.insert("System".to_string(), GoValue::from(system));
-    o.insert("Prompt".to_string(), GoValue::from(prompt));
-    o.insert("Response".to_string(), GoValue::from(response.to_string()));
-    o.insert("Messages".to_string(), GoValue::Array(msgs));
-    o.insert(
-        "Think".to_string(),
-        GoValue::Bool(think.on.unwrap_or(false)),
-    );
-    o.insert("IsThinkSet".to_string(), GoValue::Bool(think.on.is_some()));
-    // As Ollama's: `true` alone reads as "medium".
-    let level = match (think.level, think.on) {
-        (Some(level), _) => level,
-        (None, Some(true)) => "medium",
-        (None, _) => "",
-    };
-    o.insert("ThinkLevel".to_string(), GoValue::from(level.to_string()));
-    o.insert(
-        "Tools".to_string(),
-        tools
-            .filter(|t| !t.is_empty())
-            .map_or(GoValue::Array(Vec::new()), |t| {
-                go_struct(&Value::from(t.to_vec()))
-            }),
-    );
-    GoValue::Object(o)
-}
-
-/// Tools and tool calls as Ollama's Go structs present them to templates: fields with capital
-/// initials (`.Function.Name`, `.Function.Parameters.Properties`), while user data (the keys of
-/// `properties`, the `arguments` object) keeps its own keys. `json` prints them back with
-/// lower-case field names, as Go's JSON tags do.
-fn go_struct(v: &Value) -> GoValue {
-    match v {
-        Value::Array(a) => GoValue::Array(a.iter().map(go_struct).collect()),
-        Value::Object(o) => GoValue::Object(
-            o.iter()
-                .map(|(k, v)| {
-                    let value = match k.as_str() {
-                        "properties" => match v {
-                            Value::Object(p) => GoValue::Map(
-                                p.iter()
-                                    .map(|(name, s)| (name.clone(), go_struct(s)))
-                                    .collect(),
-                            ),
-                            other => json_to_go(other),
-                        },
-                        "arguments" => json_to_go(v),
-                        _ => go_struct(v),
-                    };
-                    (capitalize(k), value)
-                })
-                .collect(),
-        ),
-        other => json_to_go(other),
-    }
-}
-
-fn capitalize(k: &str) -> String {
-    let mut c = k.chars();
-    c.next()
-        .map(|f| f.to_uppercase().chain(c).collect())
-        .unwrap_or_default()
-}
-
-fn decapitalize(k: &str) -> String {
-    let mut c = k.chars();
-    c.next()
-        .map(|f| f.to_lowercase().chain(c).collect())
-        .unwrap_or_default()
-}
-
-fn json_to_go(v: &Value) -> GoValue {
-    match v {
-        Value::Null => GoValue::Nil,
-        Value::Bool(b) => GoValue::Bool(*b),
-        Value::Number(n) => n
-            .as_i64()
-            .map_or_else(|| GoValue::from(n.as_f64().unwrap_or(0.0)), GoValue::from),
-        Value::String(s) => GoValue::from(s.clone()),
-        Value::Array(a) => GoValue::Array(a.iter().map(json_to_go).collect()),
-        Value::Object(o) => {
-            GoValue::Map(o.iter().map(|(k, v)| (k.clone(), json_to_go(v))).collect())
-        }
-    }
-}
-
-fn go_to_json(v: &GoValue) -> Value {
-    match v {
-        GoValue::NoValue | GoValue::Nil | GoValue::Function(_) => Value::Null,
-        GoValue::Bool(b) => Value::Bool(*b),
-        GoValue::String(s) => Value::String(s.clone()),
-        GoValue::Number(n) => n
-            .as_i64()
-            .map(Value::from)
-            .or_else(|| n.as_f64().map(Value::from))
-            .unwrap_or(Value::Null),
-        GoValue::Array(a) => Value::Array(a.iter().map(go_to_json).collect()),
-        GoValue::Object(o) => Value::Object(
-            o.iter()
-                .map(|(k, v)| (decapitalize(k), go_to_json(v)))
-                .collect(),
-        ),
-        GoValue::Map(o) => {
-            Value::Object(o.iter().map(|(k, v)| (k.clone(), go_to_json(v))).collect())
-        }
-    }
-}
-
-fn go_json(args: &[GoValue]) -> Result<GoValue, FuncError> {
-    let v = args
-        .first()
-        .ok_or(FuncError::AtLeastXArgs("json".into(), 1))?;
-    Ok(GoValue::from(go_to_json(v).to_string()))
-}
-
-fn go_current_date(_args: &[GoValue]) -> Result<GoValue, FuncError> {
-    Ok(GoValue::from(
-        chrono::Local::now().format("%Y-%m-%d").to_string(),
-    ))
+    go::render_infill(source, system, prompt, suffix)
 }
 
 #[cfg(test)]
@@ -497,7 +183,8 @@ mod tests {
     }
 
     /// Templates that would take their renderer down are errors: one that calls itself (it
-    /// would overflow the stack), a printf width gtmpl panics on, actions nested past the limit.
+    /// would run until the engine's depth limit, or fan out past any end), actions nested
+    /// past the limit. A printf width that used to crash the engine renders, clamped.
     #[test]
     fn templates_that_would_crash_the_renderer_are_errors() {
         let recursive = "{{ define \"a\" }}{{ template \"a\" }}{{ end }}{{ template \"a\" }}";
@@ -514,18 +201,50 @@ mod tests {
             think_level: None,
         };
         let wide = ChatTemplate::go("{{ printf \"%70000d\" 1 }}{{ .Prompt }}").unwrap();
-        assert_eq!(
-            wide.render(&input).unwrap_err().to_string(),
-            "template error: Formatting argument out of range"
-        );
+        // Rendered once per turn (the template has no `.Messages`), each within 65,535 columns.
+        let got = wide.render(&input).unwrap();
+        assert!(got.ends_with(" 1Capital of France?") && got.len() < 2 * 70_000);
         let deep = "{{ if 1 }}".repeat(500) + &"{{ end }}".repeat(500);
-        assert!(ChatTemplate::go(&deep).is_err());
+        assert_eq!(
+            ChatTemplate::go(&deep).err().unwrap().to_string(),
+            "template error: template nesting depth exceeded 100"
+        );
+        let parens = format!("{{{{ {}1{} }}}}", "(".repeat(101), ")".repeat(101));
+        assert!(ChatTemplate::go(&parens).is_err());
+        // Comments and sibling blocks do not count.
+        let siblings = "{{/* ((((( */}}".to_string() + &"{{ if 1 }}x{{ end }}".repeat(500);
+        assert!(ChatTemplate::go(&siblings).is_ok());
+        // A template is named by a string, so what it calls is known before it runs.
+        let e = ChatTemplate::go("{{ template .Name }}").err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "template error: line 1: template expects a string name"
+        );
+        // Loops have a budget, so a template cannot keep its runner busy.
+        let busy = ChatTemplate::go(
+            "{{ range 1000 }}{{ range 1000 }}{{ range 1000 }}{{ end }}{{ end }}{{ end }}",
+        )
+        .unwrap();
+        assert_eq!(
+            busy.render(&input).unwrap_err().to_string(),
+            "template error: range iteration budget exhausted"
+        );
         // Execution errors say what went wrong without printing the whole data.
         let field = ChatTemplate::go("{{ .Foo }}{{ .Messages }}").unwrap();
         assert_eq!(
             field.render(&input).unwrap_err().to_string(),
-            "template error: no field Foo"
+            "template error: map has no entry for key: Foo"
         );
+        let long_message = [Message::new("user", "x".repeat(1000))];
+        let e = ChatTemplate::go("{{ printf .Messages }}")
+            .unwrap()
+            .render(&RenderInput {
+                messages: &long_message,
+                ..input
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 340 && e.ends_with("..."), "{e}");
     }
 
     fn input(m: &[Message]) -> RenderInput<'_> {
@@ -623,11 +342,20 @@ mod tests {
             "{{ range .Messages }}{{ .x ",
             "{{ if .System }}",
             "{{ end }}",
+            "{{ end }}{{ .Prompt }}",
+            "{{ else }}",
             "{{ \"a }}",
         ] {
             let e = ChatTemplate::go(bad).err().unwrap().to_string();
             assert!(e.starts_with("template error: "), "{bad}: {e}");
         }
+        let e = ChatTemplate::go("x\n{{ .Prompt ")
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(e, "template error: line 2: unclosed action");
+        let e = ChatTemplate::go("{{ if 1 }}x").err().unwrap().to_string();
+        assert_eq!(e, "template error: line 1: unexpected EOF");
         let e = ChatTemplate::jinja("{% for %}", SpecialTokens::default())
             .err()
             .unwrap()
@@ -671,7 +399,8 @@ mod tool_tests {
              {{ if .Think }}think{{ end }}{{ if .IsThinkSet }}set{{ end }}",
         )
         .unwrap();
-        let json_fn = r#"{"description":"Weather","name":"get_weather","parameters":{"properties":{"city":{"type":"string"}},"required":["city"],"type":"object"}}"#;
+        // As Go's `json.Marshal` writes Ollama's `ToolFunction`: fields in declaration order.
+        let json_fn = r#"{"name":"get_weather","description":"Weather","parameters":{"type":"object","required":["city"],"properties":{"city":{"type":"string"}}}}"#;
         assert_eq!(
             render_weather_conversation(&t),
             format!("[get_weather:city:{json_fn}]user=hi;assistant=<get_weather {{\"city\":\"Paris\"}}>;tool=18C(get_weather);thinkset")

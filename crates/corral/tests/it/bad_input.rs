@@ -362,16 +362,16 @@ fn request_data_that_would_break_the_runner_is_refused() {
             json!({"model": "smol", "prompt": "hi", "template": "{{ define \"a\" }}{{ template \"a\" }}{{ end }}{{ template \"a\" }}"}),
             "template error: template \"a\" calls itself: recursive templates are not supported",
         ),
-        // gtmpl panics on a printf width over 65535.
+        // Loops that would keep the runner busy for ever are cut off.
         (
             "/api/generate",
-            json!({"model": "smol", "prompt": "hi", "template": "{{ printf \"%70000d\" 1 }}"}),
-            "template error: Formatting argument out of range",
+            json!({"model": "smol", "prompt": "hi", "template": "{{ range 1000 }}{{ range 1000 }}{{ range 1000 }}{{ end }}{{ end }}{{ end }}"}),
+            "template error: range iteration budget exhausted",
         ),
         (
             "/api/generate",
             json!({"model": "smol", "prompt": "hi", "template": "{{ .Foo }}"}),
-            "template error: no field Foo",
+            "template error: map has no entry for key: Foo",
         ),
         (
             "/api/generate",
@@ -421,6 +421,40 @@ fn request_data_that_would_break_the_runner_is_refused() {
         assert_eq!((status, v["error"].as_str()), (400, Some(want)), "{body}");
     }
     assert_eq!(s.runner_pids(), runner, "the runner was replaced");
+    // What Ollama's library templates use renders: `slice` to find the last message, a
+    // variable set again inside a range, `break`, and a tool's arguments printed as JSON.
+    let go = "{{ $user := -1 }}{{ range $i, $m := .Messages }}{{ if eq $m.Role \"user\" }}{{ $user = $i }}{{ end }}{{ end }}\
+              {{ range $i, $m := .Messages }}{{ $last := eq (len (slice $.Messages $i)) 1 }}{{ $m.Content }}\
+              {{ range .ToolCalls }}{{ .Function.Arguments }}{{ break }}{{ end }}{{ if $last }}/{{ $user }}{{ end }}{{ end }}";
+    let chat = |model: &str| {
+        let (status, v) = s.post(
+            "/api/chat",
+            json!({"model": model, "stream": false, "options": {"num_predict": 1},
+                   "messages": [{"role": "user", "content": "hi"},
+                                {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": {"b": 1, "a": "<"}}}]},
+                                {"role": "user", "content": "again"}]}),
+        );
+        assert_eq!(status, 200, "{v}");
+        v
+    };
+    chat("smol-tools");
+    s.create(
+        "ollama-style",
+        &format!("FROM smol\nTEMPLATE \"\"\"{go}\"\"\"\n"),
+    );
+    let v = chat("ollama-style");
+    // hi + {"a":"\u003c","b":1} + again + /2: the arguments as Go's JSON, in key order.
+    let expected = "hi{\"a\":\"\\u003c\",\"b\":1}again/2";
+    let (_, count) = s.post(
+        "/api/generate",
+        json!({"model": "smol", "raw": true, "prompt": expected, "stream": false, "options": {"num_predict": 1}}),
+    );
+    assert_eq!(
+        v["prompt_eval_count"].as_u64().unwrap() + v["prompt_cached_count"].as_u64().unwrap_or(0),
+        count["prompt_eval_count"].as_u64().unwrap()
+            + count["prompt_cached_count"].as_u64().unwrap_or(0),
+        "{v} {count}"
+    );
     // A model cannot be created with such a template either.
     let (status, v) = s.post(
         "/api/create",
