@@ -59,20 +59,37 @@ pub(super) async fn run<R: Native, Fut: Future<Output = Response>>(
     send: impl Fn(R) -> Fut,
 ) -> Result<Vec<Response>, Response> {
     let options = native.clone().options_mut().take().unwrap_or_default();
-    let answers = futures::future::join_all((0..n).map(|i| {
+    // The first choice refused ends the others at once (dropping a request cancels it), so
+    // that no answer is written for nobody.
+    let answers = futures::future::try_join_all((0..n).map(|i| {
         let mut one = native.clone();
         *one.options_mut() = Some(options_for(&options, i));
-        send(one)
+        let answer = send(one);
+        async move {
+            let a = answer.await;
+            if a.status().is_success() {
+                Ok(a)
+            } else {
+                Err(a)
+            }
+        }
     }))
     .await;
-    let mut out = Vec::with_capacity(n);
-    for a in answers {
-        if !a.status().is_success() {
-            return Err(from_native_error(a).await);
+    match answers {
+        Ok(out) => Ok(out),
+        Err(refused) => {
+            let (status, mut message) = crate::error::native_error(refused).await;
+            if status == StatusCode::SERVICE_UNAVAILABLE && n > 1 {
+                // Each choice is a request of its own: say so, since "try again" alone may
+                // never work for a model with fewer slots and queue places than choices.
+                message.push_str(&format!(
+                    " (each of the {n} choices takes a place: ask for fewer, or raise \
+                     CORRAL_NUM_PARALLEL or CORRAL_MAX_QUEUE)"
+                ));
+            }
+            Err(error(status, message))
         }
-        out.push(a);
     }
-    Ok(out)
 }
 
 /// Each choice's native `"stream": false` answer.

@@ -537,3 +537,45 @@ fn several_choices_for_one_request() {
     assert_eq!(v["choices"][0]["text"], v["choices"][1]["text"]);
     assert_eq!(v["usage"]["completion_tokens"], 8);
 }
+
+/// More choices than the model can take at once (its slots and queue places): one 503 that
+/// says why "try again" alone would not do, and the choices that did start are cancelled.
+#[test]
+fn more_choices_than_places_is_one_clear_503() {
+    let s = TestServer::start_with(&[("CORRAL_NUM_PARALLEL", "1"), ("CORRAL_MAX_QUEUE", "0")]);
+    s.create_smol();
+    for path in ["/v1/chat/completions", "/v1/completions"] {
+        let mut body = json!({"model": "smol", "n": 3, "max_tokens": 400, "temperature": 0});
+        if path == "/v1/completions" {
+            body["prompt"] = json!("Tell a long story.");
+        } else {
+            body["messages"] = json!([{"role": "user", "content": "Tell a long story."}]);
+        }
+        let started = std::time::Instant::now();
+        let (status, v) = s.post(path, body);
+        assert_eq!(status, 503, "{v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("each of the 3 choices takes a place"),
+            "{message}"
+        );
+        // The choice that got the slot was cancelled, not written out: the slot is free within
+        // moments (its lease is let go as the refusal is sent), not after 400 tokens.
+        let refused = std::time::Instant::now();
+        loop {
+            let (status, v) = s.post(
+                "/v1/completions",
+                json!({"model": "smol", "prompt": "Hi", "max_tokens": 2}),
+            );
+            if status == 200 {
+                break;
+            }
+            assert!(
+                refused.elapsed() < std::time::Duration::from_secs(5),
+                "{v} after {:?}",
+                started.elapsed()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
