@@ -133,6 +133,35 @@ pub(crate) fn short_error(message: &str) -> String {
     format!("{}...", &message[..end])
 }
 
+/// The messages as Ollama hands them to a Go template: consecutive messages of one role
+/// (but tool results, each its own) become one, their contents joined by a blank line, so a
+/// client that sends two user messages in a row gets one turn, as with Ollama. Ollama keeps
+/// only the first message's other fields; here later tool calls are kept too (appended),
+/// and thinking is joined like the content, so nothing a client sent is dropped.
+pub(crate) fn collate(messages: &[Message]) -> Vec<Message> {
+    let mut out: Vec<Message> = Vec::with_capacity(messages.len());
+    for m in messages {
+        match out.last_mut() {
+            Some(prev) if prev.role == m.role && m.role != "tool" => {
+                prev.content = format!("{}\n\n{}", prev.content, m.content);
+                if let Some(t) = m.thinking.as_ref().filter(|t| !t.is_empty()) {
+                    prev.thinking = Some(match prev.thinking.take().filter(|p| !p.is_empty()) {
+                        Some(p) => format!("{p}\n\n{t}"),
+                        None => t.clone(),
+                    });
+                }
+                if let Some(calls) = &m.tool_calls {
+                    prev.tool_calls
+                        .get_or_insert_with(Vec::new)
+                        .extend(calls.iter().cloned());
+                }
+            }
+            _ => out.push(m.clone()),
+        }
+    }
+    out
+}
+
 /// A conversation for a template that uses `.Messages`.
 pub(crate) fn render_messages(
     source: &str,

@@ -372,3 +372,60 @@ call_2: 14:05<|/turn|>
         "<|turn|>user\nHi<|/turn|>\n<|turn|>assistant\nHel"
     );
 }
+
+#[test]
+fn consecutive_messages_of_one_role_are_one_turn() {
+    let call = |city: &str| {
+        let mut m = Message::new("assistant", "");
+        m.tool_calls = Some(vec![
+            json!({"function": {"name": "w", "arguments": {"city": city}}}),
+        ]);
+        m
+    };
+    let msgs = vec![
+        Message::new("system", "S1"),
+        Message::new("system", "S2"),
+        Message::new("user", "a"),
+        Message::new("user", "b"),
+        call("Paris"),
+        call("Rome"),
+        Message::new("tool", "1"),
+        Message::new("tool", "2"),
+    ];
+    let collated = crate::go::collate(&msgs);
+    let roles: Vec<&str> = collated.iter().map(|m| m.role.as_str()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "tool", "tool"]);
+    assert_eq!(collated[0].content, "S1\n\nS2");
+    assert_eq!(collated[1].content, "a\n\nb");
+    assert_eq!(collated[2].tool_calls.as_ref().unwrap().len(), 2);
+    // Through a template, as a request reaches it.
+    let t = ChatTemplate::go(
+        "{{ range .Messages }}[{{ .Role }}:{{ .Content }}{{ range .ToolCalls }} {{ .Function.Arguments.city }}{{ end }}]{{ end }}",
+    )
+    .unwrap();
+    let got = t
+        .render(&RenderInput {
+            messages: &msgs,
+            add_generation_prompt: true,
+            tools: None,
+            think: None,
+            think_level: None,
+        })
+        .unwrap();
+    assert_eq!(
+        got,
+        "[system:S1\n\nS2][user:a\n\nb][assistant:\n\n Paris Rome][tool:1][tool:2]"
+    );
+    // A template of `.Prompt` and `.Response` gets one turn for the two user messages.
+    let pairs = ChatTemplate::go("<{{ .Prompt }}|{{ .Response }}>").unwrap();
+    let got = pairs
+        .render(&RenderInput {
+            messages: &msgs[..4],
+            add_generation_prompt: true,
+            tools: None,
+            think: None,
+            think_level: None,
+        })
+        .unwrap();
+    assert_eq!(got, "<a\n\nb|>");
+}

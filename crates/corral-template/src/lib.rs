@@ -128,10 +128,11 @@ impl ChatTemplate {
                     on: input.think,
                     level: input.think_level,
                 };
+                let messages = go::collate(input.messages);
                 if *uses_messages {
-                    go::render_messages(source, input.messages, input.tools, think)
+                    go::render_messages(source, &messages, input.tools, think)
                 } else {
-                    go::render_pairs(source, input.messages, input.tools, think)
+                    go::render_pairs(source, &messages, input.tools, think)
                 }
             }
         }
