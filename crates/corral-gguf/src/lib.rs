@@ -395,15 +395,15 @@ impl<R: Read> Reader<R> {
         for id in 0..n {
             let v = self.value(item_type, 1)?;
             v.as_str().unwrap_or_default().hash(&mut h);
-            if self.long_arrays {
-                items.push(v.clone());
-            }
             if let Some(text) = v.as_str() {
                 for (slot, texts) in fim.iter_mut().zip(FIM_TEXTS) {
                     if slot.is_none() && texts.contains(&text) {
                         *slot = Some(id);
                     }
                 }
+            }
+            if self.long_arrays {
+                items.push(v);
             }
         }
         *hash = Some(h.finish());
