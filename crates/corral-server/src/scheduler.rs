@@ -9,9 +9,11 @@
 //! to become idle. A model that can never fit is refused with an error instead.
 //!
 //! Waiting is fair, as in Ollama's scheduler: the busy model a request waits for is marked
-//! draining, and while any request waits, new requests for a draining model wait too instead of
+//! draining, and while that request waits, new requests for the model wait too instead of
 //! joining it. Otherwise a model kept busy by a stream of requests would never become idle and
-//! the other model would never load (the same for a reload with other settings).
+//! the other model would never load (the same for a reload with other settings). The mark is a
+//! count of the requests waiting for the model, so it goes when they load, fail, turn to wait
+//! for another model or leave with their clients.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,9 +76,9 @@ struct Loaded {
     /// When an idle model is unloaded; `None` while busy or kept forever.
     expires: Option<Instant>,
     last_used: Instant,
-    /// A request waits for this model to become idle (to unload it, or to reload it with
-    /// other settings): new requests do not join it while any request waits.
-    draining: bool,
+    /// Requests waiting for this model to become idle (to unload it, or to reload it with
+    /// other settings): new requests do not join it while there are any.
+    drainers: Arc<AtomicUsize>,
 }
 
 /// The loaded models.
@@ -85,22 +87,24 @@ pub struct Scheduler {
     cmd: RunnerCommand,
     limits: Limits,
     metrics: Arc<Metrics>,
-    /// Requests waiting for a busy model to become idle.
-    waiting: AtomicUsize,
 }
 
-/// One request counted in [`Scheduler::waiting`] until it stops waiting (loads, fails or is
-/// dropped with its client).
-struct Waiting<'a>(&'a AtomicUsize);
+/// A waiting request's mark on the busy model it waits for, counted in [`Loaded::drainers`]
+/// until the request stops waiting for that model.
+struct Drain(Arc<AtomicUsize>);
 
-impl<'a> Waiting<'a> {
-    fn new(n: &'a AtomicUsize) -> Self {
-        n.fetch_add(1, Ordering::SeqCst);
-        Waiting(n)
+impl Drain {
+    /// Mark `drainers`' model, unmarking the one marked before (if another).
+    fn mark(slot: &mut Option<Drain>, drainers: &Arc<AtomicUsize>) {
+        if slot.as_ref().is_some_and(|d| Arc::ptr_eq(&d.0, drainers)) {
+            return;
+        }
+        drainers.fetch_add(1, Ordering::SeqCst);
+        *slot = Some(Drain(drainers.clone()));
     }
 }
 
-impl Drop for Waiting<'_> {
+impl Drop for Drain {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
@@ -132,7 +136,6 @@ impl Scheduler {
             cmd,
             limits,
             metrics,
-            waiting: AtomicUsize::new(0),
         });
         let weak = Arc::downgrade(&s);
         tokio::spawn(async move {
@@ -182,15 +185,17 @@ impl Scheduler {
     ) -> Result<Lease, AcquireError> {
         let key = meta.name.clone();
         // Set while this request waits for a busy model to become idle.
-        let mut waiting: Option<Waiting<'_>> = None;
+        let mut drain: Option<Drain> = None;
         loop {
             let mut state = self.state.lock().await;
-            let others_wait = self.waiting.load(Ordering::SeqCst) > waiting.is_some() as usize;
             if let Some(l) = state
                 .get_mut(&key)
                 .filter(|l| l.spec == spec && !l.runner.has_exited())
             {
-                if l.draining && others_wait {
+                let mine = drain
+                    .as_ref()
+                    .is_some_and(|d| Arc::ptr_eq(&d.0, &l.drainers));
+                if l.drainers.load(Ordering::SeqCst) > mine as usize {
                     // Another request waits for this model to drain: queue behind it.
                     drop(state);
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -213,8 +218,7 @@ impl Scheduler {
             // Loaded with other settings: reload once its requests are done.
             if let Some(old) = state.get_mut(&key) {
                 if old.active > 0 && !old.runner.has_exited() {
-                    old.draining = true;
-                    waiting.get_or_insert_with(|| Waiting::new(&self.waiting));
+                    Drain::mark(&mut drain, &old.drainers);
                     drop(state);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -239,10 +243,9 @@ impl Scheduler {
                     continue;
                 }
                 Room::Wait(busy) => {
-                    if let Some(l) = state.get_mut(&busy) {
-                        l.draining = true;
+                    if let Some(l) = state.get(&busy) {
+                        Drain::mark(&mut drain, &l.drainers);
                     }
-                    waiting.get_or_insert_with(|| Waiting::new(&self.waiting));
                     drop(state);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
@@ -314,7 +317,7 @@ impl Scheduler {
                     keep_alive,
                     expires: None,
                     last_used: now,
-                    draining: false,
+                    drainers: Arc::default(),
                 },
             );
             return Ok(Lease {

@@ -19,11 +19,18 @@ fn smol_server(env: &[(&str, &str)]) -> TestServer {
 fn start_stream(s: &TestServer, num_predict: u32) -> impl Iterator<Item = Value> {
     let body = json!({"model": "smol", "messages": [{"role": "user", "content": "Tell me a very long story about a dragon and a knight."}],
                       "options": {"num_predict": num_predict, "temperature": 0}});
-    let resp = s.http.post(s.url("/api/chat")).json(&body).send().unwrap();
+    open_stream(s, "/api/chat", body)
+}
+
+/// POST a streaming request and return the reader once the first chunk has arrived; it ends
+/// with the stream, or where the connection breaks.
+fn open_stream(s: &TestServer, path: &str, body: Value) -> impl Iterator<Item = Value> {
+    let resp = s.http.post(s.url(path)).json(&body).send().unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     let mut lines = BufReader::new(resp)
         .lines()
-        .map(|l| serde_json::from_str::<Value>(&l.unwrap()).unwrap())
+        .map_while(Result::ok)
+        .map(|l| serde_json::from_str::<Value>(&l).unwrap())
         .peekable();
     assert_eq!(lines.peek().unwrap()["done"], false);
     lines
@@ -449,6 +456,69 @@ fn a_model_kept_busy_does_not_starve_a_request_for_another() {
             started.elapsed()
         );
     });
+}
+
+/// A request that stops waiting for a busy model (its client left) takes its mark off that
+/// model: new requests for it join it at once, though another request waits (for a reload of
+/// another model), instead of queueing behind that other request.
+#[test]
+fn a_request_that_leaves_while_waiting_holds_nothing_back() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let s = smol_server(&[
+        ("CORRAL_MAX_LOADED_MODELS", "2"),
+        ("CORRAL_NUM_PARALLEL", "2"),
+    ]);
+    let from = |ctx: u32| {
+        format!(
+            "FROM {}\nPARAMETER num_ctx {ctx}\n",
+            model_file(SMOL).display()
+        )
+    };
+    s.create("smol-b", &from(4096));
+    s.create("smol-c", &from(3072));
+    // Counting on from a raw prompt never ends before the token limit.
+    let count = |m: &str, n: u32| {
+        json!({"model": m, "prompt": "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,", "raw": true,
+               "options": {"num_predict": n, "temperature": 0}})
+    };
+    // Both places taken by busy models: smol first (the one a newcomer waits for), then smol-b.
+    let _a = open_stream(&s, "/api/generate", count("smol", 3000));
+    let b = open_stream(&s, "/api/generate", count("smol-b", 3000));
+    let b_done = Arc::new(AtomicBool::new(false));
+    let b_seen = b_done.clone();
+    std::thread::spawn(move || {
+        b.for_each(drop);
+        b_seen.store(true, Ordering::SeqCst);
+    });
+    // A request for a third model waits for smol, then its client gives up.
+    let impatient = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let left = impatient
+        .post(s.url("/api/generate"))
+        .json(&count("smol-c", 2))
+        .send();
+    assert!(left.is_err_and(|e| e.is_timeout()));
+    // A reload of smol-b with other settings waits for smol-b's stream to end.
+    let url = s.url("/api/generate");
+    std::thread::spawn(move || {
+        let body = json!({"model": "smol-b", "prompt": "Hi", "options": {"num_ctx": 2048, "num_predict": 2}});
+        let patient = reqwest::blocking::Client::builder().timeout(None).build();
+        let _ = patient.unwrap().post(url).json(&body).send();
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    // smol is no one's to drain now: a request for it is answered while smol-b still streams.
+    let (status, body) = generate(
+        &s,
+        json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 2}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !b_done.load(Ordering::SeqCst),
+        "the request for smol waited until smol-b's stream had ended"
+    );
 }
 
 #[test]
