@@ -64,8 +64,14 @@ export VULKAN_SDK="$sdk/usr" CMAKE_PREFIX_PATH="$sdk/usr" CORRAL_TEST_BUNDLE="$b
 wait "$fetch_pid" || { cat "$fetch_log" >&2; echo "test.sh: fetching the test models failed" >&2; exit 1; }
 wait "$venv_pid" || { cat "$venv_log" >&2; echo "test.sh: installing the Python clients failed" >&2; exit 1; }
 export CORRAL_CLIENT_VENV="$venv"
+# The patched copy of gotmpl (vendor/gotmpl/PATCHED.md) is not a workspace member: its own
+# suite (Go's text/template and html/template cases) runs here, in a build folder of its own.
+gotmpl=0
+cargo test --manifest-path vendor/gotmpl/Cargo.toml --features html,serde --locked -q \
+  --target-dir "${CARGO_TARGET_DIR:-target}/gotmpl" || gotmpl=$?
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --features corral/vulkan --cargo-profile release --locked --no-fail-fast
 else
   cargo test --workspace --features corral/vulkan --release --locked --no-fail-fast
 fi
+[ "$gotmpl" = 0 ] || { echo "test.sh: vendor/gotmpl's own tests failed" >&2; exit 1; }
