@@ -18,6 +18,38 @@ pub use run::{run, RunArgs};
 #[error("interrupted")]
 pub struct Interrupted;
 
+/// Standard output was closed by its reader (`corral show -v | head -1`): the command ends as
+/// Unix commands (and Ollama's Go CLI) do there, by SIGPIPE, without a message.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+pub struct StdoutClosed;
+
+/// Whether `e` is [`StdoutClosed`] (as itself, or inside an I/O error from a write).
+pub fn stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<StdoutClosed>()
+            || c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<StdoutClosed>())
+    })
+}
+
+/// Write `text` to standard output and flush it; a closed pipe is [`StdoutClosed`]. Not
+/// `print!`, which panics there.
+pub(crate) fn out(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    if text.is_empty() {
+        return Ok(());
+    }
+    let mut o = std::io::stdout().lock();
+    o.write_all(text.as_bytes())
+        .and_then(|()| o.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => std::io::Error::other(StdoutClosed),
+            _ => e,
+        })
+}
+
 use std::path::Path;
 
 use corral_api::{GenerateRequest, GenerateResponse, ListResponse, Metrics, ProcessResponse};
@@ -82,7 +114,7 @@ pub async fn list(client: &Client, prefix: Option<&str>) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print!("{}", table(&["NAME", "ID", "SIZE", "MODIFIED"], &rows));
+    out(&table(&["NAME", "ID", "SIZE", "MODIFIED"], &rows))?;
     Ok(())
 }
 
@@ -117,19 +149,16 @@ pub async fn ps(client: &Client, prefix: Option<&str>) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print!(
-        "{}",
-        table(
-            &["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"],
-            &rows
-        )
-    );
+    out(&table(
+        &["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"],
+        &rows,
+    ))?;
     for m in resp.models.iter().filter(|m| m.warning.is_some()) {
-        println!(
-            "warning: {}: {}",
+        out(&format!(
+            "warning: {}: {}\n",
             m.name,
             m.warning.as_deref().unwrap_or_default()
-        );
+        ))?;
     }
     Ok(())
 }
@@ -191,7 +220,10 @@ pub async fn version(client: Option<&Client>, client_version: &str) -> anyhow::R
     match server {
         Some(v) => {
             let own = v.corral_version.as_deref().unwrap_or("unknown");
-            println!("corral version is {own} (Ollama API {})", v.version);
+            out(&format!(
+                "corral version is {own} (Ollama API {})\n",
+                v.version
+            ))?;
             if own != client_version {
                 eprintln!("Warning: client version is {client_version}");
             }
@@ -210,7 +242,7 @@ pub async fn copy(client: &Client, source: &str, destination: &str) -> anyhow::R
     client
         .send_ok(reqwest::Method::POST, "/api/copy", &body)
         .await?;
-    println!("copied '{source}' to '{destination}'");
+    out(&format!("copied '{source}' to '{destination}'\n"))?;
     Ok(())
 }
 
@@ -224,7 +256,7 @@ pub async fn remove(client: &Client, models: &[String]) -> anyhow::Result<()> {
                 &serde_json::json!({ "model": m }),
             )
             .await?;
-        println!("deleted '{m}'");
+        out(&format!("deleted '{m}'\n"))?;
     }
     Ok(())
 }
@@ -272,10 +304,10 @@ pub async fn show(client: &Client, args: ShowArgs) -> anyhow::Result<()> {
         );
     }
     if let Some((_, text)) = single.iter().find(|(on, _)| *on) {
-        println!("{text}");
+        out(&format!("{text}\n"))?;
         return Ok(());
     }
-    print!("{}", show_text(&r, args.verbose));
+    out(&show_text(&r, args.verbose))?;
     Ok(())
 }
 
@@ -369,10 +401,10 @@ pub async fn devices(program: &Path, json: bool) -> anyhow::Result<()> {
         .await?
         .map_err(|e| anyhow::anyhow!(e))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        out(&format!("{}\n", serde_json::to_string_pretty(&r)?))?;
         return Ok(());
     }
-    print!("{}", device_text(&r));
+    out(&device_text(&r))?;
     Ok(())
 }
 

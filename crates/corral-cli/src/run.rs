@@ -23,7 +23,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub verbose: bool,
     /// How long to keep the model loaded (e.g. 5m, 0, -1).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub keepalive: Option<String>,
     /// Response format (e.g. json).
     #[arg(long)]
@@ -147,7 +147,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
             .embeddings
             .first()
             .ok_or_else(|| anyhow::anyhow!("no embeddings returned"))?;
-        println!("{}", serde_json::to_string(first)?);
+        crate::out(&format!("{}\n", serde_json::to_string(first)?))?;
         return Ok(());
     }
     if parts.is_empty() {
@@ -205,7 +205,7 @@ pub async fn run(client: &Client, args: RunArgs) -> anyhow::Result<()> {
         })
         .await?;
     answer.finish()?;
-    println!();
+    crate::out("\n")?;
     if args.verbose {
         eprint!("{}", crate::stats_block(&metrics));
     }

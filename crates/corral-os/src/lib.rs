@@ -69,6 +69,16 @@ pub fn exit_now(code: i32) -> ! {
     imp::exit_now(code)
 }
 
+/// End this process as one whose standard output was closed under it: killed by SIGPIPE on
+/// Unix, as `yes | head -1` ends `yes` (shells report status 141 and print nothing). Rust
+/// ignores SIGPIPE so that writes fail with an error instead; a client command that meets that
+/// error on its standard output ends here.
+pub fn die_of_broken_pipe() -> ! {
+    use std::io::Write;
+    let _ = std::io::stderr().flush();
+    imp::die_of_broken_pipe()
+}
+
 /// Ask a process to stop (SIGTERM on Unix).
 pub fn terminate(pid: u32) {
     imp::signal(pid, libc::SIGTERM)

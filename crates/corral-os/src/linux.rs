@@ -30,6 +30,16 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+pub fn die_of_broken_pipe() -> ! {
+    // SAFETY: restoring SIGPIPE's default action and raising it ends the process; nothing
+    // here touches memory.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+        libc::_exit(128 + libc::SIGPIPE)
+    }
+}
+
 pub fn signal(pid: u32, sig: i32) {
     if let Ok(pid) = i32::try_from(pid) {
         // SAFETY: kill has no memory effects; a stale pid at worst gets ESRCH.

@@ -490,6 +490,7 @@ fn async_main(command: Option<Commands>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<corral_cli::Interrupted>() => ExitCode::from(130),
+        Err(e) if corral_cli::stdout_closed(&e) => corral_os::die_of_broken_pipe(),
         Err(e) => {
             eprintln!("Error: {e:#}");
             ExitCode::FAILURE

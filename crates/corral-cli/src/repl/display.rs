@@ -1,7 +1,7 @@
 //! Showing an answer as it streams: the spinner until the first piece, thinking set apart
 //! (`Thinking...` / `...done thinking.`, dimmed on a terminal), and word wrap.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use super::wrap::Wrapper;
@@ -113,7 +113,7 @@ impl Answer {
             out.push_str(&self.close_thinking());
             out.push_str(&self.wrapped(content));
         }
-        write_out(&out)
+        crate::out(&out)
     }
 
     /// The end of the stream (or of what was shown of it).
@@ -129,7 +129,7 @@ impl Answer {
         }
         // An answer that ended while thinking still closes the thinking (and its colour).
         out.push_str(&self.close_thinking());
-        write_out(&out)
+        crate::out(&out)
     }
 
     /// True when nothing at all was written.
@@ -179,13 +179,4 @@ impl Answer {
         self.wrapper = self.style.wrap.map(Wrapper::new);
         out
     }
-}
-
-fn write_out(s: &str) -> std::io::Result<()> {
-    if s.is_empty() {
-        return Ok(());
-    }
-    let mut out = std::io::stdout().lock();
-    out.write_all(s.as_bytes())?;
-    out.flush()
 }

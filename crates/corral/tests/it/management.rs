@@ -216,6 +216,49 @@ fn help_and_version_answer_as_ollamas_do() {
     );
 }
 
+/// A reader that closes the pipe early (`| head -1`) ends the command as it ends Unix
+/// commands: by SIGPIPE, with nothing on standard error (no panic, no "Broken pipe").
+#[test]
+fn a_closed_output_pipe_ends_commands_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let s = TestServer::start();
+    s.create_smol();
+    // A model that goes on counting, a number a line, from a prompt that starts it.
+    s.create(
+        "counter",
+        &format!(
+            "FROM {}\nTEMPLATE {{{{ .Prompt }}}}\nPARAMETER num_predict 400\n",
+            model_file(SMOL).display()
+        ),
+    );
+    // `show -v` prints the whole vocabulary (far more than a pipe holds), `run` a number a
+    // line: both are still writing when the reader goes.
+    for args in [
+        &["show", "smol", "-v"][..],
+        &["run", "counter", "1\n2\n3\n4\n5\n"][..],
+    ] {
+        let mut child = std::process::Command::new(corral_exe())
+            .args(args)
+            .env("CORRAL_HOST", format!("127.0.0.1:{}", s.port))
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(!first.is_empty(), "{args:?}");
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.signal(), Some(13), "{args:?}: {:?}", out.status);
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
+}
+
 #[test]
 fn list_and_ps_print_ollamas_tables() {
     let s = TestServer::start();
@@ -243,6 +286,11 @@ fn list_and_ps_print_ollamas_tables() {
     assert!(lines[1].starts_with("smol:latest   "), "{ps}");
     assert!(lines[1].contains("   100% CPU    4096      "), "{ps}");
     assert!(lines[1].ends_with("minutes from now"), "{ps}");
+    // A negative keep_alive may follow the flag as a word of its own, as with Ollama's CLI.
+    let out = s.corral(&["run", "smol", "--keepalive", "-1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ps = stdout(&s.corral(&["ps"]));
+    assert!(ps.lines().nth(1).unwrap().ends_with("Forever"), "{ps}");
 
     // A prefix keeps the models whose names start with it (any case), as Ollama's list does.
     let out = s.corral(&["cp", "smol", "other"]);
