@@ -560,3 +560,23 @@ fn thinking_is_set_apart_and_can_be_hidden() {
         stderr(&out)
     );
 }
+
+/// Lines that reach the terminal together (a paste without bracketed paste, `tmux send-keys`,
+/// expect scripts) are each read, as Ollama's readline reads them: none is dropped.
+#[test]
+fn lines_that_arrive_together_are_each_read() {
+    let s = TestServer::start();
+    s.create_smol();
+    let mut r = Repl::start(&s, &["smol"], 100);
+    r.keys("/set parameter num_predict 3\r/show parameters\r");
+    r.expect("Set parameter 'num_predict' to '3'");
+    r.expect("User defined parameters:");
+    r.expect("num_predict                    3");
+    r.prompt();
+    // A `"""` block whose lines come in one write, and a command after it.
+    r.keys("/set system \"\"\"Be\rbrief.\"\"\"\r/show system\r");
+    r.expect("Set system message.");
+    r.prompt();
+    r.expect("Be\r\nbrief.");
+    r.prompt();
+}
