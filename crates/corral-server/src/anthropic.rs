@@ -374,7 +374,7 @@ fn parse(body: &Bytes) -> Result<MessagesRequest, String> {
     if crate::json::is_array(body) {
         return Err(crate::json::ARRAY_BODY.into());
     }
-    serde_json::from_slice(body).map_err(|e| format!("invalid request body: {e}"))
+    crate::json::from_body(body).map_err(|e| format!("invalid request body: {e}"))
 }
 
 /// A native error answer in Anthropic's shape.

@@ -84,7 +84,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Invalid> {
     if crate::json::is_array(body) {
         return Err(invalid(crate::json::ARRAY_BODY));
     }
-    serde_json::from_slice(body).map_err(|e| invalid(format!("invalid request body: {e}")))
+    crate::json::from_body(body).map_err(|e| invalid(format!("invalid request body: {e}")))
 }
 
 /// A native error answer (`{"error": "..."}` with its status) in OpenAI's shape.

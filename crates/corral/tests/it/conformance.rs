@@ -219,3 +219,57 @@ fn a_final_assistant_message_is_continued() {
         "{start:?} | {continued:?} | {rest:?}"
     );
 }
+
+/// What Ollama's Go decoder takes is taken, on every route: `null` for a field of the request
+/// or of a message (the field left out), escapes of lone UTF-16 surrogates and bytes that are
+/// not UTF-8 (both read as U+FFFD).
+#[test]
+fn what_gos_decoder_takes_is_taken() {
+    let s = TestServer::start();
+    s.create_smol();
+    let n = r#""options": {"num_predict": 2}, "stream": false"#;
+    for (path, body) in [
+        (
+            "/api/generate",
+            format!(r#"{{"model": "smol", "prompt": "Hi \ud83d", {n}}}"#),
+        ),
+        (
+            "/api/generate",
+            format!(r#"{{"model": "smol", "prompt": null, "system": null, {n}}}"#),
+        ),
+        (
+            "/api/chat",
+            format!(
+                r#"{{"model": "smol", "messages": [{{"role": "user", "content": "Hi \ude00"}},
+                    {{"role": "assistant", "content": null, "tool_calls": null}},
+                    {{"role": "user", "content": "Bye"}}], {n}}}"#
+            ),
+        ),
+        (
+            "/api/chat",
+            format!(r#"{{"model": "smol", "messages": null, {n}}}"#),
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model": "smol", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi \ud83d"}]}"#.to_string(),
+        ),
+        (
+            "/v1/messages",
+            r#"{"model": "smol", "max_tokens": 2, "messages": [{"role": "user", "content": "Hi \ude00"}]}"#.to_string(),
+        ),
+    ] {
+        let (status, v) = s.post_raw(path, &body);
+        assert_eq!(status, 200, "{path} {body}: {v}");
+    }
+    let resp = s
+        .http
+        .post(s.url("/api/generate"))
+        .body(b"{\"model\": \"smol\", \"prompt\": \"Hi \xff\", \"stream\": false}".to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    // A null where a value is needed is still refused, with the field named.
+    let (status, v) = s.post_raw("/api/generate", r#"{"model": null, "prompt": "Hi"}"#);
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("null"), "{v}");
+}
