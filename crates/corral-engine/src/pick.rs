@@ -67,11 +67,16 @@ impl Penalties {
 pub(crate) struct Picker {
     now: Pick,
     deferred: Option<Deferred>,
+    /// Tokens given instead of picked, first to last: the rest of the trigger's, after
+    /// [`Picker::close_instead_of_ending`].
+    forced: VecDeque<LlamaToken>,
 }
 
 /// The grammar's picker, waiting for its trigger in the generated text.
 struct Deferred {
     trigger: Trigger,
+    /// The trigger's tokens.
+    tokens: Vec<LlamaToken>,
     then: Pick,
 }
 
@@ -137,20 +142,38 @@ impl Picker {
                     now: Pick::new(&free, model, prompt, n_ctx)?,
                     deferred: Some(Deferred {
                         trigger: Trigger::new(trigger),
+                        tokens: model.vocab().tokenize(trigger.as_bytes(), false, true),
                         then,
                     }),
+                    forced: VecDeque::new(),
                 })
             }
             _ => Ok(Picker {
                 now: Pick::new(sp, model, prompt, n_ctx)?,
                 deferred: None,
+                forced: VecDeque::new(),
             }),
         }
     }
 
     /// Pick the token for the logits at batch index `idx`, and remember it.
     pub fn pick(&mut self, ctx: &LlamaContext, idx: i32) -> LlamaToken {
-        self.now.pick(ctx, idx)
+        match self.forced.pop_front() {
+            Some(t) => t,
+            None => self.now.pick(ctx, idx),
+        }
+    }
+
+    /// The model would end its answer (it picked an end-of-generation token) while a grammar
+    /// still waits for its trigger: a thinking model that stops before `</think>` would then
+    /// leave a forced tool call or a format unwritten, and the client with nothing to parse.
+    /// Instead the trigger's tokens come next, one a step, then the grammar applies. The
+    /// first of them, or `None` where nothing waits (the answer ends).
+    pub fn close_instead_of_ending(&mut self) -> Option<LlamaToken> {
+        let d = self.deferred.as_ref().filter(|_| self.forced.is_empty())?;
+        let (first, rest) = d.tokens.split_first()?;
+        self.forced.extend(rest.iter().copied());
+        Some(*first)
     }
 
     /// The bytes of the token just picked: once the trigger has been generated, the grammar

@@ -245,10 +245,15 @@ impl Engine {
                     break;
                 }
                 let idx = first + j as i32;
-                let tok = s.picker.pick(&self.ctx, idx);
+                let mut tok = s.picker.pick(&self.ctx, idx);
                 if vocab.is_eog(tok) {
-                    s.finish = Some(Finish::EndOfGeneration);
-                    break;
+                    match s.picker.close_instead_of_ending() {
+                        Some(t) => tok = t,
+                        None => {
+                            s.finish = Some(Finish::EndOfGeneration);
+                            break;
+                        }
+                    }
                 }
                 s.generated.push(tok.0);
                 if let Some(n) = s.logprobs {

@@ -366,6 +366,41 @@ fn format_applies_after_thinking() {
     assert!(answer["answer"].is_i64(), "{content}");
 }
 
+/// A thinking model that would end its answer before closing its thinking gets the close
+/// written for it, then the format or the forced call: the client gets what it asked for,
+/// not an empty answer. (Greedy SmolLM2 ends these answers inside its thinking.)
+#[test]
+fn a_format_or_a_forced_call_follows_thinking_the_model_did_not_close() {
+    let s = TestServer::start();
+    s.create_smol_think();
+    let question = json!([{"role": "user", "content": "What is 2+3?"}]);
+    let (status, body) = s.post(
+        "/api/chat",
+        json!({"model": "smol-think", "messages": question, "think": true, "format": "json",
+               "stream": false, "options": {"temperature": 0, "num_predict": 80}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["done_reason"], "stop", "{body}");
+    let content = body["message"]["content"].as_str().unwrap();
+    serde_json::from_str::<Value>(content).unwrap_or_else(|e| panic!("{e}: {body}"));
+
+    let add = json!({"type": "function", "function": {"name": "add", "description": "add",
+        "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                       "required": ["a", "b"]}}});
+    let (status, body) = s.post(
+        "/v1/chat/completions",
+        json!({"model": "smol-think", "messages": question, "reasoning_effort": "medium",
+               "tools": [add], "tool_choice": "required", "temperature": 0, "max_tokens": 150}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
+    assert_eq!(
+        choice["message"]["tool_calls"][0]["function"]["name"], "add",
+        "{body}"
+    );
+}
+
 /// Roles are matched without regard to case (as Ollama), and OpenAI's `developer` is the
 /// system: each gives the same prompt, so the same tokens and the same greedy answer.
 #[test]
