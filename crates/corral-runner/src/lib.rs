@@ -569,24 +569,37 @@ struct EmbedWork {
     inputs: Vec<Vec<i32>>,
     done: Vec<Vec<f32>>,
     count: u64,
+    /// Tokens a second its pieces have been embedded at (`None` before the first).
+    rate: Option<f64>,
 }
 
-/// Tokens embedded per piece of a request (several inputs, packed as `Engine::embed` packs
-/// them): a few decodes, so pings and cancels wait well under a second.
-const EMBED_PIECE_TOKENS: usize = 2048;
+/// How long a piece of an embedding request (several inputs, packed as `Engine::embed` packs
+/// them) should take: the running completions' next steps, pings and cancels wait for it. A
+/// generative model embeds a few hundred tokens a second on a small CPU, so a fixed size
+/// would hold the others for seconds there and be needlessly small for a BERT on a GPU.
+const EMBED_PIECE_TIME: std::time::Duration = std::time::Duration::from_millis(200);
+/// Tokens in a request's first piece, before its speed is known.
+const EMBED_FIRST_PIECE_TOKENS: usize = 256;
+/// The most tokens in a piece, however fast.
+const EMBED_MAX_PIECE_TOKENS: usize = 16_384;
 
-/// Embed the next piece of `work`'s inputs; true when the request is answered (or failed).
+/// Embed the next piece of `work`'s inputs (at least one input: an input is never cut);
+/// true when the request is answered (or failed).
 fn embed_piece(engine: &mut Engine, work: &mut EmbedWork) -> bool {
+    let budget = work.rate.map_or(EMBED_FIRST_PIECE_TOKENS, |r| {
+        ((r * EMBED_PIECE_TIME.as_secs_f64()) as usize).min(EMBED_MAX_PIECE_TOKENS)
+    });
     let start = work.done.len();
     let mut end = start;
     let mut tokens = 0;
-    while end < work.inputs.len()
-        && (end == start || tokens + work.inputs[end].len() <= EMBED_PIECE_TOKENS)
-    {
+    while end < work.inputs.len() && (end == start || tokens + work.inputs[end].len() <= budget) {
         tokens += work.inputs[end].len();
         end += 1;
     }
-    match engine.embed(&work.inputs[start..end]) {
+    let started = Instant::now();
+    let result = engine.embed(&work.inputs[start..end]);
+    work.rate = Some(tokens as f64 / started.elapsed().as_secs_f64().max(1e-6));
+    match result {
         Ok(v) => work.done.extend(v),
         Err(e) => {
             send(&RunnerEvent::Error {
@@ -656,6 +669,7 @@ fn tokenize_embed(engine: &Engine, job: EmbedJob) -> Option<EmbedWork> {
         done: Vec::with_capacity(inputs.len()),
         inputs,
         count,
+        rate: None,
     })
 }
 

@@ -329,3 +329,43 @@ fn an_abandoned_embedding_request_stops() {
     );
     assert_eq!(s.runner_pids(), runner, "the runner was replaced");
 }
+
+/// A generative model embeds slowly (a few hundred tokens a second on this machine): a
+/// completion beside a long embedding request is served between the request's pieces, each
+/// sized to take a fraction of a second, and ends long before the embedding does.
+#[test]
+fn a_completion_beside_a_long_embedding_request_is_not_held_back() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let s = TestServer::start();
+    s.create_smol();
+    let hi =
+        json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 5}});
+    assert_eq!(s.post("/api/generate", hi.clone()).0, 200);
+    // About 8,000 tokens: half a minute and more of embedding here.
+    let inputs: Vec<String> = (0..80)
+        .map(|i| {
+            format!(
+                "{i}: {}",
+                "The quick brown fox jumps over the lazy dog. ".repeat(10)
+            )
+        })
+        .collect();
+    let embedded = Arc::new(AtomicBool::new(false));
+    let done = embedded.clone();
+    let url = s.url("/api/embed");
+    std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::builder().timeout(None).build();
+        let body = json!({"model": "smol", "input": inputs});
+        let _ = client.unwrap().post(url).json(&body).send();
+        done.store(true, Ordering::SeqCst);
+    });
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let (status, body) = s.post("/api/generate", hi);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["eval_count"], 5, "{body}");
+    assert!(
+        !embedded.load(Ordering::SeqCst),
+        "the completion waited for the embedding request to end"
+    );
+}
