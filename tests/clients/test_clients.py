@@ -468,6 +468,18 @@ def test_anthropic_count_tokens_and_errors(claude):
             {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}]}])
     assert "missing data required for image input" in str(e.value)
     assert e.value.body["error"]["type"] == "invalid_request_error" and e.value.body["request_id"]
+    # Settings outside Anthropic's ranges are refused as Anthropic refuses them (Ollama's own
+    # options are wider).
+    hi = [{"role": "user", "content": "Hi"}]
+    for extra, message in [
+        ({"max_tokens": 0}, "max_tokens: Input should be greater than or equal to 1"),
+        ({"max_tokens": 8, "extra_body": {"temperature": 5}}, "temperature: Input should be less than or equal to 1"),
+        ({"max_tokens": 8, "extra_body": {"top_p": -0.5}}, "top_p: Input should be greater than or equal to 0"),
+        ({"max_tokens": 8, "extra_body": {"top_k": -1}}, "top_k: Input should be greater than or equal to 0"),
+    ]:
+        with pytest.raises(anthropic.BadRequestError) as e:
+            claude.messages.create(model="smol", messages=hi, **extra)
+        assert message in str(e.value), e.value
 
 
 def test_anthropic_documents_and_blocks_it_does_not_use(claude):
