@@ -20,6 +20,9 @@ struct CompletionRequest {
     /// Log probabilities with this many alternatives.
     #[serde(default)]
     logprobs: Option<i64>,
+    /// Answer with the prompt before the completion.
+    #[serde(default)]
+    echo: bool,
     #[serde(flatten)]
     sampling: Sampling,
 }
@@ -39,6 +42,15 @@ pub async fn completions(State(st): State<AppState>, body: Bytes) -> Response {
         }
         Value::Null => return bad("prompt is required"),
         other => return bad(format!("invalid prompt: {other}")),
+    };
+    if req.echo && req.logprobs.is_some() {
+        return bad("echo with logprobs is not supported: the prompt's own log probabilities are not computed");
+    }
+    // With `echo`, each choice's text starts with the prompt.
+    let echoed = if req.echo {
+        prompt.clone()
+    } else {
+        String::new()
     };
     let options = match req.sampling.options() {
         Ok(o) => o,
@@ -79,7 +91,8 @@ pub async fn completions(State(st): State<AppState>, body: Bytes) -> Response {
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                json!({"text": v["response"], "index": i,
+                let text = format!("{echoed}{}", v["response"].as_str().unwrap_or_default());
+                json!({"text": text, "index": i,
                        "logprobs": completion_logprobs(v, &mut 0),
                        "finish_reason": finish_reason(v["done_reason"].as_str(), false)})
             })
@@ -98,6 +111,8 @@ pub async fn completions(State(st): State<AppState>, body: Bytes) -> Response {
         .then(|| choices::Tally::new(n));
     // Characters each choice has sent so far (the log probabilities' text offsets).
     let mut offsets = vec![0; n];
+    // Whether each choice has sent its first chunk (which carries the echoed prompt).
+    let mut started = vec![false; n];
     sse_from(choices::merge(answers), move |v| {
         let base = |choices: Value| {
             json!({"id": id, "object": "text_completion", "created": created, "model": v["model"],
@@ -108,9 +123,18 @@ pub async fn completions(State(st): State<AppState>, body: Bytes) -> Response {
         let finish = done.then(|| finish_reason(v["done_reason"].as_str(), false));
         let mut unused = 0;
         let offset = offsets.get_mut(index as usize).unwrap_or(&mut unused);
+        let first = started
+            .get_mut(index as usize)
+            .is_some_and(|s| !std::mem::replace(s, true));
+        let text = v["response"].as_str().unwrap_or_default();
+        let text = if first {
+            format!("{echoed}{text}")
+        } else {
+            text.to_string()
+        };
         with_usage(
             base,
-            json!({"text": v["response"], "index": index,
+            json!({"text": text, "index": index,
                    "logprobs": completion_logprobs(v, offset), "finish_reason": finish}),
             v,
             tally.as_mut(),

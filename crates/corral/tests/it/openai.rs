@@ -366,6 +366,54 @@ fn format_applies_after_thinking() {
     assert!(answer["answer"].is_i64(), "{content}");
 }
 
+/// `echo` puts the prompt before the completion, in whole answers and at the start of each
+/// choice's stream, as OpenAI's legacy completions do; with `logprobs` (which would need the
+/// prompt's own) it is refused by name.
+#[test]
+fn completions_echo_the_prompt_first() {
+    let s = TestServer::start();
+    s.create_smol();
+    let prompt = "The capital of France is";
+    let ask = |extra: Value| {
+        let mut body =
+            json!({"model": "smol", "prompt": prompt, "max_tokens": 6, "temperature": 0});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let (status, plain) = s.post("/v1/completions", ask(json!({})));
+    assert_eq!(status, 200, "{plain}");
+    let plain = plain["choices"][0]["text"].as_str().unwrap().to_string();
+    assert!(!plain.is_empty());
+    let (status, echoed) = s.post("/v1/completions", ask(json!({"echo": true})));
+    assert_eq!(status, 200, "{echoed}");
+    assert_eq!(echoed["choices"][0]["text"], format!("{prompt}{plain}"));
+    let chunks = sse_chunks(
+        &s,
+        "/v1/completions",
+        ask(json!({"echo": true, "stream": true, "n": 2})),
+    );
+    for index in 0..2 {
+        let text: String = chunks
+            .iter()
+            .flat_map(|c| c["choices"].as_array().unwrap())
+            .filter(|ch| ch["index"] == index)
+            .map(|ch| ch["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(text, format!("{prompt}{plain}"), "choice {index}");
+    }
+    let (status, body) = s.post("/v1/completions", ask(json!({"echo": true, "logprobs": 2})));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("echo with logprobs is not supported"),
+        "{body}"
+    );
+}
+
 /// A thinking model that would end its answer before closing its thinking gets the close
 /// written for it, then the format or the forced call: the client gets what it asked for,
 /// not an empty answer. (Greedy SmolLM2 ends these answers inside its thinking.)
