@@ -131,7 +131,8 @@ class Corral:
                 done = ev
         last = time.perf_counter()
         first = first or last
-        prompt_n = done.get("prompt_eval_count", 0) + done.get("prompt_cached_count", 0)
+        # Corral counts the whole prompt, cached part included, as Ollama does.
+        prompt_n = done.get("prompt_eval_count", 0)
         return first - t0, last - first, done.get("eval_count", 0), prompt_n
 
     def peak(self):

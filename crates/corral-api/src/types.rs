@@ -150,7 +150,8 @@ pub struct Metrics {
     pub load_duration: u64,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub prompt_eval_count: u64,
-    /// Beyond Ollama: prompt tokens reused from the cache, not counted in `prompt_eval_count`.
+    /// Beyond Ollama: of the prompt's tokens (`prompt_eval_count`, the whole prompt, as Ollama
+    /// counts it), those reused from the cache rather than evaluated.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub prompt_cached_count: u64,
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -80,7 +80,11 @@ pub fn stats_block(m: &Metrics) -> String {
             "prompt eval rate:",
             format!(
                 "{:.2} tokens/s",
-                rate(m.prompt_eval_count, m.prompt_eval_duration)
+                // The tokens evaluated in that time: the cache's took none.
+                rate(
+                    m.prompt_eval_count.saturating_sub(m.prompt_cached_count),
+                    m.prompt_eval_duration
+                )
             ),
         ));
     }

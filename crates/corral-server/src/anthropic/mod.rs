@@ -61,8 +61,9 @@ fn stop_of(v: &Value, tool_calls: bool, asked: &[String]) -> (&'static str, Valu
 /// Anthropic counts the cache apart: the prompt is `input_tokens` + `cache_read_input_tokens`.
 fn usage(v: &Value) -> Value {
     let cached = v["prompt_cached_count"].as_u64().unwrap_or(0);
+    let prompt = v["prompt_eval_count"].as_u64().unwrap_or(0);
     json!({
-        "input_tokens": v["prompt_eval_count"].as_u64().unwrap_or(0),
+        "input_tokens": prompt.saturating_sub(cached),
         "output_tokens": v["eval_count"].as_u64().unwrap_or(0),
         "cache_read_input_tokens": cached,
     })

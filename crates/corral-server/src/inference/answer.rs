@@ -275,7 +275,8 @@ pub(super) fn done_parts(job: &Job, lease: &Lease, d: &DoneInfo, tracker: &mut T
     let metrics = Metrics {
         total_duration: job.started.elapsed().as_nanos() as u64,
         load_duration: lease.load_duration.unwrap_or_default().as_nanos() as u64,
-        prompt_eval_count: d.prompt_eval_count,
+        // The whole prompt, as Ollama counts it, the part reused from the cache included.
+        prompt_eval_count: d.prompt_eval_count + d.prompt_cached,
         prompt_cached_count: d.prompt_cached,
         prompt_eval_duration: d.prompt_eval_duration_ns,
         eval_count: d.eval_count,

@@ -187,8 +187,8 @@ mod tests {
         let o: BTreeMap<String, Value> = [("seed".to_string(), json!(7))].into();
         assert_eq!(options_for(&o, 2)["seed"], 9);
         assert!(!options_for(&BTreeMap::new(), 2).contains_key("seed"));
-        let a = json!({"done": true, "prompt_eval_count": 10, "prompt_cached_count": 5, "eval_count": 3});
-        let b = json!({"done": true, "prompt_eval_count": 0, "prompt_cached_count": 15, "eval_count": 4});
+        let a = json!({"done": true, "prompt_eval_count": 15, "prompt_cached_count": 5, "eval_count": 3});
+        let b = json!({"done": true, "prompt_eval_count": 15, "prompt_cached_count": 15, "eval_count": 4});
         let u = usage_of(&[a.clone(), b.clone()]);
         assert_eq!(
             (

@@ -188,7 +188,7 @@ fn finish_reason(done_reason: Option<&str>, tool_calls: bool) -> &'static str {
 /// OpenAI's usage: the whole prompt, with the part reused from the cache named apart.
 fn usage(v: &Value) -> Value {
     let cached = v["prompt_cached_count"].as_u64().unwrap_or(0);
-    let p = v["prompt_eval_count"].as_u64().unwrap_or(0) + cached;
+    let p = v["prompt_eval_count"].as_u64().unwrap_or(0);
     let c = v["eval_count"].as_u64().unwrap_or(0);
     json!({
         "prompt_tokens": p,

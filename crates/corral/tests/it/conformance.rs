@@ -97,6 +97,23 @@ fn answers_and_errors_as_clients_expect() {
         u2["total_tokens"].as_u64().unwrap(),
         u2["prompt_tokens"].as_u64().unwrap() + u2["completion_tokens"].as_u64().unwrap()
     );
+    // So does the native prompt_eval_count, as Ollama's: the cached part is counted in it,
+    // and named apart in prompt_cached_count.
+    let chat = json!({
+        "model": "smol", "stream": false, "options": {"num_predict": 3, "temperature": 0},
+        "messages": [{"role": "user", "content": "Name three colours of the sea, please."}],
+    });
+    let (_, first) = s.post("/api/chat", chat.clone());
+    let (_, second) = s.post("/api/chat", chat);
+    assert!(first["prompt_eval_count"].as_u64().unwrap() > 10, "{first}");
+    assert_eq!(
+        second["prompt_eval_count"], first["prompt_eval_count"],
+        "{second}"
+    );
+    assert!(
+        second["prompt_cached_count"].as_u64().unwrap() > 5,
+        "{second}"
+    );
 }
 
 #[test]

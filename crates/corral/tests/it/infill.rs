@@ -31,8 +31,7 @@ fn capabilities(s: &TestServer, model: &str) -> Vec<String> {
 
 /// The prompt's tokens of a non-streamed generate (its `context` without the answer).
 fn prompt_tokens(answer: &Value) -> Vec<i64> {
-    let n = answer["prompt_eval_count"].as_u64().unwrap()
-        + answer["prompt_cached_count"].as_u64().unwrap_or(0);
+    let n = answer["prompt_eval_count"].as_u64().unwrap();
     let context: Vec<i64> = serde_json::from_value(answer["context"].clone()).unwrap();
     context[..n as usize].to_vec()
 }
