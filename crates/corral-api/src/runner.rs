@@ -111,6 +111,10 @@ pub struct CompletionRequest {
     /// Only count the prompt's tokens: `Accepted` (with the count), then an empty `Done`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub count_only: bool,
+    /// Only render the prompt (Ollama's `_debug_render_only`): `Accepted` with the text the
+    /// template made, then an empty `Done`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub render_only: bool,
 }
 
 fn yes() -> bool {
@@ -159,6 +163,9 @@ pub enum RunnerEvent {
         prompt_tokens: u64,
         /// Prompt tokens dropped to fit the context (estimated for text the server cut).
         truncated: u64,
+        /// With `render_only`: the prompt as rendered, after the text of `context`'s tokens.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rendered: Option<String>,
     },
     /// The request has a slot and is being evaluated.
     Started { id: u64 },

@@ -120,6 +120,14 @@ pub struct AnswerOptions {
     /// a bias from -100 to 100 added to their logits; -100 bans a token, 100 forces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logit_bias: Option<serde_json::Value>,
+    /// Ollama's `_debug_render_only`: answer with the prompt as the template renders it
+    /// (`_debug_info.rendered_template`) instead of running the model on it.
+    #[serde(
+        default,
+        rename = "_debug_render_only",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub debug_render_only: bool,
 }
 
 /// A token and its log probability, as Ollama 0.12.11 sends them.

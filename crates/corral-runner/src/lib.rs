@@ -366,15 +366,16 @@ impl Runner {
     fn take(&mut self, engine: &Engine, req: RunnerRequest) {
         match req {
             RunnerRequest::Completion(c) => {
-                let (id, count_only) = (c.id, c.count_only);
+                let (id, only) = (c.id, c.count_only || c.render_only);
                 match self.prepare(engine, *c) {
-                    Ok(p) => {
+                    Ok(mut p) => {
                         send(&RunnerEvent::Accepted {
                             id,
                             prompt_tokens: p.tokens.len() as u64,
                             truncated: p.truncated,
+                            rendered: p.rendered.take(),
                         });
-                        if count_only {
+                        if only {
                             done_unanswered(id, DoneReason::Stop, p.truncated);
                         } else {
                             self.queue.push_back(p);

@@ -87,6 +87,10 @@ impl Runner {
         // A template that fails on the request's data (or is the request's own) is the
         // request's error.
         let mut text = self.render(&req.prompt).map_err(Refusal::invalid)?;
+        // Ollama's rendered prompt: an earlier answer's context as text, then the template's.
+        let rendered = req
+            .render_only
+            .then(|| engine.detokenize(&req.context) + &text);
         // Ids from an earlier answer's `context`: one outside the vocabulary would reach
         // llama.cpp's batch, which refuses it without saying why.
         let n_vocab = engine.n_vocab();
@@ -244,6 +248,7 @@ impl Runner {
             stop: o.stop.clone().unwrap_or_default(),
             want_context: req.want_context,
             truncated,
+            rendered,
         })
     }
 }
@@ -256,6 +261,8 @@ pub(super) struct Prepared {
     pub(super) stop: Vec<String>,
     pub(super) want_context: bool,
     pub(super) truncated: u64,
+    /// The rendered prompt, kept only for a `render_only` request.
+    pub(super) rendered: Option<String>,
 }
 
 /// Why a request could not be prepared: its own fault (`invalid`), or the runner's.

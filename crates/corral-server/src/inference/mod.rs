@@ -130,7 +130,35 @@ pub(crate) async fn count_chat_tokens(st: &AppState, mut req: ChatRequest) -> Ap
         return Ok(0);
     };
     completion.count_only = true;
+    completion.render_only = false;
     completion.tool_grammar = None;
+    let (tokens, truncated, _) = accepted_only(st, &job, completion).await?;
+    Ok(tokens + truncated)
+}
+
+/// Ollama's `_debug_render_only`: the answer's first object, not done, with the prompt as the
+/// model's template renders it in `_debug_info.rendered_template` (the model is loaded for
+/// it, as in Ollama: its runner renders and tokenizes prompts).
+async fn render_only(st: &AppState, job: &Job, completion: CompletionRequest) -> Response {
+    match accepted_only(st, job, completion).await {
+        Ok((_, _, rendered)) => {
+            let mut v = answer::answer_object(job, answer::Out::default(), None);
+            v["_debug_info"] =
+                serde_json::json!({"rendered_template": rendered.unwrap_or_default()});
+            json_ok(v)
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Send a completion that the runner only renders and tokenizes (`count_only` or
+/// `render_only`): what its `Accepted` says (prompt tokens kept, tokens truncation drops, the
+/// rendered prompt when asked for).
+async fn accepted_only(
+    st: &AppState,
+    job: &Job,
+    completion: CompletionRequest,
+) -> ApiResult<(u64, u64, Option<String>)> {
     let lease = acquire(st, &job.model, &job.options, job.keep_alive).await?;
     let (_, mut events) = lease
         .runner
@@ -141,7 +169,7 @@ pub(crate) async fn count_chat_tokens(st: &AppState, mut req: ChatRequest) -> Ap
         .await
         .map_err(|_| {
             ApiError::internal(format!(
-                "the model did not count the prompt within {}s",
+                "the model did not read the prompt within {}s",
                 st.config.stall_timeout.as_secs_f32()
             ))
         })?;
@@ -149,8 +177,9 @@ pub(crate) async fn count_chat_tokens(st: &AppState, mut req: ChatRequest) -> Ap
         Some(RunnerEvent::Accepted {
             prompt_tokens,
             truncated,
+            rendered,
             ..
-        }) => Ok(prompt_tokens + truncated),
+        }) => Ok((prompt_tokens, truncated, rendered)),
         Some(RunnerEvent::Error {
             message, invalid, ..
         }) if invalid => Err(ApiError::bad_request(message)),
@@ -172,6 +201,9 @@ async fn run(st: AppState, job: Job) -> Response {
             ..Default::default()
         };
         return json_ok(final_object(&job, "unload", metrics, None, String::new()));
+    }
+    if let Some(c) = job.completion.as_ref().filter(|c| c.render_only) {
+        return render_only(&st, &job, c.clone()).await;
     }
     // Counted as waiting from here: the load, if any, then the queue for a slot.
     let mut tracker = job

@@ -292,6 +292,7 @@ fn runner_job(
         logprobs: check_logprobs(answer.logprobs, answer.top_logprobs)?,
         logit_bias: check_logit_bias(answer.logit_bias.as_ref())?,
         count_only: false,
+        render_only: answer.debug_render_only,
     })
 }
 

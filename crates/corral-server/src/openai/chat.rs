@@ -23,6 +23,10 @@ struct ChatCompletionRequest {
     parallel_tool_calls: Option<bool>,
     #[serde(default)]
     keep_alive: Option<Value>,
+    /// Ollama's `_debug_render_only`: the rendered prompt in `_debug_info`, no answer (never
+    /// streamed).
+    #[serde(default, rename = "_debug_render_only")]
+    debug_render_only: bool,
     /// `low`/`medium`/`high` turn thinking on at that level, `none` off.
     #[serde(default)]
     reasoning_effort: Option<String>,
@@ -196,7 +200,7 @@ pub async fn chat_completions(State(st): State<AppState>, body: Bytes) -> Respon
         Ok(corral_api::ChatRequest {
             model: req.model.clone(),
             messages: native_messages(&req.messages)?,
-            stream: Some(req.stream),
+            stream: Some(req.stream && !req.debug_render_only),
             format: format_from(&req.response_format)?,
             options: Some(req.sampling.options()?),
             keep_alive: req.keep_alive.clone(),
@@ -213,6 +217,7 @@ pub async fn chat_completions(State(st): State<AppState>, body: Bytes) -> Respon
                 logprobs: req.logprobs,
                 top_logprobs: req.top_logprobs,
                 logit_bias: req.sampling.logit_bias.clone(),
+                debug_render_only: req.debug_render_only,
                 ..Default::default()
             },
         })
@@ -231,7 +236,7 @@ pub async fn chat_completions(State(st): State<AppState>, body: Bytes) -> Respon
     };
     let id = new_id("chatcmpl");
     let created = now();
-    if !req.stream {
+    if !req.stream || req.debug_render_only {
         let whole = choices::whole(answers).await;
         let choices: Vec<Value> = whole
             .iter()
@@ -253,7 +258,7 @@ pub async fn chat_completions(State(st): State<AppState>, body: Bytes) -> Respon
                 })
             })
             .collect();
-        return Json(json!({
+        let mut completion = json!({
             "id": id,
             "object": "chat.completion",
             "created": created,
@@ -261,8 +266,11 @@ pub async fn chat_completions(State(st): State<AppState>, body: Bytes) -> Respon
             "system_fingerprint": "fp_corral",
             "choices": choices,
             "usage": choices::usage_of(&whole),
-        }))
-        .into_response();
+        });
+        if let Some(debug) = whole[0].get("_debug_info") {
+            completion["_debug_info"] = debug.clone();
+        }
+        return Json(completion).into_response();
     }
     let mut tally = req
         .stream_options

@@ -290,3 +290,37 @@ fn what_gos_decoder_takes_is_taken() {
     assert_eq!(status, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("null"), "{v}");
 }
+
+/// Ollama's `_debug_render_only`: the prompt as the model's template renders it, in
+/// `_debug_info.rendered_template`, and no answer; on the native routes and OpenAI's chat.
+#[test]
+fn debug_render_only_shows_the_rendered_prompt() {
+    let s = TestServer::start();
+    s.create_smol_think();
+    let messages =
+        json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]);
+    let (status, v) = s.post(
+        "/api/chat",
+        json!({"model": "smol-think", "messages": messages, "_debug_render_only": true}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["done"], false, "{v}");
+    assert_eq!(v["message"]["content"], "", "{v}");
+    // The test model's template (tests/models/smol-think.Modelfile), thinking on by default.
+    let rendered = "<|im_start|>system\nBe brief.\n<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n";
+    assert_eq!(v["_debug_info"]["rendered_template"], rendered, "{v}");
+    // Streaming asked for or not, one object; and the same through OpenAI's route.
+    let (status, v) = s.post(
+        "/v1/chat/completions",
+        json!({"model": "smol-think", "messages": messages, "stream": true, "_debug_render_only": true}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["_debug_info"]["rendered_template"], rendered, "{v}");
+    let (status, v) = s.post(
+        "/api/generate",
+        json!({"model": "smol-think", "prompt": "1, 2, 3", "raw": true, "_debug_render_only": true}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["_debug_info"]["rendered_template"], "1, 2, 3", "{v}");
+    assert_eq!(v["response"], "", "{v}");
+}
