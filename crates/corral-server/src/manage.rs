@@ -343,7 +343,11 @@ pub async fn delete(
     if req.model.trim().is_empty() {
         return Err(ApiError::bad_request("model is required"));
     }
-    let name = models::parse_name(&req.model).map_err(|_| ApiError::model_not_found(&req.model))?;
+    // A name that cannot be one is told so, as Ollama's delete tells it (a 400).
+    let name = models::parse_name(&req.model).map_err(|_| {
+        let shown = crate::json::shown(&req.model, 80);
+        ApiError::bad_request(format!("name {shown:?} is invalid"))
+    })?;
     let entry = st
         .store
         .get(&name)

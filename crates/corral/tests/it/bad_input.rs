@@ -536,6 +536,21 @@ fn names_races_and_odd_values_get_clear_answers() {
         r.json::<serde_json::Value>().unwrap()["error"],
         "model is required"
     );
+    // A name that cannot be one is told so (Ollama's words), not "not found".
+    for (name, shown) in [
+        ("bad name", "bad name".to_string()),
+        (&"x/".repeat(50_000), format!("{}...", "x/".repeat(40))),
+    ] {
+        let r = s
+            .http
+            .delete(s.url("/api/delete"))
+            .json(&json!({ "model": name }))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400);
+        let error = r.json::<serde_json::Value>().unwrap()["error"].clone();
+        assert_eq!(error, format!("name {shown:?} is invalid"));
+    }
     let (status, v) = s.post("/api/show", json!({"model": "x".repeat(100_000)}));
     assert_eq!(status, 404);
     assert!(v["error"].as_str().unwrap().len() < 300, "{v}");
