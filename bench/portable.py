@@ -52,6 +52,7 @@ def main():
                                                       {"model": name, "prompt": prompt, "raw": True, "options": opts})
                     if run == 0:
                         continue  # warm-up: loads the model
+                    # The whole prompt; with a new prompt each time, all of it was evaluated.
                     figures[build]["prompt"].append(final["prompt_eval_count"] / first)
                     figures[build]["decode"].append((final["eval_count"] - 1) / (last - first))
             results[name] = {b: {k: statistics.median(v) for k, v in f.items()} for b, f in figures.items()}

@@ -128,6 +128,8 @@ def bench_model(a, name, gguf, prompt_text, work):
             first, last, final = timed_stream(base, "/api/generate", {"model": name, "prompt": f"Run {run}: {prompt_text}", "raw": True,
                                                                       "options": dict(SAMPLING, num_predict=a.gen)})
             if run:
+                # prompt_eval_count is the whole prompt (cached tokens too, as Ollama counts);
+                # these prompts differ from the first tokens on, so it is what was evaluated.
                 e2e.append((final["prompt_eval_count"] / first, (final["eval_count"] - 1) / (last - first), final["eval_count"]))
                 eng.append(engine_run(a, gguf, prompt_file))
         out["engine"] = {"prompt_tokens": eng[0]["prompt_tokens"], "prompt_tps": med(e["prompt_tps"] for e in eng),

@@ -69,9 +69,11 @@ export CORRAL_CLIENT_VENV="$venv"
 gotmpl=0
 cargo test --manifest-path vendor/gotmpl/Cargo.toml --features html,serde --locked -q \
   --target-dir "${CARGO_TARGET_DIR:-target}/gotmpl" || gotmpl=$?
+suite=0
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --features corral/vulkan --cargo-profile release --locked --no-fail-fast
+  cargo nextest run --workspace --features corral/vulkan --cargo-profile release --locked --no-fail-fast || suite=$?
 else
-  cargo test --workspace --features corral/vulkan --release --locked --no-fail-fast
+  cargo test --workspace --features corral/vulkan --release --locked --no-fail-fast || suite=$?
 fi
-[ "$gotmpl" = 0 ] || { echo "test.sh: vendor/gotmpl's own tests failed" >&2; exit 1; }
+[ "$gotmpl" = 0 ] || echo "test.sh: vendor/gotmpl's own tests failed" >&2
+[ "$gotmpl" = 0 ] && [ "$suite" = 0 ]

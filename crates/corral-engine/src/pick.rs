@@ -70,6 +70,9 @@ pub(crate) struct Picker {
     /// Tokens given instead of picked, first to last: the rest of the trigger's, after
     /// [`Picker::close_instead_of_ending`].
     forced: VecDeque<LlamaToken>,
+    /// Whether the trigger has been given once already (it is given once at most: a
+    /// trigger whose tokens do not print as its text would otherwise be given for ever).
+    closed: bool,
 }
 
 /// The grammar's picker, waiting for its trigger in the generated text.
@@ -146,12 +149,14 @@ impl Picker {
                         then,
                     }),
                     forced: VecDeque::new(),
+                    closed: false,
                 })
             }
             _ => Ok(Picker {
                 now: Pick::new(sp, model, prompt, n_ctx)?,
                 deferred: None,
                 forced: VecDeque::new(),
+                closed: false,
             }),
         }
     }
@@ -167,11 +172,13 @@ impl Picker {
     /// The model would end its answer (it picked an end-of-generation token) while a grammar
     /// still waits for its trigger: a thinking model that stops before `</think>` would then
     /// leave a forced tool call or a format unwritten, and the client with nothing to parse.
-    /// Instead the trigger's tokens come next, one a step, then the grammar applies. The
-    /// first of them, or `None` where nothing waits (the answer ends).
+    /// Instead the trigger's tokens come next, one a step, then the grammar applies (once:
+    /// an end after that ends the answer). The first of them, or `None` where nothing waits
+    /// (the answer ends).
     pub fn close_instead_of_ending(&mut self) -> Option<LlamaToken> {
-        let d = self.deferred.as_ref().filter(|_| self.forced.is_empty())?;
+        let d = self.deferred.as_ref().filter(|_| !self.closed)?;
         let (first, rest) = d.tokens.split_first()?;
+        self.closed = true;
         self.forced.extend(rest.iter().copied());
         Some(*first)
     }

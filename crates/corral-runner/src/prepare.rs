@@ -87,10 +87,6 @@ impl Runner {
         // A template that fails on the request's data (or is the request's own) is the
         // request's error.
         let mut text = self.render(&req.prompt).map_err(Refusal::invalid)?;
-        // Ollama's rendered prompt: an earlier answer's context as text, then the template's.
-        let rendered = req
-            .render_only
-            .then(|| engine.detokenize(&req.context) + &text);
         // Ids from an earlier answer's `context`: one outside the vocabulary would reach
         // llama.cpp's batch, which refuses it without saying why.
         let n_vocab = engine.n_vocab();
@@ -109,6 +105,11 @@ impl Runner {
                 "logit_bias: token {bad} is out of range (the vocabulary has {n_vocab} tokens)"
             )));
         }
+        // Ollama's rendered prompt (`render_only`): an earlier answer's context as text, then
+        // the template's, whole (taken once the context's ids are known to be in range).
+        let mut rendered = req
+            .render_only
+            .then(|| engine.detokenize(&req.context) + &text);
         let num_keep = o.num_keep.unwrap_or(opt::DEFAULT_NUM_KEEP).max(0) as usize;
         if !req.truncate && (req.cut_bytes > 0 || corral_api::text::certainly_exceeds(&text, n_ctx))
         {
@@ -177,6 +178,11 @@ impl Runner {
         }
         if tokens.is_empty() {
             return Err(Refusal::invalid("the prompt is empty"));
+        }
+        // Fill in the middle without a template is built from the model's FIM tokens, not
+        // from a text: its prompt is those tokens, written out.
+        if fim && rendered.is_some() {
+            rendered = Some(engine.detokenize(&tokens));
         }
         if !req.truncate && tokens.len() >= n_ctx {
             return Err(Refusal::invalid(too_long(Some(tokens.len()), n_ctx)));

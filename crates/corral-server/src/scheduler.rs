@@ -196,7 +196,9 @@ impl Scheduler {
                     .as_ref()
                     .is_some_and(|d| Arc::ptr_eq(&d.0, &l.drainers));
                 if l.drainers.load(Ordering::SeqCst) > mine as usize {
-                    // Another request waits for this model to drain: queue behind it.
+                    // Another request waits for this model to drain: queue behind it (no
+                    // longer waiting for any model of its own).
+                    drain = None;
                     drop(state);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -233,8 +235,9 @@ impl Scheduler {
                 old.runner.stop().await;
             }
             match self.make_room(&mut state, &meta) {
-                Room::Ready => {}
+                Room::Ready => drain = None,
                 Room::Evict(k) => {
+                    drain = None;
                     let l = state.remove(&k).expect("present");
                     tracing::info!(model = %k, "unloading to make room for {key}");
                     self.gone(&k, &l.runner, ExitReason::Evicted);

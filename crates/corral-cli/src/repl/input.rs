@@ -92,6 +92,11 @@ impl LineEditor {
                 empty: self.line_was_empty.load(Ordering::Relaxed),
             }),
             Err(ReadlineError::Eof) => Ok(Read::Eof),
+            // Reading the terminal cannot break a pipe: writing the prompt to a closed
+            // standard output did.
+            Err(ReadlineError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                Err(crate::StdoutClosed.into())
+            }
             Err(e) => Err(e.into()),
         }
     }

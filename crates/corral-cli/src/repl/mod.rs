@@ -577,6 +577,9 @@ impl Session<'_> {
                     eprint!("{}", crate::stats_block(&metrics));
                 }
             }
+            // Standard output closed under the session (`corral run m | head`): it ends, as
+            // a one-shot run does there.
+            Some(Err(e)) if crate::stdout_closed(&e) => return Err(e),
             Some(Err(e)) => {
                 if !answer.is_empty() {
                     println!();

@@ -342,15 +342,22 @@ fn a_completion_beside_a_long_embedding_request_is_not_held_back() {
     let hi =
         json!({"model": "smol", "prompt": "Hi", "stream": false, "options": {"num_predict": 5}});
     assert_eq!(s.post("/api/generate", hi.clone()).0, 200);
-    // About 8,000 tokens: half a minute and more of embedding here.
-    let inputs: Vec<String> = (0..80)
-        .map(|i| {
-            format!(
-                "{i}: {}",
-                "The quick brown fox jumps over the lazy dog. ".repeat(10)
-            )
-        })
-        .collect();
+    let inputs = |n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "{i}: {}",
+                    "The quick brown fox jumps over the lazy dog. ".repeat(10)
+                )
+            })
+            .collect()
+    };
+    // As many inputs (of about 100 tokens) as take some 30 s here: how long do 8 take?
+    let started = Instant::now();
+    let (status, _) = s.post("/api/embed", json!({"model": "smol", "input": inputs(8)}));
+    assert_eq!(status, 200);
+    let each = started.elapsed().as_secs_f64() / 8.0;
+    let inputs = inputs(((30.0 / each) as usize).clamp(80, 20_000));
     let embedded = Arc::new(AtomicBool::new(false));
     let done = embedded.clone();
     let url = s.url("/api/embed");

@@ -422,6 +422,18 @@ fn a_format_or_a_forced_call_follows_thinking_the_model_did_not_close() {
     let s = TestServer::start();
     s.create_smol_think();
     let question = json!([{"role": "user", "content": "What is 2+3?"}]);
+    // Without a format the model ends its answer inside its thinking: no content at all.
+    let (status, body) = s.post(
+        "/api/chat",
+        json!({"model": "smol-think", "messages": question, "think": true,
+               "stream": false, "options": {"temperature": 0, "num_predict": 80}}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["done_reason"], "stop", "{body}");
+    assert_eq!(body["message"]["content"], "", "{body}");
+    let thinking = body["message"]["thinking"].clone();
+    assert!(!thinking.as_str().unwrap().is_empty(), "{body}");
+    // With one, the same thinking, then the format.
     let (status, body) = s.post(
         "/api/chat",
         json!({"model": "smol-think", "messages": question, "think": true, "format": "json",
@@ -429,6 +441,7 @@ fn a_format_or_a_forced_call_follows_thinking_the_model_did_not_close() {
     );
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["done_reason"], "stop", "{body}");
+    assert_eq!(body["message"]["thinking"], thinking, "{body}");
     let content = body["message"]["content"].as_str().unwrap();
     serde_json::from_str::<Value>(content).unwrap_or_else(|e| panic!("{e}: {body}"));
 
