@@ -235,7 +235,8 @@ impl Scheduler {
                 old.runner.stop().await;
             }
             match self.make_room(&mut state, &meta) {
-                Room::Ready => drain = None,
+                // The mark goes now, not after the load.
+                Room::Ready => drop(drain.take()),
                 Room::Evict(k) => {
                     drain = None;
                     let l = state.remove(&k).expect("present");
