@@ -125,6 +125,17 @@ fn suffix_fills_in_the_middle_by_template_or_fim_tokens() {
         json!({"model": "smol-tokens", "prompt": prefix, "suffix": suffix, "stream": false, "options": greedy}),
     );
     assert_eq!(status, 200, "{filled}");
+    // `_debug_render_only` shows that prompt: the FIM tokens written out around the parts.
+    let (status, shown) = s.post(
+        "/api/generate",
+        json!({"model": "smol-tokens", "prompt": prefix, "suffix": suffix, "_debug_render_only": true}),
+    );
+    assert_eq!(status, 200, "{shown}");
+    let text = shown["_debug_info"]["rendered_template"].as_str().unwrap();
+    assert!(
+        text.contains(prefix) && text.contains(suffix) && text.len() > prefix.len() + suffix.len(),
+        "{text:?}"
+    );
     let tokens = prompt_tokens(&filled);
     let at = |id: u32| tokens.iter().position(|&t| t == id as i64).unwrap();
     let (pre, suf, mid) = (at(ids[0]), at(ids[1]), at(ids[2]));
