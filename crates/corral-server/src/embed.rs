@@ -81,9 +81,16 @@ pub(crate) async fn embed_raw(
         .map_err(ApiError::internal)?;
     // A client that goes away (its request dropped here) stops the embedding in the runner.
     let mut cancel = crate::inference::CancelOnDrop::new(lease.runner.clone(), id);
-    // No token stream to watch here: allow the stall timeout for every few inputs.
+    // No token stream to watch here: allow the stall timeout for every few inputs. Past it,
+    // the runner is asked whether it still reads: it may be busy with other embedding
+    // requests queued before this one (it reads between their pieces), which is no stall.
     let limit = st.config.stall_timeout * (1 + n as u32 / 4);
-    let answer = tokio::time::timeout(limit, rx.recv()).await;
+    let answer = loop {
+        match tokio::time::timeout(limit, rx.recv()).await {
+            Err(_) if lease.runner.ping(st.config.stall_timeout).await => continue,
+            other => break other,
+        }
+    };
     if matches!(answer, Ok(Some(_))) {
         cancel.disarm();
     }
@@ -111,7 +118,7 @@ pub(crate) async fn embed_raw(
         Err(_) => {
             lease.runner.kill().await;
             Err(ApiError::internal(format!(
-                "the model gave no embeddings within {}s; its runner was stopped and will be restarted",
+                "the model gave no embeddings within {}s and stopped answering; its runner was stopped and will be restarted",
                 limit.as_secs()
             )))
         }

@@ -376,3 +376,33 @@ fn a_completion_beside_a_long_embedding_request_is_not_held_back() {
         "the completion waited for the embedding request to end"
     );
 }
+
+/// An embedding request queued behind a long one waits for it: the runner still answers
+/// while it works, so it is not taken for a stalled one and killed (which failed both).
+#[test]
+fn an_embedding_request_queued_behind_a_long_one_waits_for_it() {
+    let s = TestServer::start_with(&[("CORRAL_STALL_TIMEOUT", "2s")]);
+    s.create_smol();
+    let sentence = "The quick brown fox jumps over the lazy dog. ".repeat(10);
+    let inputs = |n: usize| -> Vec<String> { (0..n).map(|i| format!("{i}: {sentence}")).collect() };
+    // As many inputs as take some 8 s here, four times the stall timeout.
+    let started = Instant::now();
+    let (status, _) = s.post("/api/embed", json!({"model": "smol", "input": inputs(4)}));
+    assert_eq!(status, 200);
+    let each = started.elapsed().as_secs_f64() / 4.0;
+    let long = inputs(((8.0 / each) as usize).clamp(16, 5_000));
+    let runner = s.runner_pids();
+    std::thread::scope(|scope| {
+        let first = scope.spawn(|| s.post("/api/embed", json!({"model": "smol", "input": long})));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let (status, v) = s.post(
+            "/v1/embeddings",
+            json!({"model": "smol", "input": ["a", "b"]}),
+        );
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["data"].as_array().unwrap().len(), 2);
+        let (status, v) = first.join().unwrap();
+        assert_eq!(status, 200, "{v}");
+    });
+    assert_eq!(s.runner_pids(), runner, "the runner was replaced");
+}
