@@ -512,13 +512,20 @@ fn https_with_a_certificate_the_test_makes() {
         )
         .build()
         .unwrap();
-    let v: Value = client
-        .get(format!("{https}/api/tags"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let resp = client.get(format!("{https}/api/tags")).send().unwrap();
+    // HTTP/2, as the handshake offers it (browsers and Go clients take it when offered).
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let v: Value = resp.json().unwrap();
     assert_eq!(v["models"][0]["name"], "smol:latest");
+    // And a streamed answer over it.
+    let resp = client
+        .post(format!("{https}/api/generate"))
+        .json(&json!({"model": "smol", "prompt": "Hi", "options": {"num_predict": 4}}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let last: Value = serde_json::from_str(resp.text().unwrap().lines().last().unwrap()).unwrap();
+    assert_eq!(last["done"], true, "{last}");
     assert!(s.http.get(s.url("/api/tags")).send().is_err());
     // A bad key file stops the server at start with the file's name.
     let out = std::process::Command::new(corral_exe())
