@@ -256,9 +256,11 @@ pub async fn serve(config: Config) -> Result<(), String> {
         metrics,
     };
     let app = router(state);
+    let closing = scheduler.clone();
     let stop = async move {
         shutdown_signal().await;
         tracing::info!("shutting down: ending open answers");
+        closing.close();
         let _ = shutdown_tx.send(true);
     };
     match tls {

@@ -84,9 +84,27 @@ struct Loaded {
 /// The loaded models.
 pub struct Scheduler {
     state: Mutex<HashMap<String, Loaded>>,
+    /// Models being loaded, with the memory they will take: a load runs without the lock on
+    /// `state`, so that loaded models, `ps`, `stop` and `/metrics` answer meanwhile. Changed
+    /// only while `state` is locked.
+    loading: std::sync::Mutex<HashMap<String, u64>>,
     cmd: RunnerCommand,
     limits: Limits,
     metrics: Arc<Metrics>,
+    /// Set when the server shuts down: no more loads (requests still waiting fail).
+    closing: std::sync::atomic::AtomicBool,
+}
+
+/// A model counted in [`Scheduler::loading`] until its load ends, however it ends.
+struct Loading<'a> {
+    set: &'a std::sync::Mutex<HashMap<String, u64>>,
+    key: String,
+}
+
+impl Drop for Loading<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap().remove(&self.key);
+    }
 }
 
 /// A waiting request's mark on the busy model it waits for, counted in [`Loaded::drainers`]
@@ -133,9 +151,11 @@ impl Scheduler {
     pub fn new(cmd: RunnerCommand, limits: Limits, metrics: Arc<Metrics>) -> Arc<Scheduler> {
         let s = Arc::new(Scheduler {
             state: Mutex::new(HashMap::new()),
+            loading: Default::default(),
             cmd,
             limits,
             metrics,
+            closing: Default::default(),
         });
         let weak = Arc::downgrade(&s);
         tokio::spawn(async move {
@@ -176,6 +196,12 @@ impl Scheduler {
         }
     }
 
+    /// Refuse loads from now on: the server is shutting down (a request waiting for room
+    /// would otherwise load a model only to be told so).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
     /// Get the model loaded as `spec` says, loading (or reloading) it if needed.
     pub async fn acquire(
         self: &Arc<Self>,
@@ -187,7 +213,17 @@ impl Scheduler {
         // Set while this request waits for a busy model to become idle.
         let mut drain: Option<Drain> = None;
         loop {
+            if self.closing.load(Ordering::SeqCst) {
+                return Err(AcquireError::Failed("the server is shutting down".into()));
+            }
             let mut state = self.state.lock().await;
+            if self.loading.lock().unwrap().contains_key(&key) {
+                // Being loaded by another request: join it once it is (or load it again with
+                // other settings).
+                drop(state);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
             if let Some(l) = state
                 .get_mut(&key)
                 .filter(|l| l.spec == spec && !l.runner.has_exited())
@@ -237,6 +273,13 @@ impl Scheduler {
             match self.make_room(&mut state, &meta) {
                 // The mark goes now, not after the load.
                 Room::Ready => drop(drain.take()),
+                Room::Loads => {
+                    // Room is being taken by loads under way: see once they are done.
+                    drain = None;
+                    drop(state);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
                 Room::Evict(k) => {
                     drain = None;
                     let l = state.remove(&k).expect("present");
@@ -256,6 +299,18 @@ impl Scheduler {
                 }
                 Room::Never(why) => return Err(AcquireError::Failed(why)),
             }
+            // The load runs unlocked; the model counts as loading until it is in `state`.
+            let loading = {
+                self.loading
+                    .lock()
+                    .unwrap()
+                    .insert(key.clone(), meta.local_memory);
+                Loading {
+                    set: &self.loading,
+                    key: key.clone(),
+                }
+            };
+            drop(state);
             let started = Instant::now();
             let (runner, warning) = match RunnerProcess::start(
                 &self.cmd,
@@ -310,6 +365,7 @@ impl Scheduler {
             self.metrics
                 .model_loaded(&key, started.elapsed().as_secs_f64());
             let now = Instant::now();
+            let mut state = self.state.lock().await;
             state.insert(
                 key.clone(),
                 Loaded {
@@ -324,6 +380,8 @@ impl Scheduler {
                     drainers: Arc::default(),
                 },
             );
+            // Loaded, and no longer loading, in one step under the lock.
+            drop(loading);
             return Ok(Lease {
                 runner,
                 load_duration,
@@ -342,8 +400,14 @@ impl Scheduler {
                 gib(total)
             ));
         }
-        // Memory of loaded models counts as reclaimable: unloading them frees it.
-        let fits = state.len() < self.limits.max_loaded.max(1) && meta.local_memory <= available;
+        // Memory of loaded models counts as reclaimable: unloading them frees it. Models being
+        // loaded take places and memory they may not hold yet.
+        let (loads, loads_memory) = {
+            let loading = self.loading.lock().unwrap();
+            (loading.len(), loading.values().sum::<u64>())
+        };
+        let fits = state.len() + loads < self.limits.max_loaded.max(1)
+            && meta.local_memory.saturating_add(loads_memory) <= available;
         if fits {
             return Room::Ready;
         }
@@ -361,6 +425,7 @@ impl Scheduler {
         match (idle, busy) {
             (Some(k), _) => Room::Evict(k),
             (None, Some(k)) => Room::Wait(k),
+            (None, None) if loads > 0 => Room::Loads,
             (None, None) => Room::Never(format!(
                 "model requires {} of system memory, but only {} is available",
                 gib(meta.local_memory),
@@ -512,6 +577,8 @@ enum Room {
     Evict(String),
     /// Wait for this busy model to become idle.
     Wait(String),
+    /// Wait for the loads under way (the room they take may be all there is).
+    Loads,
     Never(String),
 }
 

@@ -160,6 +160,42 @@ fn sigterm_ends_open_streams_with_an_error_line_and_stops_runners() {
         .is_empty()));
 }
 
+/// A request still waiting for room when the server shuts down is told so at once: no model
+/// is unloaded and loaded for it first.
+#[test]
+fn shutdown_loads_nothing_for_a_request_still_waiting() {
+    let mut s = smol_server(&[("CORRAL_MAX_LOADED_MODELS", "1")]);
+    let wide = format!(
+        "FROM {}\nPARAMETER num_ctx 8192\n",
+        model_file(SMOL).display()
+    );
+    s.create("smol-wide", &wide);
+    let lines = start_stream(&s, 2000);
+    let pid = s.child.as_ref().unwrap().id();
+    std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| {
+            generate(
+                &s,
+                json!({"model": "smol-wide", "prompt": "Hi", "stream": false}),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        signal(pid, 15);
+        let (status, body) = waiting.join().unwrap();
+        assert_eq!(status, 500, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("shutting down"),
+            "{body}"
+        );
+    });
+    drop(lines);
+    s.stop();
+    assert!(
+        !s.log().contains("unloading to make room"),
+        "a model was swapped in for a server on its way out"
+    );
+}
+
 #[test]
 fn a_stalled_runner_is_reported_and_replaced() {
     let s = smol_server(&[
@@ -519,6 +555,46 @@ fn a_request_that_leaves_while_waiting_holds_nothing_back() {
         !b_done.load(Ordering::SeqCst),
         "the request for smol waited until smol-b's stream had ended"
     );
+}
+
+/// A load runs without holding up the rest of the server: while one hangs, `/api/ps`,
+/// `/metrics` and a request for the same model (which waits for that load) do not stop the
+/// others, and the load timeout still ends it.
+#[test]
+fn a_hanging_load_holds_up_nothing_else() {
+    let s = smol_server(&[
+        ("CORRAL_RUNNER_FAULT", "stall@load"),
+        ("CORRAL_LOAD_TIMEOUT", "8s"),
+    ]);
+    std::thread::scope(|scope| {
+        let load = scope.spawn(|| {
+            generate(
+                &s,
+                json!({"model": "smol", "prompt": "Hi", "stream": false}),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        assert_eq!(s.get("/api/ps")["models"], json!([]));
+        assert!(s.get_text("/metrics").contains("corral_"));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "ps and metrics waited for the load: {:?}",
+            started.elapsed()
+        );
+        let (status, body) = load.join().unwrap();
+        assert_eq!(status, 500, "{body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("timed out waiting for the model to load"),
+            "{body}"
+        );
+    });
+    assert!(wait_for(Duration::from_secs(2), || s
+        .runner_pids()
+        .is_empty()));
 }
 
 #[test]
