@@ -173,7 +173,9 @@ pub fn router(state: AppState) -> Router {
 
 /// Run the server until SIGTERM or Ctrl-C, then stop every runner.
 pub async fn serve(config: Config) -> Result<(), String> {
-    let store = Store::open(&config.models_dir).map_err(|e| e.to_string())?;
+    let store = Store::open(&config.models_dir)
+        .map_err(|e| e.to_string())?
+        .keep_replaced(config.noprune);
     let mut config = config;
     let program = config.runner.program.clone();
     // No RPC workers here: runners probe theirs at each load, and a silent worker would hold

@@ -88,6 +88,9 @@ impl Store {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Keep the blobs of a manifest that another replaces (`OLLAMA_NOPRUNE`); by default
+    /// those no other manifest uses go with it, as in Ollama.
+    keep_replaced: bool,
 }
 
 impl Store {
@@ -98,7 +101,16 @@ impl Store {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
         }
-        Ok(Store { root })
+        Ok(Store {
+            root,
+            keep_replaced: false,
+        })
+    }
+
+    /// Keep the blobs of replaced manifests (`OLLAMA_NOPRUNE`).
+    pub fn keep_replaced(mut self, keep: bool) -> Self {
+        self.keep_replaced = keep;
+        self
     }
 
     /// The store root named by the environment: `CORRAL_MODELS`, else `OLLAMA_MODELS`, else
@@ -353,8 +365,28 @@ impl Store {
         if let Some((other, _)) = self.find_manifest(name).filter(|(_, p)| *p != path) {
             return Err(StoreError::NameTaken(other.display_short()));
         }
+        let replaced = (!self.keep_replaced)
+            .then(|| Self::read_entry(name.clone(), &path).ok())
+            .flatten();
         write_atomic(&path, bytes)?;
+        // A model created or pulled again under its name: the blobs only the old manifest
+        // used go, as in Ollama (whose create and pull remove the replaced layers).
+        if let Some(old) = replaced {
+            self.remove_unused(old.manifest.digests());
+        }
         Ok(Digest::from_bytes(&Sha256::digest(bytes)))
+    }
+
+    /// Remove those of `digests` that no manifest references (call with the manifest lock).
+    fn remove_unused<'a>(&self, digests: impl Iterator<Item = &'a Digest>) -> Vec<Digest> {
+        let used = self.referenced();
+        let mut removed = Vec::new();
+        for d in digests {
+            if !used.contains(d) && fs::remove_file(self.blob_path(d)).is_ok() {
+                removed.push(d.clone());
+            }
+        }
+        removed
     }
 
     /// A model's manifest bytes as stored (what a push sends), with the stored name.
@@ -447,14 +479,7 @@ impl Store {
         let Some(entry) = entry else {
             return Ok(Vec::new());
         };
-        let used = self.referenced();
-        let mut removed = Vec::new();
-        for d in entry.manifest.digests() {
-            if !used.contains(d) && fs::remove_file(self.blob_path(d)).is_ok() {
-                removed.push(d.clone());
-            }
-        }
-        Ok(removed)
+        Ok(self.remove_unused(entry.manifest.digests()))
     }
 
     /// Every blob some manifest references.
@@ -645,6 +670,31 @@ mod tests {
         assert!(
             matches!(s.get(&"other".parse().unwrap()), Err(StoreError::NotFound(n)) if n == "other:latest")
         );
+    }
+
+    #[test]
+    fn a_replaced_manifest_takes_the_blobs_only_it_used() {
+        for keep in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let s = Store::open(dir.path()).unwrap().keep_replaced(keep);
+            let put = |bytes: &[u8]| {
+                s.put_blob_bytes(Layer::media_type_for("model"), bytes)
+                    .unwrap()
+            };
+            let (old, shared, new) = (put(b"old weights"), put(b"a license"), put(b"new"));
+            let config = s.put_config(&Default::default()).unwrap();
+            let x: Name = "x".parse().unwrap();
+            let manifest = |layers: Vec<Layer>| Manifest::new(config.clone(), layers);
+            s.put_manifest(&x, &manifest(vec![old.clone(), shared.clone()]))
+                .unwrap();
+            // Another model uses the license too; then x is made again from new weights.
+            s.put_manifest(&"y".parse().unwrap(), &manifest(vec![shared.clone()]))
+                .unwrap();
+            s.put_manifest(&x, &manifest(vec![new.clone()])).unwrap();
+            assert_eq!(s.has_blob(&old.digest), keep, "keep_replaced {keep}");
+            assert!(s.has_blob(&shared.digest) && s.has_blob(&new.digest));
+            assert!(s.has_blob(&config.digest));
+        }
     }
 
     #[test]

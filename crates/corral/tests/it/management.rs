@@ -530,3 +530,43 @@ fn port_zero_listens_on_a_free_port_and_names_it() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A model made again under its name (create, as pull) leaves no blob only the old one used,
+/// as in Ollama; `CORRAL_NOPRUNE` keeps them.
+#[test]
+fn making_a_model_again_takes_its_old_weights_with_it() {
+    for keep in [false, true] {
+        let env = if keep {
+            vec![("CORRAL_NOPRUNE", "1")]
+        } else {
+            vec![]
+        };
+        let s = TestServer::start_with(&env);
+        s.create("x", &format!("FROM {}\n", model_file(SMOL).display()));
+        let weights = |s: &TestServer| -> Vec<String> {
+            s.store_files()
+                .into_iter()
+                .filter(|f| f.contains("blobs/"))
+                .collect()
+        };
+        let before = weights(&s);
+        s.create("x", &format!("FROM {}\n", model_file(GEMMA).display()));
+        let after = weights(&s);
+        let kept = before.iter().filter(|b| after.contains(b)).count();
+        if keep {
+            assert_eq!(kept, before.len(), "{before:?} {after:?}");
+        } else {
+            // Only the config blob could be shared; SmolLM2's weights are gone.
+            assert!(kept < before.len(), "{before:?} {after:?}");
+            assert!(
+                !after.iter().any(|b| b.contains("b179c9523d0e")),
+                "{after:?}"
+            );
+        }
+        let (status, v) = s.post(
+            "/api/generate",
+            json!({"model": "x", "prompt": "Hi", "stream": false, "options": {"num_predict": 2}}),
+        );
+        assert_eq!(status, 200, "{v}");
+    }
+}
