@@ -65,7 +65,8 @@ async fn transfer(st: AppState, req: TransferRequest, dir: Direction) -> Respons
         let _ = progress_tx.send(Ok(p));
     });
     let store = st.store.clone();
-    let task = tokio::spawn(async move {
+    let stop_tx = tx.clone();
+    let mut task = tokio::spawn(async move {
         let result = match dir {
             Direction::Pull => corral_registry::pull(&store, &name, options, &sink)
                 .await
@@ -78,6 +79,19 @@ async fn transfer(st: AppState, req: TransferRequest, dir: Direction) -> Respons
         }
     });
     let guard = AbortOnDrop(task.abort_handle());
+    // Shutdown ends the transfer at once, as it ends open answers, rather than waiting for a
+    // download to finish (a pull resumes from its files next time). The watch ends with the
+    // transfer, so the progress stream ends with it.
+    let mut shutdown = st.shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = &mut task => {}
+            Ok(_) = shutdown.wait_for(|closing| *closing) => {
+                task.abort();
+                let _ = stop_tx.send(Err(RegistryError::Other("the server is shutting down".into())));
+            }
+        }
+    });
 
     if !req.stream.unwrap_or(true) {
         let mut rx = rx;

@@ -506,3 +506,30 @@ fn tampered_blobs_and_hostile_registries_leave_the_store_alone() {
         .iter()
         .any(|f| f.ends_with(&sha256_hex(&blob))));
 }
+
+/// Shutting the server down ends a pull at once, as it ends answers (the download is kept
+/// for the next pull): SIGTERM does not wait for a slow download to finish.
+#[test]
+fn shutdown_ends_a_pull_at_once() {
+    let reg = Registry::start();
+    let size = seed(&reg, &format!("{}/me/smol", reg.host()), &[]);
+    let proxy = Proxy::start(reg.port);
+    // A minute of download at this rate.
+    proxy.rate.store(size / 60, Ordering::SeqCst);
+    let name = format!("{}/me/smol", proxy.host());
+    let mut s = TestServer::start();
+    let mut cli = spawn_pull(&s, &name);
+    assert!(wait_for(Duration::from_secs(30), || download_done(&s) > 0));
+    let mut server = s.child.take().unwrap();
+    signal(server.id(), 15);
+    assert!(
+        wait_for(Duration::from_secs(5), || server
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "the server waited for the pull to finish"
+    );
+    assert!(!cli.wait().unwrap().success());
+    let kept = download_done(&s);
+    assert!(kept > 0 && kept < size, "{kept} of {size}");
+}
