@@ -26,6 +26,14 @@ pub async fn push(
     let manifest: Manifest = serde_json::from_slice(&raw)
         .map_err(|e| RegistryError::Other(format!("stored manifest of {name}: {e}")))?;
     let repo = Repo::new(name, options, true)?;
+    // Registries take only lower-case repository names (the distribution spec's rule): one
+    // with capitals would fail later as a bare "404 Not Found".
+    if repo.path.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(RegistryError::Invalid(format!(
+            "push {}: registries take only lower-case repository names",
+            repo.path
+        )));
+    }
 
     // Other repositories of the same registry that hold a blob: the registry can mount it
     // from there instead of receiving it again.
@@ -91,6 +99,35 @@ async fn push_blob(
             _ => return Err(repo.unexpected(&what, resp).await),
         }
     }
+    // An upload cut off (a dropped connection, a stall) starts again with a new upload
+    // session, as a whole blob: up to five tries.
+    let mut tries = 1;
+    loop {
+        match upload(repo, store, layer, location.take(), sink).await {
+            Err(e) if e.retryable() && tries < UPLOAD_TRIES => {
+                tracing::warn!(digest = %d, tries, "retrying the upload: {e}");
+                tokio::time::sleep(Duration::from_secs(tries)).await;
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Tries of one blob's upload.
+const UPLOAD_TRIES: u64 = 5;
+
+/// Upload one blob whole: at `location` (an upload session already open), else in a new
+/// one.
+async fn upload(
+    repo: &Repo,
+    store: &Store,
+    layer: &Layer,
+    location: Option<reqwest::header::HeaderValue>,
+    sink: &Sink,
+) -> Result<(), RegistryError> {
+    let d = &layer.digest;
+    let what = format!("push {d}");
     let location = match location {
         Some(l) => l,
         None => {

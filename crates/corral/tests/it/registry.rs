@@ -62,6 +62,17 @@ fn push_remove_pull_round_trip() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("Error: push"), "{}", stderr(&out));
     assert!(stderr(&out).contains("use --insecure"), "{}", stderr(&out));
+    // Capitals in the repository's name: told before anything is sent.
+    let upper = format!("{}/Me/Up:v1", reg.host());
+    assert!(s.corral(&["cp", "smol", &upper]).status.success());
+    let out = s.corral(&["push", &upper, "--insecure"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("push Me/Up: registries take only lower-case repository names"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(s.corral(&["rm", &upper]).status.success());
 
     let out = s.corral(&["push", &name, "--insecure"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -532,4 +543,35 @@ fn shutdown_ends_a_pull_at_once() {
     assert!(!cli.wait().unwrap().success());
     let kept = download_done(&s);
     assert!(kept > 0 && kept < size, "{kept} of {size}");
+}
+
+/// A push whose upload is cut off starts the blob's upload again (up to five tries) and
+/// succeeds once the registry is back.
+#[test]
+fn an_interrupted_push_is_retried() {
+    let reg = Registry::start();
+    let proxy = Proxy::start(reg.port);
+    let s = TestServer::start();
+    s.create_smol();
+    let name = format!("{}/me/smol", proxy.host());
+    assert!(s.corral(&["cp", "smol", &name]).status.success());
+    // The proxy counts what comes back from the registry, so cut on the first answers:
+    // the upload's connection goes down; a moment later the registry is reachable again.
+    proxy.cut_after.store(200, Ordering::SeqCst);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            assert!(wait_for(Duration::from_secs(30), || proxy
+                .down
+                .load(Ordering::SeqCst)));
+            proxy.cut_after.store(u64::MAX, Ordering::SeqCst);
+            proxy.down.store(false, Ordering::SeqCst);
+        });
+        let out = s.corral(&["push", &name, "--insecure"]);
+        assert!(out.status.success(), "{}\n{}", stderr(&out), s.log());
+    });
+    assert!(s.log().contains("retrying"), "{}", s.log());
+    // What was pushed pulls back whole.
+    let other = TestServer::start();
+    let out = other.corral(&["pull", &name, "--insecure"]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
