@@ -227,7 +227,12 @@ fn check_number_settings() -> Result<(), String> {
         "CORRAL_MAX_QUEUE",
         "CORRAL_MAX_LOADED_MODELS",
     ] {
-        if let Ok(v) = std::env::var(var) {
+        // Ollama's variable is read when Corral's is not set: named the same way then.
+        let ollama = var.replace("CORRAL_", "OLLAMA_");
+        let set = std::env::var(var)
+            .map(|v| (var, v))
+            .or_else(|_| std::env::var(&ollama).map(|v| (ollama.as_str(), v)));
+        if let Ok((var, v)) = set {
             if v.parse::<u32>().is_err() {
                 return Err(format!(
                     "{var}: {v:?} is not a number (a whole number, 0 to {})",
@@ -360,12 +365,15 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         threads: args
             .threads
             .unwrap_or_else(|| corral_os::default_threads() as u32),
-        num_parallel: number(
+        num_parallel: match number(
             args.num_parallel.map(|n| n as usize),
             "OLLAMA_NUM_PARALLEL",
             1,
-        )?
-        .max(1) as u32,
+        )? {
+            // As a model's num_parallel: each slot is a context's worth of KV cache.
+            n if n > 64 => anyhow::bail!("CORRAL_NUM_PARALLEL: {n} is over the most, 64"),
+            n => n.max(1) as u32,
+        },
         context_length: match number(
             args.context_length.map(|n| n as usize),
             "OLLAMA_CONTEXT_LENGTH",
@@ -406,6 +414,16 @@ async fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
         security,
         tls,
     };
+    // A default cache no model could use with flash attention off would fail every request:
+    // refused here, as a setting of the server's.
+    if config.kv_cache_type.is_quantized()
+        && config.flash_attention == corral_api::cache::FlashAttention::Off
+    {
+        anyhow::bail!(
+            "CORRAL_KV_CACHE_TYPE {} needs flash attention, which CORRAL_FLASH_ATTENTION=off turns off",
+            config.kv_cache_type.as_str()
+        );
+    }
     corral_server::serve(config)
         .await
         .map_err(|e| anyhow::anyhow!(e))

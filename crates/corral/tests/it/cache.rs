@@ -130,4 +130,15 @@ fn flash_attention_follows_the_setting() {
             stderr(&out)
         );
     }
+    // A default cache that needs flash attention, with flash attention off: refused at start
+    // rather than in every request.
+    let out = serve_refusing(&[
+        ("CORRAL_KV_CACHE_TYPE", "q8_0"),
+        ("CORRAL_FLASH_ATTENTION", "off"),
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out),
+        "Error: CORRAL_KV_CACHE_TYPE q8_0 needs flash attention, which CORRAL_FLASH_ATTENTION=off turns off\n"
+    );
 }

@@ -484,6 +484,16 @@ fn settings_that_do_not_parse_are_named() {
             "99999999999999999999999",
             "Error: CORRAL_MAX_BODY: \"99999999999999999999999\": too large a size\n",
         ),
+        (
+            "OLLAMA_MAX_QUEUE",
+            "x",
+            "Error: OLLAMA_MAX_QUEUE: \"x\" is not a number (a whole number, 0 to 4294967295)\n",
+        ),
+        (
+            "CORRAL_NUM_PARALLEL",
+            "65",
+            "Error: CORRAL_NUM_PARALLEL: 65 is over the most, 64\n",
+        ),
     ] {
         let out = serve_refusing(&[(var, value)]);
         assert!(!out.status.success(), "{var}={value} was accepted");
