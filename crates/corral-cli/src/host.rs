@@ -47,7 +47,7 @@ impl Host {
         if rest.contains(['[', ']']) {
             let inner = rest.strip_prefix('[').and_then(|r| r.split_once(']'));
             let whole = inner.is_some_and(|(addr, after)| {
-                !addr.contains(['[', ']']) && (after.is_empty() || after.starts_with(':'))
+                is_ipv6(addr) && (after.is_empty() || after.starts_with(':'))
             });
             if !whole {
                 anyhow::bail!("invalid host {s:?}: brackets must enclose an IPv6 address");
@@ -66,6 +66,13 @@ impl Host {
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let host = if host.is_empty() { "127.0.0.1" } else { host };
+        // Colons without brackets are an IPv6 address, whole (`::1`); a port after one needs
+        // the brackets.
+        if host.contains(':') && !is_ipv6(host) {
+            anyhow::bail!(
+                "invalid host {s:?}: {host:?} is not an IPv6 address (with a port, an IPv6 address goes in brackets: [::1]:{DEFAULT_PORT})"
+            );
+        }
         Ok(Host {
             scheme: scheme.to_string(),
             host: host.to_string(),
@@ -92,6 +99,12 @@ impl Host {
             .next()
             .ok_or_else(|| anyhow::anyhow!("cannot resolve host {}", self.host))
     }
+}
+
+/// An IPv6 address, with or without a zone (`fe80::1%eth0`).
+fn is_ipv6(s: &str) -> bool {
+    let addr = s.split_once('%').map_or(s, |(a, _)| a);
+    addr.parse::<std::net::Ipv6Addr>().is_ok()
 }
 
 #[cfg(test)]
@@ -124,7 +137,21 @@ mod tests {
         }
         assert!(Host::parse("ftp://x").is_err());
         assert!(Host::parse("x:notaport").is_err());
-        for bad in ["http://[::1", "[::1", "::1]:80", "[[::1]]", "[::1]x"] {
+        assert_eq!(
+            Host::parse("[fe80::1%eth0]:80").unwrap().url(),
+            "http://[fe80::1%eth0]:80"
+        );
+        let e = Host::parse("::1:11715").unwrap_err().to_string();
+        assert!(e.contains("goes in brackets: [::1]:11434"), "{e}");
+        for bad in [
+            "http://[::1",
+            "[::1",
+            "::1]:80",
+            "[[::1]]",
+            "[::1]x",
+            "[127.0.0.1]:11434",
+            "[localhost]",
+        ] {
             let e = Host::parse(bad).unwrap_err().to_string();
             assert!(
                 e.contains("brackets must enclose an IPv6 address"),
