@@ -85,8 +85,9 @@ struct Loaded {
 pub struct Scheduler {
     state: Mutex<HashMap<String, Loaded>>,
     /// Models being loaded, with the memory they will take: a load runs without the lock on
-    /// `state`, so that loaded models, `ps`, `stop` and `/metrics` answer meanwhile. Changed
-    /// only while `state` is locked.
+    /// `state`, so that loaded models, `ps`, `stop` and `/metrics` answer meanwhile. Added only
+    /// while `state` is locked (so two requests never load one model); removed when the load
+    /// ends, however it ends (a [`Loading`] guard).
     loading: std::sync::Mutex<HashMap<String, u64>>,
     cmd: RunnerCommand,
     limits: Limits,

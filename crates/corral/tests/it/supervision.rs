@@ -36,6 +36,19 @@ fn open_stream(s: &TestServer, path: &str, body: Value) -> impl Iterator<Item = 
     lines
 }
 
+/// The answer of a request whose load hung: the load timeout's error, and no runner left.
+fn load_timed_out(s: &TestServer, status: u16, body: &Value) {
+    assert_eq!(status, 500, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("timed out waiting for the model to load"),
+        "{body}"
+    );
+    assert!(wait_for(Duration::from_secs(2), || s
+        .runner_pids()
+        .is_empty()));
+}
+
 fn generate(s: &TestServer, body: Value) -> (u16, Value) {
     s.post("/api/generate", body)
 }
@@ -583,18 +596,8 @@ fn a_hanging_load_holds_up_nothing_else() {
             started.elapsed()
         );
         let (status, body) = load.join().unwrap();
-        assert_eq!(status, 500, "{body}");
-        assert!(
-            body["error"]
-                .as_str()
-                .unwrap()
-                .contains("timed out waiting for the model to load"),
-            "{body}"
-        );
+        load_timed_out(&s, status, &body);
     });
-    assert!(wait_for(Duration::from_secs(2), || s
-        .runner_pids()
-        .is_empty()));
 }
 
 #[test]
@@ -650,17 +653,7 @@ fn failed_loads_are_clear_errors_and_leave_no_process() {
         &s,
         json!({"model": "smol", "prompt": "Hi", "stream": false}),
     );
-    assert_eq!(status, 500, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("timed out waiting for the model to load"),
-        "{body}"
-    );
-    assert!(wait_for(Duration::from_secs(2), || s
-        .runner_pids()
-        .is_empty()));
+    load_timed_out(&s, status, &body);
 
     // A crash mid-answer (SIGABRT) names the signal.
     let s = smol_server(&[("CORRAL_RUNNER_FAULT", "crash@token:3")]);
